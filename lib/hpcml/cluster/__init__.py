@@ -1,0 +1,1 @@
+"""The compute the pipeline runs on: this node, a local Slurm cluster, a Kubernetes cluster."""

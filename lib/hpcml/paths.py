@@ -1,0 +1,83 @@
+"""Where things live: the repository root and the git-ignored ``build/`` tree.
+
+``HPCML_BUILD`` overrides the build directory (tests point it at a temporary
+folder); ``HPCML_ROOT`` overrides the repository root. Nothing is created at
+import time: call :func:`ensure` to create a directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_PKG = Path(__file__).resolve().parent
+
+
+def repo_root() -> Path:
+    """The repository root (the folder holding ``notebooks/`` and ``lib/``)."""
+    env = os.environ.get("HPCML_ROOT")
+    if env:
+        return Path(env).resolve()
+    return _PKG.parent.parent
+
+
+def build_dir() -> Path:
+    """The build tree (git-ignored): data, models, metrics, executed notebooks, site."""
+    env = os.environ.get("HPCML_BUILD")
+    return Path(env).resolve() if env else repo_root() / "build"
+
+
+def notebooks_dir() -> Path:
+    return repo_root() / "notebooks"
+
+
+def manifests_dir() -> Path:
+    return repo_root() / "manifests"
+
+
+def metrics_dir() -> Path:
+    return build_dir() / "metrics"
+
+
+def figures_dir() -> Path:
+    return build_dir() / "figures"
+
+
+def data_dir() -> Path:
+    return build_dir() / "data"
+
+
+def models_dir() -> Path:
+    return build_dir() / "models"
+
+
+def site_dir() -> Path:
+    return build_dir() / "site"
+
+
+def executed_dir() -> Path:
+    return build_dir() / "executed"
+
+
+def ensure(path: Path) -> Path:
+    """Create ``path`` (and parents) if missing and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    ensure(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,207 @@
+"""Record a notebook's metrics and figures, and read them back.
+
+Every notebook calls :func:`begin` once, then :func:`record` for each headline
+number and :func:`figure` for each plot. Results land in
+``build/metrics/<notebook>.json`` (written atomically after every call) and
+``build/figures/<notebook>/<name>.png``. The review notebook and the site index
+read them back with :func:`load` / :func:`load_all` / :func:`value` — numbers are
+never retyped.
+
+Example:
+    >>> from hpcml import report
+    >>> report.begin("00_cluster_setup", params={"n_jobs": 5})
+    >>> report.record("slurm_start_s", 3.2, unit="s", headline=True)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hpcml import paths
+
+
+class MissingMetricsError(LookupError):
+    """A stage's metrics are not there: its notebook has not been run yet."""
+
+
+@dataclass
+class _Run:
+    notebook: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+_current: _Run | None = None
+
+
+def _clean(value: Any) -> Any:
+    """Make ``value`` JSON-safe (numpy scalars, tuples, NaN -> None)."""
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _clean(value.tolist())
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def metrics_path(notebook: str) -> Path:
+    return paths.metrics_dir() / f"{notebook}.json"
+
+
+def _save() -> None:
+    assert _current is not None
+    paths.atomic_write_text(
+        metrics_path(_current.notebook), json.dumps(_current.data, indent=2, sort_keys=False)
+    )
+
+
+def _require() -> _Run:
+    if _current is None:
+        raise RuntimeError("hpcml.report: call report.begin('<notebook name>') first")
+    return _current
+
+
+def begin(notebook: str, params: dict[str, Any] | None = None) -> Path:
+    """Start (or restart) recording for ``notebook``; earlier results of it are replaced.
+
+    Args:
+        notebook: the notebook's stem, e.g. ``"02_horovod_training"``.
+        params: the notebook's parameters, shown at the top of its page.
+
+    Returns:
+        The path of the metrics JSON.
+    """
+    global _current
+    if not notebook or "/" in notebook:
+        raise ValueError(f"report.begin: notebook must be a stem like '00_cluster_setup', got {notebook!r}")
+    _current = _Run(
+        notebook,
+        {
+            "notebook": notebook,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "params": _clean(params or {}),
+            "metrics": {},
+            "figures": [],
+        },
+    )
+    _save()
+    return metrics_path(notebook)
+
+
+def record(
+    name: str,
+    value: Any,
+    unit: str = "",
+    description: str = "",
+    headline: bool = False,
+) -> Any:
+    """Record one metric of the current notebook and return ``value`` unchanged.
+
+    Args:
+        name: snake_case metric name, unique within the notebook.
+        value: a number, string, list or dict (tables are fine).
+        unit: unit for display, e.g. ``"s"``, ``"img/s"``, ``"USD"``.
+        description: one line saying what was measured and how.
+        headline: show it on the site index card.
+    """
+    run = _require()
+    if not name or not name.replace("_", "").replace(".", "").isalnum():
+        raise ValueError(f"report.record: metric name must be snake_case, got {name!r}")
+    run.data["metrics"][name] = {
+        "value": _clean(value),
+        "unit": unit,
+        "description": description,
+        "headline": bool(headline),
+    }
+    _save()
+    return value
+
+
+def figure(fig: Any, name: str, caption: str = "", main: bool = False) -> Path:
+    """Save a matplotlib figure as PNG for the current notebook and list it.
+
+    Args:
+        fig: a ``matplotlib.figure.Figure``.
+        name: file stem, e.g. ``"scaling"``.
+        caption: one line shown under the thumbnail on the site.
+        main: use it as the notebook's thumbnail on the site index.
+
+    Returns:
+        The PNG path.
+    """
+    run = _require()
+    out = paths.ensure(paths.figures_dir() / run.notebook) / f"{name}.png"
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    tmp.replace(out)
+    figs = [f for f in run.data["figures"] if f["name"] != name]
+    if main:
+        for f in figs:
+            f["main"] = False
+    figs.append({"name": name, "path": str(out), "caption": caption, "main": bool(main)})
+    run.data["figures"] = figs
+    _save()
+    return out
+
+
+def get(name: str) -> Any:
+    """Value of a metric recorded by the current notebook."""
+    run = _require()
+    try:
+        return run.data["metrics"][name]["value"]
+    except KeyError:
+        raise KeyError(f"metric {name!r} was not recorded by {run.notebook}") from None
+
+
+def load(notebook: str) -> dict[str, Any]:
+    """The recorded results of ``notebook``.
+
+    Raises:
+        MissingMetricsError: naming the notebook to run first.
+    """
+    path = metrics_path(notebook)
+    if not path.exists():
+        raise MissingMetricsError(
+            f"no recorded metrics for {notebook} ({path}): run notebooks/{notebook}.ipynb first"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_all() -> dict[str, dict[str, Any]]:
+    """All recorded notebooks, keyed by notebook stem, in order."""
+    d = paths.metrics_dir()
+    if not d.exists():
+        return {}
+    return {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(d.glob("*.json"))}
+
+
+def value(notebook: str, name: str) -> Any:
+    """One metric's value from another notebook, with a clear error if missing."""
+    data = load(notebook)
+    try:
+        return data["metrics"][name]["value"]
+    except KeyError:
+        raise MissingMetricsError(
+            f"{notebook} recorded no metric {name!r}: re-run notebooks/{notebook}.ipynb "
+            f"(recorded: {', '.join(sorted(data['metrics'])) or 'none'})"
+        ) from None
+
+
+def headlines(data: dict[str, Any]) -> list[tuple[str, Any, str]]:
+    """(name, value, unit) of the headline metrics in one notebook's results."""
+    return [
+        (k, m["value"], m.get("unit", ""))
+        for k, m in data.get("metrics", {}).items()
+        if m.get("headline")
+    ]

@@ -1,0 +1,227 @@
+"""Render the executed notebooks into the HTML walkthrough under ``build/site/``.
+
+Each executed notebook becomes ``NN_topic.html`` (nbconvert's lab template) with a
+shared header: previous/next/index navigation, the run's parameters, a table of
+contents built from the notebook's headings, and — for a failed notebook — a banner
+showing the failing cell. Cells tagged ``hide-input`` show only their output; cells
+tagged ``remove-cell`` are dropped. ``index.html`` has the pipeline picture and one
+card per notebook with status, duration, headline metrics and the main figure's
+thumbnail. All links are relative, so the folder can be copied to any static host.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from hpcml import paths, report
+
+_CSS = """
+:root{--fg:#1d2330;--muted:#5b6475;--ok:#1a7f37;--bad:#c62828;--skip:#8a8f98;--card:#f6f8fa;--accent:#0b5cad}
+body.hpcml-index{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:var(--fg);max-width:1100px;margin:2rem auto;padding:0 1rem;line-height:1.45}
+.hpcml-index h1{margin-bottom:.2rem}.hpcml-index .sub{color:var(--muted);margin-top:0}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:1rem}
+.card{background:var(--card);border:1px solid #d8dee4;border-radius:8px;padding:1rem;display:flex;flex-direction:column}
+.card h2{font-size:1.05rem;margin:.1rem 0 .4rem}.card a{color:var(--accent);text-decoration:none}
+.card img{width:100%;height:170px;object-fit:contain;background:#fff;border:1px solid #e5e8eb;border-radius:4px;margin:.4rem 0}
+.status{font-size:.8rem;font-weight:600;padding:.1rem .5rem;border-radius:10px;color:#fff}
+.status.ok{background:var(--ok)}.status.failed{background:var(--bad)}.status.skipped,.status.pending,.status.missing{background:var(--skip)}
+table.metrics{border-collapse:collapse;font-size:.86rem;width:100%}table.metrics td{padding:.15rem .3rem;border-bottom:1px solid #e5e8eb}
+table.metrics td.v{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+.pipeline-pic{max-width:100%;border:1px solid #d8dee4;border-radius:6px;margin:1rem 0}
+.hpcml-nav{font-family:system-ui,sans-serif;background:#f6f8fa;border-bottom:1px solid #d8dee4;padding:.6rem 1rem;display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap;position:sticky;top:0;z-index:10}
+.hpcml-nav a{color:#0b5cad;text-decoration:none;font-weight:500}.hpcml-nav .title{font-weight:700;margin-right:auto}
+.hpcml-meta{font-family:system-ui,sans-serif;max-width:1100px;margin:1rem auto;padding:0 1rem}
+.hpcml-meta details{background:#f6f8fa;border:1px solid #d8dee4;border-radius:6px;padding:.5rem .8rem;margin:.5rem 0}
+.hpcml-meta code{font-size:.85rem}.hpcml-meta ul.toc{columns:2;margin:.3rem 0}
+.hpcml-fail{background:#fdecea;border:1px solid var(--bad);border-radius:6px;padding:.6rem 1rem}
+.hpcml-fail pre{white-space:pre-wrap;background:#fff;padding:.5rem;border-radius:4px;overflow:auto}
+"""
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^\w\s-]", "", text).strip().replace(" ", "-")
+    return s
+
+
+def _headings(nb) -> list[tuple[int, str]]:
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for line in cell.source.splitlines():
+            m = re.match(r"^(#{1,3})\s+(.*)$", line)
+            if m:
+                out.append((len(m.group(1)), m.group(2).strip()))
+    return out
+
+
+def _strip_md(text: str) -> str:
+    return re.sub(r"[*_`]", "", text)
+
+
+def _exporter():
+    from nbconvert import HTMLExporter
+    from traitlets.config import Config
+
+    c = Config()
+    c.TagRemovePreprocessor.enabled = True
+    c.TagRemovePreprocessor.remove_cell_tags = ("remove-cell",)
+    c.TagRemovePreprocessor.remove_input_tags = ("hide-input",)
+    c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.TagRemovePreprocessor"]
+    ex = HTMLExporter(config=c, template_name="lab")
+    ex.exclude_anchor_links = False
+    return ex
+
+
+def _header(name: str, title: str, prev: str | None, nxt: str | None) -> str:
+    links = ['<a href="index.html">&#8962; Index</a>']
+    links.append(f'<a href="{prev}.html" rel="prev">&larr; {html.escape(prev)}</a>' if prev else "")
+    links.append(f'<a href="{nxt}.html" rel="next">{html.escape(nxt)} &rarr;</a>' if nxt else "")
+    return (
+        f'<nav class="hpcml-nav"><span class="title">hpcml &middot; {html.escape(title)}</span>'
+        + "".join(links)
+        + "</nav>"
+    )
+
+
+def _meta_block(run: dict[str, Any], nb) -> str:
+    parts = ['<div class="hpcml-meta">']
+    status = run.get("status", "ok")
+    parts.append(
+        f'<p><span class="status {status}">{status}</span> &nbsp;'
+        f'ran in {run.get("duration_s", 0):.1f} s</p>'
+    )
+    if status == "failed" and run.get("error"):
+        err = run["error"]
+        parts.append(
+            '<div class="hpcml-fail"><strong>This notebook failed</strong> at cell '
+            f'{html.escape(str(err.get("cell_index", "?")))}:'
+            f'<pre>{html.escape(str(err.get("source", "")))}</pre>'
+            f'<pre>{html.escape(str(err.get("ename", "")))}: {html.escape(str(err.get("evalue", ""))[:3000])}</pre></div>'
+        )
+    params = run.get("parameters") or {}
+    rows = "".join(f"<li><code>{html.escape(k)} = {html.escape(json.dumps(v))}</code></li>" for k, v in params.items())
+    parts.append(
+        "<details open><summary>Parameters of this run</summary>"
+        + (f"<ul>{rows}</ul>" if rows else "<p>defaults of the parameters cell</p>")
+        + "</details>"
+    )
+    heads = _headings(nb)
+    if heads:
+        toc = "".join(
+            f'<li style="margin-left:{(lvl - 1) * 1}em"><a href="#{_slug(_strip_md(t))}">{html.escape(_strip_md(t))}</a></li>'
+            for lvl, t in heads
+        )
+        parts.append(f'<details><summary>Contents</summary><ul class="toc">{toc}</ul></details>')
+    parts.append("</div>")
+    return "".join(parts)
+
+
+def render_notebook(executed: Path, out: Path, run: dict[str, Any], prev: str | None, nxt: str | None) -> Path:
+    """Render one executed notebook to ``out`` with the shared header."""
+    import nbformat
+
+    nb = nbformat.read(str(executed), as_version=4)
+    body, _ = _exporter().from_notebook_node(nb)
+    title = executed.stem
+    header = f"<style>{_CSS}</style>" + _header(executed.stem, title, prev, nxt) + _meta_block(run, nb)
+    body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + header, body, count=1)
+    body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)} — hpcml</title>", body, count=1, flags=re.S)
+    paths.atomic_write_text(out, body)
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        if abs(v) >= 10:
+            return f"{v:.1f}"
+        return f"{v:.3g}"
+    if isinstance(v, (list, dict)):
+        return f"({len(v)} items)"
+    return html.escape(str(v))
+
+
+def _card(run: dict[str, Any], metrics: dict[str, Any] | None, site: Path) -> str:
+    name = run["name"]
+    status = run.get("status", "missing")
+    link = f"{name}.html"
+    thumb = ""
+    if metrics:
+        figs = metrics.get("figures", [])
+        main = next((f for f in figs if f.get("main")), figs[0] if figs else None)
+        if main and Path(main["path"]).exists():
+            dest = paths.ensure(site / "figures" / name) / Path(main["path"]).name
+            shutil.copyfile(main["path"], dest)
+            rel = f"figures/{name}/{dest.name}"
+            cap = html.escape(main.get("caption") or main["name"])
+            thumb = f'<a href="{link}"><img src="{rel}" alt="{cap}" title="{cap}"></a>'
+    rows = ""
+    if metrics:
+        for k, v, unit in report.headlines(metrics):
+            rows += f'<tr><td>{html.escape(k)}</td><td class="v">{_fmt(v)} {html.escape(unit)}</td></tr>'
+    table = f'<table class="metrics">{rows}</table>' if rows else ""
+    dur = f'{run.get("duration_s", 0):.0f} s' if run.get("duration_s") else ""
+    title = f'<a href="{link}">{html.escape(name)}</a>' if status in ("ok", "failed") else html.escape(name)
+    return (
+        f'<div class="card"><h2>{title}</h2><div><span class="status {status}">{status}</span> '
+        f'<small>{dur}</small></div>{thumb}{table}</div>'
+    )
+
+
+def _pipeline_picture(site: Path) -> str:
+    for cand in ("pipeline_eks.png", "pipeline.png"):
+        src = paths.repo_root() / "diagrams" / cand
+        if src.exists():
+            dest = paths.ensure(site / "figures") / cand
+            shutil.copyfile(src, dest)
+            return f'<img class="pipeline-pic" src="figures/{cand}" alt="the pipeline on EKS">'
+    return ""
+
+
+def render_site(runs: list | None, site: Path | None = None) -> Path:
+    """Render every executed notebook and write ``index.html``; return the index path.
+
+    Args:
+        runs: :class:`hpcml.pipeline.NotebookRun` objects (or dicts) of this run;
+            ``None`` re-renders from ``build/pipeline.json``.
+        site: output folder (default ``build/site``).
+    """
+    from dataclasses import asdict, is_dataclass
+
+    site = paths.ensure(site or paths.site_dir())
+    if runs is None:
+        summary = paths.build_dir() / "pipeline.json"
+        if not summary.exists():
+            raise FileNotFoundError(f"{summary} not found: run the pipeline first (python -m hpcml.pipeline)")
+        runs = json.loads(summary.read_text())["notebooks"]
+    runs = [asdict(r) if is_dataclass(r) else dict(r) for r in runs]
+    pages = [r for r in runs if r.get("status") in ("ok", "failed") and Path(r["executed"]).exists()]
+    names = [r["name"] for r in pages]
+    for i, r in enumerate(pages):
+        render_notebook(
+            Path(r["executed"]), site / f"{r['name']}.html", r,
+            names[i - 1] if i > 0 else None, names[i + 1] if i + 1 < len(names) else None,
+        )
+    all_metrics = report.load_all()
+    cards = "".join(_card(r, all_metrics.get(r["name"]), site) for r in runs)
+    n_ok = sum(r.get("status") == "ok" for r in runs)
+    total = sum(r.get("duration_s", 0) for r in runs)
+    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>hpcml — the walkthrough</title><style>{_CSS}</style></head>
+<body class="hpcml-index"><h1>hpcml — an ML pipeline on a containerized HPC cluster</h1>
+<p class="sub">Kubernetes/EKS, Slurm and MPI, Spark, Horovod, tuning, serving, monitoring and cost — every number
+below was measured by the notebook it links to. {n_ok}/{len(runs)} notebooks succeeded in {total:.0f} s.</p>
+{_pipeline_picture(site)}
+<div class="cards">{cards}</div>
+</body></html>"""
+    index = site / "index.html"
+    paths.atomic_write_text(index, page)
+    return index
