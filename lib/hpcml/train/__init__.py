@@ -1,0 +1,1 @@
+"""Training: models, the Horovod loop, checkpoints, and launchers from one TrainSpec."""

@@ -1,0 +1,147 @@
+"""``TrainSpec``: one typed description of a training job, for every target.
+
+The same spec runs locally (``horovodrun``), on the local Slurm cluster (``sbatch``),
+renders a Kubernetes MPIJob, a SageMaker training job and an AWS Batch multi-node job.
+Workers receive it as a JSON file: ``python -m hpcml.train.worker --spec spec.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ARCHS = ("cnn", "resnet18", "resnet50")
+OPTIMIZERS = ("sgd", "adamw")
+TARGETS = ("local", "slurm", "kubernetes", "sagemaker", "batch")
+
+
+@dataclass
+class TrainSpec:
+    """A distributed training job.
+
+    Attributes:
+        name: job name (DNS-1123: lowercase letters, digits, '-').
+        world_size: number of Horovod workers (processes); must equal the shard count.
+        threads_per_worker: intra-op threads per worker (its share of the cores).
+        arch: model architecture, one of ARCHS.
+        width, depth, dropout: CNN shape.
+        epochs: passes over the training shards.
+        batch_size: per-worker batch size.
+        lr: base learning rate (scaled by world_size, with warm-up).
+        warmup_epochs: epochs of linear LR warm-up from lr to lr*world_size.
+        weight_decay, optimizer, momentum: optimiser settings.
+        fp16_allreduce: compress gradients to fp16 for the allreduce.
+        seed: random seed (same seed -> same result).
+        dataset_dir: the Parquet shards (hpcml.data layout); None = default.
+        out_dir: checkpoints, logs and the model; None = build/runs/<name>.
+        checkpoint_every: steps between checkpoints (0 = only at epoch ends).
+        max_steps: stop after this many steps in total (0 = no limit; for benchmarks/tests).
+        metrics_port: base port of the per-rank Prometheus exporter (0 = off).
+        elastic: run under hvd.elastic with min_workers..world_size workers.
+        min_workers: the fewest workers an elastic job continues with.
+        pin_cpus: pin each worker to its own cores (CPU affinity).
+        gpus_per_worker: GPUs per worker on a GPU cluster (0 here).
+        image: container image for the cluster targets.
+        instance_type: EC2 instance type for SageMaker / Batch / node selectors.
+    """
+
+    name: str = "mnist-cnn"
+    world_size: int = 2
+    threads_per_worker: int = 1
+    arch: str = "cnn"
+    width: int = 32
+    depth: int = 2
+    dropout: float = 0.1
+    epochs: int = 3
+    batch_size: int = 64
+    lr: float = 0.01
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.0
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    fp16_allreduce: bool = False
+    seed: int = 0
+    dataset_dir: str | None = None
+    out_dir: str | None = None
+    checkpoint_every: int = 0
+    max_steps: int = 0
+    metrics_port: int = 0
+    elastic: bool = False
+    min_workers: int = 1
+    pin_cpus: bool = True
+    gpus_per_worker: int = 0
+    image: str = "ghcr.io/example/hpcml-train:0.1.0"
+    instance_type: str = "g4dn.12xlarge"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import re
+
+        def bad(field_name: str, expected: str) -> None:
+            raise ValueError(
+                f"TrainSpec.{field_name}={getattr(self, field_name)!r} is invalid: expected {expected}"
+            )
+
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.name):
+            bad("name", "a DNS-1123 label (lowercase letters, digits, '-')")
+        for f in ("world_size", "threads_per_worker", "epochs", "batch_size", "depth", "width"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                bad(f, "an integer >= 1")
+        for f in ("checkpoint_every", "max_steps", "metrics_port", "gpus_per_worker"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
+                bad(f, "an integer >= 0")
+        if self.arch not in ARCHS:
+            bad("arch", f"one of {ARCHS}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"one of {OPTIMIZERS}")
+        if not (self.lr > 0):
+            bad("lr", "a positive float")
+        if not (0 <= self.dropout < 1):
+            bad("dropout", "a float in [0, 1)")
+        if self.weight_decay < 0:
+            bad("weight_decay", "a float >= 0")
+        if self.warmup_epochs < 0:
+            bad("warmup_epochs", "a float >= 0")
+        if not (1 <= self.min_workers <= self.world_size):
+            bad("min_workers", f"an integer in [1, world_size={self.world_size}]")
+
+    # --- serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            from hpcml.paths import atomic_write_text
+
+            atomic_write_text(Path(path), text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"TrainSpec: unknown field(s) {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, path_or_text: str | Path) -> "TrainSpec":
+        p = Path(path_or_text) if not str(path_or_text).lstrip().startswith("{") else None
+        if p is not None and not p.exists():
+            raise FileNotFoundError(f"TrainSpec file not found: {p}")
+        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
+        return cls.from_dict(json.loads(text))
+
+    # --- derived -------------------------------------------------------------------
+    def resolved_dataset_dir(self) -> Path:
+        from hpcml import paths
+
+        return Path(self.dataset_dir) if self.dataset_dir else paths.data_dir() / "mnist"
+
+    def resolved_out_dir(self) -> Path:
+        from hpcml import paths
+
+        return Path(self.out_dir) if self.out_dir else paths.build_dir() / "runs" / self.name
