@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="override one parameter; VALUE is parsed as YAML")
     ap.add_argument("--no-render", action="store_true", help="skip the HTML site")
     ap.add_argument("--render-only", action="store_true", help="re-render the site from build/executed")
+    ap.add_argument("--site-dir", type=Path, default=None,
+                    help="with --render-only: write the site here (relative links only, ready for any static host)")
     ap.add_argument("--list", action="store_true", help="list notebooks and their parameters, then exit")
     ap.add_argument("--notebooks-dir", type=Path, default=None, help="folder of NN_*.ipynb (default notebooks/)")
     args = ap.parse_args(argv)
@@ -231,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.render_only:
             from hpcml import site
 
-            print(f"site: {site.render_site(None)}")
+            print(f"site: {site.render_site(None, args.site_dir)}")
             return 0
         runs = run_pipeline(args.only, args.parameters_file, args.param, render=not args.no_render,
                             nb_dir=args.notebooks_dir)

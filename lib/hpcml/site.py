@@ -30,6 +30,7 @@ body.hpcml-index{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
 .card img{width:100%;height:170px;object-fit:contain;background:#fff;border:1px solid #e5e8eb;border-radius:4px;margin:.4rem 0}
 .status{font-size:.8rem;font-weight:600;padding:.1rem .5rem;border-radius:10px;color:#fff}
 .status.ok{background:var(--ok)}.status.failed{background:var(--bad)}.status.skipped,.status.pending,.status.missing{background:var(--skip)}
+.blurb{font-size:.88rem;color:var(--muted);margin:.2rem 0 .5rem}
 table.metrics{border-collapse:collapse;font-size:.86rem;width:100%}table.metrics td{padding:.15rem .3rem;border-bottom:1px solid #e5e8eb}
 table.metrics td.v{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .pipeline-pic{max-width:100%;border:1px solid #d8dee4;border-radius:6px;margin:1rem 0}
@@ -38,30 +39,21 @@ table.metrics td.v{text-align:right;font-variant-numeric:tabular-nums;white-spac
 .hpcml-meta{font-family:system-ui,sans-serif;max-width:1100px;margin:1rem auto;padding:0 1rem}
 .hpcml-meta details{background:#f6f8fa;border:1px solid #d8dee4;border-radius:6px;padding:.5rem .8rem;margin:.5rem 0}
 .hpcml-meta code{font-size:.85rem}.hpcml-meta ul.toc{columns:2;margin:.3rem 0}
+.code-toggle{font:inherit;font-size:.85rem;border:1px solid #d8dee4;border-radius:4px;background:#fff;cursor:pointer}
+body.hpcml-hide-code .jp-CodeCell .jp-Cell-inputWrapper{display:none}
 .hpcml-fail{background:#fdecea;border:1px solid var(--bad);border-radius:6px;padding:.6rem 1rem}
 .hpcml-fail pre{white-space:pre-wrap;background:#fff;padding:.5rem;border-radius:4px;overflow:auto}
 """
 
 
-def _slug(text: str) -> str:
-    s = re.sub(r"[^\w\s-]", "", text).strip().replace(" ", "-")
-    return s
-
-
-def _headings(nb) -> list[tuple[int, str]]:
+def _headings(body: str) -> list[tuple[int, str, str]]:
+    """(level, id, text) of the h1-h3 headings nbconvert rendered (ids as it made them)."""
     out = []
-    for cell in nb.cells:
-        if cell.cell_type != "markdown":
-            continue
-        for line in cell.source.splitlines():
-            m = re.match(r"^(#{1,3})\s+(.*)$", line)
-            if m:
-                out.append((len(m.group(1)), m.group(2).strip()))
+    for m in re.finditer(r'<h([1-3]) id="([^"]+)"[^>]*>(.*?)</h\1>', body, flags=re.S):
+        text = re.sub(r"<a class=\"anchor-link\".*?</a>", "", m.group(3), flags=re.S)
+        text = html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+        out.append((int(m.group(1)), m.group(2), text))
     return out
-
-
-def _strip_md(text: str) -> str:
-    return re.sub(r"[*_`]", "", text)
 
 
 def _exporter():
@@ -73,13 +65,16 @@ def _exporter():
     c.TagRemovePreprocessor.remove_cell_tags = ("remove-cell",)
     c.TagRemovePreprocessor.remove_input_tags = ("hide-input",)
     c.HTMLExporter.preprocessors = ["nbconvert.preprocessors.TagRemovePreprocessor"]
-    ex = HTMLExporter(config=c, template_name="lab")
+    ex = HTMLExporter(config=c, extra_template_basedirs=[str(Path(__file__).parent / "templates")],
+                      template_name="hpcml")
     ex.exclude_anchor_links = False
     return ex
 
 
 def _header(name: str, title: str, prev: str | None, nxt: str | None) -> str:
-    links = ['<a href="index.html">&#8962; Index</a>']
+    links = ['<a href="index.html">&#8962; Index</a>',
+             '<button type="button" class="code-toggle" '
+             'onclick="document.body.classList.toggle(\'hpcml-hide-code\')">show/hide code</button>']
     links.append(f'<a href="{prev}.html" rel="prev">&larr; {html.escape(prev)}</a>' if prev else "")
     links.append(f'<a href="{nxt}.html" rel="next">{html.escape(nxt)} &rarr;</a>' if nxt else "")
     return (
@@ -89,7 +84,7 @@ def _header(name: str, title: str, prev: str | None, nxt: str | None) -> str:
     )
 
 
-def _meta_block(run: dict[str, Any], nb) -> str:
+def _meta_block(run: dict[str, Any], body: str) -> str:
     parts = ['<div class="hpcml-meta">']
     status = run.get("status", "ok")
     parts.append(
@@ -111,13 +106,13 @@ def _meta_block(run: dict[str, Any], nb) -> str:
         + (f"<ul>{rows}</ul>" if rows else "<p>defaults of the parameters cell</p>")
         + "</details>"
     )
-    heads = _headings(nb)
+    heads = _headings(body)
     if heads:
         toc = "".join(
-            f'<li style="margin-left:{(lvl - 1) * 1}em"><a href="#{_slug(_strip_md(t))}">{html.escape(_strip_md(t))}</a></li>'
-            for lvl, t in heads
+            f'<li style="margin-left:{(lvl - 1)}em"><a href="#{hid}">{html.escape(t)}</a></li>'
+            for lvl, hid, t in heads
         )
-        parts.append(f'<details><summary>Contents</summary><ul class="toc">{toc}</ul></details>')
+        parts.append(f'<details open><summary>Contents</summary><ul class="toc">{toc}</ul></details>')
     parts.append("</div>")
     return "".join(parts)
 
@@ -129,7 +124,8 @@ def render_notebook(executed: Path, out: Path, run: dict[str, Any], prev: str | 
     nb = nbformat.read(str(executed), as_version=4)
     body, _ = _exporter().from_notebook_node(nb)
     title = executed.stem
-    header = f"<style>{_CSS}</style>" + _header(executed.stem, title, prev, nxt) + _meta_block(run, nb)
+    body = body.replace("</head>", '<link rel="icon" href="data:,">\n</head>', 1)
+    header = f"<style>{_CSS}</style>" + _header(executed.stem, title, prev, nxt) + _meta_block(run, body)
     body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + header, body, count=1)
     body = re.sub(r"<title>.*?</title>", f"<title>{html.escape(title)} — hpcml</title>", body, count=1, flags=re.S)
     paths.atomic_write_text(out, body)
@@ -146,6 +142,24 @@ def _fmt(v: Any) -> str:
     if isinstance(v, (list, dict)):
         return f"({len(v)} items)"
     return html.escape(str(v))
+
+
+def _title_and_blurb(executed: str) -> tuple[str, str]:
+    """The notebook's first heading and the first sentence under it."""
+    p = Path(executed)
+    if not p.exists():
+        return "", ""
+    import nbformat
+
+    nb = nbformat.read(str(p), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            lines = [ln.strip() for ln in cell.source.splitlines() if ln.strip()]
+            title = next((ln.lstrip("# ") for ln in lines if ln.startswith("# ")), "")
+            rest = [ln for ln in lines if not ln.startswith("#") and not ln.startswith("**")]
+            blurb = re.sub(r"[*_`]", "", rest[0]) if rest else ""
+            return title, blurb[:220]
+    return "", ""
 
 
 def _card(run: dict[str, Any], metrics: dict[str, Any] | None, site: Path) -> str:
@@ -168,10 +182,13 @@ def _card(run: dict[str, Any], metrics: dict[str, Any] | None, site: Path) -> st
             rows += f'<tr><td>{html.escape(k)}</td><td class="v">{_fmt(v)} {html.escape(unit)}</td></tr>'
     table = f'<table class="metrics">{rows}</table>' if rows else ""
     dur = f'{run.get("duration_s", 0):.0f} s' if run.get("duration_s") else ""
-    title = f'<a href="{link}">{html.escape(name)}</a>' if status in ("ok", "failed") else html.escape(name)
+    nb_title, blurb = _title_and_blurb(run.get("executed", ""))
+    label = html.escape(nb_title or name)
+    title = f'<a href="{link}">{label}</a>' if status in ("ok", "failed") else label
+    blurb_html = f'<p class="blurb">{html.escape(blurb)}</p>' if blurb else ""
     return (
         f'<div class="card"><h2>{title}</h2><div><span class="status {status}">{status}</span> '
-        f'<small>{dur}</small></div>{thumb}{table}</div>'
+        f'<small>{html.escape(name)} &middot; {dur}</small></div>{thumb}{blurb_html}{table}</div>'
     )
 
 
@@ -215,7 +232,7 @@ def render_site(runs: list | None, site: Path | None = None) -> Path:
     total = sum(r.get("duration_s", 0) for r in runs)
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width,initial-scale=1">
-<title>hpcml — the walkthrough</title><style>{_CSS}</style></head>
+<title>hpcml — the walkthrough</title><link rel="icon" href="data:,"><style>{_CSS}</style></head>
 <body class="hpcml-index"><h1>hpcml — an ML pipeline on a containerized HPC cluster</h1>
 <p class="sub">Kubernetes/EKS, Slurm and MPI, Spark, Horovod, tuning, serving, monitoring and cost — every number
 below was measured by the notebook it links to. {n_ok}/{len(runs)} notebooks succeeded in {total:.0f} s.</p>
