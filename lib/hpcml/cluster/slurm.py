@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -529,6 +530,8 @@ class SlurmCluster:
             pids = self.daemon_pids()
             if all(pids.values()):
                 self.node_name = self.node_name or self._conf_value("NodeName")
+                if self.start_s is None and (self.state_dir / "cluster.json").exists():
+                    self.start_s = json.loads((self.state_dir / "cluster.json").read_text()).get("start_s")
                 return []
             cold = not any(pids.values())
             t0 = time.perf_counter()
@@ -564,6 +567,19 @@ class SlurmCluster:
             else:
                 self.restarts += started
             return started
+
+    def set_scheduler_parameters(self, value: str) -> None:
+        """Rewrite ``SchedulerParameters`` (empty = Slurm's defaults) and ``scontrol reconfigure``."""
+        if not re.fullmatch(r"[\w=,.:-]*", value):
+            raise ValueError(f"scheduler parameters must look like 'batch_sched_delay=0,...', got {value!r}")
+        self.ensure_running()
+        with self._lock():
+            lines = [ln for ln in self.conf_path.read_text().splitlines() if not ln.startswith("SchedulerParameters=")]
+            i = next(i for i, ln in enumerate(lines) if ln.startswith("SchedulerType="))
+            if value:
+                lines.insert(i + 1, f"SchedulerParameters={value}")
+            paths.atomic_write_text(self.conf_path, "\n".join(lines) + "\n")
+            self.cmd(["scontrol", "reconfigure"])
 
     def _conf_value(self, key: str) -> str:
         for line in self.conf_path.read_text().splitlines():
@@ -734,17 +750,40 @@ class SlurmCluster:
         return f"SlurmCluster(state_dir={str(self.state_dir)!r}, started_here={self.started_here})"
 
 
+def measure_jobs(cl: SlurmCluster, n_jobs: int, body: str = "true", timeout_s: float = 300) -> dict:
+    """Submit ``n_jobs`` one-CPU jobs at once and time them.
+
+    Returns:
+        ``{"latencies_s": [...], "median_s", "jobs_per_minute", "makespan_s", "states"}``: per job the
+        submit-to-start latency (client submit time to the job's own start stamp), and the
+        throughput as jobs finished per minute from the first submit to the last end.
+    """
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+    ids = [cl.submit(body, name=f"bench-{i}") for i in range(n_jobs)]
+    results = [cl.wait(j, timeout_s=timeout_s) for j in ids]
+    lat = [r.submit_to_start_s for r in results if r.submit_to_start_s is not None]
+    first = min(r.submitted_at for r in results if r.submitted_at)
+    last = max((r.ended_at or r.started_at or first) for r in results)
+    makespan = max(last - first, 1e-9)
+    return {"job_ids": ids, "latencies_s": lat, "median_s": statistics.median(lat) if lat else None,
+            "jobs_per_minute": 60 * sum(r.ok for r in results) / makespan, "makespan_s": makespan,
+            "states": [r.state for r in results]}
+
+
 def default_state_dir() -> Path:
     return paths.build_dir() / "slurm"
 
 
-def ensure_cluster(state_dir: Path | None = None, partition: str = "batch") -> SlurmCluster:
+def ensure_cluster(state_dir: Path | None = None, partition: str = "batch", stop_at_exit: bool = False) -> SlurmCluster:
     """Start the local Slurm cluster from a generated config, or reuse the running one.
 
     Args:
         state_dir: where config, key, sockets, logs, state and job files live
             (default ``build/slurm``).
         partition: name of the cluster's single (default) partition.
+        stop_at_exit: if this call starts the cluster, stop it when the Python process exits
+            (a notebook kernel that fails half-way leaves no daemons behind).
 
     Raises:
         SlurmUnavailable: with one line naming the Debian package to install.
@@ -755,4 +794,8 @@ def ensure_cluster(state_dir: Path | None = None, partition: str = "batch") -> S
         raise SlurmUnavailable(msg)
     cl = SlurmCluster(state_dir or default_state_dir(), partition=partition)
     cl.ensure_running()
+    if stop_at_exit and cl.started_here:
+        import atexit
+
+        atexit.register(cl.stop)
     return cl
