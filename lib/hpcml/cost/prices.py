@@ -1,0 +1,335 @@
+"""EC2 and storage prices: a dated snapshot shipped with the package, and a live refresh.
+
+The snapshot (``data/prices_snapshot.json``) names a source and date for every price and
+marks estimates as such. :func:`refresh_live` asks the AWS Price List API
+(``pricing:GetProducts``) and ``ec2:DescribeSpotPriceHistory`` for the same rows — only
+when credentials exist — and feeds the answers through the same record validation the
+snapshot goes through (:func:`make_record`), so a live table and a snapshot table are
+the same kind of object.
+
+Example:
+    >>> from hpcml.cost import prices
+    >>> table = prices.load_snapshot()
+    >>> table.get("p3.2xlarge").price("on_demand")
+    3.06
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+SNAPSHOT = Path(__file__).resolve().parent / "data" / "prices_snapshot.json"
+MARKETS = ("on_demand", "spot")
+
+#: Price List API ``location`` names of the regions the snapshot uses.
+LOCATIONS = {
+    "us-east-1": "US East (N. Virginia)",
+    "us-east-2": "US East (Ohio)",
+    "us-west-2": "US West (Oregon)",
+}
+
+
+class UnknownInstanceError(KeyError):
+    """An instance type that the price table does not hold."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0])
+
+
+class MissingPriceError(LookupError):
+    """The table holds the instance type but no price for the market asked for."""
+
+
+@dataclass(frozen=True)
+class InstancePrice:
+    """One instance type: its shape, its On-Demand and Spot price, and where they come from."""
+
+    instance_type: str
+    vcpu: int
+    memory_gib: float
+    gpus: int
+    gpu_type: str | None
+    gpu_memory_gib: float
+    network_gbps: float
+    network_up_to: bool
+    efa: bool
+    region: str
+    on_demand: float | None
+    on_demand_source: str
+    on_demand_estimate: bool
+    spot: float | None
+    spot_source: str
+    spot_estimate: bool
+    smt: bool = True
+
+    @property
+    def physical_cores(self) -> int:
+        """Cores that compute (vCPUs are hyper-threads on SMT instances; HPC types disable SMT)."""
+        return self.vcpu // 2 if self.smt else self.vcpu
+
+    def price(self, market: str = "on_demand") -> float:
+        """USD per instance-hour in ``market`` (``on_demand`` or ``spot``).
+
+        Raises:
+            ValueError: unknown market.
+            MissingPriceError: naming the instance type, the market and why there is none.
+        """
+        if market not in MARKETS:
+            raise ValueError(f"market must be one of {MARKETS}, got {market!r}")
+        value = getattr(self, market)
+        if value is None:
+            why = getattr(self, f"{market}_source") or "no source"
+            raise MissingPriceError(f"no {market} price for {self.instance_type} ({why})")
+        return value
+
+    def as_row(self) -> dict[str, Any]:
+        """A flat dict for tables."""
+        return {
+            "instance_type": self.instance_type, "vcpu": self.vcpu, "memory_gib": self.memory_gib,
+            "gpus": self.gpus, "gpu_type": self.gpu_type or "-",
+            "network_gbps": f"{'up to ' if self.network_up_to else ''}{self.network_gbps:g}",
+            "efa": self.efa, "region": self.region, "on_demand_usd_h": self.on_demand,
+            "spot_usd_h": None if self.spot is None else round(self.spot, 4),
+            "estimate": "on-demand" if self.on_demand_estimate else ("spot" if self.spot_estimate else ""),
+            "on_demand_source": self.on_demand_source, "spot_source": self.spot_source,
+        }
+
+
+def _num(rec: dict, name: str, where: str, allow_none: bool = False) -> float | None:
+    value = rec.get(name)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: field {name!r} must be a finite number, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{where}: field {name!r} must not be negative, got {value!r}")
+    return float(value)
+
+
+def make_record(rec: dict[str, Any], where: str = "price record") -> InstancePrice:
+    """Validate one normalised record (snapshot row or parsed API answer).
+
+    Raises:
+        ValueError: naming the record and the field that is missing, negative or malformed.
+    """
+    itype = rec.get("instance_type")
+    if not isinstance(itype, str) or not re.fullmatch(r"[a-z0-9-]+\.[a-z0-9-]+", itype):
+        raise ValueError(f"{where}: instance_type must look like 'p3.2xlarge', got {itype!r}")
+    where = f"{where} {itype}"
+    for key in ("on_demand_source", "spot_source", "region"):
+        if not rec.get(key):
+            raise ValueError(f"{where}: field {key!r} is required (say where the price comes from)")
+    return InstancePrice(
+        instance_type=itype, vcpu=int(_num(rec, "vcpu", where)), memory_gib=_num(rec, "memory_gib", where),
+        gpus=int(_num(rec, "gpus", where)), gpu_type=rec.get("gpu_type"),
+        gpu_memory_gib=_num(rec, "gpu_memory_gib", where), network_gbps=_num(rec, "network_gbps", where),
+        network_up_to=bool(rec.get("network_up_to", False)), efa=bool(rec.get("efa", False)),
+        region=rec["region"], on_demand=_num(rec, "on_demand", where, allow_none=True),
+        on_demand_source=rec["on_demand_source"], on_demand_estimate=bool(rec.get("on_demand_estimate")),
+        spot=_num(rec, "spot", where, allow_none=True), spot_source=rec["spot_source"],
+        spot_estimate=bool(rec.get("spot_estimate")), smt=bool(rec.get("smt", True)),
+    )
+
+
+@dataclass
+class PriceTable:
+    """Instance prices and storage prices with their provenance."""
+
+    instances: dict[str, InstancePrice]
+    storage: dict[str, dict[str, Any]]
+    compiled: str
+    sources: dict[str, str] = field(default_factory=dict)
+    origin: str = "snapshot"
+
+    def get(self, instance_type: str) -> InstancePrice:
+        """The row of ``instance_type``; :class:`UnknownInstanceError` lists the known ones."""
+        try:
+            return self.instances[instance_type]
+        except KeyError:
+            raise UnknownInstanceError(
+                f"unknown instance type {instance_type!r}: the price table ({self.origin}, {self.compiled}) "
+                f"holds {', '.join(sorted(self.instances))}") from None
+
+    def storage_price(self, tier: str) -> dict[str, Any]:
+        try:
+            return self.storage[tier]
+        except KeyError:
+            raise UnknownInstanceError(
+                f"unknown storage tier {tier!r}: known tiers are {', '.join(sorted(self.storage))}") from None
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [p.as_row() for p in self.instances.values()]
+
+    def types(self, gpu: bool | None = None) -> list[str]:
+        """Instance types, optionally only GPU (``True``) or only CPU (``False``) ones."""
+        return [t for t, p in self.instances.items() if gpu is None or (p.gpus > 0) == gpu]
+
+
+def _snapshot_row(row: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
+    rec = dict(row)
+    for key in ("on_demand_source", "spot_source"):
+        rec[key] = sources.get(rec.get(key), rec.get(key))
+    if rec.get("spot") is None and rec.get("spot_discount_assumed") is not None:
+        disc = rec["spot_discount_assumed"]
+        if not isinstance(disc, (int, float)) or not 0 <= disc < 1:
+            raise ValueError(f"snapshot {row.get('instance_type')}: spot_discount_assumed must be in [0, 1), got {disc!r}")
+        if rec.get("on_demand") is None:
+            raise ValueError(f"snapshot {row.get('instance_type')}: a Spot estimate needs an On-Demand price")
+        rec["spot"] = round(rec["on_demand"] * (1 - disc), 4)
+        rec["spot_source"] = f"{rec['spot_source']} [this row: {disc:.0%} off On-Demand]"
+    return rec
+
+
+def load_snapshot(path: Path | None = None) -> PriceTable:
+    """Read and validate the shipped snapshot (or another file of the same format)."""
+    path = Path(path or SNAPSHOT)
+    if not path.exists():
+        raise FileNotFoundError(f"price snapshot {path} does not exist")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format") != "hpcml-prices/1":
+        raise ValueError(f"{path}: format must be 'hpcml-prices/1', got {data.get('format')!r}")
+    sources = data.get("sources", {})
+    instances: dict[str, InstancePrice] = {}
+    for i, row in enumerate(data.get("instances", [])):
+        rec = make_record(_snapshot_row(row, sources), where=f"{path.name} instances[{i}]")
+        instances[rec.instance_type] = rec
+    storage = {}
+    for s in data.get("storage", []):
+        _num(s, "usd_per_gb_month", f"{path.name} storage {s.get('tier')}")
+        storage[s["tier"]] = {**s, "source": sources.get(s.get("source"), s.get("source"))}
+    return PriceTable(instances, storage, data["compiled"], sources, origin="snapshot")
+
+
+# ---- live refresh: request builders and response parsers --------------------------------
+
+def get_products_request(instance_type: str, region: str = "us-east-1") -> dict[str, Any]:
+    """The ``pricing.get_products`` request for one Linux, shared-tenancy On-Demand type."""
+    if region not in LOCATIONS:
+        raise ValueError(f"region {region!r} has no Price List location name here (known: {', '.join(LOCATIONS)})")
+    filters = {"instanceType": instance_type, "location": LOCATIONS[region], "operatingSystem": "Linux",
+               "tenancy": "Shared", "preInstalledSw": "NA", "capacitystatus": "Used"}
+    return {"ServiceCode": "AmazonEC2", "FormatVersion": "aws_v1", "MaxResults": 10,
+            "Filters": [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in filters.items()]}
+
+
+def spot_history_request(instance_types: Iterable[str], start: datetime) -> dict[str, Any]:
+    """The ``ec2.describe_spot_price_history`` request for Linux prices since ``start``."""
+    return {"InstanceTypes": sorted(instance_types), "ProductDescriptions": ["Linux/UNIX"],
+            "StartTime": start, "MaxResults": 1000}
+
+
+def _gib(text: str) -> float:
+    m = re.match(r"([\d.,]+)\s*(GiB|GB|TiB)?", str(text))
+    if not m:
+        raise ValueError(f"cannot read a memory size from {text!r}")
+    val = float(m.group(1).replace(",", ""))
+    return val * 1024 if m.group(2) == "TiB" else val
+
+
+def _network(text: str) -> tuple[float, bool]:
+    m = re.search(r"([\d.]+)\s*Gigabit", str(text))
+    if not m:
+        raise ValueError(f"cannot read a network bandwidth from {text!r}")
+    return float(m.group(1)), "up to" in str(text).lower()
+
+
+def parse_price_list(price_list: list[str | dict]) -> dict[str, dict[str, Any]]:
+    """Normalised records from a ``GetProducts`` ``PriceList`` (JSON strings, as the API returns).
+
+    Keeps Linux, shared-tenancy, used-capacity products with an hourly On-Demand price.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(price_list):
+        doc = json.loads(item) if isinstance(item, str) else item
+        attrs = doc.get("product", {}).get("attributes", {})
+        itype = attrs.get("instanceType")
+        if not itype or attrs.get("operatingSystem", "Linux") != "Linux" or attrs.get("tenancy", "Shared") != "Shared":
+            continue
+        usd, effective = None, None
+        for term in doc.get("terms", {}).get("OnDemand", {}).values():
+            for dim in term.get("priceDimensions", {}).values():
+                if dim.get("unit") == "Hrs" and "USD" in dim.get("pricePerUnit", {}):
+                    usd, effective = float(dim["pricePerUnit"]["USD"]), term.get("effectiveDate", "")
+        if usd is None:
+            raise ValueError(f"PriceList[{i}] {itype}: no hourly USD On-Demand price dimension")
+        gbps, up_to = _network(attrs.get("networkPerformance", ""))
+        gpus = int(attrs.get("gpu", "0") or 0)
+        out[itype] = {
+            "instance_type": itype, "vcpu": int(attrs["vcpu"]), "memory_gib": _gib(attrs["memory"]),
+            "gpus": gpus, "gpu_memory_gib": _gib(attrs["gpuMemory"]) / max(gpus, 1) if attrs.get("gpuMemory") not in (None, "NA") else 0.0,
+            "network_gbps": gbps, "network_up_to": up_to, "region": attrs.get("regionCode", ""),
+            "on_demand": usd, "on_demand_estimate": False,
+            "on_demand_source": f"AWS Price List API GetProducts, effective {effective[:10]}",
+        }
+    return out
+
+
+def parse_spot_history(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Typical Spot price per type: the median over AZs of each AZ's latest price."""
+    latest: dict[tuple[str, str], tuple[Any, float]] = {}
+    for i, h in enumerate(history):
+        try:
+            key, ts, price = (h["InstanceType"], h["AvailabilityZone"]), h["Timestamp"], float(h["SpotPrice"])
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"SpotPriceHistory[{i}] is malformed ({exc}): {h}") from None
+        if price < 0:
+            raise ValueError(f"SpotPriceHistory[{i}] {key[0]}: negative SpotPrice {price}")
+        if key not in latest or ts > latest[key][0]:
+            latest[key] = (ts, price)
+    by_type: dict[str, list[tuple[str, float]]] = {}
+    for (itype, az), (_, price) in latest.items():
+        by_type.setdefault(itype, []).append((az, price))
+    return {t: {"spot": statistics.median(p for _, p in v), "spot_estimate": False,
+                "spot_source": f"EC2 DescribeSpotPriceHistory, median of latest over {len(v)} AZ(s)"}
+            for t, v in by_type.items()}
+
+
+def merge(table: PriceTable, on_demand: dict[str, dict], spot: dict[str, dict], origin: str) -> PriceTable:
+    """A new table: API answers override the snapshot fields they carry (same validation)."""
+    rows: dict[str, InstancePrice] = {}
+    for itype, old in table.instances.items():
+        rec = {**old.__dict__, **on_demand.get(itype, {}), **spot.get(itype, {})}
+        rec["region"] = rec.get("region") or old.region
+        rows[itype] = make_record(rec, where=origin)
+    for itype, rec in on_demand.items():
+        if itype not in rows:
+            rows[itype] = make_record({"gpu_type": None, "efa": False, "spot": None,
+                                       "spot_source": "not asked", **rec, **spot.get(itype, {})}, where=origin)
+    return replace(table, instances=rows, origin=origin,
+                   compiled=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+
+
+def refresh_live(table: PriceTable | None = None, instance_types: Iterable[str] | None = None,
+                 region: str = "us-east-1", pricing_client=None, ec2_client=None) -> PriceTable:
+    """Refresh prices from AWS. Needs credentials unless clients are passed in.
+
+    Raises:
+        RuntimeError: no AWS credentials (the snapshot stays the source of truth).
+    """
+    from hpcml import aws
+
+    table = table or load_snapshot()
+    types = sorted(instance_types or [t for t, p in table.instances.items() if p.region == region])
+    if pricing_client is None or ec2_client is None:
+        if not aws.has_credentials():
+            raise RuntimeError("refresh_live needs AWS credentials (pricing:GetProducts, "
+                               "ec2:DescribeSpotPriceHistory); using the snapshot instead is the offline path")
+        import boto3
+
+        pricing_client = pricing_client or boto3.client("pricing", region_name="us-east-1")
+        ec2_client = ec2_client or boto3.client("ec2", region_name=region)
+    price_list: list[str] = []
+    for itype in types:
+        req = aws.validate_request("pricing", "GetProducts", get_products_request(itype, region))
+        price_list += pricing_client.get_products(**req).get("PriceList", [])
+    req = aws.validate_request("ec2", "DescribeSpotPriceHistory",
+                               spot_history_request(types, datetime.now(timezone.utc) - timedelta(hours=6)))
+    history = ec2_client.describe_spot_price_history(**req).get("SpotPriceHistory", [])
+    return merge(table, parse_price_list(price_list), parse_spot_history(history), origin=f"live {region}")

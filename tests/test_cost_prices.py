@@ -1,0 +1,149 @@
+"""Price snapshot, request builders and the parsers of recorded AWS answers (hpcml.cost.prices)."""
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from hpcml import aws
+from hpcml.cost import prices
+
+pytestmark = pytest.mark.unit
+
+FIX = Path(__file__).parent / "fixtures"
+REQUIRED = ["p3.2xlarge", "p3.8xlarge", "p3.16xlarge", "p4d.24xlarge", "p5.48xlarge", "g4dn.xlarge",
+            "g4dn.12xlarge", "g5.xlarge", "g5.12xlarge", "hpc6a.48xlarge", "hpc7a.96xlarge"]
+
+
+@pytest.fixture(scope="module")
+def table():
+    return prices.load_snapshot()
+
+
+def test_snapshot_holds_every_candidate_type(table):
+    missing = [t for t in REQUIRED if t not in table.instances]
+    assert not missing, missing
+    assert any(t.startswith("c5.") for t in table.instances) and any(t.startswith("c6i.") for t in table.instances)
+
+
+def test_every_price_names_a_source_and_estimates_say_so(table):
+    data = json.loads(prices.SNAPSHOT.read_text())
+    assert data["compiled"] and data["sources"]
+    for p in table.instances.values():
+        assert p.on_demand is not None and p.on_demand > 0, p.instance_type
+        assert len(p.on_demand_source) > 20 and len(p.spot_source) > 20, p.instance_type
+        if p.spot_estimate:
+            assert "ESTIMATE" in p.spot_source, p.instance_type
+        if p.on_demand_estimate:
+            assert "ESTIMATE" in p.on_demand_source, p.instance_type
+
+
+@pytest.mark.parametrize("itype,gpus,gpu_type,efa", [
+    ("p3.2xlarge", 1, "V100", False), ("p4d.24xlarge", 8, "A100", True), ("p5.48xlarge", 8, "H100", True),
+    ("g4dn.xlarge", 1, "T4", False), ("g5.12xlarge", 4, "A10G", True), ("hpc6a.48xlarge", 0, None, True),
+], ids=lambda v: str(v))
+def test_shapes(table, itype, gpus, gpu_type, efa):
+    p = table.get(itype)
+    assert (p.gpus, p.gpu_type, p.efa) == (gpus, gpu_type, efa)
+
+
+def test_hpc_types_have_no_smt_and_no_spot(table):
+    p = table.get("hpc6a.48xlarge")
+    assert p.physical_cores == p.vcpu and p.region == "us-east-2"
+    with pytest.raises(prices.MissingPriceError, match="no spot price for hpc6a.48xlarge"):
+        p.price("spot")
+
+
+def test_unknown_type_names_it_and_lists_known(table):
+    with pytest.raises(prices.UnknownInstanceError, match="unknown instance type 'p9.huge'.*p3.2xlarge"):
+        table.get("p9.huge")
+
+
+def test_unknown_market(table):
+    with pytest.raises(ValueError, match="market must be one of"):
+        table.get("p3.2xlarge").price("reserved")
+
+
+@pytest.mark.parametrize("field,value,msg", [
+    ("on_demand", -1.0, "'on_demand' must not be negative"),
+    ("vcpu", "eight", "'vcpu' must be a finite number"),
+    ("instance_type", "P3 2XL", "instance_type must look like"),
+    ("on_demand_source", "", "'on_demand_source' is required"),
+], ids=["negative-price", "bad-vcpu", "bad-type", "no-source"])
+def test_bad_records_are_rejected(table, field, value, msg):
+    rec = {**table.get("p3.2xlarge").__dict__, field: value}
+    with pytest.raises(ValueError, match=msg):
+        prices.make_record(rec)
+
+
+def test_bad_snapshot_file(tmp_path):
+    bad = json.loads(prices.SNAPSHOT.read_text())
+    bad["instances"][0]["on_demand"] = -3
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=r"instances\[0\] p3.2xlarge: field 'on_demand' must not be negative"):
+        prices.load_snapshot(path)
+    with pytest.raises(FileNotFoundError):
+        prices.load_snapshot(tmp_path / "missing.json")
+
+
+def test_requests_match_botocore_models():
+    aws.validate_request("pricing", "GetProducts", prices.get_products_request("p3.2xlarge", "us-east-1"))
+    aws.validate_request("ec2", "DescribeSpotPriceHistory",
+                         prices.spot_history_request(["p3.2xlarge"], datetime(2026, 11, 29)))
+    with pytest.raises(ValueError, match="region 'mars-1'"):
+        prices.get_products_request("p3.2xlarge", "mars-1")
+
+
+def test_parse_recorded_price_list():
+    resp = json.loads((FIX / "pricing_get_products.json").read_text())
+    assert all(isinstance(s, str) for s in resp["PriceList"])  # the API returns JSON strings
+    recs = prices.parse_price_list(resp["PriceList"])
+    assert recs["p3.2xlarge"]["on_demand"] == 3.06 and recs["p3.2xlarge"]["vcpu"] == 8
+    assert recs["p3.2xlarge"]["network_gbps"] == 10 and recs["p3.2xlarge"]["network_up_to"]
+    assert recs["c6i.xlarge"]["on_demand"] == 0.17 and recs["c6i.xlarge"]["gpus"] == 0
+    assert "2026-11-01" in recs["p3.2xlarge"]["on_demand_source"]
+
+
+def test_parse_recorded_spot_history_takes_latest_per_az_then_median():
+    resp = json.loads((FIX / "ec2_describe_spot_price_history.json").read_text())
+    spot = prices.parse_spot_history(resp["SpotPriceHistory"])
+    # p3.2xlarge latest per AZ: 1a 0.9792 (not the older 1.1047), 1b 0.918, 1d 1.2874 -> median 0.9792
+    assert spot["p3.2xlarge"]["spot"] == pytest.approx(0.9792)
+    assert spot["c6i.xlarge"]["spot"] == pytest.approx((0.0712 + 0.0669) / 2)
+    with pytest.raises(ValueError, match="negative SpotPrice"):
+        prices.parse_spot_history([{**resp["SpotPriceHistory"][0], "SpotPrice": "-1"}])
+
+
+def test_refresh_live_goes_through_the_same_validation(table):
+    """Real botocore clients answered from the recorded responses (Stubber checks requests too)."""
+    import boto3
+    from botocore.stub import ANY, Stubber
+
+    kw = dict(aws_access_key_id="x", aws_secret_access_key="x")
+    pricing = boto3.client("pricing", region_name="us-east-1", **kw)
+    ec2 = boto3.client("ec2", region_name="us-east-1", **kw)
+    pl = json.loads((FIX / "pricing_get_products.json").read_text())
+    hist = json.loads((FIX / "ec2_describe_spot_price_history.json").read_text())
+    for h in hist["SpotPriceHistory"]:
+        h["Timestamp"] = datetime.fromisoformat(h["Timestamp"])
+    with Stubber(pricing) as sp, Stubber(ec2) as se:
+        for itype in ("c6i.xlarge", "p3.2xlarge"):
+            sp.add_response("get_products", {"FormatVersion": "aws_v1", "PriceList": [
+                s for s in pl["PriceList"] if f'"{itype}"' in s]}, prices.get_products_request(itype))
+        se.add_response("describe_spot_price_history", {"SpotPriceHistory": hist["SpotPriceHistory"]},
+                        {"InstanceTypes": ["c6i.xlarge", "p3.2xlarge"], "ProductDescriptions": ["Linux/UNIX"],
+                         "StartTime": ANY, "MaxResults": 1000})
+        live = prices.refresh_live(table, ["p3.2xlarge", "c6i.xlarge"], pricing_client=pricing, ec2_client=ec2)
+    p = live.get("p3.2xlarge")
+    assert live.origin == "live us-east-1"
+    assert p.spot == pytest.approx(0.9792) and not p.spot_estimate and "DescribeSpotPriceHistory" in p.spot_source
+    assert p.gpu_type == "V100"  # kept from the snapshot: the Price List has no GPU model field
+    assert live.get("g5.xlarge") == table.get("g5.xlarge")  # not asked: unchanged
+
+
+def test_refresh_live_without_credentials_says_so(monkeypatch, table):
+    monkeypatch.setattr(aws, "has_credentials", lambda: False)
+    with pytest.raises(RuntimeError, match="needs AWS credentials"):
+        prices.refresh_live(table, ["p3.2xlarge"])
