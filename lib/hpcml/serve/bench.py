@@ -1,0 +1,128 @@
+"""The serving benchmarks the notebook runs: which model, which runtime, which front-end,
+latency/throughput curves, batching vs batch size 1, and the server's own overhead.
+
+Every comparison runs side by side in one call (same model, same client, same machine
+state), because this machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hpcml import paths
+from hpcml.serve import export, loadgen, protocol
+from hpcml.serve.process import ServerProcess
+
+INFER = "/v2/models/mnist/infer"
+
+
+def find_model() -> Path | None:
+    """The tuned model if 03 saved one, else 02's CNN, else ``None``."""
+    for sub in ("best", "cnn"):
+        p = paths.models_dir() / sub / "model.pt"
+        if p.exists():
+            return p
+    return None
+
+
+def dataset_dir() -> Path | None:
+    d = paths.data_dir() / "mnist"
+    return d if (d / "_manifest.json").exists() else None
+
+
+def quick_model(epochs: int = 1, n_shards: int = 2, seed: int = 0) -> Path:
+    """Train a small CNN with ``fit_local`` on the hpcml.data shards and save it as 02 would.
+
+    Raises:
+        RuntimeError: naming the notebook to run first when data/training modules are missing.
+    """
+    try:
+        from hpcml import data
+        from hpcml.train.checkpoint import save_model
+        from hpcml.train.core import fit_local, load_normalization
+    except ImportError as exc:
+        raise RuntimeError(f"no model to serve and cannot train one here ({exc}): "
+                           "run notebooks/02_horovod_training.ipynb first") from None
+    ds = dataset_dir() or data.ensure_dataset(n_shards)
+    cfg = {"lr": 1e-3, "batch_size": 128, "weight_decay": 0.0, "optimizer": "adamw", "arch": "cnn",
+           "width": 32, "depth": 2, "dropout": 0.1, "seed": seed}
+    res = fit_local(cfg, data.read_split(ds, "train"), data.read_split(ds, "val"), epochs=epochs)
+    out = paths.models_dir() / "cnn" / "model.pt"
+    save_model(res["model"], cfg, out, {"val_accuracy": res["val_accuracy"]}, load_normalization(ds))
+    return out
+
+
+def test_set(limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``limit`` rows of the data set's test split (normalised pixels, labels)."""
+    ds = dataset_dir()
+    if ds is None:
+        raise RuntimeError("no data set: run notebooks/01_spark_preprocessing.ipynb first")
+    try:
+        from hpcml.data import read_split
+
+        x, y = read_split(ds, "test")
+    except ImportError:  # same contract layout, read directly
+        import pyarrow.parquet as pq
+
+        t = [pq.read_table(p) for p in sorted((ds / "test").glob("shard-*.parquet"))]
+        x = np.concatenate([np.asarray(tb.column("pixels").to_pylist(), dtype=np.float32) for tb in t])
+        y = np.concatenate([np.asarray(tb.column("label").to_pylist(), dtype=np.int64) for tb in t])
+    return x[:limit], y[:limit]
+
+
+def bodies_for(x: np.ndarray, n: int = 64) -> list[bytes]:
+    """Pre-encoded single-image request bodies (the client spends no CPU encoding)."""
+    return [protocol.make_infer_body(x[i:i + 1]) for i in range(min(n, len(x)))]
+
+
+def pick_runtime(timings: list[export.RuntimeTiming], batch: int) -> str:
+    """The runtime with the lowest per-sample time at ``batch`` (the server's batch size)."""
+    at = [t for t in timings if t.batch == batch]
+    if not at:
+        raise ValueError(f"no timing at batch {batch}")
+    return min(at, key=lambda t: t.us_per_sample).runtime
+
+
+def compare_frontends(model_file: Path, bodies: list[bytes], concurrency: int, n_requests: int,
+                      duration_s: float, workers: int, max_batch_size: int) -> dict[str, dict]:
+    """Same runtime, same batching, FastAPI vs raw ASGI: throughput and latency at one concurrency."""
+    out = {}
+    for fe in ("fastapi", "asgi"):
+        with ServerProcess.start(model_file, workers=workers, max_batch_size=max_batch_size, frontend=fe) as srv:
+            loadgen.closed_loop(srv.url + INFER, bodies, concurrency, n_requests=concurrency * 10, duration_s=2)
+            out[fe] = loadgen.closed_loop(srv.url + INFER, bodies, concurrency, n_requests, duration_s).summary()
+    return out
+
+
+def curve(srv: ServerProcess, bodies: list[bytes], concurrencies: list[int], n_requests: int,
+          duration_s: float) -> list[loadgen.LoadResult]:
+    """Closed-loop sweep (after a short warm-up) on a running server."""
+    loadgen.closed_loop(srv.url + INFER, bodies, max(concurrencies), n_requests=200, duration_s=2)
+    return loadgen.sweep(srv.url + INFER, bodies, concurrencies, n_requests, duration_s)
+
+
+def batch_histogram(srv: ServerProcess) -> dict[str, float]:
+    """Cumulative ``hpcml_serve_batch_size`` buckets from the server's /metrics."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
+    return {s.labels["le"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name == "hpcml_serve_batch_size_bucket"}
+
+
+def overhead(srv: ServerProcess, fn, x: np.ndarray, n: int = 300) -> dict[str, float]:
+    """p50 of an empty request path (GET /v2/health/ready), of a 1-image inference, and of the model alone."""
+    empty = loadgen.closed_loop(srv.url + "/v2/health/ready", [b""], 1, n_requests=n, method="GET")
+    one = loadgen.closed_loop(srv.url + INFER, bodies_for(x, 16), 1, n_requests=n)
+    t = export.benchmark_runtimes({"model": fn}, x[:1], (1,), repeats=n)[0]
+    return {"server_overhead_p50_ms": empty.pct(50), "infer_p50_ms": one.pct(50), "model_time_p50_ms": t.ms_per_batch}
+
+
+def save_results(name: str, obj) -> Path:
+    """Keep a run's raw numbers under build/serve/ (JSON)."""
+    return paths.atomic_write_text(paths.build_dir() / "serve" / f"{name}.json", json.dumps(obj, indent=2, default=str))
