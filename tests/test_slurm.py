@@ -185,3 +185,24 @@ def test_stop_leaves_no_process(tmp_path_factory):
     assert not any(cl.daemon_pids().values())
     assert not [p for p in pids if slurm._proc_alive(p, "")]  # gone (a zombie awaiting init counts as gone)
     assert not cl.leftover_pids()
+
+
+@pytest.mark.unit
+def test_scheduler_parameters_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="scheduler parameters"):
+        slurm.SlurmCluster(tmp_path).set_scheduler_parameters("x; rm -rf /")
+
+
+@needs_slurm
+@pytest.mark.integration
+def test_scheduler_parameters_and_measurement(cluster):
+    cluster.set_scheduler_parameters("")
+    try:
+        assert "(null)" in next(ln for ln in cluster.cmd(["scontrol", "show", "config"]).splitlines()
+                                if ln.startswith("SchedulerParameters"))
+    finally:
+        cluster.set_scheduler_parameters(slurm.FAST_SCHEDULING)
+    assert "batch_sched_delay=0" in cluster.cmd(["scontrol", "show", "config"])
+    m = slurm.measure_jobs(cluster, 3)
+    assert m["states"] == ["COMPLETED"] * 3 and len(m["latencies_s"]) == 3
+    assert all(x >= 0 for x in m["latencies_s"]) and m["jobs_per_minute"] > 0

@@ -17,8 +17,10 @@ PART_OF = {"app.kubernetes.io/part-of": "hpcml"}
 NS, MON_NS = "hpcml", "monitoring"
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 DATA_SCIENTIST_GROUP = "hpcml:data-scientists"
-#: Ports the allows open: inference HTTP (+ /metrics), Prometheus exporters, SSH for MPI.
-SERVE_PORT, METRICS_PORTS, SSH_PORT = 8080, (9100, 9199), 22
+#: Ports the allows open: inference HTTP (+ /metrics) and the Prometheus exporters' range
+#: (training rank r serves on 9100 + r). Trainer pods reach each other on every port (Gloo
+#: rings pick ports at run time; MPI's SSH listens on 2222 in the MPIJob).
+SERVE_PORT, METRICS_PORTS = 8080, (9100, 9199)
 STAGE_OF_SA = {"spark": "data", "trainer": "train", "tuner": "tune", "inference": "serve"}
 CRD_REQUIRED = {
     ("eksctl.io/v1alpha5", "ClusterConfig"): ["metadata.region", "metadata.version", "managedNodeGroups"],
@@ -146,7 +148,7 @@ def network_policies() -> list[dict]:
             ingress=[{"from": [stage("data")]}], egress=[{"to": [stage("data")]}]),
         _np("allow-trainer-peers", {"hpcml.io/stage": "train"}, ["Ingress", "Egress"],
             ingress=[{"from": [stage("train")]}], egress=[{"to": [stage("train")]}]),
-        _np("allow-tuner-to-trainers", {"hpcml.io/stage": "tune"}, ["Egress"],
+        _np("allow-tuner-to-postgresql", {"hpcml.io/stage": "tune"}, ["Egress"],
             egress=[{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgresql"}}}],
                      "ports": [tcp(5432)]}]),
         _np("allow-postgresql-from-tuners", {"app.kubernetes.io/name": "postgresql"}, ["Ingress"],
