@@ -150,16 +150,18 @@ def test_array_job(cluster):
 
 @needs_slurm
 @pytest.mark.integration
-def test_killed_slurmd_is_restarted(cluster):
-    pid = cluster.daemon_pids()["slurmd"]
+@pytest.mark.parametrize("daemon", ["slurmd", "munged", "slurmctld"])
+def test_killed_daemon_is_restarted(cluster, daemon):
+    pid = cluster.daemon_pids()[daemon]
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while cluster.daemon_pids()["slurmd"] and time.monotonic() < deadline:
+    while cluster.daemon_pids()[daemon] and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert cluster.daemon_pids()["slurmd"] is None
-    res = cluster.run_batch("echo back", name="after-kill", timeout_s=120)
-    assert res.ok and "slurmd" in cluster.restarts
-    assert cluster.daemon_pids()["slurmd"] not in (None, pid)
+    assert cluster.daemon_pids()[daemon] is None
+    res = cluster.run_batch("echo back", name=f"after-kill-{daemon}", timeout_s=120)
+    assert res.ok and res.output_tail == "back", res
+    assert daemon in cluster.restarts
+    assert cluster.daemon_pids()[daemon] not in (None, pid)
 
 
 @needs_slurm

@@ -516,7 +516,7 @@ class SlurmCluster:
             return False  # sinfo may still show the state slurmctld recovered from disk
         st = self.node_state()
         ok = {"idle"} if idle_only else {"idle", "mix", "alloc", "comp"}
-        if st.rstrip("~#!%$@^-") in {"down", "drain", "drng"}:  # slurmd is back: return the node to service
+        if st.rstrip("*~#!%$@^-") in {"down", "drain", "drng"}:  # slurmd is back: return the node to service
             self.cmd(["scontrol", "update", f"NodeName={self.node_name}", "State=RESUME"], check=False)
         return st in ok
 
@@ -535,8 +535,6 @@ class SlurmCluster:
                 return []
             cold = not any(pids.values())
             t0 = time.perf_counter()
-            for d in ("slurmd", "slurmctld", "munged") if cold else ():
-                self._kill_stale(d)
             for p in (self.state_dir, self.run_dir, self.log_dir, self.jobs_dir,
                       self.state_dir / "ctld", self.run_dir / "spool"):
                 paths.ensure(p)
@@ -587,12 +585,6 @@ class SlurmCluster:
                 if tok.startswith(key + "="):
                     return tok.split("=", 1)[1]
         raise SlurmError(f"{self.conf_path}: no {key}= entry")
-
-    def _kill_stale(self, daemon: str) -> None:
-        """Stop a half-alive leftover (e.g. pid file of a live process from an old config)."""
-        pid = _read_pid(self.pid_file(daemon))
-        if _proc_alive(pid, self._needle(daemon)):
-            self._terminate(pid, daemon)
 
     @staticmethod
     def _terminate(pid: int, needle: str, grace_s: float = 10) -> None:
