@@ -1,0 +1,197 @@
+"""Atomic training checkpoints and model artifacts.
+
+A checkpoint holds everything a restart needs to continue as if never stopped: model
+and optimiser state, epoch and batch position in the epoch, global step, every rank's
+RNG states, and the history so far. Rank 0 writes it to a temp file in the same folder,
+fsyncs and renames it (a crash mid-write never leaves a half file under the real name),
+then points ``latest.json`` at it with its SHA-256; loading verifies the hash, so a
+corrupt or truncated file is refused with a clear :class:`CheckpointError`.
+
+Model artifacts (``save_model`` / ``load_model``) follow the cross-stage contract:
+``{"format": "hpcml-model/1", "arch", "model_config", "state_dict", "metrics",
+"normalization", "input_shape": [1, 28, 28]}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hpcml import paths
+
+CKPT_FORMAT = "hpcml-checkpoint/1"
+MODEL_FORMAT = "hpcml-model/1"
+KEEP = 2
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or model file is missing, corrupt or of the wrong format."""
+
+
+def _atomic_bytes(path: Path, data: bytes) -> None:
+    paths.ensure(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _to_bytes(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states (python, numpy, torch)."""
+    import random
+
+    import numpy as np
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(ckpt_dir: Path, state: dict[str, Any]) -> Path:
+    """Write ``state`` atomically as ``ckpt-<step>.pt`` and point ``latest.json`` at it.
+
+    Args:
+        ckpt_dir: the run's checkpoint folder.
+        state: must hold ``step`` (int); typically also ``model``, ``optimizer``,
+            ``epoch``, ``batch``, ``rng`` (list per rank), ``history``.
+
+    Returns:
+        The checkpoint path. Older checkpoints beyond the last ``KEEP`` are removed.
+    """
+    if "step" not in state:
+        raise ValueError("save_checkpoint: state needs a 'step'")
+    ckpt_dir = Path(ckpt_dir)
+    data = _to_bytes({"format": CKPT_FORMAT, **state})
+    path = ckpt_dir / f"ckpt-{int(state['step']):08d}.pt"
+    _atomic_bytes(path, data)
+    pointer = {"path": path.name, "step": int(state["step"]), "sha256": hashlib.sha256(data).hexdigest(),
+               "bytes": len(data)}
+    paths.atomic_write_text(ckpt_dir / "latest.json", json.dumps(pointer, indent=2))
+    for old in sorted(ckpt_dir.glob("ckpt-*.pt"))[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint ``latest.json`` points to, or None when there is none yet."""
+    pointer = Path(ckpt_dir) / "latest.json"
+    if not pointer.exists():
+        return None
+    try:
+        info = json.loads(pointer.read_text(encoding="utf-8"))
+        return Path(ckpt_dir) / info["path"]
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"{pointer} is corrupt ({e}); delete it to start from scratch") from None
+
+
+def load_checkpoint(path: Path, expected_sha256: str | None = None) -> dict[str, Any]:
+    """Load and verify one checkpoint.
+
+    Raises:
+        CheckpointError: missing file, hash mismatch, unreadable or wrong format — the
+            message names the file and what to do.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    data = path.read_bytes()
+    if expected_sha256 is not None and hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt: SHA-256 differs from the one recorded in latest.json "
+            f"({len(data)} bytes on disk); delete it (and latest.json) to restart from scratch")
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict) or obj.get("format") != CKPT_FORMAT:
+        raise CheckpointError(f"{path} is not an hpcml checkpoint (format {CKPT_FORMAT!r} expected)")
+    return obj
+
+
+def resume_state(ckpt_dir: Path) -> dict[str, Any] | None:
+    """The latest verified checkpoint of a run, or None to start from scratch."""
+    path = latest_checkpoint(ckpt_dir)
+    if path is None:
+        return None
+    info = json.loads((Path(ckpt_dir) / "latest.json").read_text(encoding="utf-8"))
+    return load_checkpoint(path, expected_sha256=info.get("sha256"))
+
+
+# --- model artifacts ----------------------------------------------------------------
+def save_model(model: nn.Module, model_config: dict, path: str | Path, metrics: dict,
+               normalization: dict) -> Path:
+    """Write the model artifact (contract format ``hpcml-model/1``) atomically.
+
+    Args:
+        model: the trained module.
+        model_config: ``arch`` plus its ``make_model`` kwargs.
+        path: target file, e.g. ``paths.models_dir() / "cnn" / "model.pt"``.
+        metrics: final metrics to ship with the model.
+        normalization: the dataset's ``{"scale", "mean", "std"}`` (for serving raw pixels).
+    """
+    if "arch" not in model_config:
+        raise ValueError(f"save_model: model_config needs 'arch', got {sorted(model_config)}")
+    cfg = {k: v for k, v in model_config.items() if k != "arch"}
+    artifact = {
+        "format": MODEL_FORMAT,
+        "arch": model_config["arch"],
+        "model_config": cfg,
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "metrics": dict(metrics),
+        "normalization": dict(normalization),
+        "input_shape": [1, 28, 28],
+    }
+    path = Path(path)
+    _atomic_bytes(path, _to_bytes(artifact))
+    return path
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the model from an artifact; returns ``(model in eval mode, artifact dict)``.
+
+    Raises:
+        CheckpointError: missing/corrupt file or not an ``hpcml-model/1`` artifact.
+    """
+    from hpcml.train.models import make_model
+
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"model artifact {path} does not exist: run notebooks/02_horovod_training.ipynb")
+    try:
+        art = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"model artifact {path} is corrupt ({type(e).__name__}: {e})") from None
+    if not isinstance(art, dict) or art.get("format") != MODEL_FORMAT:
+        raise CheckpointError(f"{path} is not an {MODEL_FORMAT} artifact")
+    model = make_model(art["arch"], **art["model_config"])
+    model.load_state_dict(art["state_dict"])
+    model.eval()
+    return model, art

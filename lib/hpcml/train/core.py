@@ -1,0 +1,248 @@
+"""Shared training pieces: seeding, optimiser, LR schedule, batching, step, evaluation,
+shard checks, and :func:`fit_local` (one process, no Horovod; used by the tuning stage).
+
+The Horovod worker (:mod:`hpcml.train.worker`) uses the same step and evaluation
+functions, so the single-process and distributed loops differ only in the optimiser
+wrapper and the collectives.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from hpcml.train.models import build_from_config, model_config_from
+
+
+class NaNLossError(FloatingPointError):
+    """The training loss became NaN or infinite; carries the global step."""
+
+    def __init__(self, step: int, loss: float, checkpoint: str | None = None):
+        where = f"; last good checkpoint: {checkpoint}" if checkpoint else "; no checkpoint written yet"
+        super().__init__(f"loss is {loss} at step {step}: training stopped{where} "
+                         "(lower the learning rate or check the input normalisation)")
+        self.step, self.loss, self.checkpoint = step, loss, checkpoint
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float = 0.0,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum or AdamW."""
+    if optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum,
+                               weight_decay=weight_decay, nesterov=momentum > 0)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+
+
+def lr_at(epoch_progress: float, base_lr: float, world_size: int, warmup_epochs: float,
+          total_epochs: float, schedule: str = "cosine") -> float:
+    """Learning rate at a fractional epoch (Goyal et al.: linear scaling + warm-up).
+
+    Warm-up goes linearly from ``base_lr`` to ``base_lr * world_size`` over
+    ``warmup_epochs``; then ``"cosine"`` decays to 0 at ``total_epochs`` and
+    ``"constant"`` stays at the peak.
+    """
+    if world_size < 1 or base_lr <= 0 or total_epochs <= 0:
+        raise ValueError("lr_at: need world_size >= 1, base_lr > 0, total_epochs > 0")
+    peak = base_lr * world_size
+    if warmup_epochs > 0 and epoch_progress < warmup_epochs:
+        return base_lr + (peak - base_lr) * epoch_progress / warmup_epochs
+    if schedule == "constant":
+        return peak
+    if schedule != "cosine":
+        raise ValueError(f"lr schedule must be 'cosine' or 'constant', got {schedule!r}")
+    span = max(total_epochs - warmup_epochs, 1e-9)
+    t = min(max((epoch_progress - warmup_epochs) / span, 0.0), 1.0)
+    return peak * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def epoch_order(n: int, seed: int, epoch: int, rank: int = 0) -> np.ndarray:
+    """Deterministic shuffle of ``n`` rows for (seed, epoch, rank): resumable by index."""
+    return np.random.default_rng([seed, epoch, rank]).permutation(n)
+
+
+def batch_slices(n: int, batch_size: int) -> list[slice]:
+    """Batches of one epoch (the last partial batch is dropped when n >= batch_size)."""
+    full = n // batch_size
+    if full == 0:
+        return [slice(0, n)] if n else []
+    return [slice(i * batch_size, (i + 1) * batch_size) for i in range(full)]
+
+
+def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
+               y: torch.Tensor) -> torch.Tensor:
+    """One SGD step: forward, cross-entropy, backward, optimiser step. Returns the loss."""
+    opt.zero_grad(set_to_none=True)
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    opt.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
+             batch_size: int = 1024) -> dict[str, float]:
+    """Sums over the rows: ``{"loss_sum", "correct", "count"}`` (eval mode, restored after)."""
+    was = model.training
+    model.eval()
+    xt, yt = torch.as_tensor(x), torch.as_tensor(y)
+    loss_sum, correct = 0.0, 0
+    for i in range(0, len(xt), batch_size):
+        out = model(xt[i:i + batch_size])
+        loss_sum += float(nn.functional.cross_entropy(out, yt[i:i + batch_size], reduction="sum"))
+        correct += int((out.argmax(1) == yt[i:i + batch_size]).sum())
+    model.train(was)
+    return {"loss_sum": loss_sum, "correct": float(correct), "count": float(len(xt))}
+
+
+def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Argmax class per row."""
+    model.eval()
+    with torch.no_grad():
+        return np.concatenate([model(torch.as_tensor(x[i:i + batch_size])).argmax(1).numpy()
+                               for i in range(0, len(x), batch_size)]) if len(x) else np.zeros(0, np.int64)
+
+
+# --- data ---------------------------------------------------------------------------
+_SHARD = re.compile(r"shard-(\d{5})\.parquet$")
+
+
+def list_shards(dataset_dir: Path, split: str = "train") -> list[Path]:
+    """The shard files of a split, checked to be numbered 0..n-1 without gaps.
+
+    Raises:
+        FileNotFoundError: the split folder or its shards are missing (names the fix).
+    """
+    d = Path(dataset_dir) / split
+    files = sorted(p for p in d.glob("shard-*.parquet") if _SHARD.search(p.name)) if d.is_dir() else []
+    if not files:
+        raise FileNotFoundError(
+            f"no {split} shards under {d} (expected {split}/shard-00000.parquet …): build them with "
+            "hpcml.data.ensure_dataset(n_shards=world_size) or run notebooks/01_spark_data.ipynb first")
+    idx = [int(_SHARD.search(p.name).group(1)) for p in files]
+    missing = sorted(set(range(max(idx) + 1)) - set(idx))
+    if missing:
+        raise FileNotFoundError(f"{d}: shard(s) {missing} missing (have {len(files)} of {max(idx) + 1})")
+    return files
+
+
+def check_world_size(dataset_dir: Path, world_size: int, elastic: bool = False) -> int:
+    """Shard count of the train split; it must equal ``world_size`` unless elastic.
+
+    Elastic jobs re-shard on every membership change (shard s goes to rank s % size), so
+    they only need at least ``world_size`` shards.
+    """
+    n = len(list_shards(dataset_dir, "train"))
+    if not elastic and n != world_size:
+        raise ValueError(
+            f"world_size={world_size} but {Path(dataset_dir) / 'train'} has {n} shard(s): each rank reads "
+            f"its own shard; rebuild with hpcml.data.ensure_dataset(n_shards={world_size}) or set world_size={n}")
+    if elastic and n < world_size:
+        raise ValueError(f"elastic max world_size={world_size} needs >= {world_size} train shards, found {n}")
+    return n
+
+
+def read_split(dataset_dir: Path, split: str, shard: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``hpcml.data.read_split``: ``(x float32 (N, 784), y int64 (N,))`` of one shard or all."""
+    from hpcml.data import read_split as _read
+
+    return _read(Path(dataset_dir), split, shard=shard)
+
+
+def load_normalization(dataset_dir: Path) -> dict[str, Any]:
+    """The ``normalization`` block of the dataset's ``_manifest.json`` ({} if absent)."""
+    import json
+
+    p = Path(dataset_dir) / "_manifest.json"
+    if not p.exists():
+        return {}
+    return json.loads(p.read_text(encoding="utf-8")).get("normalization", {})
+
+
+# --- single process -----------------------------------------------------------------
+def iterate_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
+                  rank: int = 0, start: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """(batch index, x, y) of one shuffled epoch, starting at batch ``start``."""
+    order = epoch_order(len(x), seed, epoch, rank)
+    for i, sl in enumerate(batch_slices(len(x), batch_size)):
+        if i < start:
+            continue
+        idx = order[sl]
+        yield i, torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+
+
+def fit_local(config: dict, train: tuple, val: tuple, epochs: int,
+              on_epoch: Callable[[int, dict], bool | None] | None = None,
+              threads: int | None = None) -> dict:
+    """Train one model in this process (no Horovod).
+
+    Args:
+        config: ``lr, batch_size, weight_decay, optimizer ("sgd"|"adamw"), arch, width,
+            depth, dropout, seed`` (and optionally ``momentum``, ``warmup_epochs``).
+        train: ``(x float32 (N, 784), y int64 (N,))``.
+        val: same, for the per-epoch validation accuracy.
+        epochs: epochs to run at most.
+        on_epoch: called as ``on_epoch(epoch, {"val_accuracy", "loss"})`` after each epoch;
+            returning True stops early (Optuna pruning).
+        threads: intra-op threads (None = leave torch's setting).
+
+    Returns:
+        ``{"val_accuracy", "history", "model", "epochs_run", "model_config", "samples_per_s"}``.
+    """
+    if epochs < 1:
+        raise ValueError(f"fit_local: epochs must be >= 1, got {epochs}")
+    for key in ("lr", "batch_size"):
+        if key not in config:
+            raise ValueError(f"fit_local: config needs {key!r} (got keys {sorted(config)})")
+    if threads:
+        torch.set_num_threads(threads)
+    seed = int(config.get("seed", 0))
+    set_seed(seed)
+    mcfg = model_config_from(config)
+    model = build_from_config(mcfg)
+    opt = make_optimizer(model, config.get("optimizer", "sgd"), float(config["lr"]),
+                         float(config.get("weight_decay", 0.0)), float(config.get("momentum", 0.9)))
+    xtr, ytr = np.asarray(train[0], np.float32), np.asarray(train[1], np.int64)
+    steps = max(len(batch_slices(len(xtr), int(config["batch_size"]))), 1)
+    history, seen, t0 = [], 0, time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        loss_sum = 0.0
+        for i, xb, yb in iterate_epoch(xtr, ytr, int(config["batch_size"]), seed, epoch):
+            set_lr(opt, lr_at(epoch + i / steps, float(config["lr"]), 1,
+                              float(config.get("warmup_epochs", 0.0)), epochs))
+            loss = float(train_step(model, opt, xb, yb))
+            if not math.isfinite(loss):
+                raise NaNLossError(epoch * steps + i, loss)
+            loss_sum += loss
+            seen += len(yb)
+        ev = evaluate(model, val[0], val[1])
+        rec = {"epoch": epoch, "loss": loss_sum / steps, "val_accuracy": ev["correct"] / max(ev["count"], 1),
+               "val_loss": ev["loss_sum"] / max(ev["count"], 1)}
+        history.append(rec)
+        if on_epoch is not None and on_epoch(epoch, {"val_accuracy": rec["val_accuracy"], "loss": rec["loss"]}):
+            break
+    return {"val_accuracy": history[-1]["val_accuracy"], "history": history, "model": model,
+            "epochs_run": len(history), "model_config": mcfg,
+            "samples_per_s": seen / max(time.perf_counter() - t0, 1e-9)}

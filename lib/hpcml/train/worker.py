@@ -1,0 +1,386 @@
+"""The Horovod training worker: ``python -m hpcml.train.worker --spec spec.json``.
+
+Started once per rank by ``horovodrun`` (``-np N --gloo``; elastic: ``--min-np/--max-np
+--host-discovery-script``). Each rank: sizes its thread pool, optionally pins itself to
+its cores, reads its own train shard, gets rank 0's initial parameters and optimiser
+state, trains with ``hvd.DistributedOptimizer`` (LR scaled by world size after a
+warm-up), averages metrics with ``hvd.allreduce``, and rank 0 reports one JSON line per
+epoch (``HPCML {...}``), writes atomic checkpoints every K steps, the final metrics JSON
+and the model artifact. A NaN loss stops every rank before the poisoned update, naming
+the step and the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpcml.train import checkpoint as ck
+from hpcml.train import core
+from hpcml.train.models import build_from_config, model_config_from
+from hpcml.train.spec import TrainSpec
+
+PREFIX = "HPCML "
+ERROR_PREFIX = "HPCML-ERROR "
+
+
+def emit(event: dict[str, Any], error: bool = False) -> None:
+    """One JSON line on stdout (progress) or stderr (error), flushed at once."""
+    stream = sys.stderr if error else sys.stdout
+    stream.write((ERROR_PREFIX if error else PREFIX) + json.dumps(event, default=float) + "\n")
+    stream.flush()
+
+
+def pin_cpus(local_rank: int, threads: int) -> list[int]:
+    """Pin this process to ``threads`` cores of its own (wrapping when oversubscribed)."""
+    cores = sorted(os.sched_getaffinity(0))
+    mine = [cores[(local_rank * threads + i) % len(cores)] for i in range(threads)]
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
+class Exporter:
+    """Per-rank Prometheus metrics (names from the cross-stage contract)."""
+
+    def __init__(self, port: int, rank: int):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+        reg = CollectorRegistry()
+        lab = ["rank"]
+        buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+        self.step_s = Histogram("hpcml_train_step_seconds", "training step wall time", lab,
+                                registry=reg, buckets=buckets).labels(str(rank))
+        self.samples = Counter("hpcml_train_samples", "training samples processed", lab,
+                               registry=reg).labels(str(rank))
+        self.loss = Gauge("hpcml_train_loss", "rank-averaged training loss of the last step", lab,
+                          registry=reg).labels(str(rank))
+        self.allreduce_s = Histogram("hpcml_train_allreduce_seconds",
+                                     "time blocked in optimizer.synchronize() (gradient allreduce)", lab,
+                                     registry=reg, buckets=buckets).labels(str(rank))
+        self.step = Gauge("hpcml_train_step", "last completed global step", lab, registry=reg).labels(str(rank))
+        self.last_ts = Gauge("hpcml_train_last_step_timestamp_seconds", "unix time of the last step", lab,
+                             registry=reg).labels(str(rank))
+        self.server, self.thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+
+    def observe(self, step: int, dt: float, ar: float, n: int, loss: float) -> None:
+        self.step_s.observe(dt)
+        self.allreduce_s.observe(ar)
+        self.samples.inc(n)
+        self.loss.set(loss)
+        self.step.set(step)
+        self.last_ts.set(time.time())
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+class Timers(dict):
+    """Accumulated seconds per phase: data, compute (fwd+bwd), allreduce (wait), optimizer."""
+
+    def __init__(self) -> None:
+        super().__init__(data=0.0, compute=0.0, allreduce=0.0, optimizer=0.0)
+
+
+def hvd_step(hvd: Any, model: torch.nn.Module, opt: Any, xb: torch.Tensor, yb: torch.Tensor,
+             timers: Timers) -> float:
+    """One data-parallel step; returns the loss averaged over ranks.
+
+    The gradient allreduces start from backward hooks while backward still runs; the
+    loss allreduce is queued behind them (fused in the same cycle). ``synchronize()``
+    is timed separately: that is the communication the backward pass did not hide.
+    """
+    t0 = time.perf_counter()
+    opt.zero_grad()  # Horovod's wrapper takes no set_to_none (torch's default is True)
+    loss = torch.nn.functional.cross_entropy(model(xb), yb)
+    loss.backward()
+    h = hvd.allreduce_async(loss.detach(), name="loss", op=hvd.Average)
+    t1 = time.perf_counter()
+    opt.synchronize()
+    avg = float(hvd.synchronize(h))
+    t2 = time.perf_counter()
+    if math.isfinite(avg):
+        with opt.skip_synchronize():
+            opt.step()
+    t3 = time.perf_counter()
+    timers["compute"] += t1 - t0
+    timers["allreduce"] += t2 - t1
+    timers["optimizer"] += t3 - t2
+    return avg
+
+
+def _gather(hvd: Any, model: torch.nn.Module) -> list[dict[str, Any]]:
+    """Every rank's RNG states and BN buffers (rank-local state a restart must restore)."""
+    mine = {"rng": ck.rng_state(), "buffers": {k: v.clone() for k, v in model.named_buffers()}}
+    return hvd.allgather_object(mine)
+
+
+def _average_buffers(hvd: Any, model: torch.nn.Module) -> None:
+    for name, buf in model.named_buffers():
+        if buf.dtype.is_floating_point:
+            buf.copy_(hvd.allreduce(buf, name=f"buf.{name}", op=hvd.Average))
+
+
+def _eval_split(hvd: Any, model: torch.nn.Module, data: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """Each rank evaluates rows rank::size; sums are allreduced."""
+    x, y = data[0][hvd.rank()::hvd.size()], data[1][hvd.rank()::hvd.size()]
+    ev = core.evaluate(model, x, y)
+    t = hvd.allreduce(torch.tensor([ev["loss_sum"], ev["correct"], ev["count"]], dtype=torch.float64),
+                      name="eval", op=hvd.Sum)
+    return {"loss": float(t[0] / max(t[2], 1)), "accuracy": float(t[1] / max(t[2], 1)), "count": int(t[2])}
+
+
+def _load_rank_data(hvd: Any, dataset_dir: Path, elastic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Non-elastic: shard == rank. Elastic: shards s with s % size == rank (re-sharding)."""
+    n = core.check_world_size(dataset_dir, hvd.size(), elastic=elastic)
+    mine = [hvd.rank()] if not elastic else list(range(hvd.rank(), n, hvd.size()))
+    parts = [core.read_split(dataset_dir, "train", shard=s) for s in mine]
+    return np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts]).astype(np.int64)
+
+
+class Trainer:
+    """Holds one rank's run: model, optimiser, data, position, history."""
+
+    def __init__(self, spec: TrainSpec, hvd: Any):
+        self.spec, self.hvd = spec, hvd
+        self.out = spec.resolved_out_dir()
+        self.ckpt_dir = self.out / "checkpoints"
+        self.dataset_dir = spec.resolved_dataset_dir()
+        self.schedule = spec.extra.get("lr_schedule", "cosine")
+        core.set_seed(spec.seed)
+        self.mcfg = model_config_from(spec.to_dict())
+        self.model = build_from_config(self.mcfg)
+        base = core.make_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay, spec.momentum)
+        comp = hvd.Compression.fp16 if spec.fp16_allreduce else hvd.Compression.none
+        self.opt = hvd.DistributedOptimizer(base, named_parameters=self.model.named_parameters(),
+                                            compression=comp, op=hvd.Average)
+        self.epoch = self.batch = self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.epoch_loss = 0.0
+        self.epoch_batches = 0
+        self.timers = Timers()
+        self.samples = 0
+        self.train_s = 0.0
+        self.last_ckpt: str | None = None
+        self.resumed_from: int | None = None
+        self.exporter: Exporter | None = None
+        self.load_data()
+
+    # -- setup ------------------------------------------------------------------------
+    def load_data(self) -> None:
+        hvd = self.hvd
+        self.x, self.y = _load_rank_data(hvd, self.dataset_dir, self.spec.elastic)
+        n = len(core.batch_slices(len(self.x), self.spec.batch_size))
+        self.steps_per_epoch = int(hvd.allreduce(torch.tensor(n), name="nbatches", op=hvd.Min))
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"batch_size={self.spec.batch_size} leaves no batch on some rank's shard")
+
+    def resume(self) -> None:
+        """Restore the latest checkpoint (rank 0 reads it, everyone gets it by broadcast)."""
+        hvd = self.hvd
+        state = ck.resume_state(self.ckpt_dir) if hvd.rank() == 0 else None
+        state = hvd.broadcast_object(state, root_rank=0, name="resume")
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        for k in ("epoch", "batch", "step", "history", "epoch_loss", "epoch_batches"):
+            setattr(self, k, state[k])
+        per_rank = state.get("per_rank") or []
+        if len(per_rank) == hvd.size():
+            ck.set_rng_state(per_rank[hvd.rank()]["rng"])
+            for name, buf in self.model.named_buffers():
+                buf.copy_(per_rank[hvd.rank()]["buffers"][name])
+        self.resumed_from = self.step
+        self.last_ckpt = state.get("path")
+
+    def broadcast(self) -> None:
+        self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+        self.hvd.broadcast_optimizer_state(self.opt, root_rank=0)
+
+    # -- checkpoints ------------------------------------------------------------------
+    def checkpoint(self) -> None:
+        per_rank = _gather(self.hvd, self.model)
+        if self.hvd.rank() == 0:
+            path = ck.save_checkpoint(self.ckpt_dir, {
+                "step": self.step, "epoch": self.epoch, "batch": self.batch, "history": self.history,
+                "epoch_loss": self.epoch_loss, "epoch_batches": self.epoch_batches,
+                "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "per_rank": per_rank, "world_size": self.hvd.size(), "spec": self.spec.to_dict()})
+            self.last_ckpt = str(path)
+            emit({"event": "checkpoint", "step": self.step, "path": str(path)})
+
+    # -- loop -------------------------------------------------------------------------
+    def run_epoch(self, commit: Any = None) -> bool:
+        """Train from the current position to the end of the epoch; False when max_steps hit."""
+        spec, hvd = self.spec, self.hvd
+        self.model.train()
+        order = core.epoch_order(len(self.x), spec.seed, self.epoch, hvd.rank())
+        slices = core.batch_slices(len(self.x), spec.batch_size)[: self.steps_per_epoch]
+        while self.batch < self.steps_per_epoch:
+            if spec.max_steps and self.step >= spec.max_steps:
+                return False
+            t0 = time.perf_counter()
+            idx = order[slices[self.batch]]
+            xb, yb = torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
+            self.timers["data"] += time.perf_counter() - t0
+            core.set_lr(self.opt, core.lr_at(self.epoch + self.batch / self.steps_per_epoch, spec.lr,
+                                             hvd.size(), spec.warmup_epochs, spec.epochs, self.schedule))
+            ar0 = self.timers["allreduce"]
+            loss = hvd_step(hvd, self.model, self.opt, xb, yb, self.timers)
+            if not math.isfinite(loss):
+                raise core.NaNLossError(self.step + 1, loss, self.last_ckpt)
+            dt = time.perf_counter() - t0
+            self.train_s += dt
+            self.samples += len(yb) * hvd.size()
+            self.step += 1
+            self.batch += 1
+            self.epoch_loss += loss
+            self.epoch_batches += 1
+            if self.exporter:
+                self.exporter.observe(self.step, dt, self.timers["allreduce"] - ar0, len(yb), loss)
+            if spec.checkpoint_every and self.step % spec.checkpoint_every == 0:
+                self.checkpoint()
+                if commit is not None:
+                    commit()
+        return True
+
+    def end_epoch(self) -> None:
+        _average_buffers(self.hvd, self.model)
+        val = self._val()
+        rec = {"epoch": self.epoch, "step": self.step, "loss": self.epoch_loss / max(self.epoch_batches, 1),
+               "val_accuracy": val["accuracy"], "val_loss": val["loss"], "world_size": self.hvd.size(),
+               "lr": self.opt.param_groups[0]["lr"],
+               "samples_per_s": self.samples / max(self.train_s, 1e-9)}
+        self.history.append(rec)
+        if self.hvd.rank() == 0:
+            emit({"event": "epoch", **rec})
+        self.epoch, self.batch, self.epoch_loss, self.epoch_batches = self.epoch + 1, 0, 0.0, 0
+
+    def _val(self) -> dict[str, float]:
+        if not hasattr(self, "_valdata"):
+            self._valdata = core.read_split(self.dataset_dir, "val")
+        return _eval_split(self.hvd, self.model, self._valdata)
+
+    def finish(self) -> dict[str, Any]:
+        hvd = self.hvd
+        test = _eval_split(hvd, self.model, core.read_split(self.dataset_dir, "test"))
+        t = hvd.allreduce(torch.tensor([self.timers[k] for k in ("data", "compute", "allreduce", "optimizer")]
+                                       + [self.train_s], dtype=torch.float64), name="timers", op=hvd.Average)
+        split = dict(zip(("data_s", "compute_s", "allreduce_s", "optimizer_s", "train_s"), map(float, t)))
+        last = self.history[-1] if self.history else {}
+        metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_count": test["count"],
+                   "val_accuracy": last.get("val_accuracy"), "train_loss": last.get("loss"),
+                   "epochs_run": len(self.history), "steps": self.step, "world_size": hvd.size(),
+                   "train_samples_per_s": self.samples / max(split["train_s"], 1e-9),
+                   "time_split": split, "resumed_from_step": self.resumed_from,
+                   "history": self.history, "model_config": self.mcfg}
+        if hvd.rank() == 0:
+            ck.save_model(self.model, self.mcfg, self.out / "model.pt",
+                          {k: metrics[k] for k in ("test_accuracy", "test_loss", "val_accuracy")},
+                          core.load_normalization(self.dataset_dir))
+            from hpcml.paths import atomic_write_text
+
+            atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2, default=float))
+            emit({"event": "done", **{k: v for k, v in metrics.items() if k != "history"}})
+        return metrics
+
+
+def _train_fixed(t: Trainer) -> dict[str, Any]:
+    t.resume()
+    t.broadcast()
+    while t.epoch < t.spec.epochs:
+        if not t.run_epoch():
+            break
+        t.end_epoch()
+    if t.spec.checkpoint_every:
+        t.checkpoint()
+    return t.finish()
+
+
+def _train_elastic(t: Trainer) -> dict[str, Any]:
+    hvd = t.hvd
+    t.resume()
+    state = hvd.elastic.TorchState(model=t.model, optimizer=t.opt, epoch=t.epoch, batch=t.batch,
+                                   step=t.step, history=t.history, epoch_loss=t.epoch_loss,
+                                   epoch_batches=t.epoch_batches)
+
+    def pull() -> None:  # TorchState -> trainer
+        for k in ("epoch", "batch", "step", "history", "epoch_loss", "epoch_batches"):
+            setattr(t, k, getattr(state, k))
+
+    def push() -> None:  # trainer -> TorchState, then snapshot in memory
+        for k in ("epoch", "batch", "step", "history", "epoch_loss", "epoch_batches"):
+            setattr(state, k, getattr(t, k))
+        state.commit()
+
+    def on_reset() -> None:
+        t.load_data()  # re-shard for the new (rank, size)
+        if hvd.rank() == 0:
+            emit({"event": "reset", "world_size": hvd.size(), "step": state.step})
+
+    state.register_reset_callbacks([on_reset])
+
+    @hvd.elastic.run
+    def train(state: Any) -> None:
+        pull()
+        t.batch = min(t.batch, t.steps_per_epoch)
+        while t.epoch < t.spec.epochs:
+            if not t.run_epoch(commit=push):
+                break
+            t.end_epoch()
+            push()
+
+    train(state)
+    return t.finish()
+
+
+def run(spec: TrainSpec) -> dict[str, Any]:
+    """Run this rank of the job described by ``spec`` (inside horovodrun)."""
+    import horovod.torch as hvd
+
+    hvd.init()
+    torch.set_num_threads(spec.threads_per_worker)
+    cores = pin_cpus(hvd.local_rank(), spec.threads_per_worker) if spec.pin_cpus else None
+    out = spec.resolved_out_dir()
+    (out / "pids").mkdir(parents=True, exist_ok=True)
+    (out / "pids" / f"rank-{hvd.rank()}.pid").write_text(str(os.getpid()))
+    t = Trainer(spec, hvd)
+    if hvd.rank() == 0:
+        emit({"event": "start", "world_size": hvd.size(), "threads": spec.threads_per_worker,
+              "cores_rank0": cores, "steps_per_epoch": t.steps_per_epoch, "elastic": spec.elastic})
+    if spec.metrics_port:
+        t.exporter = Exporter(spec.metrics_port + hvd.rank(), hvd.rank())
+    try:
+        return _train_elastic(t) if spec.elastic else _train_fixed(t)
+    finally:
+        if t.exporter:
+            t.exporter.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True, help="TrainSpec JSON file")
+    args = ap.parse_args(argv)
+    try:
+        spec = TrainSpec.from_json(args.spec)
+        run(spec)
+    except core.NaNLossError as e:
+        emit({"error": "nan_loss", "step": e.step, "checkpoint": e.checkpoint, "message": str(e)}, error=True)
+        return 3
+    except (ValueError, FileNotFoundError, ck.CheckpointError) as e:
+        emit({"error": type(e).__name__, "message": str(e)}, error=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
