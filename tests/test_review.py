@@ -1,0 +1,73 @@
+"""hpcml.review: the results table from recorded metrics, trade-offs, practices and their files.
+
+Fake metrics are written only into the test's temporary HPCML_BUILD (build_tmp)."""
+
+import json
+
+import pytest
+
+from hpcml import report, review
+
+pytestmark = pytest.mark.unit
+
+
+def fake_stage(nb, metrics, params=None):
+    """Record fake metrics for ``nb`` into the temporary build (tests only)."""
+    report.begin(nb, params=params or {})
+    for name, value in metrics.items():
+        report.record(name, value, unit="u", headline=True)
+
+
+def fake_all(skip=()):
+    for nb, names in review.CONTRACT.items():
+        if nb not in skip:
+            fake_stage(nb, {n: i + 1.5 for i, n in enumerate(names)})
+
+
+def test_results_table_has_every_stage(build_tmp):
+    fake_all()
+    fake_stage("02_horovod_training", {**{n: 2.0 for n in review.CONTRACT["02_horovod_training"]},
+                                       "loss_curve": [1, 2, 3], "note": "text"})
+    rows = review.results_table()
+    assert {r["notebook"] for r in rows} == set(review.CONTRACT)
+    names = {(r["notebook"], r["metric"]) for r in rows}
+    assert ("02_horovod_training", "loss_curve") not in names  # lists stay in their notebook
+    assert ("02_horovod_training", "note") in names
+    assert all(set(r) >= {"notebook", "metric", "value", "unit"} for r in rows)
+
+
+@pytest.mark.parametrize("missing", ["01_spark_preprocessing", "04_serving", "06_cost_review"])
+def test_missing_stage_names_the_notebook_to_run(build_tmp, missing):
+    fake_all(skip=(missing,))
+    with pytest.raises(report.MissingMetricsError, match=f"run notebooks/{missing}.ipynb first"):
+        review.results_table()
+
+
+def test_missing_contracted_metric_is_named(build_tmp):
+    fake_all()
+    fake_stage("05_monitoring", {"targets_up": 3})
+    with pytest.raises(report.MissingMetricsError, match="05_monitoring recorded no metric 'alert_time_to_firing_s'"):
+        review.results_table()
+
+
+def test_tradeoff_tables_are_rectangular():
+    assert set(review.TRADEOFFS) == {"On-prem HPC vs cloud HPC", "EMR vs Spark on EKS", "SageMaker training vs MPIJob on EKS",
+                                     "KServe vs a custom server", "Karpenter vs Cluster Autoscaler"}
+    for title, t in review.TRADEOFFS.items():
+        assert t["rows"], title
+        assert all(len(r) == len(t["columns"]) for r in t["rows"]), title
+
+
+def test_every_practice_points_to_a_file_that_implements_it():
+    rows = review.practices()
+    assert {r["area"] for r in rows} == {"reliability", "security"}
+    missing = [r["file"] for r in rows if not r["exists"]]
+    assert not missing, f"practices point to files that do not exist: {missing}"
+    no_evidence = [(r["file"], r["evidence"]) for r in rows if not r["evidence_found"]]
+    assert not no_evidence, f"files do not contain what the practice claims: {no_evidence}"
+
+
+def test_iam_policies_are_shipped():
+    pols = review.iam_policies()
+    assert "hpcml-s3-trainer.json" in pols
+    assert all(json.loads(t)["Version"] == "2012-10-17" for t in pols.values())
