@@ -95,7 +95,7 @@ def container(spec: ServeSpec, name: str = "server") -> dict:
         return {"httpGet": {"path": path, "port": PORT}, "periodSeconds": period, "failureThreshold": failures,
                 "timeoutSeconds": 2}
     return {
-        "name": name, "image": spec.image, "imagePullPolicy": "IfNotPresent",
+        "name": name, "image": spec.image, "imagePullPolicy": "Always",
         "command": ["python"], "args": _args(spec),
         "ports": [{"name": "http", "containerPort": PORT, "protocol": "TCP"}],
         "env": [{"name": "OMP_NUM_THREADS", "value": "1"}],
