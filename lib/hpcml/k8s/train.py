@@ -1,0 +1,196 @@
+"""Training on Kubernetes: an MPIJob (kubeflow.org/v2beta1) from one TrainSpec.
+
+Pure builders (spec -> dict): :func:`mpijob`, :func:`checkpoint_pvc`, :func:`spec_configmap`;
+:func:`render` writes them for :data:`PRODUCTION_SPEC` (ResNet-50, 8 workers x 1 GPU on two
+g4dn.12xlarge nodes) into ``manifests/train/``, beside the AWS Batch requests built from the
+same spec.
+
+How the MPIJob runs (mpi-operator v2): the operator creates the Worker pods, a headless
+Service and an SSH key Secret (mounted at ``sshAuthMountPath``) and a hostfile
+(``/etc/mpi/hostfile``, ``<pod>.<svc> slots=N`` per worker); with
+``launcherCreationPolicy: WaitForWorkersReady`` the Launcher pod starts only once every
+worker is Ready (here: its sshd answers on port 2222), so ``horovodrun`` never races pod
+start-up. The launcher runs ``horovodrun --gloo --hostfile /etc/mpi/hostfile -p 2222``,
+which starts ``slotsPerWorker`` ranks in each worker pod over SSH (Gloo rendezvous; the
+image's Horovod is built with Gloo).
+
+Security: pods satisfy Pod Security Admission ``restricted`` (non-root uid 1000, no privilege
+escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root filesystem).
+What is relaxed compared with a stock sshd, and why: sshd runs as uid 1000 on the
+unprivileged port 2222 (no NET_BIND_SERVICE, no privilege separation) with ``StrictModes no``
+(the kubelet mounts the operator's key Secret group-owned by fsGroup, which StrictModes
+rejects) and its pid file in the /tmp emptyDir (the root filesystem is read-only). The image
+must ship ``/etc/hpcml/sshd_config`` with those settings and host keys readable by uid 1000.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT
+from hpcml.train.launch import (SHARED_MOUNT, SSH_PORT, batch_requests, container_spec, horovodrun_argv,
+                                node_layout)
+from hpcml.train.spec import TrainSpec
+
+NS = "hpcml"
+SERVICE_ACCOUNT = "trainer"
+PRIORITY_CLASS = "hpcml-training"
+STORAGE_CLASS = "efs-sc"  # EFS CSI (ReadWriteMany); FSx for Lustre: "fsx-sc"
+SSH_MOUNT = "/home/hpcml/.ssh"
+SSHD_CONFIG = "/etc/hpcml/sshd_config"
+SPEC_DIR = "/etc/hpcml/spec"
+HOSTFILE = "/etc/mpi/hostfile"  # written by the mpi-operator
+CRD_REQUIRED = {
+    ("kubeflow.org/v2beta1", "MPIJob"): [
+        "spec.slotsPerWorker", "spec.runPolicy.cleanPodPolicy", "spec.runPolicy.backoffLimit",
+        "spec.launcherCreationPolicy", "spec.mpiImplementation", "spec.sshAuthMountPath",
+        "spec.mpiReplicaSpecs.Launcher.template.spec.containers",
+        "spec.mpiReplicaSpecs.Worker.replicas", "spec.mpiReplicaSpecs.Worker.template.spec.containers",
+    ],
+}
+
+#: The production-sized job the checked-in manifests are rendered from.
+PRODUCTION_SPEC = TrainSpec(
+    name="resnet50-train", world_size=8, threads_per_worker=10, arch="resnet50", epochs=90, batch_size=64,
+    lr=0.0125, warmup_epochs=5.0, weight_decay=5e-5, optimizer="sgd", fp16_allreduce=True,
+    checkpoint_every=500, metrics_port=9100, gpus_per_worker=1, instance_type="g4dn.12xlarge",
+)
+
+RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
+def _labels(spec: TrainSpec, role: str | None = None) -> dict[str, str]:
+    out = {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/part-of": "hpcml", "hpcml.io/stage": "train"}
+    if role:
+        out["app.kubernetes.io/component"] = role
+    return out
+
+
+def _meta(spec: TrainSpec, name: str, role: str | None = None) -> dict:
+    return {"name": name, "namespace": NS, "labels": _labels(spec, role)}
+
+
+def spec_configmap(spec: TrainSpec) -> dict:
+    """The container copy of the spec, mounted read-only at ``/etc/hpcml/spec/spec.json``."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(spec, f"{spec.name}-spec"),
+            "data": {"spec.json": container_spec(spec).to_json() + "\n"}}
+
+
+def checkpoint_pvc(spec: TrainSpec, size: str = "200Gi", storage_class: str = STORAGE_CLASS) -> dict:
+    """Shared ReadWriteMany volume (EFS): dataset shards, checkpoints, the final model."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _meta(spec, f"{spec.name}-shared"),
+            "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": storage_class,
+                     "resources": {"requests": {"storage": size}}}}
+
+
+def _pod_spec(spec: TrainSpec, container: dict, volumes: list[dict], gpu: bool) -> dict:
+    pod: dict = {
+        "serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
+        "priorityClassName": PRIORITY_CLASS, "enableServiceLinks": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container], "volumes": volumes,
+    }
+    if gpu:
+        pod["nodeSelector"] = {**GPU_LABEL, "node.kubernetes.io/instance-type": spec.instance_type}
+        pod["tolerations"] = [GPU_TAINT.toleration()]
+    return pod
+
+
+def _volume_mounts(shm: bool) -> list[dict]:
+    mounts = [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+              {"name": "tmp", "mountPath": "/tmp"},
+              {"name": "shared", "mountPath": SHARED_MOUNT}]
+    return mounts + ([{"name": "dshm", "mountPath": "/dev/shm"}] if shm else [])
+
+
+def _volumes(spec: TrainSpec, shm_gib: int | None) -> list[dict]:
+    vols = [{"name": "spec", "configMap": {"name": f"{spec.name}-spec"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": "10Gi"}},
+            {"name": "shared", "persistentVolumeClaim": {"claimName": f"{spec.name}-shared"}}]
+    if shm_gib:
+        vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{shm_gib}Gi"}})
+    return vols
+
+
+def launcher_template(spec: TrainSpec) -> dict:
+    """The Launcher pod: ``horovodrun`` over the operator's hostfile; small, no GPU."""
+    argv = horovodrun_argv(spec, f"{SPEC_DIR}/spec.json", hostfile=HOSTFILE, ssh_port=SSH_PORT)
+    res = {"cpu": "1", "memory": "2Gi"}
+    container = {
+        "name": "launcher", "image": spec.image, "imagePullPolicy": "Always",
+        "command": argv[:1], "args": argv[1:],
+        "env": [{"name": "HOROVOD_GLOO_TIMEOUT_SECONDS", "value": "300"}],
+        "resources": {"requests": res, "limits": res},
+        "securityContext": RESTRICTED, "volumeMounts": _volume_mounts(shm=False),
+    }
+    return {"metadata": {"labels": _labels(spec, "launcher")},
+            "spec": _pod_spec(spec, container, _volumes(spec, None), gpu=False)}
+
+
+def worker_template(spec: TrainSpec) -> dict:
+    """A Worker pod per node: sshd (uid 1000, port 2222) hosting ``slotsPerWorker`` ranks."""
+    lay = node_layout(spec)
+    res = {"cpu": str(lay.cpus_per_node), "memory": f"{lay.memory_gib_per_node}Gi"}
+    if lay.gpus_per_node:
+        res["nvidia.com/gpu"] = str(lay.gpus_per_node)
+    container = {
+        "name": "worker", "image": spec.image, "imagePullPolicy": "Always",
+        "command": ["/usr/sbin/sshd"], "args": ["-De", "-f", SSHD_CONFIG],
+        "ports": [{"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"}]
+        + ([{"name": "metrics", "containerPort": spec.metrics_port, "protocol": "TCP"}] if spec.metrics_port else []),
+        "env": [{"name": "OMP_NUM_THREADS", "value": str(spec.threads_per_worker)},
+                {"name": "NCCL_DEBUG", "value": "WARN"}],
+        "readinessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": 5},
+        "livenessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": 20, "failureThreshold": 6},
+        "resources": {"requests": res, "limits": dict(res)},  # Guaranteed QoS; GPUs: requests = limits
+        "securityContext": RESTRICTED, "volumeMounts": _volume_mounts(shm=True),
+    }
+    return {"metadata": {"labels": _labels(spec, "worker")},
+            "spec": _pod_spec(spec, container, _volumes(spec, lay.shm_gib), gpu=bool(lay.gpus_per_node))}
+
+
+def mpijob(spec: TrainSpec) -> dict:
+    """The MPIJob: one Launcher, ``nodes`` Workers with ``slotsPerWorker`` ranks each."""
+    lay = node_layout(spec)
+    return {
+        "apiVersion": "kubeflow.org/v2beta1", "kind": "MPIJob", "metadata": _meta(spec, spec.name),
+        "spec": {
+            "slotsPerWorker": lay.slots,
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 3, "ttlSecondsAfterFinished": 3600},
+            "launcherCreationPolicy": "WaitForWorkersReady",
+            "mpiImplementation": "OpenMPI",  # hostfile format "host slots=N", which horovodrun reads
+            "sshAuthMountPath": SSH_MOUNT,
+            "mpiReplicaSpecs": {
+                # OnFailure: a failed launcher restarts and the job resumes from the last checkpoint
+                "Launcher": {"replicas": 1, "restartPolicy": "OnFailure", "template": launcher_template(spec)},
+                "Worker": {"replicas": lay.nodes, "restartPolicy": "OnFailure", "template": worker_template(spec)},
+            },
+        },
+    }
+
+
+def documents(spec: TrainSpec) -> list[dict]:
+    """Everything one ``kubectl apply`` needs, in apply order."""
+    return [checkpoint_pvc(spec), spec_configmap(spec), mpijob(spec)]
+
+
+def pod_templates(spec: TrainSpec) -> list[dict]:
+    """The launcher and worker pod templates as core ``PodTemplate`` objects (schema checks)."""
+    job = mpijob(spec)
+    return [{"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": f"{spec.name}-{role.lower()}"},
+             "template": rs["template"]} for role, rs in job["spec"]["mpiReplicaSpecs"].items()]
+
+
+def render(spec: TrainSpec | None = None) -> dict[str, object]:
+    """``{path under manifests/: documents}`` for the production training job."""
+    spec = spec or PRODUCTION_SPEC
+    batch = batch_requests(spec)
+    return {
+        "train/checkpoint-pvc.yaml": [checkpoint_pvc(spec)],
+        "train/mpijob.yaml": [spec_configmap(spec), mpijob(spec)],
+        "train/batch-register-job-definition.json": batch["register_job_definition"],
+        "train/batch-submit-job.json": batch["submit_job"],
+        "train/train-spec.json": dataclasses.asdict(spec),
+    }
