@@ -1,0 +1,289 @@
+"""Training benchmarks, each run under real ``horovodrun`` and recorded, never asserted on time.
+
+* ``synthetic`` — Horovod's synthetic benchmark method (``pytorch_synthetic_benchmark.py``):
+  random ImageNet-shaped batches, warm-up batches, then ``iters`` timed iterations of
+  ``batches_per_iter`` steps; img/s per worker as mean ± 1.96σ over iterations, **each rank
+  measured** and the total the sum over ranks.
+* ``overhead`` — the Horovod step (:func:`hpcml.train.worker.hvd_step`) at world size 1 vs a
+  plain PyTorch step on the same batches, interleaved in one process.
+* ``profile`` — ``torch.profiler`` over a few Horovod steps: top ops table and the split
+  data / compute / allreduce wait / optimizer.
+
+Drivers (:func:`run_bench`, :func:`scaling`, …) launch ``python -m hpcml.train.bench --worker``
+through the local launcher and read back the JSON rank 0 writes. Pure maths
+(:func:`ci95`, :func:`scaling_efficiency`, :func:`overhead_pct`, :func:`mfu`) is unit-tested.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpcml import paths
+
+DEFAULTS: dict[str, Any] = {
+    "arch": "resnet50", "image_size": 64, "batch_size": 4, "num_classes": 1000, "channels_last": True,
+    "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
+    "overhead_steps": 20, "overhead_rounds": 3, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
+}
+
+
+# --- pure maths -------------------------------------------------------------------------
+def ci95(values: list[float]) -> tuple[float, float]:
+    """(mean, 1.96 × population σ) — Horovod's ``img_sec_mean ± img_sec_conf``."""
+    if not values:
+        raise ValueError("ci95: no values")
+    return float(np.mean(values)), float(1.96 * np.std(values))
+
+
+def scaling_efficiency(total_n: float, single: float, n: int) -> float:
+    """throughput(n workers) / (n × throughput(1 worker))."""
+    if n < 1 or single <= 0:
+        raise ValueError("scaling_efficiency: need n >= 1 and a positive single-worker throughput")
+    return total_n / (n * single)
+
+
+def overhead_pct(t_plain: float, t_hvd: float) -> float:
+    """Extra time per step of the Horovod loop over the plain loop, in percent."""
+    if t_plain <= 0:
+        raise ValueError("overhead_pct: plain step time must be > 0")
+    return (t_hvd / t_plain - 1.0) * 100.0
+
+
+def mfu(samples_per_s: float, flops_per_sample: float, peak_flops: float) -> float:
+    """Model FLOPs utilisation: achieved training FLOP/s over the peak FLOP/s."""
+    if peak_flops <= 0:
+        raise ValueError("mfu: peak must be > 0")
+    return samples_per_s * flops_per_sample / peak_flops
+
+
+# --- worker side (inside horovodrun) -----------------------------------------------------
+def _setup(cfg: dict) -> Any:
+    import horovod.torch as hvd
+
+    from hpcml.train.worker import pin_cpus
+
+    hvd.init()
+    torch.set_num_threads(int(cfg["threads"]))
+    cores = pin_cpus(hvd.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
+    return hvd, cores
+
+
+def _wrap(hvd: Any, model: torch.nn.Module, lr: float, cfg: dict) -> Any:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    comp = hvd.Compression.fp16 if cfg["fp16_allreduce"] else hvd.Compression.none
+    opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(), compression=comp)
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    hvd.broadcast_optimizer_state(opt, root_rank=0)
+    return opt
+
+
+def synthetic(hvd: Any, cfg: dict) -> dict[str, Any]:
+    """Synthetic ResNet benchmark on this rank; every rank's img/s gathered to all."""
+    from hpcml.train.models import make_model
+    from hpcml.train.worker import Timers, hvd_step
+
+    torch.manual_seed(0)
+    # Horovod only reduces/broadcasts contiguous tensors, so the weights keep the default
+    # layout; a channels-last *input* still makes every activation channels-last (NHWC).
+    model = make_model(cfg["arch"], num_classes=cfg["num_classes"])
+    opt = _wrap(hvd, model, 0.01, cfg)
+    x = torch.randn(cfg["batch_size"], 3, cfg["image_size"], cfg["image_size"])
+    if cfg["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, cfg["num_classes"], (cfg["batch_size"],))
+    timers = Timers()
+    for _ in range(cfg["warmup_batches"]):
+        hvd_step(hvd, model, opt, x, y, timers)
+    timers = Timers()
+    img_secs = []
+    for _ in range(cfg["iters"]):
+        t0 = time.perf_counter()
+        for _ in range(cfg["batches_per_iter"]):
+            hvd_step(hvd, model, opt, x, y, timers)
+        img_secs.append(cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0))
+    mean, conf = ci95(img_secs)
+    mine = {"rank": hvd.rank(), "img_per_s": mean, "conf95": conf, "iters": img_secs, "time_split": dict(timers)}
+    ranks = hvd.allgather_object(mine)
+    return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
+            "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks]))}
+
+
+def _cnn_data(cfg: dict, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.get("dataset_dir"):
+        from hpcml.train.core import read_split
+
+        n = len(list((Path(cfg["dataset_dir"]) / "train").glob("shard-*.parquet")))
+        return read_split(Path(cfg["dataset_dir"]), "train", shard=rank % max(n, 1))
+    rng = np.random.default_rng(rank)
+    return rng.normal(size=(2048, 784)).astype(np.float32), rng.integers(0, 10, 2048).astype(np.int64)
+
+
+def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
+    """Plain PyTorch step vs the Horovod step on the same CNN batches, interleaved rounds."""
+    from hpcml.train import core
+    from hpcml.train.models import make_model
+    from hpcml.train.worker import Timers, hvd_step
+
+    x, y = _cnn_data(cfg, hvd.rank())
+    b = cfg["cnn_batch"]
+    batches = [(torch.from_numpy(x[i:i + b]), torch.from_numpy(y[i:i + b]))
+               for i in range(0, min(len(x), b * cfg["overhead_steps"]) - b + 1, b)]
+    torch.manual_seed(0)
+    plain_m = make_model("cnn")
+    plain_o = core.make_optimizer(plain_m, "sgd", 0.01)
+    torch.manual_seed(0)
+    hvd_m = make_model("cnn")
+    hvd_o = _wrap(hvd, hvd_m, 0.01, cfg)
+    timers = Timers()
+    for xb, yb in batches[:2]:  # warm-up both
+        core.train_step(plain_m, plain_o, xb, yb)
+        hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers)
+    plain, horovod = [], []
+    for _ in range(cfg["overhead_rounds"]):
+        for fn, acc in ((lambda xb, yb: core.train_step(plain_m, plain_o, xb, yb), plain),
+                        (lambda xb, yb: hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers), horovod)):
+            t0 = time.perf_counter()
+            for xb, yb in batches:
+                fn(xb, yb)
+            acc.append((time.perf_counter() - t0) / len(batches))
+    p, h = statistics.median(plain), statistics.median(horovod)
+    return {"plain_step_s": p, "horovod_step_s": h, "overhead_pct": overhead_pct(p, h),
+            "rounds_plain": plain, "rounds_horovod": horovod, "steps_per_round": len(batches)}
+
+
+def profile(hvd: Any, cfg: dict) -> dict[str, Any]:
+    """torch.profiler over ``profile_steps`` Horovod CNN steps on this rank."""
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as tprofile
+
+    from hpcml.train.models import make_model
+
+    x, y = _cnn_data(cfg, hvd.rank())
+    b = cfg["cnn_batch"]
+    torch.manual_seed(0)
+    model = make_model("cnn")
+    opt = _wrap(hvd, model, 0.01, cfg)
+    split = {"data": 0.0, "compute": 0.0, "allreduce": 0.0, "optimizer": 0.0}
+    with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+        for s in range(cfg["profile_steps"]):
+            t0 = time.perf_counter()
+            with record_function("data"):
+                idx = np.arange(s * b, (s + 1) * b) % len(x)
+                xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+            t1 = time.perf_counter()
+            with record_function("forward_backward"):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            t2 = time.perf_counter()
+            with record_function("allreduce_wait"):
+                opt.synchronize()
+            t3 = time.perf_counter()
+            with record_function("optimizer"):
+                with opt.skip_synchronize():
+                    opt.step()
+            t4 = time.perf_counter()
+            for k, dt in zip(split, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                split[k] += dt
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]:
+        rows.append({"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                     "cpu_total_ms": e.cpu_time_total / 1e3})
+    total = sum(split.values()) or 1.0
+    return {"top_ops": rows, "split_s": split, "split_frac": {k: v / total for k, v in split.items()},
+            "steps": cfg["profile_steps"]}
+
+
+MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile}
+
+
+def worker_main(cfg_path: str) -> int:
+    cfg = {**DEFAULTS, **json.loads(Path(cfg_path).read_text())}
+    hvd, cores = _setup(cfg)
+    out: dict[str, Any] = {"world_size": hvd.size(), "config": cfg}
+    for mode in cfg["modes"]:
+        out[mode] = MODES[mode](hvd, cfg)
+    cores_all = hvd.allgather_object(cores)
+    if hvd.rank() == 0:
+        out["cores"] = cores_all
+        paths.atomic_write_text(Path(cfg["out"]), json.dumps(out, indent=2, default=float))
+    return 0
+
+
+# --- driver side --------------------------------------------------------------------------
+def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: str = "", **cfg: Any) -> dict[str, Any]:
+    """Run benchmark ``modes`` under ``horovodrun -np world_size``; returns rank 0's JSON."""
+    from hpcml.train.local import start_local
+    from hpcml.train.spec import TrainSpec
+
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise ValueError(f"unknown benchmark mode(s) {bad}; expected some of {sorted(MODES)}")
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown benchmark option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    name = f"bench-{tag or '-'.join(modes)}-np{world_size}".replace("_", "-")
+    out_dir = paths.ensure(paths.build_dir() / "bench" / name)
+    full = {**DEFAULTS, **cfg, "modes": list(modes), "out": str(out_dir / "result.json")}
+    if full["dataset_dir"]:
+        full["dataset_dir"] = str(full["dataset_dir"])
+    (out_dir / "result.json").unlink(missing_ok=True)
+    paths.atomic_write_text(out_dir / "bench.json", json.dumps(full, indent=2))
+    spec = TrainSpec(name=name, world_size=world_size, threads_per_worker=int(full["threads"]),
+                     pin_cpus=bool(full["pin"]), out_dir=str(out_dir))
+    job = start_local(spec, on_progress=None, module="hpcml.train.bench",
+                      module_args=["--worker", "--config", str(out_dir / "bench.json")], check_data=False)
+    try:
+        job.proc.wait(timeout=timeout_s)
+    except Exception:
+        job.kill()
+        raise TimeoutError(f"benchmark {name} exceeded {timeout_s} s; log {job.log_path}") from None
+    job.kill()
+    res = out_dir / "result.json"
+    if job.proc.returncode != 0 or not res.exists():
+        tail = job.log_path.read_text(encoding="utf-8", errors="replace")[-2500:]
+        raise RuntimeError(f"benchmark {name} failed (exit {job.proc.returncode}); log {job.log_path}:\n{tail}")
+    return json.loads(res.read_text())
+
+
+def scaling(world_size: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
+    """Synthetic img/s at 1 worker and at ``world_size`` workers (same per-worker batch and
+    threads), launched back to back; returns both runs and the scaling efficiency."""
+    one = run_bench(1, ["synthetic"], timeout_s, tag="scale", **cfg)["synthetic"]
+    many = run_bench(world_size, ["synthetic"], timeout_s, tag="scale", **cfg)["synthetic"]
+    return {"one": one, "many": many, "world_size": world_size,
+            "efficiency": scaling_efficiency(many["total_img_per_s"], one["total_img_per_s"], world_size)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="hpcml training benchmarks")
+    ap.add_argument("--worker", action="store_true", help="run as a horovodrun worker")
+    ap.add_argument("--config", help="benchmark config JSON (worker mode)")
+    ap.add_argument("--np", type=int, default=2, help="driver: workers for the scaling run")
+    ap.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
+    ap.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    ap.add_argument("--iters", type=int, default=DEFAULTS["iters"])
+    args = ap.parse_args(argv)
+    if args.worker:
+        if not args.config:
+            ap.error("--worker needs --config")
+        return worker_main(args.config)
+    res = scaling(args.np, image_size=args.image_size, batch_size=args.batch_size, iters=args.iters)
+    print(json.dumps({"scaling_efficiency": res["efficiency"],
+                      "img_per_s_1": res["one"]["total_img_per_s"],
+                      f"img_per_s_{args.np}": res["many"]["total_img_per_s"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
