@@ -191,6 +191,9 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            if "split" in plan and plan["split"].is_cached:
+                plan["split"].unpersist()
     return dict(manifest, seconds=times)
 
 

@@ -99,11 +99,11 @@ def parse(raw):
     df = df.withColumn("pixels", F.expr(f"transform(slice(tokens, 2, {N_PIXELS}), x -> try_cast(x as int))"))
     reason = (
         F.when(F.size("tokens") != N_PIXELS + 1, F.lit("wrong_column_count"))
-        .when((F.trim(F.col("tokens")[0]) == "") | F.expr("exists(tokens, t -> trim(t) = '')"), F.lit("null_value"))
+        .when(F.array_contains("tokens", ""), F.lit("null_value"))
         .when(F.col("label").isNull(), F.lit("non_numeric_label"))
         .when(~F.col("label").between(0, 9), F.lit("label_out_of_range"))
         .when(F.expr("exists(pixels, x -> x is null)"), F.lit("non_numeric_pixel"))
-        .when(F.expr("exists(pixels, x -> x < 0 or x > 255)"), F.lit("pixel_out_of_range"))
+        .when((F.array_min("pixels") < 0) | (F.array_max("pixels") > 255), F.lit("pixel_out_of_range"))
     )
     return df.withColumn("reason", reason).drop("tokens")
 
@@ -211,8 +211,19 @@ def build_plan(spark, inputs, n_shards: int, val_frac: float = 0.1, test_frac: f
             "split": assign_split(deduped, val_frac, test_frac, seed)}
 
 
-def finish_plan(plan: dict, n_shards: int) -> dict:
-    """Fit the normalisation on train and add ``norm`` and the final ``output`` DataFrame."""
+def finish_plan(plan: dict, n_shards: int, persist: bool = True) -> dict:
+    """Fit the normalisation on train and add ``stats``, ``norm`` and the final ``output`` DataFrame.
+
+    Args:
+        plan: from :func:`build_plan`.
+        n_shards: shards per split.
+        persist: keep the de-duplicated rows (memory, spilling to disk) between the
+            statistics pass and the shard pass, so the raw files are parsed once for both.
+    """
+    if persist:
+        from pyspark import StorageLevel
+
+        plan["split"] = plan["split"].persist(StorageLevel.MEMORY_AND_DISK)
     plan["stats"] = split_stats(plan["split"])
     plan["norm"] = normalization_from_stats(plan["stats"])
     plan["output"] = normalize(assign_shards(plan["split"], n_shards), plan["norm"])

@@ -1,0 +1,154 @@
+"""The Spark preprocessing job with a real local SparkSession (one for the whole module):
+nothing lost, clear errors, atomic publish, deterministic re-runs, balanced shards."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpcml.data import dataset, raw
+from hpcml.data.job import DataInputError
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    build = tmp_path_factory.mktemp("data-build")
+    old = os.environ.get("HPCML_BUILD")
+    os.environ["HPCML_BUILD"] = str(build)
+    from hpcml.data.spark import get_session
+
+    yield get_session()
+    if old is None:
+        os.environ.pop("HPCML_BUILD", None)
+    else:
+        os.environ["HPCML_BUILD"] = old
+
+
+@pytest.fixture(scope="module")
+def bad_lake(tmp_path_factory):
+    """60 real digits + every kind of malformed row + duplicates (one row twice more, one once more)."""
+    d = tmp_path_factory.mktemp("bad-lake")
+    x, y = raw.load_mnist_source()
+    x, y = x[::83][:60], y[::83][:60]
+    bad = raw.malformed_lines(x[0], int(y[0]))
+    dups = raw.format_rows(x[[3, 3, 7]], y[[3, 3, 7]])
+    (d / "part-00000.csv").write_text(raw.HEADER + "\n" + raw.format_rows(x[:30], y[:30]) + dups)
+    lines = [ln for v in bad.values() for ln in v]
+    (d / "part-00001.csv").write_text(raw.HEADER + "\n" + raw.format_rows(x[30:], y[30:]) + "\n".join(lines) + "\n")
+    return {"dir": d, "good": 60, "dups": 3, "bad": bad}
+
+
+@pytest.fixture(scope="module")
+def built(spark, bad_lake, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out") / "ds"
+    manifest = dataset.run_job(bad_lake["dir"], out, n_shards=3, spark=spark)
+    return out, manifest
+
+
+def test_nothing_lost(built, bad_lake):
+    out, m = built
+    c = m["counts"]
+    n_bad = sum(len(v) for v in bad_lake["bad"].values())
+    assert c["input"] == bad_lake["good"] + bad_lake["dups"] + n_bad
+    assert c["input"] == c["output"] + c["quarantined"] + c["duplicates_removed"]
+    assert (c["output"], c["duplicates_removed"], c["quarantined"]) == (bad_lake["good"], bad_lake["dups"], n_bad)
+    assert c["quarantine_by_reason"] == {r: len(v) for r, v in bad_lake["bad"].items()}
+
+
+def test_quarantine_keeps_each_raw_line_with_its_reason(built, bad_lake):
+    import pyarrow.dataset as ds
+
+    q = ds.dataset(built[0] / "_quarantine", format="parquet").to_table().to_pylist()
+    got = sorted((r["reason"], r["raw"]) for r in q)
+    want = sorted((reason, ln) for reason, lines in bad_lake["bad"].items() for ln in lines)
+    assert got == want
+    assert {r["source_file"] for r in q} == {"part-00001.csv"}
+
+
+def test_shards_balanced_within_one_row(built):
+    out, m = built
+    for split, info in m["splits"].items():
+        rows = [s["rows"] for s in info["shards"]]
+        assert len(rows) == 3 and max(rows) - min(rows) <= 1, (split, rows)
+        assert sum(len(dataset.read_split(out, split, k)[1]) for k in range(3)) == info["rows"]
+
+
+def test_manifest_and_read_split(built):
+    out, m = built
+    on_disk = json.loads((out / "_manifest.json").read_text())
+    assert on_disk["format"] == "hpcml-dataset/1" and on_disk["n_shards"] == 3
+    assert on_disk["schema"]["pixels"] == "list<float32>[784]"
+    for info in on_disk["splits"].values():
+        for s in info["shards"]:
+            assert dataset.sha256_file(out / s["file"]) == s["sha256"]
+    assert {Path(s["file"]).name for s in on_disk["sources"]} == {"part-00000.csv", "part-00001.csv"}
+    x, y = dataset.read_split(out, "train")
+    assert x.dtype == np.float32 and x.shape == (len(y), 784) and y.dtype == np.int64
+    assert set(np.unique(y)) <= set(range(10))
+    # statistics were fit on train: the normalised train pixels have mean 0, std 1
+    assert abs(float(x.mean())) < 1e-4 and abs(float(x.std()) - 1) < 1e-3
+    norm = on_disk["normalization"]
+    assert norm["fit_on"] == "train" and norm["scale"] == pytest.approx(1 / 255)
+    assert sum(sum(d.values()) for d in on_disk["label_distribution"].values()) == on_disk["counts"]["output"]
+
+
+def test_rerun_is_byte_identical(spark, bad_lake, built, tmp_path):
+    again = dataset.run_job(bad_lake["dir"], tmp_path / "again", n_shards=3, spark=spark)
+    assert again["splits"] == built[1]["splits"]
+
+
+@pytest.mark.parametrize("stage", ["quarantine", "stats", "shards", "before_publish"])
+def test_crash_keeps_previous_good_output(spark, bad_lake, tmp_path, stage):
+    out = tmp_path / "ds"
+    first = dataset.run_job(bad_lake["dir"], out, n_shards=2, spark=spark)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def boom(s):
+        if s == stage:
+            raise KeyboardInterrupt(f"killed at {s}")
+
+    with pytest.raises(KeyboardInterrupt):
+        dataset.run_job(bad_lake["dir"], out, n_shards=3, spark=spark, hook=boom)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert dataset.load_manifest(out)["n_shards"] == first["n_shards"] == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".ds.tmp-", ".ds.old-"))]
+
+
+def _header_lake(tmp_path: Path, header: str) -> Path:
+    (tmp_path / "a.csv").write_text(header + "\n1,2,3\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("make_input, n_shards, match", [
+    (lambda p: p / "missing", 2, "does not exist"),
+    (lambda p: p, 2, "holds no"),
+    (lambda p: _header_lake(p, "id,label,pixels"), 2, "schema mismatch.*expected 785 columns"),
+    (lambda p: (p / "x.csv.gz").write_bytes(b"not gzip") and p / "x.csv.gz", 2, "cannot read input file"),
+    (lambda p: _header_lake(p, raw.HEADER), 0, "n_shards must be an int >= 1"),
+], ids=["missing-path", "empty-folder", "schema-mismatch", "unreadable-file", "zero-shards"])
+def test_bad_input_one_clear_error(spark, tmp_path, make_input, n_shards, match):
+    src = make_input(tmp_path)
+    with pytest.raises(DataInputError, match=match):
+        dataset.run_job(src, tmp_path / "out", n_shards=n_shards, spark=spark)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ensure_dataset_builds_once_and_reshards(spark, tmp_path):
+    from hpcml.data import ensure_dataset
+
+    d = ensure_dataset(2, tmp_path / "mnist", spark=spark)
+    m = dataset.load_manifest(d)
+    assert m["counts"]["output"] == 5000 and m["counts"]["quarantined"] > 0
+    assert m["counts"]["duplicates_removed"] > 0
+    stamp = (d / "_manifest.json").stat().st_mtime_ns
+    assert ensure_dataset(2, d, spark=spark) == d and (d / "_manifest.json").stat().st_mtime_ns == stamp
+    ensure_dataset(3, d, spark=spark)
+    assert dataset.load_manifest(d)["n_shards"] == 3
+    assert len(dataset.read_split(d, "train", 2)[1]) > 0
