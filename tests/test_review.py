@@ -71,3 +71,46 @@ def test_iam_policies_are_shipped():
     pols = review.iam_policies()
     assert "hpcml-s3-trainer.json" in pols
     assert all(json.loads(t)["Version"] == "2012-10-17" for t in pols.values())
+
+
+UPSTREAM_VALUES = {"node_cpus": 2, "dataset_rows_clean": 4990, "train_samples_per_s": 1800.0, "scaling_efficiency": 0.93,
+                   "resnet50_img_per_s_per_worker": 4.2, "max_rps_at_p99_50ms": 350.0}
+
+
+def fake_upstream():
+    """Fake metrics of notebooks 00-05 in the temporary build (never in build/, never shown as results)."""
+    for nb, names in review.CONTRACT.items():
+        if nb == "06_cost_review":
+            continue
+        fake_stage(nb, {n: UPSTREAM_VALUES.get(n, 1.0) for n in names},
+                   params={"world_size": 2} if nb.startswith("02") else {})
+    fake_stage("00_cluster_setup", {**{n: 1.0 for n in review.CONTRACT["00_cluster_setup"]}, "node_cpus": 2})
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.notebooks
+def test_cost_and_review_notebooks_run_on_recorded_upstream(build_tmp):
+    from hpcml import pipeline
+
+    fake_upstream()
+    runs = pipeline.run_pipeline(only=["06", "07"], render=False, overrides=["07.copy_site_picture=false"],
+                                 log=lambda *a, **k: None)
+    assert [(r.name, r.status) for r in runs] == [("06_cost_review", "ok"), ("07_architecture_review", "ok")], \
+        [r.error for r in runs]
+    cost = report.load("06_cost_review")["metrics"]
+    for name in review.CONTRACT["06_cost_review"]:
+        assert cost[name]["headline"], name
+    assert report.value("07_architecture_review", "results_table_rows") >= 20
+    assert (build_tmp / "figures" / "diagrams" / "pipeline_eks.png").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.notebooks
+def test_cost_notebook_without_upstream_names_the_notebook_to_run(build_tmp):
+    from hpcml import pipeline
+
+    runs = pipeline.run_pipeline(only=["06"], render=False, log=lambda *a, **k: None)
+    assert runs[0].status == "failed"
+    assert "run notebooks/00_cluster_setup.ipynb first" in runs[0].error["evalue"]

@@ -152,3 +152,70 @@ def iam_policies(root: Path | None = None) -> dict[str, str]:
     if not d.exists():
         raise FileNotFoundError(f"{d} does not exist: run python -m hpcml.k8s.render")
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(d.glob("*.json"))}
+
+
+#: Targets the issues set for the stages: (notebook, metric, target, "min" or "max").
+TARGETS: list[tuple[str, str, float, str]] = [
+    ("02_horovod_training", "test_accuracy", 0.97, "min"),
+    ("02_horovod_training", "scaling_efficiency", 0.90, "min"),
+    ("02_horovod_training", "horovod_overhead_pct", 5.0, "max"),
+    ("01_spark_preprocessing", "spark_vs_pandas_speedup", 1.0, "min"),
+    ("03_tuning", "pruning_compute_saving", 3.0, "min"),
+    ("04_serving", "batching_throughput_ratio", 3.0, "min"),
+    ("05_monitoring", "exporter_overhead_pct", 2.0, "max"),
+]
+
+
+def targets() -> list[dict[str, Any]]:
+    """Each target with the recorded value and whether it was met."""
+    out = []
+    for nb, metric, target, kind in TARGETS:
+        val = report.value(nb, metric)
+        met = None if val is None else (val >= target if kind == "min" else val <= target)
+        out.append({"notebook": nb, "metric": metric, "value": val, "target": f"{'>=' if kind == 'min' else '<='} {target:g}",
+                    "met": met, "ratio_to_target": None if val is None else (val / target if kind == "min" else target / max(val, 1e-9))})
+    return out
+
+
+def targets_figure(rows: list[dict[str, Any]]):
+    """Horizontal bars: recorded value / target (>= 1 means the target was met)."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["ratio_to_target"] is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(rows) + 1.2))
+    labels = [f"{r['metric']} ({r['notebook'][:2]})" for r in rows]
+    vals = [min(r["ratio_to_target"], 5.0) for r in rows]
+    ax.barh(labels, vals, color=["#2e7d32" if r["met"] else "#c62828" for r in rows])
+    ax.axvline(1.0, color="black", lw=1)
+    ax.set_xlabel("recorded / target (>= 1: met; capped at 5)")
+    ax.set_title("every stage against the target its issue set")
+    fig.tight_layout()
+    return fig
+
+
+def interview(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """Questions with answers built from the recorded numbers ``v`` (see :func:`contract_values`)."""
+    d, t, tu, s, mo, c = (v[k] for k in ("01_spark_preprocessing", "02_horovod_training", "03_tuning",
+                                         "04_serving", "05_monitoring", "06_cost_review"))
+    return [
+        ("How did you validate and shard the data, and what did Spark buy you?",
+         f"{d['dataset_rows_clean']:,} clean rows, {d['rows_quarantined']:,} quarantined with a reason; "
+         f"at the largest size Spark ran {d['spark_rows_per_s_10m']:,.0f} rows/s, {d['spark_vs_pandas_speedup']:.2f}x pandas."),
+        ("How well does your distributed training scale, and what limits it?",
+         f"Scaling efficiency {t['scaling_efficiency']:.2f} from 1 to 2 workers, Horovod overhead "
+         f"{t['horovod_overhead_pct']:.1f}% at world size 1, MFU {t['mfu']:.2f}; allreduce time and the "
+         f"memory bandwidth the workers share are what is left."),
+        ("What accuracy did you reach and how much did tuning cost?",
+         f"Test accuracy {t['test_accuracy']:.4f}; the tuner's best validation accuracy {tu['best_val_accuracy']:.4f}, "
+         f"with pruning spending {tu['pruning_compute_saving']:.1f}x less compute; {tu['trials_per_hour_p2']:.0f} trials/hour with 2 workers."),
+        ("How do you size the serving fleet?",
+         f"One replica sustains {s['max_rps_at_p99_50ms']:,.0f} req/s at p99 <= 50 ms (batching gives "
+         f"{s['batching_throughput_ratio']:.1f}x the throughput); the HPA targets a fraction of that, which costs "
+         f"${c['serving_usd_per_million']:.4f} per million requests."),
+        ("How do you know it is healthy?",
+         f"{mo['targets_up']:.0f} scrape targets up; the latency alert fired {mo['alert_time_to_firing_s']:.0f} s after "
+         f"the injected fault; exporters cost {mo['exporter_overhead_pct']:.1f}% of training throughput."),
+        ("What would the full training run cost on AWS?",
+         f"${c['cheapest_train_usd']:,.0f} on the cheapest configuration, or {c['fastest_train_hours']:.2f} h on the "
+         f"fastest; Spot saves {c['spot_saving_pct']:.0f}% with Young/Daly checkpointing."),
+    ]
