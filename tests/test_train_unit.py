@@ -1,0 +1,184 @@
+"""Training stage, pure pieces: models, FLOPs, LR schedule, benchmark maths, shard checks,
+checkpoint atomicity and corruption, model artifacts, NaN detection."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hpcml.train import bench, checkpoint as ck, core
+from hpcml.train.models import count_params, make_model, train_flops_per_sample
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("arch,kw,x_shape,out", [
+    ("cnn", {}, (3, 784), (3, 10)),
+    ("cnn", {"width": 8, "depth": 3, "dropout": 0.0}, (2, 1, 28, 28), (2, 10)),
+    ("resnet18", {"num_classes": 10, "in_channels": 1}, (2, 1, 28, 28), (2, 10)),
+    ("resnet50", {"channels_last": True}, (2, 3, 32, 32), (2, 1000)),
+], ids=["cnn-flat", "cnn-deep", "resnet18-mnist", "resnet50-cl"])
+def test_model_shapes(arch, kw, x_shape, out):
+    assert make_model(arch, **kw)(torch.randn(*x_shape)).shape == out
+
+
+@pytest.mark.parametrize("arch,params", [("resnet18", 11_689_512), ("resnet50", 25_557_032)],
+                         ids=["resnet18", "resnet50"])
+def test_resnet_param_counts_match_the_paper_models(arch, params):
+    assert count_params(make_model(arch)) == params  # the torchvision/He et al. reference counts
+
+
+def test_resnet50_train_flops_about_three_times_4_1_gmacs():
+    f = train_flops_per_sample(make_model("resnet50"), (3, 224, 224), batch=1)
+    assert 23e9 < f < 26e9  # 4.1 GMAC fwd = 8.2 GFLOP, x3 for fwd+bwd
+
+
+@pytest.mark.parametrize("arch,kw,err", [
+    ("vgg", {}, "unknown arch"), ("cnn", {"depth": 9}, "depth"), ("cnn", {"dropout": 1.0}, "dropout"),
+    ("cnn", {"bogus": 1}, "bad keyword"),
+], ids=["arch", "depth", "dropout", "kwarg"])
+def test_make_model_rejects_bad_input(arch, kw, err):
+    with pytest.raises(ValueError, match=err):
+        make_model(arch, **kw)
+
+
+@pytest.mark.parametrize("progress,ws,warm,expect", [
+    (0.0, 4, 1.0, 0.1), (0.5, 4, 1.0, 0.25), (1.0, 4, 1.0, 0.4), (10.0, 4, 1.0, 0.0),
+    (0.0, 1, 0.0, 0.1), (5.5, 2, 1.0, 0.1),
+], ids=["start", "mid-warmup", "peak", "end-cosine", "no-warmup", "cosine-half"])
+def test_lr_schedule(progress, ws, warm, expect):
+    assert core.lr_at(progress, 0.1, ws, warm, 10.0) == pytest.approx(expect, abs=1e-9)
+
+
+def test_lr_constant_schedule_and_errors():
+    assert core.lr_at(9.0, 0.1, 2, 1.0, 10.0, "constant") == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="schedule"):
+        core.lr_at(5.0, 0.1, 2, 1.0, 10.0, "step")
+
+
+@pytest.mark.parametrize("fn,args,expect", [
+    (bench.scaling_efficiency, (180.0, 100.0, 2), 0.9),
+    (bench.overhead_pct, (0.100, 0.104), 4.0),
+    (bench.mfu, (10.0, 2e9, 100e9), 0.2),
+], ids=["scaling", "overhead", "mfu"])
+def test_bench_maths(fn, args, expect):
+    assert fn(*args) == pytest.approx(expect)
+
+
+def test_ci95_is_horovods_mean_and_1_96_sigma():
+    mean, conf = bench.ci95([10.0, 12.0])
+    assert (mean, conf) == pytest.approx((11.0, 1.96))
+
+
+def test_epoch_order_is_deterministic_and_rank_specific():
+    a, b = core.epoch_order(100, 0, 1, 0), core.epoch_order(100, 0, 1, 0)
+    assert (a == b).all() and not (a == core.epoch_order(100, 0, 1, 1)).all()
+    assert sorted(a) == list(range(100))
+
+
+def _touch_shards(root, split, n):
+    (root / split).mkdir(parents=True, exist_ok=True)
+    for i in n:
+        (root / split / f"shard-{i:05d}.parquet").write_bytes(b"x")
+
+
+@pytest.mark.parametrize("have,ws,elastic,err", [
+    (None, 2, False, "no train shards"),
+    ([0, 2], 2, False, r"shard\(s\) \[1\] missing"),
+    ([0, 1, 2], 2, False, "world_size=2 but .* has 3 shard"),
+    ([0], 2, True, "needs >= 2 train shards"),
+], ids=["missing", "gap", "mismatch", "elastic-too-few"])
+def test_shard_checks(tmp_path, have, ws, elastic, err):
+    if have is not None:
+        _touch_shards(tmp_path, "train", have)
+    with pytest.raises((ValueError, FileNotFoundError), match=err):
+        core.check_world_size(tmp_path, ws, elastic)
+
+
+def test_shard_check_passes(tmp_path):
+    _touch_shards(tmp_path, "train", [0, 1, 2])
+    assert core.check_world_size(tmp_path, 3) == 3
+    assert core.check_world_size(tmp_path, 2, elastic=True) == 3
+
+
+def test_checkpoint_roundtrip_pointer_and_pruning(tmp_path):
+    for step in (5, 10, 15):
+        ck.save_checkpoint(tmp_path, {"step": step, "w": torch.full((3,), float(step))})
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*.pt")) == ["ckpt-00000010.pt", "ckpt-00000015.pt"]
+    assert not list(tmp_path.glob(".*tmp"))  # no temp files left behind
+    state = ck.resume_state(tmp_path)
+    assert state["step"] == 15 and torch.equal(state["w"], torch.full((3,), 15.0))
+
+
+def test_resume_without_checkpoint_is_none(tmp_path):
+    assert ck.resume_state(tmp_path) is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage-pointer"], ids=str)
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path, damage):
+    path = ck.save_checkpoint(tmp_path, {"step": 3, "w": torch.randn(100)})
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flip":
+        path.write_bytes(data[:-10] + bytes(10))
+    else:
+        (tmp_path / "latest.json").write_text("{not json")
+    with pytest.raises(ck.CheckpointError, match="corrupt"):
+        ck.resume_state(tmp_path)
+
+
+def test_truncated_file_without_hash_is_a_clear_error(tmp_path):
+    path = ck.save_checkpoint(tmp_path, {"step": 1, "w": torch.randn(100)})
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(ck.CheckpointError, match="corrupt or truncated"):
+        ck.load_checkpoint(path)
+
+
+def test_model_artifact_roundtrip(tmp_path):
+    m = make_model("cnn", width=8)
+    p = ck.save_model(m, {"arch": "cnn", "width": 8, "depth": 2, "dropout": 0.1}, tmp_path / "cnn" / "model.pt",
+                      {"test_accuracy": 0.5}, {"scale": 1 / 255, "mean": 0.1, "std": 0.3})
+    m2, art = ck.load_model(p)
+    x = torch.randn(4, 784)
+    m.eval()
+    assert torch.allclose(m(x), m2(x))
+    assert art["format"] == "hpcml-model/1" and art["input_shape"] == [1, 28, 28] and art["arch"] == "cnn"
+    with pytest.raises(ck.CheckpointError, match="does not exist"):
+        ck.load_model(tmp_path / "nope.pt")
+
+
+def _toy(n, seed=0):
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(size=(10, 784)).astype(np.float32)
+    y = rng.integers(0, 10, n)
+    return (protos[y] + rng.normal(0, 0.5, (n, 784))).astype(np.float32), y.astype(np.int64)
+
+
+def test_fit_local_learns_and_stops_early():
+    cfg = {"lr": 0.05, "batch_size": 32, "weight_decay": 0.0, "optimizer": "sgd", "arch": "cnn",
+           "width": 8, "depth": 2, "dropout": 0.0, "seed": 0}
+    seen = []
+    x, y = _toy(320)
+    res = core.fit_local(cfg, (x[:256], y[:256]), (x[256:], y[256:]), epochs=5,
+                         on_epoch=lambda e, m: seen.append(m) or e == 1, threads=1)
+    assert res["epochs_run"] == 2 and len(seen) == 2 and set(seen[0]) == {"val_accuracy", "loss"}
+    assert res["val_accuracy"] > 0.5 and isinstance(res["model"], torch.nn.Module)
+
+
+def test_nan_loss_names_the_step():
+    x, y = _toy(64)
+    x[:] = np.nan  # every batch is poisoned: the very first step must stop
+    cfg = {"lr": 0.01, "batch_size": 32, "arch": "cnn", "width": 4, "seed": 0}
+    with pytest.raises(core.NaNLossError, match="at step 0") as ei:
+        core.fit_local(cfg, (x, y), _toy(8), epochs=1)
+    assert ei.value.step == 0 and math.isnan(ei.value.loss)
+
+
+def test_fit_local_config_errors():
+    with pytest.raises(ValueError, match="'lr'"):
+        core.fit_local({"batch_size": 8}, _toy(8), _toy(8), epochs=1)
