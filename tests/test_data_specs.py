@@ -1,0 +1,132 @@
+"""Pure parts of the data stage, table-style: Spark session configuration per master, raw
+record formatting, normalisation maths, S3 URIs, and the scale-out definitions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hpcml import aws
+from hpcml.data import job, raw, spark, staging
+from hpcml.k8s import data as kdata
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("master, key, want", [
+    ("local[*]", "spark.ui.enabled", "false"),
+    ("local[*]", "spark.sql.execution.arrow.pyspark.enabled", "true"),
+    ("local[*]", "spark.driver.bindAddress", "127.0.0.1"),
+    ("local[*]", "spark.sql.shuffle.partitions", "4"),
+    ("spark://10.0.0.5:7077", "spark.cores.max", "4"),
+    ("k8s://https://api:6443", "spark.kubernetes.namespace", "hpcml"),
+    ("k8s://https://api:6443", "spark.kubernetes.authenticate.driver.serviceAccountName", "spark"),
+    ("k8s://https://api:6443", "spark.kubernetes.container.image", "ghcr.io/example/hpcml-spark:0.1.0"),
+    ("k8s://https://api:6443", "spark.executor.instances", "2"),
+    ("k8s://https://api:6443", "spark.hadoop.fs.s3a.aws.credentials.provider",
+     "software.amazon.awssdk.auth.credentials.WebIdentityTokenFileCredentialsProvider"),
+], ids=["ui-off", "arrow", "loopback", "shuffle-2-cores", "standalone-cores", "k8s-ns", "k8s-sa", "k8s-image",
+        "k8s-executors", "k8s-irsa"])
+def test_session_conf(master, key, want):
+    assert spark.session_conf(master, cores=2, driver_memory="2g")[key] == want
+
+
+@pytest.mark.parametrize("master", ["yarn", "mesos://x", ""], ids=["yarn", "mesos", "empty"])
+def test_session_conf_rejects_unknown_master(master):
+    with pytest.raises(ValueError, match="Spark master must be"):
+        spark.session_conf(master, driver_memory="1g")
+
+
+@pytest.mark.parametrize("total_gib, want", [(2, "1g"), (24, "6g"), (256, "8g")], ids=["small", "laptop", "big"])
+def test_default_driver_memory(total_gib, want):
+    assert spark.default_driver_memory(total_gib * 2**30) == want
+
+
+def test_mnist_source_format():
+    x, y = raw.load_mnist_source()
+    assert x.shape == (5000, 784) and x.dtype == np.uint8 and np.bincount(y).tolist() == [500] * 10
+
+
+def test_malformed_lines_cover_every_reason():
+    x, y = raw.load_mnist_source()
+    bad = raw.malformed_lines(x[0], int(y[0]))
+    assert set(bad) == set(raw.REASONS)
+    good = raw.format_rows(x[:1], y[:1]).strip()
+    assert len(good.split(",")) == 785
+    assert all(ln != good for lines in bad.values() for ln in lines)
+
+
+@pytest.mark.parametrize("stats, mean, std", [
+    ([{"split": "train", "label": 0, "rows": 1, "copies": 1, "s": 784 * 255, "ss": 784 * 255.0**2}], 1.0, 1e-6),
+    ([{"split": "train", "label": 0, "rows": 2, "copies": 2, "s": 784 * 255, "ss": 784 * 255.0**2},
+      {"split": "val", "label": 1, "rows": 9, "copies": 9, "s": 0, "ss": 0}], 0.5, 0.5),
+], ids=["constant-white", "half-white-ignores-val"])
+def test_normalization_fit_on_train_only(stats, mean, std):
+    norm = job.normalization_from_stats(stats)
+    assert norm["mean"] == pytest.approx(mean) and norm["std"] == pytest.approx(std, abs=1e-5)
+
+
+def test_normalization_needs_train_rows():
+    with pytest.raises(job.DataInputError, match="train split is empty"):
+        job.normalization_from_stats([{"split": "val", "label": 0, "rows": 3, "copies": 3, "s": 1, "ss": 1}])
+
+
+@pytest.mark.parametrize("uri, want", [
+    ("s3://b/raw/mnist/", ("b", "raw/mnist/")), ("s3://b", ("b", "")),
+], ids=["prefix", "bucket-only"])
+def test_parse_s3_uri(uri, want):
+    assert staging.parse_s3_uri(uri) == want
+
+
+@pytest.mark.parametrize("uri", ["/local/path", "s3://", "s3:///key"], ids=["local", "empty", "no-bucket"])
+def test_parse_s3_uri_rejects(uri):
+    with pytest.raises(ValueError, match="expected an S3 URI"):
+        staging.parse_s3_uri(uri)
+
+
+def test_spark_application_is_restricted_and_uses_irsa():
+    app = kdata.spark_application(kdata.DataJobSpec(n_shards=4))
+    s = app["spec"]
+    assert app["metadata"]["namespace"] == "hpcml" and s["mode"] == "cluster"
+    for role in ("driver", "executor"):
+        pod = s[role]
+        assert pod["serviceAccount"] == "spark"
+        sc = pod["securityContext"]
+        assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+        assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"]["type"] == "RuntimeDefault"
+        assert pod["labels"]["hpcml.io/stage"] == "data"
+    assert s["arguments"][s["arguments"].index("--n-shards") + 1] == "4"
+    assert all(a.startswith("s3://hpcml-data-111122223333/") for a in s["arguments"][1:4:2])
+    assert "WebIdentity" in s["hadoopConf"]["fs.s3a.aws.credentials.provider"]
+
+
+def test_emr_request_validates_against_botocore():
+    req = kdata.emr_start_job_run(kdata.DataJobSpec())
+    assert aws.validate_request("emr-containers", "start_job_run", req) is req
+    assert req["executionRoleArn"] == "arn:aws:iam::111122223333:role/hpcml-spark"
+    broken = dict(req, jobDriver={"sparkSubmitJobDriver": {"entryPointArguments": ["x"]}})
+    with pytest.raises(aws.AWSRequestError, match="entryPoint"):
+        aws.validate_request("emr-containers", "start_job_run", broken)
+
+
+def test_emr_request_is_not_sent_without_credentials(monkeypatch):
+    monkeypatch.setattr(aws, "has_credentials", lambda: False)
+    out = aws.submit("emr-containers", "start_job_run", kdata.emr_start_job_run(kdata.DataJobSpec()))
+    assert out["sent"] is False
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("n_shards", 0, "n_shards"), ("account_id", "123", "account_id"),
+    ("image", "ghcr.io/example/hpcml-spark:latest", "image"), ("executor_memory", "4GB", "executor_memory"),
+], ids=["zero-shards", "short-account", "latest-tag", "memory-unit"])
+def test_job_spec_rejects(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        kdata.DataJobSpec(**{field: value})
+
+
+def test_render_paths_and_sbatch():
+    out = kdata.render()
+    assert set(out) == {"data/spark-application.yaml", "data/emr-on-eks-start-job-run.json", "data/preprocess.sbatch"}
+    sb = out["data/preprocess.sbatch"]
+    assert sb.startswith("#!/bin/bash") and "#SBATCH --job-name=hpcml-preprocess" in sb
+    assert "-m hpcml.data.cli" in sb and 'local[${SLURM_CPUS_PER_TASK' in sb
