@@ -1,0 +1,280 @@
+"""Cluster side of monitoring: what the laptop's Prometheus does, as Kubernetes objects.
+
+* ServiceMonitor (inference Service) and PodMonitor (MPIJob training workers, one
+  endpoint per local slot: rank r of a pod serves on ``metrics_port + local_rank``) for
+  the Prometheus Operator (kube-prometheus-stack, selected by its ``release`` label).
+* PrometheusRule: the same alert and recording rules as the local drill
+  (:func:`hpcml.monitor.rules.rule_groups`) with production thresholds.
+* NVIDIA DCGM exporter DaemonSet on GPU nodes (toleration + node selector), its Service
+  and ServiceMonitor; it labels GPU series with the pod that holds the GPU.
+* Grafana dashboard JSON (:mod:`hpcml.monitor.dashboard`) as a file and in a ConfigMap
+  labelled ``grafana_dashboard: "1"`` for the Grafana sidecar.
+* Fluent Bit DaemonSet + ConfigMap (:mod:`hpcml.monitor.shipping`) shipping container
+  logs to Elasticsearch/OpenSearch and CloudWatch Logs, with its RBAC and IRSA.
+
+Node agents that need host paths (DCGM exporter: the kubelet's pod-resources socket;
+Fluent Bit: ``/var/log``) run in their own namespace ``monitoring-agents`` whose Pod
+Security level is ``privileged``; ``monitoring`` itself stays ``baseline``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from hpcml.monitor import dashboard as dash
+from hpcml.monitor import rules, shipping
+
+MON_NS = "monitoring"
+AGENTS_NS = "monitoring-agents"
+WORKLOAD_NS = "hpcml"
+MONITORING_API = "monitoring.coreos.com/v1"
+
+CRD_REQUIRED = {
+    (MONITORING_API, "ServiceMonitor"): ["spec.selector", "spec.endpoints", "spec.namespaceSelector"],
+    (MONITORING_API, "PodMonitor"): ["spec.selector", "spec.podMetricsEndpoints", "spec.namespaceSelector"],
+    (MONITORING_API, "PrometheusRule"): ["spec.groups"],
+}
+
+
+@dataclass(frozen=True)
+class MonitorSpec:
+    """Everything the monitoring manifests depend on.
+
+    Args:
+        release: the kube-prometheus-stack release label its Prometheus selects objects by.
+        scrape_interval: scrape interval of the monitors.
+        serve_app / serve_port_name: the inference Service (hpcml.k8s.serve) and its port name.
+        train_slots_per_worker: ranks per MPIJob worker pod (one metrics port each).
+        train_metrics_port: base port of the training exporter.
+        dcgm_image / fluent_bit_image: pinned agent images.
+        account_id / region: AWS account (IRSA role ARN) and region.
+        es_host / es_port: Elasticsearch (Amazon OpenSearch) endpoint.
+        log_group / log_retention_days: CloudWatch Logs destination.
+    """
+
+    release: str = "kube-prometheus-stack"
+    scrape_interval: str = "15s"
+    serve_app: str = "hpcml-serve"
+    serve_port_name: str = "http"
+    train_slots_per_worker: int = 4
+    train_metrics_port: int = 9100
+    dcgm_image: str = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04"
+    fluent_bit_image: str = "cr.fluentbit.io/fluent/fluent-bit:3.2.4"
+    account_id: str = "111122223333"
+    region: str = "us-east-1"
+    es_host: str = "search-hpcml-logs.us-east-1.es.amazonaws.com"
+    es_port: int = 443
+    log_group: str = "/hpcml/containers"
+    log_retention_days: int = 30
+
+    def __post_init__(self) -> None:
+        if not (self.account_id.isdigit() and len(self.account_id) == 12):
+            raise ValueError(f"MonitorSpec.account_id must be 12 digits, got {self.account_id!r}")
+        if not 1 <= self.train_slots_per_worker <= 64:
+            raise ValueError(f"MonitorSpec.train_slots_per_worker must be 1..64, got {self.train_slots_per_worker}")
+        if not 1024 <= self.train_metrics_port <= 65535 - self.train_slots_per_worker:
+            raise ValueError(f"MonitorSpec.train_metrics_port must be 1024..65535, got {self.train_metrics_port}")
+        for f in ("dcgm_image", "fluent_bit_image"):
+            img = getattr(self, f)
+            if ":latest" in img or ":" not in img.rsplit("/", 1)[-1]:
+                raise ValueError(f"MonitorSpec.{f} must be pinned to a tag other than latest, got {img!r}")
+        if not self.log_group.startswith("/"):
+            raise ValueError(f"MonitorSpec.log_group should be a path-like name starting with '/', got {self.log_group!r}")
+
+
+def _labels(name: str, **extra) -> dict:
+    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "hpcml", "hpcml.io/stage": "monitor", **extra}
+
+
+def _meta(name: str, ns: str, spec: MonitorSpec | None = None, **extra) -> dict:
+    lab = _labels(name)
+    if spec is not None:
+        lab["release"] = spec.release
+    return {"name": name, "namespace": ns, "labels": lab, **extra}
+
+
+def service_monitor_serve(spec: MonitorSpec) -> dict:
+    return {"apiVersion": MONITORING_API, "kind": "ServiceMonitor", "metadata": _meta("hpcml-serve", MON_NS, spec),
+            "spec": {"namespaceSelector": {"matchNames": [WORKLOAD_NS]},
+                     "selector": {"matchLabels": {"app.kubernetes.io/name": spec.serve_app}},
+                     "endpoints": [{"port": spec.serve_port_name, "path": "/metrics", "interval": spec.scrape_interval,
+                                    "scrapeTimeout": "10s", "honorLabels": False}]}}
+
+
+def pod_monitor_train(spec: MonitorSpec) -> dict:
+    """One endpoint per local slot; slot i is reached at <pod IP>:(base + i)."""
+    eps = []
+    for i in range(spec.train_slots_per_worker):
+        ep = {"port": "metrics", "path": "/metrics", "interval": spec.scrape_interval, "scrapeTimeout": "10s"}
+        if i:
+            ep["relabelings"] = [{"sourceLabels": ["__meta_kubernetes_pod_ip"], "targetLabel": "__address__",
+                                  "regex": "(.+)", "replacement": f"$1:{spec.train_metrics_port + i}",
+                                  "action": "replace"}]
+        ep.setdefault("relabelings", []).append({"targetLabel": "slot", "replacement": str(i), "action": "replace"})
+        eps.append(ep)
+    return {"apiVersion": MONITORING_API, "kind": "PodMonitor", "metadata": _meta("hpcml-train", MON_NS, spec),
+            "spec": {"namespaceSelector": {"matchNames": [WORKLOAD_NS]},
+                     "selector": {"matchLabels": {"hpcml.io/stage": "train", "app.kubernetes.io/component": "worker"}},
+                     "podMetricsEndpoints": eps}}
+
+
+def prometheus_rule(spec: MonitorSpec) -> dict:
+    return {"apiVersion": MONITORING_API, "kind": "PrometheusRule", "metadata": _meta("hpcml-alerts", MON_NS, spec),
+            "spec": {"groups": rules.rule_groups(rules.PRODUCTION)}}
+
+
+def agents_namespace() -> dict:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": AGENTS_NS, "labels": {
+                "app.kubernetes.io/part-of": "hpcml", "pod-security.kubernetes.io/enforce": "privileged",
+                "pod-security.kubernetes.io/audit": "baseline", "pod-security.kubernetes.io/warn": "baseline",
+                "pod-security.kubernetes.io/enforce-version": "latest"}}}
+
+
+def _sc(root: bool) -> dict:
+    base = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {**base, "runAsNonRoot": False, "runAsUser": 0} if root else {**base, "runAsNonRoot": True,
+                                                                         "runAsUser": 10001, "runAsGroup": 10001}
+
+
+def _probe(path: str, port: int | str) -> dict:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": 15, "timeoutSeconds": 3, "failureThreshold": 3}
+
+
+def dcgm_exporter(spec: MonitorSpec) -> list[dict]:
+    """ServiceAccount, DaemonSet (GPU nodes only), Service and ServiceMonitor."""
+    name, sel = "dcgm-exporter", {"app.kubernetes.io/name": "dcgm-exporter"}
+    container = {
+        "name": "exporter", "image": spec.dcgm_image, "imagePullPolicy": "Always",
+        "env": [{"name": "DCGM_EXPORTER_LISTEN", "value": ":9400"},
+                {"name": "DCGM_EXPORTER_KUBERNETES", "value": "true"},
+                {"name": "DCGM_EXPORTER_COLLECTORS", "value": "/etc/dcgm-exporter/default-counters.csv"},
+                {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"}],
+        "ports": [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+        "readinessProbe": _probe("/health", 9400), "livenessProbe": _probe("/health", 9400),
+        "securityContext": _sc(root=True),
+        "volumeMounts": [{"name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources", "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": _meta(name, AGENTS_NS),
+          "spec": {"selector": {"matchLabels": sel},
+                   "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+                   "template": {"metadata": {"labels": _labels(name)}, "spec": {
+                       "serviceAccountName": name, "automountServiceAccountToken": False,
+                       "nodeSelector": {"hpcml.io/accelerator": "nvidia"},
+                       "tolerations": [{"key": "nvidia.com/gpu", "operator": "Equal", "value": "present",
+                                        "effect": "NoSchedule"}],
+                       "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                       "containers": [container],
+                       "volumes": [{"name": "pod-resources", "hostPath": {"path": "/var/lib/kubelet/pod-resources",
+                                                                          "type": "Directory"}},
+                                   {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}}]}}}}
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name, AGENTS_NS),
+           "spec": {"selector": sel, "clusterIP": "None",
+                    "ports": [{"name": "metrics", "port": 9400, "targetPort": "metrics", "protocol": "TCP"}]}}
+    sm = {"apiVersion": MONITORING_API, "kind": "ServiceMonitor", "metadata": _meta(name, MON_NS, spec),
+          "spec": {"namespaceSelector": {"matchNames": [AGENTS_NS]}, "selector": {"matchLabels": sel},
+                   "endpoints": [{"port": "metrics", "path": "/metrics", "interval": spec.scrape_interval,
+                                  "honorLabels": True}]}}
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, AGENTS_NS),
+          "automountServiceAccountToken": False}
+    return [sa, ds, svc, sm]
+
+
+def grafana_dashboard_configmap() -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "hpcml-grafana-dashboard", "namespace": MON_NS,
+                         "labels": {**_labels("hpcml-grafana-dashboard"), "grafana_dashboard": "1"},
+                         "annotations": {"grafana_folder": "hpcml"}},
+            "data": {"hpcml-overview.json": json.dumps(dash.dashboard(), indent=1)}}
+
+
+def fluent_bit(spec: MonitorSpec) -> list[dict]:
+    """ServiceAccount (IRSA), ClusterRole(Binding), ConfigMap, DaemonSet, and a PodMonitor for its metrics."""
+    name, sel = "fluent-bit", {"app.kubernetes.io/name": "fluent-bit"}
+    role_arn = f"arn:aws:iam::{spec.account_id}:role/hpcml-fluent-bit"
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+          "metadata": _meta(name, AGENTS_NS, annotations={"eks.amazonaws.com/role-arn": role_arn})}
+    cr = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+          "metadata": {"name": "hpcml-fluent-bit", "labels": _labels(name)},
+          "rules": [{"apiGroups": [""], "resources": ["namespaces", "pods"], "verbs": ["get", "list", "watch"]}]}
+    crb = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+           "metadata": {"name": "hpcml-fluent-bit", "labels": _labels(name)},
+           "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "hpcml-fluent-bit"},
+           "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": AGENTS_NS}]}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("fluent-bit-config", AGENTS_NS),
+          "data": {"fluent-bit.conf": shipping.fluent_bit_conf(spec.region, spec.es_host, spec.es_port,
+                                                               spec.log_group, WORKLOAD_NS, spec.log_retention_days),
+                   "parsers.conf": shipping.parsers_conf()}}
+    container = {
+        "name": "fluent-bit", "image": spec.fluent_bit_image, "imagePullPolicy": "Always",
+        "env": [{"name": "AWS_REGION", "value": spec.region}],
+        "ports": [{"name": "http-metrics", "containerPort": 2020, "protocol": "TCP"}],
+        "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
+        "readinessProbe": _probe("/api/v1/health", "http-metrics"),
+        "livenessProbe": _probe("/api/v1/health", "http-metrics"),
+        "securityContext": _sc(root=True),
+        "volumeMounts": [{"name": "config", "mountPath": "/fluent-bit/etc/", "readOnly": True},
+                         {"name": "varlog", "mountPath": "/var/log", "readOnly": True},
+                         {"name": "state", "mountPath": "/var/fluent-bit/state"}],
+    }
+    ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": _meta(name, AGENTS_NS),
+          "spec": {"selector": {"matchLabels": sel},
+                   "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+                   "template": {"metadata": {"labels": _labels(name)}, "spec": {
+                       "serviceAccountName": name, "automountServiceAccountToken": True,
+                       "priorityClassName": "system-node-critical",
+                       "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                       "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                       "terminationGracePeriodSeconds": 30,
+                       "containers": [container],
+                       "volumes": [{"name": "config", "configMap": {"name": "fluent-bit-config"}},
+                                   {"name": "varlog", "hostPath": {"path": "/var/log", "type": "Directory"}},
+                                   {"name": "state", "hostPath": {"path": "/var/fluent-bit/state",
+                                                                  "type": "DirectoryOrCreate"}}]}}}}
+    pm = {"apiVersion": MONITORING_API, "kind": "PodMonitor", "metadata": _meta(name, MON_NS, spec),
+          "spec": {"namespaceSelector": {"matchNames": [AGENTS_NS]}, "selector": {"matchLabels": sel},
+                   "podMetricsEndpoints": [{"port": "http-metrics", "path": "/api/v2/metrics/prometheus",
+                                            "interval": spec.scrape_interval}]}}
+    return [sa, cr, crb, cm, ds, pm]
+
+
+def agent_network_policies() -> list[dict]:
+    """Default-deny in ``monitoring-agents``; Prometheus may scrape the agents; Fluent Bit may
+    reach DNS and HTTPS (the API server, OpenSearch, CloudWatch Logs)."""
+    prom = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": MON_NS}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+
+    def np(name: str, pod: dict, types: list[str], **rules) -> dict:
+        return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(name, AGENTS_NS),
+                "spec": {"podSelector": pod, "policyTypes": types, **rules}}
+
+    dns = {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                   "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+           "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}
+    return [
+        np("default-deny", {}, ["Ingress", "Egress"]),
+        np("dcgm-exporter", {"matchLabels": {"app.kubernetes.io/name": "dcgm-exporter"}}, ["Ingress"],
+           ingress=[{"from": [prom], "ports": [{"protocol": "TCP", "port": 9400}]}]),
+        np("fluent-bit", {"matchLabels": {"app.kubernetes.io/name": "fluent-bit"}}, ["Ingress", "Egress"],
+           ingress=[{"from": [prom], "ports": [{"protocol": "TCP", "port": 2020}]}],
+           egress=[dns, {"ports": [{"protocol": "TCP", "port": 443}]}]),
+    ]
+
+
+def render(spec: MonitorSpec | None = None) -> dict:
+    """``{path under manifests/: documents}`` for the monitoring stack."""
+    spec = spec or MonitorSpec()
+    return {
+        "monitoring/namespace-agents.yaml": [agents_namespace(), *agent_network_policies()],
+        "monitoring/servicemonitor-serve.yaml": service_monitor_serve(spec),
+        "monitoring/podmonitor-train.yaml": pod_monitor_train(spec),
+        "monitoring/prometheusrule.yaml": prometheus_rule(spec),
+        "monitoring/dcgm-exporter.yaml": dcgm_exporter(spec),
+        "monitoring/grafana-dashboard-configmap.yaml": grafana_dashboard_configmap(),
+        "monitoring/grafana/hpcml-overview.json": dash.dashboard(),
+        "monitoring/fluent-bit.yaml": fluent_bit(spec),
+    }

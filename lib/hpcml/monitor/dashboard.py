@@ -1,0 +1,69 @@
+"""The Grafana dashboard as code: training throughput, serving latency, GPU utilisation.
+
+:func:`dashboard` returns the dashboard JSON model (schemaVersion 39) that
+``manifests/monitoring`` ships twice: as a file to import by hand and inside a
+ConfigMap labelled ``grafana_dashboard: "1"`` that the Grafana sidecar of
+kube-prometheus-stack provisions. :data:`PANELS` holds the PromQL of every panel so the
+notebook can run the same queries against its local Prometheus.
+"""
+
+from __future__ import annotations
+
+#: (title, unit, [(legend, PromQL)]) per panel, in display order. ``$__rate_interval`` is
+#: Grafana's; :func:`local_queries` substitutes a fixed window for the local Prometheus.
+PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
+    ("Training throughput (samples/s, all ranks)", "short",
+     [("{{job}}", "sum by (job) (rate(hpcml_train_samples_total[$__rate_interval]))")]),
+    ("Training throughput per rank (samples/s)", "short",
+     [("rank {{rank}}", "sum by (rank) (rate(hpcml_train_samples_total[$__rate_interval]))")]),
+    ("Step time p50 / p99 and allreduce share", "s",
+     [("step p50", "histogram_quantile(0.5, sum by (le) (rate(hpcml_train_step_seconds_bucket[$__rate_interval])))"),
+      ("step p99", "histogram_quantile(0.99, sum by (le) (rate(hpcml_train_step_seconds_bucket[$__rate_interval])))"),
+      ("allreduce mean", "sum(rate(hpcml_train_allreduce_seconds_sum[$__rate_interval])) / "
+                         "sum(rate(hpcml_train_allreduce_seconds_count[$__rate_interval]))")]),
+    ("Training loss", "short", [("rank {{rank}}", "hpcml_train_loss")]),
+    ("Serving latency p50 / p99", "s",
+     [("p50 {{model}}", "histogram_quantile(0.5, sum by (model, le) "
+                        "(rate(hpcml_serve_request_duration_seconds_bucket[$__rate_interval])))"),
+      ("p99 {{model}}", "histogram_quantile(0.99, sum by (model, le) "
+                        "(rate(hpcml_serve_request_duration_seconds_bucket[$__rate_interval])))")]),
+    ("Serving requests/s by code", "reqps",
+     [("{{code}}", "sum by (code) (rate(hpcml_serve_requests_total[$__rate_interval]))")]),
+    ("Serving queue depth and in-flight", "short",
+     [("queue", "sum(hpcml_serve_queue_depth)"), ("in-flight", "sum(hpcml_serve_inflight_requests)")]),
+    ("GPU utilisation (DCGM, %)", "percent",
+     [("{{Hostname}} gpu{{gpu}} {{pod}}", "DCGM_FI_DEV_GPU_UTIL")]),
+    ("GPU memory used (DCGM)", "decmbytes",
+     [("{{Hostname}} gpu{{gpu}}", "DCGM_FI_DEV_FB_USED")]),
+]
+
+
+def _panel(pid: int, title: str, unit: str, targets: list[tuple[str, str]]) -> dict:
+    return {
+        "id": pid, "type": "timeseries", "title": title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 8, "w": 12, "x": 12 * ((pid - 1) % 2), "y": 8 * ((pid - 1) // 2)},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
+        "targets": [{"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend,
+                     "datasource": {"type": "prometheus", "uid": "${datasource}"}}
+                    for i, (legend, expr) in enumerate(targets)],
+    }
+
+
+def dashboard(uid: str = "hpcml-overview", title: str = "hpcml: training, serving, GPUs") -> dict:
+    """The Grafana dashboard JSON model (pure)."""
+    return {
+        "uid": uid, "title": title, "tags": ["hpcml"], "timezone": "utc", "schemaVersion": 39, "version": 1,
+        "editable": True, "refresh": "30s", "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": [{"name": "datasource", "type": "datasource", "query": "prometheus",
+                                 "label": "Prometheus", "current": {}}]},
+        "annotations": {"list": [{"name": "Alerts", "type": "dashboard", "builtIn": 1, "enable": True,
+                                  "datasource": {"type": "grafana", "uid": "-- Grafana --"}}]},
+        "panels": [_panel(i + 1, t, u, q) for i, (t, u, q) in enumerate(PANELS)],
+    }
+
+
+def local_queries(window: str = "15s") -> dict[str, list[tuple[str, str]]]:
+    """Every panel's queries with ``$__rate_interval`` replaced by ``window``."""
+    return {t: [(leg, e.replace("$__rate_interval", window)) for leg, e in q] for t, _, q in PANELS}

@@ -1,0 +1,248 @@
+"""Alert and recording rules as code, rendered to Prometheus rule-file YAML.
+
+One builder, two sets of thresholds: :data:`PRODUCTION` (minutes-long ``rate()``
+windows and ``for:`` durations, node_exporter metric names — what the PrometheusRule in
+``manifests/monitoring`` carries) and :data:`DRILL` (seconds, the ``hpcml_node_`` sampler
+— what the notebook's local Prometheus evaluates so an alert can go pending -> firing
+while you watch). ``promtool check rules`` and ``promtool test rules`` (tests/promtool)
+check both.
+
+Alerts:
+
+==============================  ===========================================================
+``HpcmlServingLatencyP99High``  p99 of ``hpcml_serve_request_duration_seconds`` above a threshold
+``HpcmlServingErrorRatioHigh``  5xx share of ``hpcml_serve_requests_total`` above a ratio (with traffic)
+``HpcmlTrainingStalled``        a rank's ``hpcml_train_last_step_timestamp_seconds`` too old
+``HpcmlGpuIdleDuringTraining``  ``DCGM_FI_DEV_GPU_UTIL`` low on a GPU held by a training worker pod
+``HpcmlGpuUtilisationDrop``     a GPU's utilisation fell below half of its own recent level
+``HpcmlNodeMemoryPressure``     available / total memory below a ratio
+``HpcmlTargetDown``             a scrape target is down (``up == 0``)
+==============================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from hpcml import paths
+
+_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
+ALERTS = ("HpcmlServingLatencyP99High", "HpcmlServingErrorRatioHigh", "HpcmlTrainingStalled",
+          "HpcmlGpuIdleDuringTraining", "HpcmlGpuUtilisationDrop", "HpcmlNodeMemoryPressure", "HpcmlTargetDown")
+NODE_METRICS = {
+    "node_exporter": ("node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes"),
+    "hpcml": ("hpcml_node_memory_available_bytes", "hpcml_node_memory_total_bytes"),
+}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every number the rules depend on.
+
+    Attributes:
+        window: ``rate()`` / ``avg_over_time()`` range (>= 4 scrape intervals).
+        latency_p99_s: p99 latency above which serving alerts (seconds).
+        latency_for: how long the p99 must stay above before firing.
+        error_ratio: 5xx share of requests above which serving alerts (0-1).
+        error_min_rps: ignore the error ratio below this request rate (noise at low traffic).
+        error_for: duration for the error-ratio alert.
+        train_stall_s: seconds without a completed step before a rank counts as stalled.
+        train_stall_for: duration for the stall alert.
+        gpu_util_low_pct: DCGM utilisation (percent) below which a training GPU is idle.
+        gpu_drop_ratio: fire when utilisation falls below this share of its level over ``gpu_baseline``.
+        gpu_baseline: the look-back the drop is compared with.
+        gpu_for: duration for the GPU alerts.
+        mem_available_ratio: available / total memory below which a node is under pressure.
+        mem_for: duration for the memory alert.
+        target_down_for: duration for the target-down alert.
+        node_metrics: ``node_exporter`` (cluster) or ``hpcml`` (the local node sampler).
+        train_pod_regex: pods whose GPUs count as training GPUs (MPIJob workers).
+    """
+
+    window: str = "5m"
+    latency_p99_s: float = 0.1
+    latency_for: str = "5m"
+    error_ratio: float = 0.05
+    error_min_rps: float = 1.0
+    error_for: str = "5m"
+    train_stall_s: float = 300.0
+    train_stall_for: str = "2m"
+    gpu_util_low_pct: float = 20.0
+    gpu_drop_ratio: float = 0.5
+    gpu_baseline: str = "1h"
+    gpu_for: str = "15m"
+    mem_available_ratio: float = 0.10
+    mem_for: str = "5m"
+    target_down_for: str = "2m"
+    node_metrics: str = "node_exporter"
+    train_pod_regex: str = ".+-worker-[0-9]+"
+
+    def __post_init__(self) -> None:
+        for name in ("window", "latency_for", "error_for", "train_stall_for", "gpu_baseline", "gpu_for",
+                     "mem_for", "target_down_for"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not _DURATION.match(v):
+                raise ValueError(f"Thresholds.{name}={v!r}: expected a Prometheus duration like '30s' or '5m'")
+        for name in ("error_ratio", "mem_available_ratio", "gpu_drop_ratio"):
+            if not 0 < getattr(self, name) < 1:
+                raise ValueError(f"Thresholds.{name}={getattr(self, name)!r}: expected a ratio in (0, 1)")
+        for name in ("latency_p99_s", "train_stall_s", "error_min_rps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Thresholds.{name}={getattr(self, name)!r}: expected a positive number")
+        if not 0 < self.gpu_util_low_pct <= 100:
+            raise ValueError(f"Thresholds.gpu_util_low_pct={self.gpu_util_low_pct!r}: expected a percent in (0, 100]")
+        if self.node_metrics not in NODE_METRICS:
+            raise ValueError(f"Thresholds.node_metrics={self.node_metrics!r}: expected one of {sorted(NODE_METRICS)}")
+
+    def with_(self, **changes) -> "Thresholds":
+        return replace(self, **changes)
+
+
+#: Cluster values (the PrometheusRule in manifests/monitoring).
+PRODUCTION = Thresholds()
+#: Local drill values: 1 s scrapes, seconds-long windows, the hpcml node sampler.
+DRILL = Thresholds(window="10s", latency_p99_s=0.15, latency_for="5s", error_for="5s", train_stall_s=15.0,
+                   train_stall_for="5s", gpu_baseline="2m", gpu_for="10s", mem_for="10s",
+                   target_down_for="3s", node_metrics="hpcml")
+
+
+def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str, **labels) -> dict:
+    return {"alert": name, "expr": expr, "for": for_,
+            "labels": {"severity": severity, "team": "ml-platform", **labels},
+            "annotations": {"summary": summary, "description": description}}
+
+
+def serving_rules(t: Thresholds) -> list[dict]:
+    w = t.window
+    p99 = (f"histogram_quantile(0.99, sum by (job, model, le) "
+           f"(rate(hpcml_serve_request_duration_seconds_bucket[{w}])))")
+    total = f"sum by (job, model) (rate(hpcml_serve_requests_total[{w}]))"
+    errors = f'sum by (job, model) (rate(hpcml_serve_requests_total{{code=~"5.."}}[{w}]))'
+    return [
+        _alert("HpcmlServingLatencyP99High", f"{p99} > {t.latency_p99_s:g}", t.latency_for, "page",
+               "Inference p99 latency above {:g} ms".format(t.latency_p99_s * 1000),
+               "p99 of {{ $labels.model }} on {{ $labels.job }} is {{ $value | humanizeDuration }} "
+               f"(threshold {t.latency_p99_s:g}s over {w}).", stage="serve"),
+        _alert("HpcmlServingErrorRatioHigh", f"({errors} / {total}) > {t.error_ratio:g} and {total} > {t.error_min_rps:g}",
+               t.error_for, "page", f"More than {t.error_ratio:.0%} of inference requests fail",
+               "{{ $value | humanizePercentage }} of {{ $labels.model }} requests answered 5xx "
+               f"over {w}.", stage="serve"),
+    ]
+
+
+def training_rules(t: Thresholds) -> list[dict]:
+    return [
+        _alert("HpcmlTrainingStalled",
+               f"time() - max by (job, rank) (hpcml_train_last_step_timestamp_seconds) > {t.train_stall_s:g}",
+               t.train_stall_for, "page", "A training rank has completed no step recently",
+               "Rank {{ $labels.rank }} of {{ $labels.job }} last finished a step {{ $value | humanizeDuration }} "
+               "ago (a hung allreduce, a dead peer or a stuck data loader).", stage="train"),
+    ]
+
+
+def gpu_rules(t: Thresholds) -> list[dict]:
+    sel = f'DCGM_FI_DEV_GPU_UTIL{{namespace="hpcml", pod=~"{t.train_pod_regex}"}}'
+    return [
+        _alert("HpcmlGpuIdleDuringTraining", f"avg_over_time({sel}[{t.window}]) < {t.gpu_util_low_pct:g}",
+               t.gpu_for, "warning", "A GPU held by a training worker is nearly idle",
+               "GPU {{ $labels.gpu }} on {{ $labels.Hostname }} (pod {{ $labels.pod }}) averages "
+               "{{ $value }}% utilisation: input-bound, waiting on the network, or hung.", stage="train"),
+        _alert("HpcmlGpuUtilisationDrop",
+               f"avg_over_time({sel}[{t.window}]) < {t.gpu_drop_ratio:g} * "
+               f"avg_over_time({sel}[{t.gpu_baseline}] offset {t.window})",
+               t.gpu_for, "warning", "GPU utilisation fell well below its recent level",
+               "GPU {{ $labels.gpu }} of pod {{ $labels.pod }} dropped to {{ $value }}% "
+               f"(< {t.gpu_drop_ratio:.0%} of its {t.gpu_baseline} average).", stage="train"),
+    ]
+
+
+def node_rules(t: Thresholds) -> list[dict]:
+    avail, total = NODE_METRICS[t.node_metrics]
+    return [
+        _alert("HpcmlNodeMemoryPressure", f"{avail} / {total} < {t.mem_available_ratio:g}", t.mem_for, "warning",
+               "Node memory nearly exhausted",
+               "{{ $labels.instance }} has {{ $value | humanizePercentage }} of its memory available.", stage="node"),
+    ]
+
+
+def scrape_rules(t: Thresholds) -> list[dict]:
+    return [
+        _alert("HpcmlTargetDown", "up == 0", t.target_down_for, "warning", "A scrape target is down",
+               "{{ $labels.job }} / {{ $labels.instance }} has not answered scrapes for " + t.target_down_for + ".",
+               stage="monitor"),
+    ]
+
+
+def recording_rules(t: Thresholds) -> list[dict]:
+    w = t.window
+    return [
+        {"record": "hpcml:train_samples_per_second:rate",
+         "expr": f"sum by (job, rank) (rate(hpcml_train_samples_total[{w}]))"},
+        {"record": "hpcml:serve_request_duration_seconds:p99",
+         "expr": f"histogram_quantile(0.99, sum by (job, model, le) "
+                 f"(rate(hpcml_serve_request_duration_seconds_bucket[{w}])))"},
+    ]
+
+
+def rule_groups(t: Thresholds = PRODUCTION, interval: str | None = None) -> list[dict]:
+    """The rule groups (pure); ``interval`` sets each group's evaluation interval."""
+    groups = [("hpcml-recording", recording_rules(t)), ("hpcml-serving", serving_rules(t)),
+              ("hpcml-training", training_rules(t)), ("hpcml-gpu", gpu_rules(t)),
+              ("hpcml-node", node_rules(t)), ("hpcml-scrape", scrape_rules(t))]
+    return [{"name": n, **({"interval": interval} if interval else {}), "rules": r} for n, r in groups]
+
+
+def rules_file(t: Thresholds = PRODUCTION, interval: str | None = None) -> dict:
+    """A Prometheus rule file: ``{"groups": [...]}``."""
+    return {"groups": rule_groups(t, interval)}
+
+
+def write_rules(path: Path | None = None, t: Thresholds = DRILL) -> Path:
+    """Write the rule file (default ``build/prometheus/hpcml-alerts.rules.yml``, drill values)."""
+    path = Path(path) if path else paths.build_dir() / "prometheus" / "hpcml-alerts.rules.yml"
+    return paths.atomic_write_text(path, yaml.safe_dump(rules_file(t), sort_keys=False, width=200))
+
+
+def promtool(*args: str, binary: str | Path | None = None, cwd: Path | None = None) -> tuple[int, str]:
+    """Run ``promtool`` and return (exit code, stdout+stderr)."""
+    from hpcml.monitor.prom import find_binary
+
+    exe = find_binary("promtool", binary)
+    res = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return res.returncode, res.stdout + res.stderr
+
+
+def check_rules(path: Path) -> tuple[int, str]:
+    """``promtool check rules <path>``."""
+    return promtool("check", "rules", str(path))
+
+
+def run_rule_tests(test_files: list[Path], rules: dict[str, Thresholds] | None = None,
+               workdir: Path | None = None) -> tuple[int, str]:
+    """``promtool test rules`` on ``test_files``, after writing the rule files they name.
+
+    Args:
+        test_files: promtool unit-test YAML files.
+        rules: ``{rule file name: thresholds}`` to render next to the copies of the tests
+            (e.g. ``{"hpcml-drill.rules.yml": DRILL}``).
+        workdir: where copies go (default ``build/prometheus/promtool``).
+    """
+    wd = paths.ensure(Path(workdir) if workdir else paths.build_dir() / "prometheus" / "promtool")
+    for name, t in (rules or {}).items():
+        write_rules(wd / name, t)
+    copies = []
+    for f in test_files:
+        dst = wd / Path(f).name
+        shutil.copyfile(f, dst)
+        copies.append(dst.name)
+    return promtool("test", "rules", *copies, cwd=wd)
+
+
+def as_dict(t: Thresholds) -> dict:
+    return asdict(t)
