@@ -66,9 +66,21 @@ def render(name: str, out: Path | None = None) -> Path:
     return out
 
 
-def render_all(names: tuple[str, ...] = NAMES, copy_pipeline_to_repo: bool = True) -> dict[str, Path]:
-    """Draw every diagram; optionally copy ``pipeline_eks.png`` to ``diagrams/`` for the site."""
+def render_all(names: tuple[str, ...] = NAMES, copy_pipeline_to_repo: bool = False) -> dict[str, Path]:
+    """Draw every diagram into ``build/figures/diagrams/``.
+
+    Args:
+        names: which diagrams.
+        copy_pipeline_to_repo: also refresh the committed ``diagrams/*.png`` (the README's
+            pictures; ``python -m hpcml.diagrams`` does this).
+    """
     done = {n: render(n) for n in names}
-    if copy_pipeline_to_repo and "pipeline_eks" in done:
-        shutil.copyfile(done["pipeline_eks"], scripts_dir() / "pipeline_eks.png")
+    if copy_pipeline_to_repo:
+        for n, png in done.items():
+            shutil.copyfile(png, scripts_dir() / f"{n}.png")
     return done
+
+
+if __name__ == "__main__":
+    for name, png in render_all(copy_pipeline_to_repo=True).items():
+        print(f"{name}: {png} -> diagrams/{name}.png")

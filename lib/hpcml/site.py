@@ -193,8 +193,8 @@ def _card(run: dict[str, Any], metrics: dict[str, Any] | None, site: Path) -> st
 
 
 def _pipeline_picture(site: Path) -> str:
-    for cand in ("pipeline_eks.png", "pipeline.png"):
-        src = paths.repo_root() / "diagrams" / cand
+    for src in (paths.figures_dir() / "diagrams" / "pipeline_eks.png", paths.repo_root() / "diagrams" / "pipeline_eks.png"):
+        cand = src.name
         if src.exists():
             dest = paths.ensure(site / "figures") / cand
             shutil.copyfile(src, dest)
