@@ -8,7 +8,8 @@ JSON object per line in ``build/logs/<stage>.jsonl`` with the fields a log pipel
      "rank": 1, "logger": "hpcml.train", "message": "…", "step": 40}
 
 Keyword fields passed with ``extra={...}`` land at the top level of the object (a field
-that would overwrite one of the fixed keys is kept under ``extra_<name>``).
+that would overwrite one of the fixed keys or a ``LogRecord`` attribute is kept under
+``extra_<name>``).
 :func:`gather` reads every ``*.jsonl`` under the logs folder into one DataFrame;
 malformed lines are counted, never fatal. :func:`summary` counts records by stage and level.
 
@@ -78,7 +79,8 @@ class _StageAdapter(logging.LoggerAdapter):
     """Adds run_id/stage/rank to every record and keeps the caller's ``extra`` fields."""
 
     def process(self, msg, kwargs):
-        kwargs["extra"] = {**(kwargs.get("extra") or {}), **self.extra}
+        extra = {(f"extra_{k}" if k in _RECORD_ATTRS else k): v for k, v in (kwargs.get("extra") or {}).items()}
+        kwargs["extra"] = {**extra, **self.extra}
         return msg, kwargs
 
 

@@ -1,0 +1,120 @@
+"""A real Prometheus (Debian package) scraping real exporters: targets up, a killed exporter
+shows as down and HpcmlTargetDown fires while the other targets stay up; a missing binary
+gets one message naming the package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hpcml.monitor import prom, rules
+from hpcml.monitor.node import NodeSampler
+
+EXPORTER = """
+import sys, time
+from prometheus_client import Counter, start_http_server
+c = Counter("hpcml_test_ticks", "ticks")
+start_http_server(int(sys.argv[1]), addr="127.0.0.1")
+while True:
+    c.inc(); time.sleep(0.1)
+"""
+
+
+@pytest.fixture
+def exporter():
+    port = prom.free_port()
+    p = subprocess.Popen([sys.executable, "-c", EXPORTER, str(port)])
+    yield p, f"127.0.0.1:{port}"
+    if p.poll() is None:
+        p.kill()
+    p.wait()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("name", ["prometheus", "promtool"])
+def test_missing_binary_names_the_debian_package(name, tmp_path):
+    with pytest.raises(prom.PrometheusMissing, match=rf"{name} not found .*Debian package 'prometheus'"):
+        prom.find_binary(name, tmp_path / "nope")
+
+
+@pytest.mark.unit
+def test_start_without_binary_fails_before_doing_anything(build_tmp, tmp_path):
+    with pytest.raises(prom.PrometheusMissing, match="apt-get install prometheus"):
+        prom.Prometheus.start({"node": []}, binary=tmp_path / "missing")
+    assert not (build_tmp / "prometheus" / "local" / "prometheus.yml").exists()
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("call,err", [
+    (lambda d: prom.build_config([], d, []), "at least one scrape job"),
+    (lambda d: prom.build_config(["bad job"], d, []), "job name 'bad job'"),
+    (lambda d: prom._write_sd(d / "x.json", ["localhost"]), "host:port"),
+], ids=["no-jobs", "bad-job-name", "bad-target"])
+def test_config_rejects_bad_input(call, err, tmp_path):
+    with pytest.raises(ValueError, match=err):
+        call(tmp_path)
+
+
+@pytest.mark.integration
+def test_prometheus_scrapes_and_a_dead_target_fires_target_down(build_tmp, exporter):
+    proc, target = exporter
+    rule_file = rules.write_rules(build_tmp / "rules.yml", rules.DRILL)
+    node = NodeSampler.start()
+    p = prom.Prometheus.start({"node": [node.target], "app": [target]}, rule_files=[rule_file])
+    try:
+        c = p.client
+        c.wait_for("sum(up)", lambda v: v == 2, timeout_s=30)
+        t = c.targets()
+        assert set(t["job"]) == {"node", "app"} and (t["health"] == "up").all(), t
+        assert c.wait_for("sum(rate(hpcml_test_ticks_total[5s]))", timeout_s=30) > 0
+        r = c.rules()
+        assert set(rules.ALERTS) <= set(r["name"]) and (r["health"] != "err").all(), r
+        assert c.alert_state("HpcmlTargetDown") == "inactive"
+
+        proc.kill()
+        proc.wait()
+        timeline = c.watch_alert("HpcmlTargetDown", "firing", timeout_s=60)
+        assert timeline[-1][1] == "firing"
+        firing = [a for a in c.alerts() if a["alertname"] == "HpcmlTargetDown" and a["state"] == "firing"]
+        assert [a["labels"]["job"] for a in firing] == ["app"]
+        t = c.targets().set_index("job")
+        assert t.loc["app", "health"] == "down" and t.loc["app", "last_error"]
+        assert t.loc["node", "health"] == "up"
+        assert c.scalar('up{job="node"}') == 1.0
+        assert c.query("hpcml_node_memory_total_bytes")[0]["value"] > 0
+    finally:
+        rc = p.stop()
+        node.stop()
+    assert rc == 0, p.log_tail()
+    assert p.proc.poll() is not None and node.proc.poll() is not None
+
+
+@pytest.mark.integration
+def test_targets_can_be_added_while_running_and_bad_promql_is_reported(build_tmp, exporter):
+    _, target = exporter
+    p = prom.Prometheus.start({"app": []})
+    try:
+        c = p.client
+        assert c.scalar("count(up)", default=0.0) == 0.0
+        p.set_targets("app", [target], labels={"stage": "test"})
+        c.wait_for('up{job="app",stage="test"}', lambda v: v == 1, timeout_s=30)
+        with pytest.raises(prom.PromQueryError, match="bad_data"):
+            c.query("sum(rate(up[5s])")
+        with pytest.raises(ValueError, match="unknown scrape job 'nope'"):
+            p.set_targets("nope", [target])
+        start = time.time()
+        time.sleep(2)
+        df = c.query_range("up", start - 5, time.time(), step=1, label="job")
+        assert list(df.columns) == ["app"] and df["app"].dropna().iloc[-1] == 1.0
+    finally:
+        p.stop()
+
+
+@pytest.mark.unit
+def test_client_reports_an_unreachable_server():
+    c = prom.PromClient(f"http://127.0.0.1:{prom.free_port()}", timeout_s=2)
+    with pytest.raises(prom.PromQueryError, match="cannot reach Prometheus"):
+        c.query("up")
