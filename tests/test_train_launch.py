@@ -276,3 +276,11 @@ def test_sbatch_runs_the_spec_end_to_end(build_tmp, tmp_path):
     assert res.metrics["world_size"] == 2 and res.metrics["epochs_run"] == 2
     assert res.metrics["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
     assert (spec.resolved_out_dir() / "model.pt").exists()
+
+
+@pytest.mark.unit
+def test_slurm_refuses_elastic_and_wrong_shard_count(build_tmp, tmp_path):
+    with pytest.raises(ValueError, match="TrainSpec.elastic"):
+        L.launch(dataclasses.replace(CPU, elastic=True), target="slurm")
+    with pytest.raises(FileNotFoundError, match="no train shards"):
+        L.launch(dataclasses.replace(CPU, dataset_dir=str(tmp_path / "empty")), target="slurm")

@@ -201,19 +201,14 @@ def launch(spec: TrainSpec, target: str = "local", dry_run: bool | None = None, 
 # ---- local -------------------------------------------------------------------------------------
 @register("local")
 def _launch_local(spec: TrainSpec, dry_run: bool | None = None, **kw: Any) -> LaunchResult:
-    """``horovodrun -np N`` on this machine, through :mod:`hpcml.train.local`."""
-    if dry_run:
-        return LaunchResult("local", False, request=horovodrun_argv(spec, "spec.json"), reason="dry run")
+    """``horovodrun -np N`` on this machine (:func:`hpcml.train.local.run_local`; ``**kw`` go there)."""
     from hpcml.train import local
 
-    out = local.run(spec, **kw)
-    return LaunchResult("local", True, request=spec.to_dict(), response=out, metrics=_as_metrics(out))
-
-
-def _as_metrics(out: Any) -> dict:
-    if isinstance(out, dict):
-        return {k: v for k, v in out.items() if isinstance(v, (int, float, str, bool)) or v is None}
-    return {k: v for k, v in getattr(out, "__dict__", {}).items() if isinstance(v, (int, float, str, bool))}
+    spec_path = spec.resolved_out_dir() / "spec.json"
+    if dry_run:
+        return LaunchResult("local", False, request=local.build_command(spec, spec_path), reason="dry run")
+    metrics = local.run_local(spec, **kw)
+    return LaunchResult("local", True, request=local.build_command(spec, spec_path), metrics=metrics)
 
 
 # ---- slurm -------------------------------------------------------------------------------------
@@ -274,6 +269,9 @@ def _launch_slurm(spec: TrainSpec, dry_run: bool | None = None, cluster: Any = N
     Raises:
         RuntimeError: the job did not complete (state, exit code and output tail).
     """
+    if spec.elastic:
+        raise ValueError("TrainSpec.elastic=True is not supported by the slurm target (a Slurm allocation is "
+                         "fixed); run elastic jobs with target='local' or set elastic=False")
     out_dir = spec.resolved_out_dir()
     spec_path = out_dir / "spec.json"
     bin_dir = Path(sys.executable).parent
@@ -283,6 +281,9 @@ def _launch_slurm(spec: TrainSpec, dry_run: bool | None = None, cluster: Any = N
     from hpcml import paths
     from hpcml.cluster import slurm
 
+    from hpcml.train import core
+
+    core.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before queueing, not in the job
     cl = cluster or slurm.ensure_cluster()
     if fresh:
         _fresh_out_dir(out_dir)
