@@ -45,16 +45,19 @@ def _samplers() -> dict[str, Callable[[int], Any]]:
     }
 
 
-def _pruners() -> dict[str, Callable[[int], Any]]:
+def _pruners() -> dict[str, Callable[[int, int], Any]]:
     import optuna
 
     return {
-        "hyperband": lambda max_epochs: optuna.pruners.HyperbandPruner(
-            min_resource=1, max_resource=max_epochs, reduction_factor=3),
-        "sha": lambda max_epochs: optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=1, reduction_factor=3, min_early_stopping_rate=0),
-        "median": lambda max_epochs: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
-        "none": lambda max_epochs: optuna.pruners.NopPruner(),
+        # Hyperband: several successive-halving brackets with different aggressiveness.
+        "hyperband": lambda max_epochs, eta: optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs, reduction_factor=eta),
+        # Asynchronous successive halving (ASHA): rungs at 1, eta, eta^2 … epochs; a trial
+        # continues past a rung only if it is in the top 1/eta of the trials seen there.
+        "sha": lambda max_epochs, eta: optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=1, reduction_factor=eta, min_early_stopping_rate=0),
+        "median": lambda max_epochs, eta: optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+        "none": lambda max_epochs, eta: optuna.pruners.NopPruner(),
     }
 
 
@@ -70,12 +73,12 @@ def make_sampler(name: str, seed: int = 0) -> Any:
     return reg[name](seed)
 
 
-def make_pruner(name: str, max_epochs: int) -> Any:
+def make_pruner(name: str, max_epochs: int, reduction_factor: int = 3) -> Any:
     """Pruner by registry name (``hyperband``, ``sha``, ``median``, ``none``)."""
     reg = _pruners()
     if name not in reg:
         raise ValueError(f"unknown pruner {name!r}; choose one of {sorted(reg)}")
-    return reg[name](max_epochs)
+    return reg[name](max_epochs, reduction_factor)
 
 
 # --- storage ----------------------------------------------------------------------------
@@ -185,6 +188,7 @@ class TuneSpec:
         n_trials: trials to add in one run (split across workers).
         epochs: maximum epochs per trial (the pruners' max resource).
         sampler, pruner: registry names (:data:`SAMPLER_NAMES`, :data:`PRUNER_NAMES`).
+        reduction_factor: eta of the successive-halving / Hyperband pruners (>= 2).
         space: the search space.
         fixed: config keys every trial shares (arch, dropout, …).
         seed: sampler seed (worker ``i`` uses ``seed + i``) and the training seed.
@@ -198,6 +202,7 @@ class TuneSpec:
     epochs: int = 9
     sampler: str = "tpe"
     pruner: str = "hyperband"
+    reduction_factor: int = 3
     space: SearchSpace = dataclasses.field(default_factory=default_space)
     fixed: dict = dataclasses.field(default_factory=lambda: {"arch": "cnn", "dropout": 0.1})
     seed: int = 0
@@ -213,6 +218,9 @@ class TuneSpec:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{f} must be an int >= 1, got {v!r}")
+        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) \
+                or self.reduction_factor < 2:
+            raise ValueError(f"reduction_factor must be an int >= 2, got {self.reduction_factor!r}")
         if self.sampler not in SAMPLER_NAMES:
             raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLER_NAMES)}")
         if self.pruner not in PRUNER_NAMES:
@@ -252,6 +260,15 @@ def dataset_dir_of(spec: TuneSpec) -> Path:
     from hpcml import paths
 
     return Path(spec.dataset_dir) if spec.dataset_dir else paths.data_dir() / "mnist"
+
+
+def ensure_data(n_shards: int = 2) -> Path:
+    """The dataset the trials read: the one already built (any shard count), else build it."""
+    from hpcml import paths
+    from hpcml.data import ensure_dataset
+
+    d = paths.data_dir() / "mnist"
+    return d if (d / "_manifest.json").exists() else ensure_dataset(n_shards, d)
 
 
 def _subset(xy: tuple[np.ndarray, np.ndarray], rows: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -378,7 +395,7 @@ def create_study(spec: TuneSpec, worker: int = 0, storage: Any = None) -> Any:
     import optuna
 
     sampler = make_sampler(spec.sampler, spec.seed + worker)
-    pruner = make_pruner(spec.pruner, spec.epochs)
+    pruner = make_pruner(spec.pruner, spec.epochs, spec.reduction_factor)
     storage = storage if storage is not None else open_storage(spec.storage)
     return optuna.create_study(study_name=spec.study_name, storage=storage, sampler=sampler, pruner=pruner,
                                direction="maximize", load_if_exists=True)
