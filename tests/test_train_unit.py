@@ -174,9 +174,9 @@ def test_nan_loss_names_the_step():
     x, y = _toy(64)
     x[:] = np.nan  # every batch is poisoned: the very first step must stop
     cfg = {"lr": 0.01, "batch_size": 32, "arch": "cnn", "width": 4, "seed": 0}
-    with pytest.raises(core.NaNLossError, match="at step 0") as ei:
+    with pytest.raises(core.NaNLossError, match="at step 1") as ei:
         core.fit_local(cfg, (x, y), _toy(8), epochs=1)
-    assert ei.value.step == 0 and math.isnan(ei.value.loss)
+    assert ei.value.step == 1 and math.isnan(ei.value.loss)
 
 
 def test_fit_local_config_errors():

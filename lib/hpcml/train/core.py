@@ -23,7 +23,7 @@ from hpcml.train.models import build_from_config, model_config_from
 
 
 class NaNLossError(FloatingPointError):
-    """The training loss became NaN or infinite; carries the global step."""
+    """The training loss became NaN or infinite; carries the global step (1-based: the step that failed)."""
 
     def __init__(self, step: int, loss: float, checkpoint: str | None = None):
         where = f"; last good checkpoint: {checkpoint}" if checkpoint else "; no checkpoint written yet"
@@ -234,7 +234,7 @@ def fit_local(config: dict, train: tuple, val: tuple, epochs: int,
                               float(config.get("warmup_epochs", 0.0)), epochs))
             loss = float(train_step(model, opt, xb, yb))
             if not math.isfinite(loss):
-                raise NaNLossError(epoch * steps + i, loss)
+                raise NaNLossError(epoch * steps + i + 1, loss)  # 1-based, as in the worker
             loss_sum += loss
             seen += len(yb)
         ev = evaluate(model, val[0], val[1])

@@ -203,7 +203,9 @@ class Trainer:
         self.last_ckpt = state.get("path")
 
     def broadcast(self) -> None:
-        self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
+        # Parameters only: BN running stats are rank-local between epoch ends (a resumed
+        # rank restored its own), and identical at a fresh start (same seed).
+        self.hvd.broadcast_parameters(dict(self.model.named_parameters()), root_rank=0)
         self.hvd.broadcast_optimizer_state(self.opt, root_rank=0)
 
     # -- checkpoints ------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Training stage with real horovodrun (Gloo) workers on tiny Parquet shards: a 2-worker
+run, NaN stop, bad input, checkpoint restart equality, elastic survival of a killed worker,
+and the benchmark drivers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpcml.train import bench, checkpoint as ck
+from hpcml.train.local import TrainJobError, run_local, start_local
+from hpcml.train.spec import TrainSpec
+
+pytestmark = pytest.mark.integration
+
+
+def write_dataset(root: Path, n_shards: int = 2, n_train: int = 384, n_eval: int = 96, seed: int = 0,
+                  poison: bool = False) -> Path:
+    """Tiny learnable digits-shaped data in the hpcml.data contract layout (manifest included)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    protos = rng.normal(0, 1, (10, 784)).astype(np.float32)
+    splits = {}
+    for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        y = rng.integers(0, 10, n)
+        x = (protos[y] + rng.normal(0, 1.5, (n, 784))).astype(np.float32)
+        if poison and split == "train":
+            x[:] = np.nan
+        shards = []
+        for i, idx in enumerate(np.array_split(np.arange(n), n_shards)):
+            f = root / split / f"shard-{i:05d}.parquet"
+            pq.write_table(pa.table({"label": pa.array(y[idx].astype(np.int32), pa.int32()),
+                                     "pixels": pa.array(list(x[idx]), pa.list_(pa.float32()))}), f)
+            shards.append({"file": f"{split}/{f.name}", "rows": len(idx),
+                           "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
+        splits[split] = {"rows": n, "shards": shards}
+    (root / "_manifest.json").write_text(json.dumps({
+        "format": "hpcml-dataset/1", "n_shards": n_shards, "splits": splits,
+        "normalization": {"scale": 1 / 255, "mean": 0.13, "std": 0.31, "fit_on": "train"}}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def ds2(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("ds2"))
+
+
+def _spec(ds, out, **kw):
+    base = dict(name="t", world_size=2, epochs=2, batch_size=32, lr=0.02, dataset_dir=str(ds), out_dir=str(out),
+                width=8)
+    return TrainSpec(**{**base, **kw})
+
+
+def test_two_workers_train_write_metrics_model_and_export(ds2, tmp_path):
+    spec = _spec(ds2, tmp_path / "run", metrics_port=0, checkpoint_every=3)
+    m = run_local(spec, timeout_s=240, on_progress=None)
+    assert m["world_size"] == 2 and m["epochs_run"] == 2 and m["steps"] == 2 * 6
+    assert m["test_accuracy"] > 0.3 and m["test_count"] == 96  # 10 classes: chance is 0.1
+    assert set(m["time_split"]) == {"data_s", "compute_s", "allreduce_s", "optimizer_s", "train_s"}
+    model, art = ck.load_model(tmp_path / "run" / "model.pt")
+    assert art["metrics"]["test_accuracy"] == pytest.approx(m["test_accuracy"])
+    assert art["normalization"]["mean"] == pytest.approx(0.13)
+    assert ck.resume_state(tmp_path / "run" / "checkpoints")["step"] == 12
+
+
+def test_exporter_serves_the_contract_metrics(ds2, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = _spec(ds2, tmp_path / "run", epochs=30, metrics_port=port)
+    job = start_local(spec)
+    try:
+        job.wait_for(lambda e: e.get("event") == "epoch", 120)
+        bodies = [urllib.request.urlopen(f"http://127.0.0.1:{port + r}/metrics", timeout=10).read().decode()
+                  for r in (0, 1)]
+    finally:
+        job.kill()
+    for r, body in enumerate(bodies):
+        for name in ("hpcml_train_step_seconds_bucket", "hpcml_train_samples_total", "hpcml_train_loss",
+                     "hpcml_train_allreduce_seconds_count", "hpcml_train_step", "hpcml_train_last_step_timestamp_seconds"):
+            assert re.search(rf'^{name}{{[^}}]*rank="{r}"', body, re.M), f"rank {r} does not export {name}"
+
+
+def test_world_size_must_equal_shards(ds2, tmp_path):
+    with pytest.raises(ValueError, match="world_size=3 but .* has 2 shard"):
+        run_local(_spec(ds2, tmp_path / "run", world_size=3), timeout_s=60)
+
+
+def test_missing_shards_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no train shards"):
+        run_local(_spec(tmp_path / "nothing", tmp_path / "run"), timeout_s=60)
+
+
+def test_nan_loss_stops_every_rank_and_names_the_step(tmp_path):
+    ds = write_dataset(tmp_path / "ds", poison=True)
+    with pytest.raises(TrainJobError, match="at step 1") as ei:
+        run_local(_spec(ds, tmp_path / "run", checkpoint_every=1), timeout_s=120, on_progress=None)
+    assert ei.value.events[0]["error"] == "nan_loss"
+    assert ck.resume_state(tmp_path / "run" / "checkpoints") is None  # nothing poisoned was saved
+
+
+def test_corrupt_checkpoint_refuses_to_resume(ds2, tmp_path):
+    out = tmp_path / "run"
+    ck.save_checkpoint(out / "checkpoints", {"step": 1})
+    (out / "checkpoints" / "ckpt-00000001.pt").write_bytes(b"garbage")
+    with pytest.raises(TrainJobError, match="corrupt"):
+        run_local(_spec(ds2, out), timeout_s=120, on_progress=None)
+
+
+@pytest.mark.slow
+def test_restart_after_kill_resumes_and_matches_uninterrupted(ds2, tmp_path):
+    kw = dict(epochs=3, checkpoint_every=4, batch_size=16)
+    ref = run_local(_spec(ds2, tmp_path / "ref", **kw), timeout_s=240, on_progress=None)
+    spec = _spec(ds2, tmp_path / "cut", **kw)
+    job = start_local(spec)
+    job.wait_for(lambda e: e.get("event") == "checkpoint" and e["step"] >= 16, 180)  # mid-epoch 1
+    job.kill()  # the whole job, as a node loss or a Slurm preemption would
+    assert ck.resume_state(tmp_path / "cut" / "checkpoints")["step"] >= 16
+    again = run_local(spec, timeout_s=240, on_progress=None)
+    assert again["resumed_from_step"] >= 16
+    assert again["steps"] == ref["steps"] and again["epochs_run"] == ref["epochs_run"]
+    # Tolerance: 1e-6 absolute on losses; accuracies identical (in practice bit-identical).
+    assert again["test_accuracy"] == ref["test_accuracy"] and again["val_accuracy"] == ref["val_accuracy"]
+    assert math.isclose(again["test_loss"], ref["test_loss"], abs_tol=1e-6)
+    assert math.isclose(again["train_loss"], ref["train_loss"], abs_tol=1e-6)
+
+
+@pytest.mark.slow
+def test_elastic_job_survives_a_killed_worker(ds2, tmp_path):
+    spec = _spec(ds2, tmp_path / "el", elastic=True, min_workers=1, epochs=3, batch_size=16, checkpoint_every=4)
+    job = start_local(spec)
+    try:
+        job.wait_for(lambda e: e.get("event") == "checkpoint" and e["step"] >= 8, 180)
+        job.kill_worker(1)
+        m = job.wait(300)
+    finally:
+        job.kill()
+    resets = [e for e in job.events if e.get("event") == "reset"]
+    assert resets and resets[0]["world_size"] == 1
+    assert m["world_size"] == 1 and m["epochs_run"] == 3 and m["test_accuracy"] > 0.3
+
+
+@pytest.mark.slow
+def test_benchmark_drivers_run_tiny(ds2):
+    r = bench.run_bench(1, ["synthetic", "overhead"], timeout_s=240, arch="resnet18", image_size=32,
+                        batch_size=2, iters=2, batches_per_iter=1, warmup_batches=1, overhead_steps=4,
+                        overhead_rounds=1, dataset_dir=str(ds2), cnn_batch=16)
+    assert r["world_size"] == 1 and r["synthetic"]["per_rank"][0]["img_per_s"] > 0
+    assert len(r["synthetic"]["per_rank"][0]["iters"]) == 2
+    assert r["overhead"]["plain_step_s"] > 0 and r["overhead"]["horovod_step_s"] > 0
+    p = bench.run_bench(2, ["profile"], timeout_s=240, profile_steps=2, dataset_dir=str(ds2), cnn_batch=16)
+    assert p["profile"]["top_ops"] and set(p["profile"]["split_s"]) == {"data", "compute", "allreduce", "optimizer"}
+    assert sorted(c[0] for c in p["cores"]) == [0, 1] or len(p["cores"]) == 2
