@@ -65,13 +65,19 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--worker", type=int, default=int(env_idx))
     ap.add_argument("--of", type=int, default=int(os.environ.get("HPCML_TUNE_WORKERS", "1")))
     ap.add_argument("--no-pin", action="store_true", help="keep the inherited CPU affinity")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads when not pinning (a container's CPU limit, not the node's cores)")
     ap.add_argument("--storage", default=os.environ.get("HPCML_TUNE_STORAGE"),
-                    help="override the spec's storage URL (the Kubernetes Job passes it from a Secret)")
+                    help="override the spec's storage URL")
+    ap.add_argument("--storage-file", type=Path, default=os.environ.get("HPCML_TUNE_STORAGE_FILE"),
+                    help="read the storage URL from this file (the Kubernetes Job mounts it from a Secret)")
     a = ap.parse_args(argv)
     spec = TuneSpec.from_json(a.spec.read_text(encoding="utf-8"))
-    if a.storage:
+    if a.storage_file:
+        spec = spec.replace(storage=Path(a.storage_file).read_text(encoding="utf-8").strip())
+    elif a.storage:
         spec = spec.replace(storage=a.storage)
-    threads = None
+    threads = a.threads
     if not a.no_pin:
         threads = pin(core_share(a.worker, a.of, sorted(os.sched_getaffinity(0))))
     t0 = time.perf_counter()
@@ -80,6 +86,43 @@ def worker_main(argv: Sequence[str] | None = None) -> int:
     print(f"worker {a.worker}/{a.of} pid {os.getpid()} cores {sorted(os.sched_getaffinity(0))}: "
           f"done in {time.perf_counter() - t0:.1f}s; study has {s['n_trials']} trials "
           f"({s['complete']} complete, {s['pruned']} pruned, {s['fail']} failed)", flush=True)
+    return 0
+
+
+def katib_trial_main(argv: Sequence[str]) -> int:
+    """One Katib trial: ``trial --spec spec.json --set lr=0.01 --set width=16 …``.
+
+    Trains the configuration with :func:`fit_local` and prints ``epoch=N val_accuracy=…``
+    per epoch on stdout, the format Katib's StdOut metrics collector parses (its median
+    early stopping reads the same lines).
+    """
+    from hpcml.train.core import fit_local
+
+    ap = argparse.ArgumentParser(prog="python -m hpcml.tune.workers trial")
+    ap.add_argument("--spec", required=True, type=Path)
+    ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE")
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    spec = TuneSpec.from_json(a.spec.read_text(encoding="utf-8"))
+    kinds = {p.name: p for p in spec.space.params}
+    params: dict[str, Any] = {}
+    for item in a.set:
+        name, sep, raw = item.partition("=")
+        if not sep or name not in kinds:
+            raise SystemExit(f"--set {item!r}: expected NAME=VALUE with NAME in {sorted(kinds)}")
+        p = kinds[name]
+        choices = getattr(p, "choices", None)
+        params[name] = (next((c for c in choices if str(c) == raw), raw) if choices is not None
+                        else int(raw) if type(p).__name__ == "IntParam" else float(raw))
+    missing = sorted(set(kinds) - set(params))
+    if missing:
+        raise SystemExit(f"missing --set for {missing}")
+    train, val = load_data(spec)
+
+    def on_epoch(epoch: int, m: dict) -> None:
+        print(f"epoch={epoch + 1} val_accuracy={m['val_accuracy']:.6f} loss={m['loss']:.6f}", flush=True)
+
+    fit_local(trial_config(spec, params), train, val, spec.epochs, on_epoch=on_epoch, threads=a.threads)
     return 0
 
 
@@ -240,4 +283,4 @@ def retrain_best(spec: TuneSpec, study: Any, epochs: int | None = None, train_ro
 
 
 if __name__ == "__main__":
-    sys.exit(worker_main())
+    sys.exit(katib_trial_main(sys.argv[2:]) if sys.argv[1:2] == ["trial"] else worker_main())
