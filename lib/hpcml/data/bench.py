@@ -1,0 +1,238 @@
+"""Benchmark: the same transform in Spark, pandas and DuckDB on the same synthetic lake.
+
+Transform (identical rules in each engine): parse the CSV lines, quarantine malformed rows,
+drop exact duplicates, hash-split train/val/test, fit mean/std on train, normalise, and
+write ``n_shards`` Parquet shards per split. Each engine runs in its own child process
+(``python -m hpcml.data.bench --engine …``) so its peak memory is its own: the parent
+samples the RSS of the child's whole process tree (Python + Spark's JVM) every 50 ms with
+psutil. Rows/s counts raw input lines over the transform's wall time (Spark's JVM start
+is excluded: it is paid once per notebook).
+
+pandas holds the whole table in memory and does not spill; when the estimated peak would
+exceed the memory available, its run is skipped and recorded as such (not attempted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hpcml.data.raw import HEADER, N_PIXELS
+
+ENGINES = ("spark", "pandas", "duckdb")
+
+
+def _tree_rss(proc) -> int:
+    import psutil
+
+    total = 0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def run_engine(engine: str, lake: Path, out: Path, n_shards: int = 2, timeout_s: float = 1800) -> dict:
+    """Run one engine in a child process; its result plus ``peak_rss_bytes`` of the process tree."""
+    import psutil
+
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        result_path = Path(fh.name)
+    cmd = [sys.executable, "-m", "hpcml.data.bench", "--engine", engine, "--lake", str(lake), "--out", str(out),
+           "--n-shards", str(n_shards), "--result", str(result_path)]
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ps, peak = psutil.Process(child.pid), 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss(ps))
+            stop.wait(0.05)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        _, err = child.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        _, err = child.communicate()
+        raise RuntimeError(f"benchmark engine {engine} exceeded {timeout_s}s")
+    finally:
+        stop.set()
+        t.join()
+    if child.returncode != 0:
+        raise RuntimeError(f"benchmark engine {engine} failed (exit {child.returncode}): {err[-2000:]}")
+    res = json.loads(result_path.read_text())
+    result_path.unlink()
+    return dict(res, engine=engine, peak_rss_bytes=peak)
+
+
+def pandas_fits(lake_meta: dict, headroom: float = 0.6) -> tuple[bool, str]:
+    """Whether pandas' in-memory table (int64 + copies, ~4 × rows × 785 × 8 B) fits the free memory."""
+    import psutil
+
+    need = 4 * lake_meta["rows"] * (N_PIXELS + 1) * 8
+    avail = psutil.virtual_memory().available
+    ok = need < headroom * avail
+    return ok, f"pandas needs ~{need / 2**30:.1f} GiB in memory, {avail / 2**30:.1f} GiB available"
+
+
+# ---- the engines (run inside the child) ---------------------------------------------------
+
+def _files(lake: Path) -> list[Path]:
+    return sorted(lake.glob("part-*.csv"))
+
+
+def _spark(lake: Path, out: Path, n_shards: int) -> dict:
+    from hpcml.data.dataset import run_job
+    from hpcml.data.spark import get_session
+
+    spark = get_session()
+    t0 = time.perf_counter()
+    m = run_job(lake, out, n_shards, spark=spark)
+    return {"seconds": time.perf_counter() - t0, "counts": m["counts"]}
+
+
+def _pandas(lake: Path, out: Path, n_shards: int) -> dict:
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t0 = time.perf_counter()
+    df = pd.concat([pd.read_csv(f, header=0) for f in _files(lake)], ignore_index=True)
+    n_in = len(df)
+    for c in df.columns[df.dtypes == object]:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    px = df.iloc[:, 1:].to_numpy(dtype=np.float64)
+    lab = df["label"].to_numpy(dtype=np.float64)
+    bad = np.isnan(lab) | np.isnan(px).any(axis=1) | (lab < 0) | (lab > 9) | (px < 0).any(axis=1) | (px > 255).any(axis=1)
+    df[bad].to_parquet(out / "quarantine.parquet")
+    clean = df[~bad].astype(np.int32)
+    h = pd.util.hash_pandas_object(clean, index=False).to_numpy()
+    keep = ~pd.Series(h).duplicated().to_numpy()
+    clean, h = clean[keep], h[keep]
+    bucket = h % 1000
+    split = np.where(bucket < 800, "train", np.where(bucket < 900, "val", "test"))
+    x = clean.iloc[:, 1:].to_numpy(dtype=np.float32) / 255.0
+    tr = split == "train"
+    mean, std = float(x[tr].mean()), float(x[tr].std())
+    x = (x - mean) / std
+    y = clean["label"].to_numpy(dtype=np.int32)
+    for sp in ("train", "val", "test"):
+        idx = np.where(split == sp)[0]
+        idx = idx[np.argsort(h[idx], kind="stable")]
+        for k in range(n_shards):
+            sel = idx[k::n_shards]
+            arr = pa.FixedSizeListArray.from_arrays(pa.array(x[sel].ravel()), N_PIXELS)
+            pq.write_table(pa.table({"label": y[sel], "pixels": arr}), out / f"{sp}-{k:05d}.parquet")
+    return {"seconds": time.perf_counter() - t0,
+            "counts": {"input": n_in, "quarantined": int(bad.sum()), "output": int(keep.sum()),
+                       "duplicates_removed": int((~keep).sum())}}
+
+
+def _duckdb(lake: Path, out: Path, n_shards: int) -> dict:
+    import duckdb
+
+    t0 = time.perf_counter()
+    con = duckdb.connect()
+    con.execute(f"SET temp_directory='{out / 'duckdb-tmp'}'")
+    files = ", ".join(f"'{f}'" for f in _files(lake))
+    con.execute(f"""
+      CREATE TEMP TABLE parsed AS
+      WITH lines AS (SELECT column0 AS value FROM read_csv([{files}], columns={{'column0': 'VARCHAR'}},
+                     delim=E'\\x01', header=false, quote='', escape='') WHERE column0 <> '{HEADER}'),
+      tok AS (SELECT value, string_split(value, ',') AS t FROM lines),
+      typed AS (SELECT value, t, TRY_CAST(t[1] AS INTEGER) AS label,
+                list_transform(t[2:], lambda x: TRY_CAST(x AS INTEGER)) AS pixels FROM tok)
+      SELECT value, label, pixels, CASE
+        WHEN len(t) <> {N_PIXELS + 1} THEN 'wrong_column_count'
+        WHEN list_contains(t, '') THEN 'null_value'
+        WHEN label IS NULL THEN 'non_numeric_label'
+        WHEN label < 0 OR label > 9 THEN 'label_out_of_range'
+        WHEN list_count(pixels) < {N_PIXELS} THEN 'non_numeric_pixel'
+        WHEN list_min(pixels) < 0 OR list_max(pixels) > 255 THEN 'pixel_out_of_range' END AS reason
+      FROM typed""")
+    n_in, n_q = con.execute("SELECT count(*), count(reason) FROM parsed").fetchone()
+    con.execute(f"COPY (SELECT reason, value AS raw FROM parsed WHERE reason IS NOT NULL) "
+                f"TO '{out / 'quarantine.parquet'}' (FORMAT parquet)")
+    con.execute("""CREATE TEMP TABLE dedup AS
+      SELECT label, pixels, count(*) AS copies, hash(label, pixels) AS h FROM parsed WHERE reason IS NULL
+      GROUP BY label, pixels""")
+    con.execute("""CREATE TEMP TABLE sp AS SELECT *, CASE WHEN h % 1000 < 800 THEN 'train'
+      WHEN h % 1000 < 900 THEN 'val' ELSE 'test' END AS split FROM dedup""")
+    s, ss, n = con.execute("SELECT sum(list_sum(pixels))::DOUBLE, sum(list_sum(list_transform(pixels, "
+                           "lambda x: x::DOUBLE * x))), count(*) FROM sp WHERE split = 'train'").fetchone()
+    mean = s / (n * N_PIXELS) / 255.0
+    std = max(ss / (n * N_PIXELS) / 255.0**2 - mean**2, 1e-12) ** 0.5
+    con.execute(f"""COPY (SELECT split, (row_number() OVER (PARTITION BY split ORDER BY h) - 1) % {n_shards} AS shard,
+      label, list_transform(pixels, lambda x: ((x / 255.0 - {mean}) / {std})::FLOAT) AS pixels FROM sp)
+      TO '{out / 'shards'}' (FORMAT parquet, PARTITION_BY (split, shard))""")
+    n_out, copies = con.execute("SELECT count(*), sum(copies) FROM dedup").fetchone()
+    return {"seconds": time.perf_counter() - t0,
+            "counts": {"input": n_in, "quarantined": n_q, "output": n_out, "duplicates_removed": int(copies - n_out)}}
+
+
+def compare(lake: Path, work: Path, engines: tuple[str, ...] = ENGINES, n_shards: int = 2) -> list[dict]:
+    """Run each engine on ``lake`` (one after another, same run); rows/s and peak memory for each."""
+    meta = json.loads((lake / "_SUCCESS").read_text())
+    out = []
+    for e in engines:
+        if e == "pandas":
+            ok, why = pandas_fits(meta)
+            if not ok:
+                out.append({"engine": e, "rows": meta["rows"], "skipped": why})
+                continue
+        d = work / e
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        r = run_engine(e, lake, d / "out" if e == "spark" else d, n_shards)
+        r["rows"] = meta["rows"]
+        r["rows_per_s"] = meta["rows"] / r["seconds"]
+        out.append(r)
+        shutil.rmtree(d, ignore_errors=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hpcml.data.bench")
+    ap.add_argument("--engine", choices=ENGINES, required=True)
+    ap.add_argument("--lake", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--n-shards", type=int, default=2)
+    ap.add_argument("--result", type=Path, required=True)
+    a = ap.parse_args(argv)
+    a.out.mkdir(parents=True, exist_ok=True) if a.engine != "spark" else None
+    res = {"spark": _spark, "pandas": _pandas, "duckdb": _duckdb}[a.engine](a.lake, a.out, a.n_shards)
+    a.result.write_text(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def run_sizes(sizes: list[int], engines: tuple[str, ...] = ENGINES, n_shards: int = 2, seed: int = 0,
+              work: Path | None = None) -> dict[int, list[dict]]:
+    """Generate (or reuse) a synthetic lake per size and run every engine on it: ``{size: results}``."""
+    from hpcml import paths
+    from hpcml.data.raw import write_synthetic_lake
+
+    work = work or paths.build_dir() / "bench" / "data"
+    out = {}
+    for n in sizes:
+        write_synthetic_lake(n, seed=seed)
+        out[n] = compare(paths.data_dir() / "lake" / f"synthetic-{n}" / "raw", work, engines, n_shards)
+    return out

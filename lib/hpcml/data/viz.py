@@ -1,0 +1,115 @@
+"""Figures and small tables for the data notebook (matplotlib; no Spark needed except
+:func:`partition_sizes`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def size_label(n: int) -> str:
+    """1000000 -> '1m', 200000 -> '200k', 5000 -> '5k', 123 -> '123'."""
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
+    if n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+def quality_table(manifest: dict) -> list[tuple[str, int]]:
+    """(what, rows) lines of the data-quality report, input first."""
+    c = manifest["counts"]
+    rows = [("input rows", c["input"]), ("clean rows (before de-duplication)", c["clean"]),
+            ("duplicates removed", c["duplicates_removed"]), ("output rows", c["output"]),
+            ("quarantined", c["quarantined"])]
+    rows += [(f"  quarantined: {r}", n) for r, n in c["quarantine_by_reason"].items()]
+    return rows
+
+
+def sample_images(x: np.ndarray, y: np.ndarray, norm: dict, n: int = 16):
+    """A grid of the first ``n`` images, de-normalised back to 0..255, titled with their label."""
+    import matplotlib.pyplot as plt
+
+    cols = 8
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(cols * 1.2, 1.4 * ((n + cols - 1) // cols)))
+    for ax, img, lab in zip(axes.ravel(), x[:n], y[:n]):
+        raw = (img * norm["std"] + norm["mean"]) / norm["scale"]
+        ax.imshow(raw.reshape(28, 28), cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(str(lab), fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def label_distribution(manifest: dict):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3))
+    width = 0.27
+    for i, (split, dist) in enumerate(manifest["label_distribution"].items()):
+        labels = sorted(dist, key=int)
+        ax.bar(np.arange(len(labels)) + (i - 1) * width, [dist[k] for k in labels], width, label=split)
+    ax.set_xticks(range(10))
+    ax.set_xlabel("digit")
+    ax.set_ylabel("rows")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def partition_sizes(df) -> list[int]:
+    """Rows in each Spark partition of ``df`` (one small aggregation; shows skew)."""
+    from pyspark.sql import functions as F
+
+    rows = df.groupBy(F.spark_partition_id().alias("p")).count().orderBy("p").collect()
+    return [r["count"] for r in rows]
+
+
+def bench_plot(results: dict[int, list[dict]]):
+    """Rows/s and peak memory per engine and size (two panels)."""
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    sizes = sorted(results)
+    engines = sorted({r["engine"] for rs in results.values() for r in rs})
+    width = 0.8 / max(1, len(engines))
+    for i, e in enumerate(engines):
+        rps = [next((r.get("rows_per_s", 0) for r in results[s] if r["engine"] == e), 0) for s in sizes]
+        mem = [next((r.get("peak_rss_bytes", 0) / 2**30 for r in results[s] if r["engine"] == e), 0) for s in sizes]
+        xs = np.arange(len(sizes)) + (i - (len(engines) - 1) / 2) * width
+        a.bar(xs, rps, width, label=e)
+        b.bar(xs, mem, width, label=e)
+    for ax, title in ((a, "throughput (input rows/s)"), (b, "peak RSS of the process tree (GiB)")):
+        ax.set_xticks(range(len(sizes)))
+        ax.set_xticklabels([size_label(s) + " rows" for s in sizes])
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple[float, str]]:
+    """``{metric name: (value, unit)}``: rows/s and peak memory per engine and size, and ratios.
+
+    ``spark_vs_pandas_speedup`` is Spark's rows/s over pandas' at the largest size both ran;
+    ``spark_vs_fastest_ratio`` is Spark's rows/s over the fastest engine's at the largest size.
+    """
+    out: dict[str, tuple[float, str]] = {}
+    for size, rs in sorted(results.items()):
+        for r in rs:
+            if "rows_per_s" in r:
+                out[f"{r['engine']}_rows_per_s_{size_label(size)}"] = (r["rows_per_s"], "rows/s")
+                out[f"{r['engine']}_peak_rss_gib_{size_label(size)}"] = (r["peak_rss_bytes"] / 2**30, "GiB")
+    both = [s for s, rs in results.items() if {"spark", "pandas"} <= {r["engine"] for r in rs if "rows_per_s" in r}]
+    if both:
+        rs = {r["engine"]: r for r in results[max(both)]}
+        out["spark_vs_pandas_speedup"] = (rs["spark"]["rows_per_s"] / rs["pandas"]["rows_per_s"], "x")
+    top = {r["engine"]: r["rows_per_s"] for r in results[max(results)] if "rows_per_s" in r}
+    if "spark" in top:
+        out["spark_vs_fastest_ratio"] = (top["spark"] / max(top.values()), "x")
+    return out
+
+
+def stage_dir_listing(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
