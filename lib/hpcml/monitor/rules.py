@@ -12,7 +12,7 @@ Alerts:
 ==============================  ===========================================================
 ``HpcmlServingLatencyP99High``  p99 of ``hpcml_serve_request_duration_seconds`` above a threshold
 ``HpcmlServingErrorRatioHigh``  5xx share of ``hpcml_serve_requests_total`` above a ratio (with traffic)
-``HpcmlTrainingStalled``        a rank's ``hpcml_train_last_step_timestamp_seconds`` too old
+``HpcmlTrainingStalled``        a rank's ``hpcml_train_last_step_timestamp_seconds`` too old (0 = not started)
 ``HpcmlGpuIdleDuringTraining``  ``DCGM_FI_DEV_GPU_UTIL`` low on a GPU held by a training worker pod
 ``HpcmlGpuUtilisationDrop``     a GPU's utilisation fell below half of its own recent level
 ``HpcmlNodeMemoryPressure``     available / total memory below a ratio
@@ -139,7 +139,7 @@ def serving_rules(t: Thresholds) -> list[dict]:
 def training_rules(t: Thresholds) -> list[dict]:
     return [
         _alert("HpcmlTrainingStalled",
-               f"time() - max by (job, rank) (hpcml_train_last_step_timestamp_seconds) > {t.train_stall_s:g}",
+               f"time() - max by (job, rank) (hpcml_train_last_step_timestamp_seconds > 0) > {t.train_stall_s:g}",
                t.train_stall_for, "page", "A training rank has completed no step recently",
                "Rank {{ $labels.rank }} of {{ $labels.job }} last finished a step {{ $value | humanizeDuration }} "
                "ago (a hung allreduce, a dead peer or a stuck data loader).", stage="train"),

@@ -1,0 +1,295 @@
+"""The notebook's monitoring session: a local Prometheus watching the node sampler, a
+Horovod training job and the inference server, plus the drills run against them.
+
+* :class:`Stack` — node sampler + Prometheus (drill rules, 1 s scrapes) + a JSON logger.
+* :func:`train_watched` — run a TrainSpec under horovodrun; its per-rank exporters are
+  registered as scrape targets once their ports answer, and removed when the job ends
+  (what Kubernetes service discovery does for a finished pod).
+* :func:`exporter_overhead` — the same job with and without the exporter, alternated,
+  samples/s side by side.
+* :class:`BackgroundLoad` — open-loop load on the server from a thread.
+* :func:`latency_drill` — inject latency through ``POST /admin/latency`` and time the
+  alert going inactive -> pending -> firing (and back after clearing).
+* :func:`target_down_drill` — kill one exporter and time ``HpcmlTargetDown``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from hpcml import paths
+from hpcml.monitor import logs, rules
+from hpcml.monitor.node import NodeSampler
+from hpcml.monitor.prom import Prometheus
+
+JOBS = ("prometheus", "node", "train", "serve")
+
+
+@dataclass
+class Stack:
+    """The local monitoring stack; ``stop()`` stops everything it started."""
+
+    prom: Prometheus
+    node: NodeSampler
+    log: Any
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def start(cls, thresholds: rules.Thresholds = rules.DRILL, run_id: str | None = None,
+              scrape_interval: str = "1s") -> "Stack":
+        """Node sampler + Prometheus scraping it (and itself); train/serve jobs start empty."""
+        rule_file = rules.write_rules(paths.build_dir() / "prometheus" / "hpcml-alerts.rules.yml", thresholds)
+        node = NodeSampler.start(disk_path=paths.ensure(paths.build_dir()))
+        try:
+            from hpcml.monitor.prom import free_port
+
+            port = free_port()
+            prom = Prometheus.start({"prometheus": [f"127.0.0.1:{port}"], "node": [node.target], "train": [],
+                                     "serve": []}, rule_files=[rule_file], name="notebook", port=port,
+                                    scrape_interval=scrape_interval, evaluation_interval=scrape_interval)
+        except BaseException:
+            node.stop()
+            raise
+        log = logs.get_logger("monitor", run_id=run_id)
+        log.info("prometheus started", extra={"url": prom.url, "node_sampler": node.url, "rules": str(rule_file)})
+        return cls(prom, node, log)
+
+    @property
+    def client(self):
+        return self.prom.client
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop Prometheus and the node sampler; returns their exit codes."""
+        codes = {"prometheus": self.prom.stop(), "node": self.node.stop()}
+        self.log.info("monitoring stack stopped", extra={"exit_codes": codes})
+        return codes
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def train_watched(stack: Stack | None, spec, timeout_s: float = 600) -> dict[str, Any]:
+    """Run ``spec`` with horovodrun; scrape its ranks while it runs (if ``stack`` and a metrics port).
+
+    Returns:
+        ``{"metrics": the job's final metrics, "start": t0, "end": t1, "targets": snapshot
+        of Prometheus's targets while the ranks were scraped (DataFrame or None), "spec": spec}``.
+    """
+    from hpcml.train.local import start_local
+
+    tlog = logs.get_logger("train", rank=0)
+    job = start_local(spec, on_progress=lambda ev: tlog.info(ev.get("event", "progress"), extra=ev))
+    t0, snapshot = time.time(), None
+    ports = [spec.metrics_port + r for r in range(spec.world_size)] if spec.metrics_port else []
+    try:
+        if stack is not None and ports:
+            deadline = time.monotonic() + min(timeout_s, 180)
+            while not all(_port_open(p) for p in ports):
+                if job.proc.poll() is not None or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            stack.prom.set_targets("train", [f"127.0.0.1:{p}" for p in ports], labels={"run": spec.name})
+            stack.log.info("training targets registered", extra={"ports": ports})
+            try:
+                stack.client.wait_for('count(up{job="train"} == 1)', lambda v: v == len(ports), timeout_s=30)
+                snapshot = stack.client.targets()
+            except TimeoutError as exc:
+                stack.log.warning("training ranks not scraped", extra={"error": str(exc)})
+        metrics = job.wait(timeout_s)
+    except Exception as exc:
+        tlog.error("training job failed", extra={"error": str(exc)[:500]})
+        raise
+    finally:
+        job.kill()
+        if stack is not None and ports:
+            stack.prom.set_targets("train", [])
+    return {"metrics": metrics, "start": t0, "end": time.time(), "targets": snapshot, "spec": spec}
+
+
+def exporter_overhead(stack: Stack, spec, pairs: int = 1, timeout_s: float = 600) -> dict[str, Any]:
+    """The same job without and with the exporter, alternated (off,on / on,off …).
+
+    Returns:
+        ``{"runs": [{"exporter", "samples_per_s", "train_s"}...], "overhead_pct": median over
+        pairs of (off - on) / off * 100, "last_on": train_watched() of the last run with the exporter}``.
+    """
+    import numpy as np
+
+    if pairs < 1:
+        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    if not spec.metrics_port:
+        raise ValueError("exporter_overhead: spec.metrics_port must be set (the 'on' runs use it)")
+    runs, last_on, ratios = [], None, []
+    for i in range(pairs):
+        order = (False, True) if i % 2 == 0 else (True, False)
+        pair = {}
+        for on in order:
+            run_spec = replace(spec, name=f"{spec.name}-p{i}-{'on' if on else 'off'}",
+                               metrics_port=spec.metrics_port if on else 0)
+            if run_spec.resolved_out_dir().exists():  # a fresh run, never a resumed one
+                shutil.rmtree(run_spec.resolved_out_dir())
+            res = train_watched(stack if on else None, run_spec, timeout_s)
+            m = res["metrics"]
+            pair[on] = m["train_samples_per_s"]
+            runs.append({"pair": i, "exporter": "on" if on else "off", "samples_per_s": m["train_samples_per_s"],
+                         "train_s": m["time_split"]["train_s"], "steps": m["steps"]})
+            if on:
+                last_on = res
+        ratios.append((pair[False] - pair[True]) / pair[False] * 100.0)
+    return {"runs": runs, "overhead_pct": float(np.median(ratios)), "pair_overheads_pct": ratios, "last_on": last_on}
+
+
+class BackgroundLoad:
+    """Open-loop load (``hpcml.serve.loadgen.open_loop``) from a thread, in short chunks until ``stop()``.
+
+    ``stop()`` returns the summaries of every chunk (one per ``chunk_s``).
+    """
+
+    def __init__(self, url: str, bodies: list[bytes], rate: float, chunk_s: float = 3.0, max_s: float = 600.0):
+        from hpcml.serve import loadgen
+
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0 requests/s, got {rate}")
+        self.results: list = []
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+        t_end = time.monotonic() + max_s
+
+        def run():
+            try:
+                while not self._stop.is_set() and time.monotonic() < t_end:
+                    self.results.append(loadgen.open_loop(url, bodies, rate, n_requests=int(rate * chunk_s) + 1,
+                                                          duration_s=chunk_s))
+            except BaseException as exc:  # noqa: BLE001 - surfaced by stop()
+                self.error = exc
+        self.thread = threading.Thread(target=run, name="monitor-load", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> list[dict]:
+        self._stop.set()
+        self.thread.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        return [r.summary() for r in self.results]
+
+
+def free_port_block(n: int, tries: int = 50) -> int:
+    """A base port with ``n`` consecutive free ports on 127.0.0.1 (for per-rank exporters)."""
+    import random
+
+    for _ in range(tries):
+        base = random.randint(20000, 60000 - n)
+        if not any(_port_open(base + i) for i in range(n)):
+            socks = []
+            try:
+                for i in range(n):
+                    s = socket.socket()
+                    s.bind(("127.0.0.1", base + i))
+                    socks.append(s)
+                return base
+            except OSError:
+                continue
+            finally:
+                for s in socks:
+                    s.close()
+    raise RuntimeError(f"no block of {n} free ports found on 127.0.0.1")
+
+
+def set_latency(server_url: str, ms: float) -> dict:
+    """``POST /admin/latency {"ms": ms}`` on the inference server (0 clears)."""
+    req = urllib.request.Request(server_url + "/admin/latency", data=json.dumps({"ms": ms}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def latency_drill(stack: Stack, server_url: str, inject_ms: float, alert: str = "HpcmlServingLatencyP99High",
+                  timeout_s: float = 120.0, wait_resolve: bool = True) -> dict[str, Any]:
+    """Inject latency, time the alert to pending and firing, clear it, time the resolution.
+
+    Returns:
+        ``{"inject_at", "cleared_at", "timeline": [(s, state)], "to_pending_s", "to_firing_s",
+        "to_resolved_s"}`` (seconds from the injection; resolution from the clearing).
+    """
+    c = stack.client
+    if c.alert_state(alert) != "inactive":
+        raise RuntimeError(f"{alert} is already {c.alert_state(alert)} before the drill: lower the load "
+                           "or raise the threshold")
+    t_inject = time.time()
+    set_latency(server_url, inject_ms)
+    stack.log.warning("latency injected", extra={"ms": inject_ms, "server": server_url})
+    try:
+        timeline = c.watch_alert(alert, "firing", timeout_s=timeout_s)
+    finally:
+        set_latency(server_url, 0)
+        t_clear = time.time()
+    out = {"inject_at": t_inject, "cleared_at": t_clear, "timeline": timeline,
+           "to_pending_s": next((t for t, s in timeline if s == "pending"), None),
+           "to_firing_s": timeline[-1][0], "to_resolved_s": None}
+    stack.log.error(f"alert {alert} firing", extra={"after_s": out["to_firing_s"]})
+    if wait_resolve:
+        res = c.watch_alert(alert, "inactive", timeout_s=timeout_s)
+        out["to_resolved_s"] = res[-1][0]
+        stack.log.info(f"alert {alert} resolved", extra={"after_s": out["to_resolved_s"]})
+    return out
+
+
+def target_down_drill(stack: Stack, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Kill the node sampler; time HpcmlTargetDown to firing; report which targets stay up."""
+    c = stack.client
+    stack.node.proc.kill()
+    stack.node.proc.wait()
+    stack.log.error("node sampler killed (drill)", extra={"pid": stack.node.pid})
+    timeline = c.watch_alert("HpcmlTargetDown", "firing", timeout_s=timeout_s)
+    firing = sorted({a["labels"].get("job") for a in c.alerts()
+                     if a["alertname"] == "HpcmlTargetDown" and a["state"] == "firing"})
+    return {"timeline": timeline, "to_firing_s": timeline[-1][0], "firing_jobs": firing, "targets": c.targets()}
+
+
+def serving_model() -> Path | None:
+    """02/03's model if present (``hpcml.serve.bench.find_model``), else ``None``."""
+    from hpcml.serve.bench import find_model
+
+    return find_model()
+
+
+def exporter_cost(n: int = 2000, scrapes: int = 50) -> dict[str, float]:
+    """The training exporter's own cost, timed in-process (precise where an A/B is noisy).
+
+    Builds the real per-rank exporter (``hpcml.train.worker.Exporter``) on a free loopback
+    port, times ``observe()`` (one call per training step) and one full scrape of its
+    ``/metrics`` (what Prometheus does every scrape interval).
+
+    Returns:
+        ``{"observe_us": per step, "scrape_ms": per scrape, "scrape_bytes": size}``.
+    """
+    from hpcml.monitor.prom import free_port
+    from hpcml.train.worker import Exporter
+
+    port = free_port()
+    ex = Exporter(port, rank=0)
+    try:
+        t = time.perf_counter()
+        for i in range(n):
+            ex.observe(i, 0.05, 0.01, 64, 0.5)
+        observe_s = (time.perf_counter() - t) / n
+        t = time.perf_counter()
+        for _ in range(scrapes):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                size = len(r.read())
+        scrape_s = (time.perf_counter() - t) / scrapes
+    finally:
+        ex.server.shutdown()
+        ex.server.server_close()
+    return {"observe_us": observe_s * 1e6, "scrape_ms": scrape_s * 1e3, "scrape_bytes": float(size)}
