@@ -70,3 +70,21 @@ def test_simulated_hpa_scales_up_then_down():
     peak = max(s.replicas for s in steps)
     assert peak >= capacity.replicas_for(1000, 200, 1.0)
     assert steps[-1].replicas < peak
+
+
+@pytest.mark.parametrize("overhead,m1,mb,want", [
+    (0.0, 6.0, 2.0, 3.0),       # no overhead: the model's own batching gain
+    (1.0, 6.0, 2.0, 7 / 3),     # a fixed per-request cost caps it
+    (0.5, 0.1, 0.1, 1.0),       # a model that does not get cheaper per row: no gain
+    (0.5, 0.1, 0.05, 0.6 / 0.55),  # tiny model, overhead-bound: ~1.09x at best
+], ids=["model-only", "with-overhead", "no-model-gain", "overhead-bound"])
+def test_batching_gain_bound(overhead, m1, mb, want):
+    assert capacity.batching_gain_bound(overhead, m1, mb) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("args,msg", [((-1, 1, 1), "overhead_ms"), ((0, 0, 1), "model_ms_b1"),
+                                      ((0, 1, float("nan")), "model_ms_per_row_batched")],
+                         ids=["neg-overhead", "zero-model", "nan-batched"])
+def test_batching_gain_bound_rejects(args, msg):
+    with pytest.raises(ValueError, match=msg):
+        capacity.batching_gain_bound(*args)

@@ -104,6 +104,25 @@ def test_bad_input_is_4xx_and_server_stays_healthy(srv, path, body, code, msg):
     assert call(srv.url + "/v2/models/mnist/infer", GOOD)[0] == 200
 
 
+def test_binary_tensor_extension_matches_json(srv, onnx_model):
+    body, headers = protocol.make_binary_infer_request(X[:3], req_id="b")
+    st, out = call(srv.url + "/v2/models/mnist/infer", body, headers={"content-type": "application/octet-stream",
+                                                                      **headers})
+    assert st == 200, out
+    logits = np.array(json.loads(out)["outputs"][0]["data"]).reshape(3, 10)
+    want = export.load_runtime("onnx", onnx_model)(export.as_images(X[:3]))
+    np.testing.assert_allclose(logits, want, atol=1e-4)
+    r = loadgen.closed_loop(srv.url + "/v2/models/mnist/infer", [(body, headers)], concurrency=4, n_requests=40)
+    assert r.ok == 40 and r.error_count == 0
+
+
+def test_bad_binary_request_is_400_and_server_stays_healthy(srv):
+    body, headers = protocol.make_binary_infer_request(X[:1])
+    st, out = call(srv.url + "/v2/models/mnist/infer", body[:-4], headers={**headers, "content-type": "x"})
+    assert st == 400 and "binary_data_size" in json.loads(out)["error"]
+    assert call(srv.url + "/v2/models/mnist/infer", GOOD)[0] == 200
+
+
 def test_errors_are_counted_by_code(srv):
     before = metric(srv, "hpcml_serve_errors_total", code="404")
     call(srv.url + "/v2/models/nope/infer", GOOD)

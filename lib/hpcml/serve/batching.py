@@ -1,11 +1,19 @@
 """Dynamic batching: requests queue up and run through the model together.
 
 One :class:`DynamicBatcher` per worker process. ``submit`` puts a request on an
-asyncio queue and awaits its future. A single batching task takes the first queued
-request, then keeps collecting until the batch holds ``max_batch_size`` rows or
-``max_wait_ms`` has passed since that first request, concatenates the inputs, runs the
-model once in a dedicated thread (so the event loop keeps accepting and parsing
-requests meanwhile) and hands each caller its slice of the output.
+asyncio queue and awaits its future. A single batching task forms batches, runs the
+model once per batch in a dedicated thread (so the event loop keeps accepting and
+parsing requests meanwhile) and hands each caller its slice of the output.
+
+Two policies, chosen by ``max_wait_ms``:
+
+* ``max_wait_ms == 0`` — **adaptive** (the default): as soon as the model is free, run
+  whatever is queued (up to ``max_batch_size`` rows). An idle server runs a lone request
+  at once (no added latency at low load); under load, requests pile up while the model
+  runs the previous batch, so batches grow by themselves with the arrival rate.
+* ``max_wait_ms > 0`` — **fixed window** (Triton's ``max_queue_delay``): after the first
+  request of a batch, keep collecting until the batch is full or the window has passed.
+  Bigger batches at moderate load, at the price of up to that window of latency.
 
 With ``max_batch_size=1`` it degenerates to one model call per request — the
 "no batching" baseline the notebook compares against, with everything else identical.
@@ -27,13 +35,14 @@ class DynamicBatcher:
     Args:
         predict: runs the model on ``(B, 1, 28, 28)`` and returns ``(B, 10)``.
         max_batch_size: rows per model call (≥ 1).
-        max_wait_ms: how long the first request of a batch waits for company (≥ 0).
+        max_wait_ms: 0 = adaptive policy; > 0 = how long the first request of a batch waits
+            for company (fixed window).
         on_batch: called with ``(rows, model_seconds)`` after every model call (metrics).
         on_queue: called with the queue depth whenever it changes (metrics).
     """
 
     def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch_size: int = 32,
-                 max_wait_ms: float = 2.0, on_batch: Callable[[int, float], None] | None = None,
+                 max_wait_ms: float = 0.0, on_batch: Callable[[int, float], None] | None = None,
                  on_queue: Callable[[int], None] | None = None):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -48,6 +57,7 @@ class DynamicBatcher:
         self._task: asyncio.Task | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self._pending = 0
+        self._carry: tuple | None = None
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -80,22 +90,44 @@ class DynamicBatcher:
         finally:
             self._pending -= 1
 
+    @property
+    def policy(self) -> str:
+        return "adaptive" if self.max_wait_s == 0 else "window"
+
+    async def _next(self, timeout: float | None):
+        """The carried-over request, else the next queued one (``None`` on timeout)."""
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        if not self._queue.empty():
+            return self._queue.get_nowait()
+        if timeout is None:
+            return await self._queue.get()
+        if timeout <= 0:
+            return None
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout=timeout)
+        except asyncio.TimeoutError:
+            return None
+
     async def _collect(self) -> list:
-        q = self._queue
-        first = await q.get()
+        """One batch: ``max_batch_size`` rows at most (a single larger request runs alone)."""
+        first = await self._next(None)
         items, rows = [first], len(first[0])
+        adaptive = self.max_wait_s == 0
         deadline = time.monotonic() + self.max_wait_s
         while rows < self.max_batch_size:
-            if not q.empty():
-                item = q.get_nowait()
+            if adaptive:  # take what is queued now, never wait
+                if self._queue.empty():
+                    break
+                item = self._queue.get_nowait()
             else:
-                left = deadline - time.monotonic()
-                if left <= 0:
+                item = await self._next(deadline - time.monotonic())
+                if item is None:
                     break
-                try:
-                    item = await asyncio.wait_for(q.get(), timeout=left)
-                except asyncio.TimeoutError:
-                    break
+            if rows + len(item[0]) > self.max_batch_size:
+                self._carry = item  # starts the next batch
+                break
             items.append(item)
             rows += len(item[0])
         return items

@@ -51,7 +51,8 @@ def quick_model(epochs: int = 1, n_shards: int = 2, seed: int = 0) -> Path:
            "width": 32, "depth": 2, "dropout": 0.1, "seed": seed}
     res = fit_local(cfg, data.read_split(ds, "train"), data.read_split(ds, "val"), epochs=epochs)
     out = paths.models_dir() / "cnn" / "model.pt"
-    save_model(res["model"], cfg, out, {"val_accuracy": res["val_accuracy"]}, load_normalization(ds))
+    save_model(res["model"], res["model_config"], out, {"val_accuracy": res["val_accuracy"],
+               "trained_by": "04_serving quick_model", "epochs": res["epochs_run"]}, load_normalization(ds))
     return out
 
 
@@ -73,8 +74,20 @@ def test_set(limit: int) -> tuple[np.ndarray, np.ndarray]:
     return x[:limit], y[:limit]
 
 
-def bodies_for(x: np.ndarray, n: int = 64) -> list[bytes]:
-    """Pre-encoded single-image request bodies (the client spends no CPU encoding)."""
+ENCODINGS = ("json", "binary")
+
+
+def bodies_for(x: np.ndarray, n: int = 64, encoding: str = "json") -> list:
+    """Pre-encoded single-image requests (the client spends no CPU encoding).
+
+    Args:
+        encoding: ``json`` (784 numbers in ``data``) or ``binary`` (the v2 binary tensor
+            data extension: items are ``(body, headers)``).
+    """
+    if encoding not in ENCODINGS:
+        raise ValueError(f"encoding must be one of {ENCODINGS}, got {encoding!r}")
+    if encoding == "binary":
+        return [protocol.make_binary_infer_request(x[i:i + 1]) for i in range(min(n, len(x)))]
     return [protocol.make_infer_body(x[i:i + 1]) for i in range(min(n, len(x)))]
 
 
@@ -115,14 +128,119 @@ def batch_histogram(srv: ServerProcess) -> dict[str, float]:
             if s.name == "hpcml_serve_batch_size_bucket"}
 
 
-def overhead(srv: ServerProcess, fn, x: np.ndarray, n: int = 300) -> dict[str, float]:
+def overhead(srv: ServerProcess, fn, x: np.ndarray, n: int = 300, encoding: str = "json") -> dict[str, float]:
     """p50 of an empty request path (GET /v2/health/ready), of a 1-image inference, and of the model alone."""
     empty = loadgen.closed_loop(srv.url + "/v2/health/ready", [b""], 1, n_requests=n, method="GET")
-    one = loadgen.closed_loop(srv.url + INFER, bodies_for(x, 16), 1, n_requests=n)
+    one = loadgen.closed_loop(srv.url + INFER, bodies_for(x, 16, encoding), 1, n_requests=n)
     t = export.benchmark_runtimes({"model": fn}, x[:1], (1,), repeats=n)[0]
     return {"server_overhead_p50_ms": empty.pct(50), "infer_p50_ms": one.pct(50), "model_time_p50_ms": t.ms_per_batch}
+
+
+def compare_encodings(srv: ServerProcess, x: np.ndarray, concurrency: int, n_requests: int,
+                      duration_s: float, rounds: int = 2) -> dict[str, dict]:
+    """JSON vs binary tensor bodies on one running server, interleaved ``rounds`` times.
+
+    Returns:
+        ``{encoding: {"rps", "p50_ms", "p99_ms", "errors"}}`` (rps: mean over rounds; p99: worst).
+    """
+    bodies = {e: bodies_for(x, encoding=e) for e in ENCODINGS}
+    loadgen.closed_loop(srv.url + INFER, bodies["json"], concurrency, n_requests=concurrency * 10, duration_s=1)
+    runs: dict[str, list] = {e: [] for e in ENCODINGS}
+    for _ in range(rounds):
+        for e in ENCODINGS:
+            runs[e].append(loadgen.closed_loop(srv.url + INFER, bodies[e], concurrency, n_requests, duration_s))
+    return {e: _combine(rs) for e, rs in runs.items()}
+
+
+def _combine(rs: list[loadgen.LoadResult]) -> dict:
+    lat = np.concatenate([r.latencies_ms for r in rs]) if rs else np.array([])
+    return {"rps": float(np.mean([r.throughput for r in rs])),
+            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            "errors": int(sum(r.error_count for r in rs)), "ok": int(sum(r.ok for r in rs))}
+
+
+def batching_at_saturation(model_file: Path, bodies: list, concurrency: int, n_requests: int, duration_s: float,
+                           workers: int, max_batch_size: int, max_wait_ms: float = 0.0, frontend: str = "asgi",
+                           rounds: int = 2) -> dict[str, dict]:
+    """Dynamic batching vs batch size 1, side by side: two servers up at once, phases interleaved.
+
+    Same model file, same client, same bodies, same workers; only ``max_batch_size``
+    differs. Interleaving ``rounds`` times (A B A B) spreads the noise of a shared machine
+    over both sides.
+
+    Returns:
+        ``{"batched": {...}, "size1": {...}, "ratio": rps_batched / rps_size1}``; each side has
+        ``rps`` (mean over rounds), ``p50_ms``/``p99_ms`` (over all its requests), ``errors``,
+        and ``mean_batch`` (rows per model call, from the server's own histogram).
+    """
+    with ServerProcess.start(model_file, workers=workers, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                             frontend=frontend) as sb, \
+            ServerProcess.start(model_file, workers=workers, max_batch_size=1, frontend=frontend) as s1:
+        servers = {"batched": sb, "size1": s1}
+        for srv in servers.values():  # warm-up: connections, first model calls
+            loadgen.closed_loop(srv.url + INFER, bodies, concurrency, n_requests=concurrency * 5, duration_s=1)
+        before = {k: _batch_totals(srv) for k, srv in servers.items()}
+        runs: dict[str, list] = {k: [] for k in servers}
+        for _ in range(rounds):
+            for k, srv in servers.items():
+                runs[k].append(loadgen.closed_loop(srv.url + INFER, bodies, concurrency, n_requests, duration_s))
+        out = {}
+        for k, srv in servers.items():
+            rows, calls = (a - b for a, b in zip(_batch_totals(srv), before[k]))
+            out[k] = dict(_combine(runs[k]), mean_batch=rows / calls if calls else float("nan"))
+    out["ratio"] = out["batched"]["rps"] / out["size1"]["rps"] if out["size1"]["rps"] else float("nan")
+    return out
+
+
+def _batch_totals(srv: ServerProcess) -> tuple[float, float]:
+    """(rows, model calls) so far, from ``hpcml_serve_batch_size`` sum and count."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
+    vals = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
+            if s.name in ("hpcml_serve_batch_size_sum", "hpcml_serve_batch_size_count")}
+    return vals.get("hpcml_serve_batch_size_sum", 0.0), vals.get("hpcml_serve_batch_size_count", 0.0)
+
+
+def compute_bound_model(arch: str, out_dir: Path, seed: int = 0, **kw) -> Path:
+    """An untrained ``make_model(arch)`` for MNIST-shaped input, exported to ONNX.
+
+    Only its compute matters here (the serving path, batching and the timings do not
+    depend on the weights' values), so it is not trained. ResNets get one input channel
+    and ten classes, like the ones 02 trains on the shards.
+    """
+    import torch
+
+    from hpcml.train.models import make_model
+
+    if arch.startswith("resnet"):
+        kw = {"in_channels": 1, "num_classes": 10, **kw}
+    torch.manual_seed(seed)
+    return export.to_onnx(make_model(arch, **kw).eval(), Path(out_dir) / f"{arch}.onnx")
 
 
 def save_results(name: str, obj) -> Path:
     """Keep a run's raw numbers under build/serve/ (JSON)."""
     return paths.atomic_write_text(paths.build_dir() / "serve" / f"{name}.json", json.dumps(obj, indent=2, default=str))
+
+
+def decode_cost_us(x: np.ndarray, repeats: int = 300) -> dict[str, float]:
+    """Median server-side parse time of one single-image request, JSON vs binary body (µs)."""
+    import time
+
+    body_j = protocol.make_infer_body(x[:1])
+    body_b, hdr = protocol.make_binary_infer_request(x[:1])
+    hl = hdr["Inference-Header-Content-Length"]
+    out = {}
+    for name, fn in (("json", lambda: protocol.parse_infer(body_j, 64)),
+                     ("binary", lambda: protocol.parse_infer(body_b, 64, hl))):
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = float(np.median(times)) * 1e6
+    return out

@@ -112,3 +112,26 @@ def simulate_hpa(load_rps: list[float], per_replica_rps: float, latency_s: float
         steps.append(ScaleStep(i * period_s, lam, replicas, inflight))
         replicas = hpa_desired_replicas(replicas, inflight, target_inflight, min_replicas, max_replicas)
     return steps
+
+
+def batching_gain_bound(overhead_ms: float, model_ms_b1: float, model_ms_per_row_batched: float) -> float:
+    """Best-case throughput gain of batching when each request also pays a fixed overhead.
+
+    Batching shrinks only the model's share of a request's cost (Amdahl's law)::
+
+        gain = (overhead + model time at batch 1) / (overhead + model time per row in a full batch)
+
+    Args:
+        overhead_ms: per-request cost that batching does not amortise (HTTP, decode, response, client).
+        model_ms_b1: model time for one row run alone.
+        model_ms_per_row_batched: model time per row when run in a full batch.
+
+    Raises:
+        ValueError: for a negative overhead or non-positive model times.
+    """
+    for name, v in (("model_ms_b1", model_ms_b1), ("model_ms_per_row_batched", model_ms_per_row_batched)):
+        if not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must be a finite number > 0, got {v}")
+    if not math.isfinite(overhead_ms) or overhead_ms < 0:
+        raise ValueError(f"overhead_ms must be a finite number >= 0, got {overhead_ms}")
+    return (overhead_ms + model_ms_b1) / (overhead_ms + model_ms_per_row_batched)

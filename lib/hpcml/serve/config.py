@@ -17,7 +17,8 @@ class ServeConfig:
         runtime: ``onnx``, ``torchscript`` or ``eager``.
         model_name: the name in the v2 routes.
         max_batch_size: rows per model call; 1 disables batching.
-        max_wait_ms: how long a batch waits to fill after its first request.
+        max_wait_ms: 0 = adaptive batching (run when the model is free with what is queued);
+            > 0 = fixed window a batch waits to fill after its first request.
         max_request_rows: the largest N a single request may carry.
         max_body_bytes: larger bodies get 413.
         threads: intra-op threads per worker.
@@ -31,7 +32,7 @@ class ServeConfig:
     runtime: str = "onnx"
     model_name: str = "mnist"
     max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0
     max_request_rows: int = 64
     max_body_bytes: int = 2_000_000
     threads: int = 1

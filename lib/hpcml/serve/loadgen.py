@@ -74,11 +74,24 @@ def _in_thread(coro_fn, *args):
     return box["r"]
 
 
+def _request_kwargs(bodies: list, method: str) -> list[dict]:
+    """aiohttp keyword arguments per body: a plain body is JSON; ``(body, headers)`` adds headers."""
+    if method != "POST":
+        return [{}]
+    out = []
+    for b in bodies:
+        data, extra = b if isinstance(b, tuple) else (b, {})
+        ctype = "application/octet-stream" if extra else "application/json"
+        out.append({"data": data, "headers": {"content-type": ctype, **extra}})
+    return out
+
+
 class _Shot:
-    def __init__(self, session, url: str, bodies: list[bytes], method: str, timeout_s: float):
+    def __init__(self, session, url: str, bodies: list, method: str, timeout_s: float):
         import aiohttp
 
-        self.session, self.url, self.bodies, self.method = session, url, bodies, method
+        self.session, self.url, self.method = session, url, method
+        self.kwargs = _request_kwargs(bodies, method)
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.lat: list[float] = []
         self.errors: Counter = Counter()
@@ -89,8 +102,7 @@ class _Shot:
         t0 = t_start if t_start is not None else time.perf_counter()
         self.sent += 1
         try:
-            kw = {"data": self.bodies[i % len(self.bodies)], "headers": {"content-type": "application/json"}} \
-                if self.method == "POST" else {}
+            kw = self.kwargs[i % len(self.kwargs)]
             async with self.session.request(self.method, self.url, timeout=self.timeout, **kw) as r:
                 await r.read()
                 if r.status == 200:
@@ -168,7 +180,9 @@ def closed_loop(url: str, bodies: list[bytes], concurrency: int, n_requests: int
 
     Args:
         url: full URL, e.g. ``srv.url + "/v2/models/mnist/infer"``.
-        bodies: request bodies, used round-robin (pre-encoded so the client spends little CPU).
+        bodies: request bodies, used round-robin (pre-encoded so the client spends little CPU);
+            an item may be ``(body, extra headers)``, e.g. from
+            :func:`~hpcml.serve.protocol.make_binary_infer_request`.
         concurrency: simultaneous clients (C).
         n_requests: upper bound on requests sent.
         duration_s: upper bound on wall time.

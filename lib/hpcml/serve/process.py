@@ -52,7 +52,7 @@ class ServerProcess:
 
     @classmethod
     def start(cls, model_path: str | Path, port: int | None = None, workers: int = 2, max_batch_size: int = 32,
-              max_wait_ms: float = 2.0, runtime: str = "auto", frontend: str = "asgi", threads: int = 1,
+              max_wait_ms: float = 0.0, runtime: str = "auto", frontend: str = "asgi", threads: int = 1,
               state_dir: str | Path | None = None, timeout_s: float = 90.0, **config) -> "ServerProcess":
         """Start the server and wait until every worker has loaded the model.
 
@@ -61,7 +61,7 @@ class ServerProcess:
             port: TCP port on 127.0.0.1 (a free one when ``None``).
             workers: worker processes sharing the socket.
             max_batch_size: rows per model call (1 = no batching).
-            max_wait_ms: batching window after a batch's first request.
+            max_wait_ms: 0 = adaptive batching (default); > 0 = fixed batching window (ms).
             runtime: ``auto``, ``onnx``, ``torchscript`` or ``eager``.
             frontend: ``asgi`` or ``fastapi``.
             threads: intra-op threads per worker.

@@ -39,10 +39,12 @@ from pathlib import Path
 from hpcml.serve.batching import DynamicBatcher
 from hpcml.serve.config import ServeConfig
 from hpcml.serve.process import ServerProcess  # noqa: F401 - the contract names it here
-from hpcml.serve.protocol import BadRequest, infer_response, model_metadata, parse_infer, parse_latency
+from hpcml.serve.protocol import (BINARY_HEADER, BadRequest, infer_response, model_metadata, parse_infer,
+                                  parse_latency)
 
 _PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript", "eager": "pytorch_eager"}
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+BINARY_HEADER_B = BINARY_HEADER.encode()
 
 
 class _Metrics:
@@ -135,12 +137,17 @@ class ServingCore:
             self._latency = (now, ms)
         return self._latency[1] / 1e3
 
-    async def handle(self, method: str, path: str, body: bytes, client: str | None) -> tuple[int, bytes, str]:
-        """Route one request; returns ``(status, body, content type)``; never raises."""
+    async def handle(self, method: str, path: str, body: bytes, client: str | None,
+                     binary_header: str | bytes | None = None) -> tuple[int, bytes, str]:
+        """Route one request; returns ``(status, body, content type)``; never raises.
+
+        ``binary_header`` is the request's ``Inference-Header-Content-Length`` (binary
+        tensor data extension), ``None`` for a plain JSON body.
+        """
         t0 = time.perf_counter()
         infer = False
         try:
-            status, payload, ctype, infer = await self._route(method, path, body, client)
+            status, payload, ctype, infer = await self._route(method, path, body, client, binary_header)
         except BadRequest as exc:
             status, payload, ctype = exc.status, {"error": exc.message}, "application/json"
         except Exception as exc:  # noqa: BLE001 - report, keep the worker alive
@@ -150,7 +157,7 @@ class ServingCore:
         data = payload if isinstance(payload, bytes) else json.dumps(payload, separators=(",", ":")).encode()
         return status, data, ctype
 
-    async def _route(self, method: str, path: str, body: bytes, client: str | None):
+    async def _route(self, method: str, path: str, body: bytes, client: str | None, binary_header=None):
         j = "application/json"
         cfg = self.cfg
         if path == "/v2/health/live":
@@ -160,7 +167,7 @@ class ServingCore:
         if path == "/invocations":  # SageMaker: same v2 body, the one model this server serves
             if method != "POST":
                 raise BadRequest(405, "/invocations accepts POST only")
-            return (*await self._infer(body), j, True)
+            return (*await self._infer(body, binary_header), j, True)
         if path == "/metrics":
             return 200, self._metrics_text(), "text/plain; version=0.0.4; charset=utf-8", False
         if path == "/admin/latency":
@@ -186,13 +193,13 @@ class ServingCore:
             if rest == "infer":
                 if method != "POST":
                     raise BadRequest(405, "infer accepts POST only")
-                return (*await self._infer(body), j, True)
+                return (*await self._infer(body, binary_header), j, True)
         raise BadRequest(404, f"no route {method} {path}")
 
-    async def _infer(self, body: bytes):
+    async def _infer(self, body: bytes, binary_header=None):
         if not self.ready:
             raise BadRequest(503, "model is not ready")
-        req = parse_infer(body, self.cfg.max_request_rows)
+        req = parse_infer(body, self.cfg.max_request_rows, binary_header)
         m = self.metrics
         m.inflight.inc()
         try:
@@ -235,7 +242,8 @@ def asgi_app(cfg: ServeConfig):
         if scope["type"] != "http":
             return
         body, status, data, ctype = b"", None, b"", "application/json"
-        clen = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        clen = headers.get(b"content-length")
         if clen is not None and clen.isdigit() and int(clen) > cfg.max_body_bytes:
             status, data = 413, json.dumps({"error": f"request body of {int(clen)} bytes exceeds the limit of "
                                                      f"{cfg.max_body_bytes} bytes"}).encode()
@@ -251,7 +259,8 @@ def asgi_app(cfg: ServeConfig):
                     break
         if status is None:
             client = scope.get("client")
-            status, data, ctype = await core.handle(scope["method"], scope["path"], body, client[0] if client else None)
+            status, data, ctype = await core.handle(scope["method"], scope["path"], body, client[0] if client else None,
+                                                    headers.get(BINARY_HEADER_B))
         elif core.metrics is not None:
             core.metrics.observe(status, None)
         await send({"type": "http.response.start", "status": status,
@@ -291,7 +300,8 @@ def fastapi_app(cfg: ServeConfig):
                 return Response(json.dumps({"error": f"request body exceeds the limit of {cfg.max_body_bytes} bytes"}),
                                 413, media_type="application/json")
         status, data, ctype = await core.handle(request.method, request.url.path, body,
-                                                request.client.host if request.client else None)
+                                                request.client.host if request.client else None,
+                                                request.headers.get(BINARY_HEADER))
         return Response(data, status, media_type=ctype)
 
     _do.__annotations__.update(request=Request, return_=None)  # resolved objects: no forward refs for FastAPI
