@@ -96,7 +96,8 @@ def parse(raw):
     tok = F.split(F.regexp_replace("value", "\r$", ""), ",", -1)
     df = raw.withColumn("tokens", tok)
     df = df.withColumn("label", F.expr("try_cast(tokens[0] as int)"))
-    df = df.withColumn("pixels", F.expr(f"transform(slice(tokens, 2, {N_PIXELS}), x -> try_cast(x as int))"))
+    # one array cast (code-generated), not a per-element lambda: invalid tokens become null
+    df = df.withColumn("pixels", F.expr(f"try_cast(slice(tokens, 2, {N_PIXELS}) as array<int>)"))
     reason = (
         F.when(F.size("tokens") != N_PIXELS + 1, F.lit("wrong_column_count"))
         .when(F.array_contains("tokens", ""), F.lit("null_value"))
