@@ -1,0 +1,165 @@
+"""Unit tests of the tuning stage's pure parts: search-space validation, registries, storage
+URL checks, the spec, and how trials and cores are shared between workers."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from hpcml.tune import study
+from hpcml.tune.space import CategoricalParam, FloatParam, IntParam, SearchSpace, default_space
+from hpcml.tune.workers import core_share
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: SearchSpace(()), "empty"),
+    (lambda: FloatParam("lr", 0.1, 0.01), "low=0.1 > high=0.01"),
+    (lambda: FloatParam("lr", 0.0, 0.1, log=True), "log scale needs low > 0"),
+    (lambda: FloatParam("lr", -1.0, 0.1, log=True), "log scale needs low > 0"),
+    (lambda: FloatParam("lr", float("nan"), 0.1), "finite number"),
+    (lambda: FloatParam("lr", "a", 0.1), "finite number"),
+    (lambda: IntParam("width", 8, 4), "low=8 > high=4"),
+    (lambda: IntParam("width", 4, 16, step=0), "step must be >= 1"),
+    (lambda: IntParam("width", 4, 17, step=4), "not a multiple of step"),
+    (lambda: IntParam("width", 0, 8, log=True), "log scale needs low > 0"),
+    (lambda: IntParam("width", 4.5, 8), "must be an int"),
+    (lambda: CategoricalParam("optimizer", ()), "choices is empty"),
+    (lambda: CategoricalParam("optimizer", "sgd"), "list/tuple"),
+    (lambda: CategoricalParam("optimizer", ("sgd", "sgd")), "duplicate"),
+    (lambda: CategoricalParam("bad name", ("a",)), "identifier"),
+    (lambda: SearchSpace((FloatParam("lr", 0.1, 1.0), FloatParam("lr", 0.2, 1.0))), "more than once"),
+    (lambda: SearchSpace(("lr",)), "not a FloatParam"),
+    (lambda: SearchSpace.from_dict({"params": [{"kind": "normal", "name": "x"}]}), "kind must be one of"),
+    (lambda: SearchSpace.from_dict({"params": [{"kind": "float", "name": "x", "low": 1}]}), r"params\[0\]"),
+    (lambda: SearchSpace.from_dict([]), "'params' list"),
+], ids=["empty", "float-low-gt-high", "log-zero", "log-negative", "nan", "not-number", "int-low-gt-high",
+        "step-zero", "step-misfit", "int-log-zero", "int-float", "no-choices", "choices-str", "dup-choice",
+        "bad-name", "dup-param", "not-param", "unknown-kind", "missing-field", "not-dict"])
+def test_bad_space_rejected(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_space_round_trips_and_suggests():
+    import optuna
+
+    sp = default_space()
+    assert SearchSpace.from_dict(sp.to_dict()) == sp
+    assert sp.names == ["lr", "batch_size", "width", "depth", "weight_decay", "optimizer"]
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    cfg = sp.suggest(trial)
+    assert 1e-4 <= cfg["lr"] <= 0.3 and cfg["batch_size"] in (32, 64, 128) and cfg["optimizer"] in ("sgd", "adamw")
+    assert 8 <= cfg["width"] <= 48 and cfg["width"] % 8 == 0 and 1 <= cfg["depth"] <= 3
+
+
+def test_katib_parameters():
+    kat = {p["name"]: p for p in default_space().to_katib()}
+    assert kat["lr"]["parameterType"] == "double" and kat["lr"]["feasibleSpace"]["distribution"] == "logUniform"
+    assert kat["batch_size"]["parameterType"] == "discrete" and kat["batch_size"]["feasibleSpace"]["list"] == ["32", "64", "128"]
+    assert kat["width"]["feasibleSpace"] == {"min": "8", "max": "48", "step": "8"}
+    assert kat["optimizer"]["parameterType"] == "categorical"
+
+
+@pytest.mark.parametrize("kind, name", [("sampler", "grid"), ("sampler", "TPE"), ("pruner", "asha"), ("pruner", "")],
+                         ids=["grid", "case", "asha", "empty"])
+def test_unknown_registry_name_lists_choices(kind, name):
+    make = study.make_sampler if kind == "sampler" else (lambda n: study.make_pruner(n, 9))
+    with pytest.raises(ValueError, match=f"unknown {kind} .*choose one of"):
+        make(name)
+    with pytest.raises(ValueError, match=f"unknown {kind}"):
+        study.TuneSpec("s", "journal:///tmp/x.log", **{kind: name})
+
+
+@pytest.mark.parametrize("name", ["tpe", "random"])
+def test_known_samplers(name):
+    assert study.make_sampler(name, 0) is not None
+
+
+@pytest.mark.parametrize("name, cls", [("hyperband", "HyperbandPruner"), ("sha", "SuccessiveHalvingPruner"),
+                                       ("median", "MedianPruner"), ("none", "NopPruner")])
+def test_known_pruners(name, cls):
+    assert type(study.make_pruner(name, 9)).__name__ == cls
+
+
+@pytest.mark.parametrize("url, match", [
+    ("build/study.log", "must be a URL"),
+    ("redis://localhost/0", "unsupported storage scheme"),
+    ("journal://relative/x.log", "absolute path"),
+    (3, "must be a URL"),
+], ids=["no-scheme", "redis", "relative-journal", "not-str"])
+def test_bad_storage_url(url, match):
+    with pytest.raises(ValueError, match=match):
+        study.check_storage_url(url)
+    with pytest.raises(ValueError, match=match):
+        study.TuneSpec("s", url)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_postgres_fails_fast_and_redacts():
+    url = f"postgresql://optuna:s3cret@127.0.0.1:{_closed_port()}/optuna"
+    with pytest.raises(study.StorageError, match=r"unreachable: cannot connect to 127\.0\.0\.1") as e:
+        study.open_storage(url, connect_timeout_s=2)
+    assert "s3cret" not in str(e.value) and "***" in str(e.value)
+
+
+def test_unwritable_journal_is_a_storage_error():
+    with pytest.raises(study.StorageError, match="cannot create/append"):
+        study.open_storage("journal:///proc/hpcml-no/such.log")
+
+
+def test_run_study_checks_storage_before_data(tmp_path):
+    spec = study.TuneSpec("s", f"postgresql://u@127.0.0.1:{_closed_port()}/db", dataset_dir=str(tmp_path / "none"))
+    with pytest.raises(study.StorageError):
+        study.run_study(spec)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"n_trials": 0}, "n_trials"), ({"epochs": 0}, "epochs"), ({"study_name": " "}, "study_name"),
+    ({"reduction_factor": 1}, "reduction_factor"), ({"train_rows": 0}, "train_rows"),
+    ({"fixed": {"lr": 0.1}}, "also searched"),
+], ids=["trials", "epochs", "name", "eta", "rows", "fixed-clash"])
+def test_bad_spec(kw, match):
+    args = {"study_name": "s", "storage": "journal:///tmp/x.log", **kw}
+    with pytest.raises(ValueError, match=match):
+        study.TuneSpec(**args)
+
+
+def test_spec_json_round_trip():
+    spec = study.TuneSpec("s", "journal:///tmp/x.log", space=SearchSpace((CategoricalParam("optimizer", ("sgd",)),)))
+    assert study.TuneSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ValueError, match="unknown field"):
+        study.TuneSpec.from_json('{"study_name": "s", "storage": "journal:///x", "space": {"params": []}, "x": 1}')
+
+
+@pytest.mark.parametrize("n, workers, expect", [(12, 2, [6, 6]), (7, 2, [4, 3]), (2, 3, [1, 1, 0]), (5, 1, [5])],
+                         ids=["even", "odd", "fewer-than-workers", "one"])
+def test_trial_shares_sum_to_budget(n, workers, expect):
+    assert [study.share(n, i, workers) for i in range(workers)] == expect
+
+
+@pytest.mark.parametrize("worker, n, cpus, expect", [
+    (0, 2, [0, 1], [0]), (1, 2, [0, 1], [1]), (0, 1, [0, 1], [0, 1]),
+    (0, 3, range(8), [0, 1, 2]), (2, 3, range(8), [6, 7]), (3, 4, [0, 1], [1]), (1, 2, [4, 2, 6, 8], [6, 8]),
+], ids=["w0of2", "w1of2", "one-worker", "uneven-first", "uneven-last", "oversubscribed", "sparse-cpus"])
+def test_core_share(worker, n, cpus, expect):
+    assert core_share(worker, n, cpus) == expect
+
+
+def test_core_share_errors():
+    with pytest.raises(ValueError, match="out of range"):
+        core_share(2, 2, [0, 1])
+    with pytest.raises(ValueError, match="no CPUs"):
+        core_share(0, 1, [])
+
+
+def test_redact():
+    assert study.redact("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
+    assert study.redact("journal:///tmp/x.log") == "journal:///tmp/x.log"

