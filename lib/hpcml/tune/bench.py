@@ -29,6 +29,15 @@ def fresh_journal(name: str, folder: Path | None = None) -> str:
     return f"journal://{path}"
 
 
+def variant_spec(spec: TuneSpec, sampler: str, pruner: str, folder: Path | None = None,
+                 fresh: bool = False) -> TuneSpec:
+    """The spec of one benchmark variant (its own study name and journal file)."""
+    name = f"{spec.study_name}-{sampler}-{pruner}"
+    folder = paths.ensure(Path(folder or paths.build_dir() / "tune" / "bench"))
+    url = fresh_journal(name, folder) if fresh else f"journal://{folder / f'{name}.log'}"
+    return spec.replace(study_name=name, sampler=sampler, pruner=pruner, storage=url)
+
+
 def best_so_far(study: Any) -> list[tuple[int, float]]:
     """``(cumulative epochs, best completed val accuracy so far)`` after each finished trial."""
     out, spent, best = [], 0, float("nan")
@@ -52,8 +61,7 @@ def compare(spec: TuneSpec, variants: Sequence[tuple[str, str]] = DEFAULT_VARIAN
     rows, studies = [], {}
     for sampler, pruner in variants:
         key = f"{sampler}+{pruner}"
-        s = spec.replace(study_name=f"{spec.study_name}-{sampler}-{pruner}", sampler=sampler, pruner=pruner,
-                         storage=fresh_journal(f"{spec.study_name}-{sampler}-{pruner}", folder))
+        s = variant_spec(spec, sampler, pruner, folder, fresh=True)
         t0 = time.perf_counter()
         study = run_study(s, threads=threads, data=data)
         summ = summarize(study)
