@@ -360,7 +360,7 @@ def run(spec: TrainSpec) -> dict[str, Any]:
         emit({"event": "start", "world_size": hvd.size(), "threads": spec.threads_per_worker,
               "cores_rank0": cores, "steps_per_epoch": t.steps_per_epoch, "elastic": spec.elastic})
     if spec.metrics_port:
-        t.exporter = Exporter(spec.metrics_port + hvd.rank(), hvd.rank())
+        t.exporter = Exporter(spec.metrics_port + hvd.local_rank(), hvd.rank())  # one port per slot on a node
     try:
         return _train_elastic(t) if spec.elastic else _train_fixed(t)
     finally:
