@@ -227,3 +227,22 @@ def test_two_workers_against_postgresql(dataset, postgres, tmp_path, build_tmp):
     assert len({t.user_attrs["worker"] for t in st.trials}) == 2
     again = run_study(spec, n_trials=1, threads=1)  # resume on the database too
     assert [t.number for t in again.trials] == [0, 1, 2, 3, 4]
+
+
+def test_katib_trial_prints_metrics_per_epoch(dataset, tmp_path):
+    """The Katib trial entry point trains one configuration and prints Katib's StdOut format."""
+    import sys
+
+    from hpcml.tune.workers import _env
+
+    spec = _spec(dataset, _journal(tmp_path), study_name="katib", epochs=2)
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    base = [sys.executable, "-m", "hpcml.tune.workers", "trial", "--spec", str(tmp_path / "spec.json"), "--threads", "1"]
+    sets = ["--set=lr=0.05", "--set=batch_size=64", "--set=width=4", "--set=optimizer=sgd"]
+    r = subprocess.run(base + sets, capture_output=True, text=True, timeout=300, env=_env())
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("epoch=")]
+    assert [ln.split()[0] for ln in lines] == ["epoch=1", "epoch=2"]
+    assert all(0.0 <= float(ln.split("val_accuracy=")[1].split()[0]) <= 1.0 for ln in lines)
+    bad = subprocess.run(base + sets[:2], capture_output=True, text=True, timeout=300, env=_env())
+    assert bad.returncode != 0 and "missing --set for ['optimizer', 'width']" in bad.stderr
