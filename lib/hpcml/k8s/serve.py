@@ -52,7 +52,7 @@ class ServeSpec:
     target_cpu_utilisation: int = 70
     target_inflight: int = 8
     max_batch_size: int = 32
-    max_wait_ms: float = 2.0
+    max_wait_ms: float = 0.0  # 0 = adaptive: run as soon as the model is free (measured best in 04)
     account_id: str = "111122223333"
     region: str = "us-east-1"
     sagemaker_instance_type: str = "ml.c6i.xlarge"
