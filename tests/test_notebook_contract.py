@@ -41,6 +41,12 @@ def test_parameters_cell(nb_path):
     for p in params:
         assert p.type_name, f"{nb_path.name}: parameter {p.name} needs a type annotation"
         assert p.comment, f"{nb_path.name}: parameter {p.name} needs a comment"
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    pm_names = [p.name for p in PythonTranslator.inspect(nbformat.v4.new_code_cell("".join(first["source"])))]
+    assert pm_names == [p.name for p in params], (
+        f"{nb_path.name}: papermill cannot parse every parameter line (avoid '=' in comments): {pm_names}")
     assert nb["metadata"]["kernelspec"]["name"] == "hpcml"
     src = "".join("".join(c["source"]) for c in code)
     assert f'report.begin("{nb_path.stem}"' in src, f"{nb_path.name}: must call report.begin(\"{nb_path.stem}\", ...)"
