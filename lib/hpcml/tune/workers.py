@@ -221,6 +221,9 @@ def run_slurm(spec: TuneSpec, cluster: Any, n_workers: int = 2, cpus_per_worker:
               timeout_s: float = 900) -> dict:
     """The same workers as a Slurm job array (``--array=0-(P-1)``; task id = worker index).
 
+    Each task pins itself to its share of the CPUs Slurm lets it see (its own set when the
+    cluster binds tasks; otherwise the array splits the node's cores like local workers).
+
     Returns:
         The study summary plus the job result fields (``job_id``, ``state``, ``elapsed_s``).
     """
@@ -230,7 +233,7 @@ def run_slurm(spec: TuneSpec, cluster: Any, n_workers: int = 2, cpus_per_worker:
     path = spec_file(spec)
     body = (f'cd "{paths.repo_root()}"\n'
             f'"{sys.executable}" -m hpcml.tune.workers --spec "{path}" '
-            f'--worker "$SLURM_ARRAY_TASK_ID" --of {n_workers} --no-pin')
+            f'--worker "$SLURM_ARRAY_TASK_ID" --of {n_workers}')
     res = cluster.run_batch(body, name=f"tune-{spec.study_name}"[:40], cpus_per_task=cpus_per_worker,
                             time_limit_min=max(int(timeout_s // 60) + 1, 2), timeout_s=timeout_s,
                             env={**_env(), "HPCML_BUILD": str(paths.build_dir())}, array=f"0-{n_workers - 1}")
