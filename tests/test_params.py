@@ -58,3 +58,17 @@ def test_parse_override():
     assert parse_override("seed=1") == (None, "seed", 1)
     with pytest.raises(ParameterError, match="name=value"):
         parse_override("seed")
+
+
+@pytest.mark.parametrize("profile", ["ci.yaml", "full.yaml"])
+def test_shipped_profiles_match_the_notebooks(profile):
+    """Every value in params/*.yaml names a declared parameter of its notebook, with its type."""
+    from pathlib import Path
+
+    from hpcml import pipeline
+
+    prof = load_profile(Path(__file__).resolve().parent.parent / "params" / profile)
+    stems = {p.stem for p in pipeline.discover()}
+    assert set(prof) - {"common"} <= stems, f"{profile} names unknown notebooks"
+    for nb in pipeline.discover():
+        values_for(nb.stem, prof, pipeline.declared_parameters(nb))
