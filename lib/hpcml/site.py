@@ -31,8 +31,9 @@ body.hpcml-index{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;
 .status{font-size:.8rem;font-weight:600;padding:.1rem .5rem;border-radius:10px;color:#fff}
 .status.ok{background:var(--ok)}.status.failed{background:var(--bad)}.status.skipped,.status.pending,.status.missing{background:var(--skip)}
 .blurb{font-size:.88rem;color:var(--muted);margin:.2rem 0 .5rem}
-table.metrics{border-collapse:collapse;font-size:.86rem;width:100%}table.metrics td{padding:.15rem .3rem;border-bottom:1px solid #e5e8eb}
-table.metrics td.v{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
+table.metrics{border-collapse:collapse;font-size:.82rem;width:100%;table-layout:fixed}table.metrics td{padding:.15rem .3rem;border-bottom:1px solid #e5e8eb;overflow-wrap:anywhere}
+table.metrics td:first-child{width:58%}
+table.metrics td.v{text-align:right;font-variant-numeric:tabular-nums}
 .pipeline-pic{max-width:100%;border:1px solid #d8dee4;border-radius:6px;margin:1rem 0}
 .hpcml-nav{font-family:system-ui,sans-serif;background:#f6f8fa;border-bottom:1px solid #d8dee4;padding:.6rem 1rem;display:flex;gap:1.2rem;align-items:center;flex-wrap:wrap;position:sticky;top:0;z-index:10}
 .hpcml-nav a{color:#0b5cad;text-decoration:none;font-weight:500}.hpcml-nav .title{font-weight:700;margin-right:auto}
@@ -153,12 +154,22 @@ def _title_and_blurb(executed: str) -> tuple[str, str]:
 
     nb = nbformat.read(str(p), as_version=4)
     for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            lines = [ln.strip() for ln in cell.source.splitlines() if ln.strip()]
-            title = next((ln.lstrip("# ") for ln in lines if ln.startswith("# ")), "")
-            rest = [ln for ln in lines if not ln.startswith("#") and not ln.startswith("**")]
-            blurb = re.sub(r"[*_`]", "", rest[0]) if rest else ""
-            return title, blurb[:220]
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell.cell_type != "markdown" or any(t.startswith("papermill-error") for t in tags):
+            continue
+        lines = [ln.strip() for ln in cell.source.splitlines() if ln.strip()]
+        title = next((ln.lstrip("# ") for ln in lines if ln.startswith("# ")), "")
+        rest = [ln for ln in lines if not ln.startswith("#") and not ln.startswith("**")]
+        first = rest[:1]
+        for ln in rest[1:]:  # continuation lines of the first paragraph or bullet
+            if ln.startswith(("- ", "* ")) or ln[:2].rstrip(".").isdigit():
+                break
+            first.append(ln)
+        blurb = re.sub(r"^[-*]\s+", "", " ".join(first))
+        blurb = re.sub(r"[*_`]", "", blurb)
+        if blurb:
+            blurb = blurb[0].upper() + blurb[1:]
+        return title, (blurb if len(blurb) <= 240 else blurb[:237].rsplit(" ", 1)[0] + "…")
     return "", ""
 
 
