@@ -85,6 +85,22 @@ def _header(name: str, title: str, prev: str | None, nxt: str | None) -> str:
     )
 
 
+def _declared(executed: str):
+    """The parameters declared in the executed notebook's ``parameters`` cell."""
+    import nbformat
+
+    from hpcml.params import parse_parameters_cell
+
+    p = Path(executed)
+    if not p.exists():
+        return []
+    nb = nbformat.read(str(p), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return parse_parameters_cell(cell.source)
+    return []
+
+
 def _meta_block(run: dict[str, Any], body: str) -> str:
     parts = ['<div class="hpcml-meta">']
     status = run.get("status", "ok")
@@ -101,10 +117,17 @@ def _meta_block(run: dict[str, Any], body: str) -> str:
             f'<pre>{html.escape(str(err.get("ename", "")))}: {html.escape(str(err.get("evalue", ""))[:3000])}</pre></div>'
         )
     params = run.get("parameters") or {}
-    rows = "".join(f"<li><code>{html.escape(k)} = {html.escape(json.dumps(v))}</code></li>" for k, v in params.items())
+    rows = ""
+    for p in _declared(run.get("executed", "")):
+        if p.name in params:
+            val, note = json.dumps(params[p.name]), " <em>(from the profile)</em>"
+        else:
+            val, note = p.default, ""
+        rows += (f"<li><code>{html.escape(p.name)} = {html.escape(val)}</code>{note}"
+                 f" <small>{html.escape(p.comment)}</small></li>")
     parts.append(
         "<details open><summary>Parameters of this run</summary>"
-        + (f"<ul>{rows}</ul>" if rows else "<p>defaults of the parameters cell</p>")
+        + (f"<ul>{rows}</ul>" if rows else "<p>none</p>")
         + "</details>"
     )
     heads = _headings(body)
