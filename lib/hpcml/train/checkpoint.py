@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +35,7 @@ class CheckpointError(RuntimeError):
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:
-    paths.ensure(path.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    paths.atomic_write_bytes(path, data)
 
 
 def _to_bytes(obj: Any) -> bytes:
