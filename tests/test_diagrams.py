@@ -29,7 +29,7 @@ def test_render_all_copies_the_site_picture_only_when_asked(build_tmp, monkeypat
     monkeypatch.setenv("HPCML_ROOT", str(fake_root))
     diagrams.render_all(("pipeline_eks",), copy_pipeline_to_repo=False)
     assert not (fake_root / "diagrams" / "pipeline_eks.png").exists()
-    diagrams.render_all(("pipeline_eks",))
+    diagrams.render_all(("pipeline_eks",), copy_pipeline_to_repo=True)
     assert (fake_root / "diagrams" / "pipeline_eks.png").read_bytes()[:8] == PNG_MAGIC
 
 
