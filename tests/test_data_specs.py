@@ -130,3 +130,32 @@ def test_render_paths_and_sbatch():
     sb = out["data/preprocess.sbatch"]
     assert sb.startswith("#!/bin/bash") and "#SBATCH --job-name=hpcml-preprocess" in sb
     assert "-m hpcml.data.cli" in sb and 'local[${SLURM_CPUS_PER_TASK' in sb
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("stats, want", [
+    pytest.param([], [], id="empty"),
+    pytest.param([{"split": "train", "bucket": 3, "rows": 5}, {"split": "train", "bucket": -2, "rows": 4},
+                  {"split": "train", "bucket": 3, "rows": 1}],
+                 [("train", -2, 0), ("train", 3, 4)], id="buckets-in-hash-order-labels-summed"),
+    pytest.param([{"split": "val", "bucket": 0, "rows": 2}, {"split": "train", "bucket": 0, "rows": 7},
+                  {"split": "val", "bucket": 1, "rows": 3}],
+                 [("train", 0, 0), ("val", 0, 0), ("val", 1, 2)], id="offsets-restart-per-split"),
+])
+def test_bucket_offsets(stats, want):
+    assert job.bucket_offsets(stats) == want
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spark_s, pandas_s, expect", [
+    pytest.param((8.0, 16.0), (4.0, 20.0), "overtake pandas near 30,000 rows", id="spark-cheaper-per-row"),
+    pytest.param((6.0, 26.0), (1.0, 21.0), "no crossover", id="spark-dearer-per-row"),
+])
+def test_bench_summary_states_crossover_from_fit(spark_s, pandas_s, expect):
+    from hpcml.data import viz
+
+    res = {n: [{"engine": "spark", "seconds": s, "rows_per_s": n / s}, {"engine": "pandas", "seconds": p,
+               "rows_per_s": n / p}] for n, s, p in zip((10_000, 50_000), spark_s, pandas_s)}
+    text = "\n".join(viz.bench_summary(res))
+    assert expect in text
+    assert "fastest pandas" in text.splitlines()[0] or "fastest spark" in text.splitlines()[0]

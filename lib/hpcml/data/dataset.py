@@ -115,7 +115,9 @@ def build_manifest(files: Sequence[Path], stats: list[dict], norm: dict, shards:
     if sum(s["rows"] for s in shards.values()) != distinct:
         raise RuntimeError(f"shards hold {sum(s['rows'] for s in shards.values())} rows but {distinct} distinct "
                            f"clean rows were counted: refusing to publish")
-    labels = {sp: {str(r["label"]): r["rows"] for r in stats if r["split"] == sp} for sp in job.SPLITS}
+    labels: dict[str, dict[str, int]] = {sp: {} for sp in job.SPLITS}
+    for r in sorted(stats, key=lambda r: (r["split"], r["label"])):
+        labels[r["split"]][str(r["label"])] = labels[r["split"]].get(str(r["label"]), 0) + r["rows"]
     n_q = sum(quarantined.values())
     return {
         "format": FORMAT,
@@ -164,6 +166,7 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
         tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
         try:
             t0 = time.perf_counter()
+            job.persist_plan(plan)  # the text is read once: the quarantine write fills the cache
             plan["quarantine"].write.parquet(str(tmp / "_quarantine"))
             for junk in (tmp / "_quarantine").glob("_SUCCESS"):
                 junk.unlink()
@@ -174,15 +177,14 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
             times["stats"] = time.perf_counter() - t0
             hook("stats")
             t0 = time.perf_counter()
-            (plan["output"].repartition(max(1, min(3 * n_shards, 64)), "split", "shard")
-             .sortWithinPartitions("split", "shard", "idx").drop("idx")
-             .write.partitionBy("split", "shard").parquet(str(tmp / "_spark")))
+            plan["output"].drop("idx").write.partitionBy("split", "shard").parquet(str(tmp / "_spark"))
             _collect_shards(tmp / "_spark", tmp, n_shards)
             times["shards"] = time.perf_counter() - t0
             hook("shards")
             split_conf = {"method": "pmod(xxhash64(seed, label, pixels), 1000)", "seed": seed,
                           "fractions": {"train": round(1 - val_frac - test_frac, 6), "val": val_frac, "test": test_frac},
-                          "shard_rule": "row_number over (partition by split order by h, label, pixels) mod n_shards"}
+                          "shard_rule": "(rows of the split in lower h-buckets + row_number over (partition by split, "
+                                        "bucket order by h, label, pixels) - 1) mod n_shards"}
             manifest = build_manifest(plan["files"], plan["stats"], plan["norm"], _shard_table(tmp, n_shards),
                                       _quarantine_counts(tmp / "_quarantine"), n_shards, split_conf)
             os.chmod(paths.atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1)), 0o644)
@@ -192,8 +194,8 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         finally:
-            if "split" in plan and plan["split"].is_cached:
-                plan["split"].unpersist()
+            if plan["grouped"].is_cached:
+                plan["grouped"].unpersist()
     return dict(manifest, seconds=times)
 
 

@@ -89,14 +89,19 @@ def read_raw(spark, files: Sequence[Path]):
 def parse(raw):
     """Tokenise and type every line; ``reason`` is null for a clean row, else the first rule broken.
 
-    Columns: ``value``, ``source_file``, ``label`` int, ``pixels`` array<int>, ``reason``.
+    Columns: ``value``, ``source_file``, ``label`` int, ``pixels`` array<smallint>, ``reason``.
+    Tokens are typed with one array ``try_cast`` (code-generated) checked as int; the
+    validated values (0-255) are then kept as smallint, which halves the bytes every later
+    shuffle and the cache move and hashes/sorts exactly like int (``xxhash64`` hashes both
+    as 4-byte ints). The one lambda left, ``exists(… is null)``, measured no slower than
+    the cast itself; lambdas that *compute* per element (``aggregate``) are avoided.
     """
     from pyspark.sql import functions as F
 
-    tok = F.split(F.regexp_replace("value", "\r$", ""), ",", -1)
-    df = raw.withColumn("tokens", tok)
+    v = F.col("value")  # strip a CRLF line end without a regex over the whole line
+    line = F.when(v.endswith("\r"), F.expr("substring(value, 1, length(value) - 1)")).otherwise(v)
+    df = raw.withColumn("tokens", F.split(line, ",", -1))
     df = df.withColumn("label", F.expr("try_cast(tokens[0] as int)"))
-    # one array cast (code-generated), not a per-element lambda: invalid tokens become null
     df = df.withColumn("pixels", F.expr(f"try_cast(slice(tokens, 2, {N_PIXELS}) as array<int>)"))
     reason = (
         F.when(F.size("tokens") != N_PIXELS + 1, F.lit("wrong_column_count"))
@@ -106,26 +111,47 @@ def parse(raw):
         .when(F.expr("exists(pixels, x -> x is null)"), F.lit("non_numeric_pixel"))
         .when((F.array_min("pixels") < 0) | (F.array_max("pixels") > 255), F.lit("pixel_out_of_range"))
     )
-    return df.withColumn("reason", reason).drop("tokens")
+    return (df.withColumn("reason", reason).drop("tokens")
+            .withColumn("pixels", F.when(F.col("reason").isNull(), F.col("pixels").cast("array<smallint>"))))
 
 
-def quarantine(parsed):
-    """The rejected rows, nothing dropped: ``reason``, ``source_file``, ``raw`` (the line as read)."""
+def group_rows(parsed):
+    """The job's one shuffle over the input: clean rows collapse per (label, pixels), bad rows stay apart.
+
+    Clean rows keep only ``label``/``pixels`` (reason, source and raw line are null), bad rows
+    only ``reason``/``source_file``/``raw`` (label and pixels are null), so a single
+    ``groupBy`` both de-duplicates the clean rows and carries the quarantine along; ``copies``
+    counts the input lines behind each output row. The result is what :func:`hpcml.data.dataset.run_job`
+    persists, so the raw text is read and parsed exactly once.
+    """
     from pyspark.sql import functions as F
 
-    return parsed.where(F.col("reason").isNotNull()).select("reason", "source_file", F.col("value").alias("raw"))
+    bad = F.col("reason").isNotNull()
+    keyed = parsed.select("reason", F.when(bad, F.col("source_file")).alias("source_file"),
+                          F.when(bad, F.col("value")).alias("raw"), F.when(~bad, F.col("label")).alias("label"),
+                          F.when(~bad, F.col("pixels")).alias("pixels"))
+    return keyed.groupBy("reason", "source_file", "raw", "label", "pixels").agg(F.count(F.lit(1)).alias("copies"))
 
 
-def dedup(parsed):
+def quarantine(grouped):
+    """The rejected rows, one per input line, nothing dropped: ``reason``, ``source_file``, ``raw``."""
+    from pyspark.sql import functions as F
+
+    return (grouped.where(F.col("reason").isNotNull())
+            .select("reason", "source_file", "raw", F.explode(F.array_repeat(F.lit(1), F.col("copies").cast("int"))))
+            .drop("col"))
+
+
+def dedup(grouped):
     """Clean rows, one per distinct (label, pixels); ``copies`` counts how many were read."""
     from pyspark.sql import functions as F
 
-    clean = parsed.where(F.col("reason").isNull()).select("label", "pixels")
-    return clean.groupBy("label", "pixels").agg(F.count(F.lit(1)).alias("copies"))
+    return grouped.where(F.col("reason").isNull()).select("label", "pixels", "copies")
 
 
 def assign_split(df, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0):
-    """Add ``h`` (xxhash64 of seed, label, pixels) and ``split`` (train/val/test by ``h`` mod 1000)."""
+    """Add ``h`` (xxhash64 of seed, label, pixels), ``split`` (train/val/test by ``h`` mod 1000) and
+    ``bucket`` (the top :data:`BUCKET_BITS` bits of ``h``: buckets follow ``h`` order)."""
     from pyspark.sql import functions as F
 
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
@@ -134,23 +160,38 @@ def assign_split(df, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 
     b = F.pmod("h", F.lit(1000))
     train_hi, val_hi = round(1000 * (1 - val_frac - test_frac)), round(1000 * (1 - test_frac))
     split = F.when(b < train_hi, "train").when(b < val_hi, "val").otherwise("test")
-    return df.withColumn("split", split)
+    return df.withColumn("split", split).withColumn("bucket", F.shiftright("h", 64 - BUCKET_BITS).cast("int"))
+
+
+#: ``h`` is cut into 2**BUCKET_BITS ordered ranges; shard numbering runs one window task per range.
+BUCKET_BITS = 6
 
 
 def split_stats(split_df) -> list[dict]:
-    """One aggregation pass: per (split, label) the distinct rows, rows read, pixel sum and sum of squares.
+    """Two small aggregations: rows and input copies per (split, label, bucket); pixel sum and sum
+    of squares per label of the train split (the only split normalisation is fit on).
+
+    Pixel sums come from ``explode`` (code-generated) rather than an ``aggregate`` lambda over
+    each array, which Spark evaluates element by element in interpreted mode.
 
     Returns:
-        Rows as dicts ``{"split", "label", "rows", "copies", "s", "ss"}`` (small: ≤ 30 of them).
+        Rows as dicts ``{"split", "label", "bucket", "rows", "copies", "s", "ss"}`` (``s``/``ss``
+        are 0 outside train); at most 3 × 10 × 2**BUCKET_BITS of them.
     """
     from pyspark.sql import functions as F
 
-    agg = split_df.groupBy("split", "label").agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum("copies").alias("copies"),
-        F.sum(F.expr("aggregate(pixels, 0L, (a, x) -> a + x)")).alias("s"),
-        F.sum(F.expr("aggregate(pixels, 0D, (a, x) -> a + cast(x as double) * x)")).alias("ss"))
-    return [r.asDict() for r in agg.orderBy("split", "label").collect()]
+    counts = split_df.groupBy("split", "label", "bucket").agg(F.count(F.lit(1)).alias("rows"),
+                                                              F.sum("copies").alias("copies"))
+    x = F.col("x")
+    px = (split_df.where(F.col("split") == "train").select("label", F.explode("pixels").alias("x"))
+          .groupBy("label").agg(F.sum(x).alias("s"), F.sum(x.cast("double") * x).alias("ss")))
+    sums = {r["label"]: (r["s"], r["ss"]) for r in px.collect()}
+    out = []
+    for r in counts.orderBy("split", "label", "bucket").collect():
+        d = r.asDict()  # a label's train sums go on its first train row, so summing rows counts them once
+        d["s"], d["ss"] = sums.pop(d["label"], (0, 0.0)) if d["split"] == "train" else (0, 0.0)
+        out.append(d)
+    return out
 
 
 def normalization_from_stats(stats: list[dict]) -> dict:
@@ -172,18 +213,38 @@ def normalization_from_stats(stats: list[dict]) -> dict:
     return {"scale": 1 / 255, "mean": mean, "std": max(var, 1e-12) ** 0.5, "fit_on": "train", "n_images": n}
 
 
-def assign_shards(split_df, n_shards: int):
+def bucket_offsets(stats: list[dict]) -> list[tuple[str, int, int]]:
+    """``(split, bucket, rows before this bucket in its split)`` from :func:`split_stats` rows (pure)."""
+    per: dict[tuple[str, int], int] = {}
+    for r in stats:
+        key = (r["split"], r["bucket"])
+        per[key] = per.get(key, 0) + r["rows"]
+    out, run = [], {}
+    for split, bucket in sorted(per):
+        out.append((split, bucket, run.get(split, 0)))
+        run[split] = run.get(split, 0) + per[(split, bucket)]
+    return out
+
+
+def assign_shards(split_df, n_shards: int, offsets: list[tuple[str, int, int]]):
     """Number each split's rows in (h, label, pixels) order and deal them to ``n_shards`` shards.
 
-    Adds ``idx`` (0-based position within the split) and ``shard`` (= idx mod n_shards).
+    The order is total within a split, but no task sees a whole split: ``row_number`` runs
+    over a window per (split, bucket) — 3 × 2**BUCKET_BITS small, evenly filled ranges of
+    ``h`` — and the bucket's offset (rows of the split in lower buckets, from
+    :func:`bucket_offsets`) makes the numbers global. Adds ``idx`` (0-based position within
+    the split) and ``shard`` (= idx mod n_shards), so shard sizes differ by at most one row.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if not isinstance(n_shards, int) or n_shards < 1:
         raise DataInputError(f"n_shards must be an int >= 1 (one shard per training worker), got {n_shards!r}")
-    w = Window.partitionBy("split").orderBy("h", "label", "pixels")
-    df = split_df.withColumn("idx", F.row_number().over(w) - 1)
+    spark = split_df.sparkSession
+    off = spark.createDataFrame(offsets or [("train", 0, 0)], "split string, bucket int, offset long")
+    w = Window.partitionBy("split", "bucket").orderBy("h", "label", "pixels")
+    df = split_df.join(F.broadcast(off), ["split", "bucket"]).withColumn(
+        "idx", F.col("offset") + F.row_number().over(w) - 1)
     return df.withColumn("shard", F.pmod("idx", F.lit(n_shards)).cast("int"))
 
 
@@ -200,34 +261,46 @@ def build_plan(spark, inputs, n_shards: int, val_frac: float = 0.1, test_frac: f
     """All the job's DataFrames, lazily (nothing runs until an action): the notebook explains them.
 
     Returns:
-        ``{"files", "parsed", "quarantine", "deduped", "split"}``; the sharded output needs
-        the train statistics, so it is built by :func:`finish_plan`.
+        ``{"files", "parsed", "grouped", "quarantine", "deduped", "split", "split_args"}``; the sharded output
+        needs the train statistics, so it is built by :func:`finish_plan`.
     """
     if not isinstance(n_shards, int) or n_shards < 1:
         raise DataInputError(f"n_shards must be an int >= 1 (one shard per training worker), got {n_shards!r}")
     files = list_inputs(inputs)
     parsed = parse(read_raw(spark, files))
-    deduped = dedup(parsed)
-    return {"files": files, "parsed": parsed, "quarantine": quarantine(parsed), "deduped": deduped,
-            "split": assign_split(deduped, val_frac, test_frac, seed)}
+    grouped = group_rows(parsed)
+    deduped = dedup(grouped)
+    return {"files": files, "parsed": parsed, "grouped": grouped, "quarantine": quarantine(grouped),
+            "deduped": deduped, "split": assign_split(deduped, val_frac, test_frac, seed),
+            "split_args": {"val_frac": val_frac, "test_frac": test_frac, "seed": seed}}
 
 
-def finish_plan(plan: dict, n_shards: int, persist: bool = True) -> dict:
+def persist_plan(plan: dict) -> dict:
+    """Keep the grouped rows (memory, spilling to disk): every later stage reads them, not the text.
+
+    Rebuilds the downstream DataFrames on the persisted one so they all share the cache.
+    """
+    from pyspark import StorageLevel
+
+    g = plan["grouped"].persist(StorageLevel.MEMORY_AND_DISK)
+    plan.update(grouped=g, quarantine=quarantine(g), deduped=dedup(g))
+    plan["split"] = assign_split(plan["deduped"], **plan["split_args"])
+    return plan
+
+
+def finish_plan(plan: dict, n_shards: int) -> dict:
     """Fit the normalisation on train and add ``stats``, ``norm`` and the final ``output`` DataFrame.
 
-    Args:
-        plan: from :func:`build_plan`.
-        n_shards: shards per split.
-        persist: keep the de-duplicated rows (memory, spilling to disk) between the
-            statistics pass and the shard pass, so the raw files are parsed once for both.
+    ``output`` is already laid out for the writer: one partition per (split, shard) group,
+    rows in ``idx`` order; pixels are normalised to float *after* that shuffle, so it moves
+    2-byte integers rather than 4-byte floats.
     """
-    if persist:
-        from pyspark import StorageLevel
-
-        plan["split"] = plan["split"].persist(StorageLevel.MEMORY_AND_DISK)
     plan["stats"] = split_stats(plan["split"])
     plan["norm"] = normalization_from_stats(plan["stats"])
-    plan["output"] = normalize(assign_shards(plan["split"], n_shards), plan["norm"])
+    sharded = assign_shards(plan["split"], n_shards, bucket_offsets(plan["stats"]))
+    laid_out = (sharded.repartition(max(1, min(3 * n_shards, 64)), "split", "shard")
+                .sortWithinPartitions("split", "shard", "idx"))
+    plan["output"] = normalize(laid_out, plan["norm"])
     return plan
 
 

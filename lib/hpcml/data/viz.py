@@ -111,5 +111,52 @@ def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple[float, str]
     return out
 
 
+def fixed_and_per_row(results: dict[int, list[dict]], engine: str) -> tuple[float, float] | None:
+    """Least-squares fit ``seconds = fixed + per_row * rows`` of one engine over the sizes it ran.
+
+    Returns:
+        ``(fixed_s, per_row_s)``, or None with fewer than two sizes.
+    """
+    pts = [(n, r["seconds"]) for n, rs in results.items() for r in rs if r["engine"] == engine and "seconds" in r]
+    if len({n for n, _ in pts}) < 2:
+        return None
+    n = np.array([p[0] for p in pts], float)
+    t = np.array([p[1] for p in pts], float)
+    per_row, fixed = np.polyfit(n, t, 1)
+    return float(fixed), float(per_row)
+
+
+def bench_summary(results: dict[int, list[dict]]) -> list[str]:
+    """Sentences stating what this run measured: the fastest engine and Spark's ratios per size, and
+    each engine's fixed cost and per-row cost, with the size where Spark would overtake pandas
+    if the linear fit held (or why it would not)."""
+    lines = []
+    for size, rs in sorted(results.items()):
+        ran = {r["engine"]: r["rows_per_s"] for r in rs if "rows_per_s" in r}
+        if not ran:
+            continue
+        best = max(ran, key=ran.get)
+        line = f"{size:,} rows: fastest {best} ({ran[best]:,.0f} rows/s)"
+        if "spark" in ran:
+            line += f"; Spark {ran['spark']:,.0f} rows/s = {ran['spark'] / ran[best]:.2f}x the fastest"
+            if "pandas" in ran:
+                line += f", {ran['spark'] / ran['pandas']:.2f}x pandas"
+        lines.append(line)
+    fits = {e: fixed_and_per_row(results, e) for e in ("spark", "pandas", "duckdb")}
+    for e, f in fits.items():
+        if f:
+            fixed = f"{f[0]:.1f} s" if f[0] > 0.05 else "~0 s"
+            lines.append(f"{e}: fixed {fixed} + {f[1] * 1e6:.0f} µs per row (fit over the sizes run)")
+    if fits.get("spark") and fits.get("pandas"):
+        (a_s, b_s), (a_p, b_p) = fits["spark"], fits["pandas"]
+        if b_s < b_p:
+            lines.append(f"Spark's per-row cost is lower: it would overtake pandas near "
+                         f"{max(0.0, (a_s - a_p) / (b_p - b_s)):,.0f} rows if both stayed linear")
+        else:
+            lines.append("Spark's per-row cost is not lower than pandas' on this machine: no crossover "
+                         "follows from these sizes (pandas stops instead when the table no longer fits in memory)")
+    return lines
+
+
 def stage_dir_listing(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in Path(root).rglob("*") if p.is_file())
