@@ -136,6 +136,9 @@ def get_session(master: str | None = None, **kw: Any):
     from pyspark.sql import SparkSession
 
     conf = session_conf(master or os.environ.get("HPCML_SPARK_MASTER", "local[*]"), **kw)
+    if conf.get("spark.driver.bindAddress") == "127.0.0.1":
+        # The JVM picks its own address before reading the conf; keep it on loopback too.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     if conf.get("spark.local.dir"):
         paths.ensure(paths.build_dir() / "spark-tmp")
     builder = SparkSession.builder
