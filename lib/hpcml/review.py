@@ -107,7 +107,7 @@ PRACTICES: list[dict[str, str]] = [
      "evidence": "HighlyAvailable"},
     {"area": "reliability", "practice": "checkpointing that survives a killed worker",
      "how": "atomic ckpt-<step>.pt + latest.json pointer; restart resumes from it", "file": "lib/hpcml/train/checkpoint.py",
-     "evidence": "os.replace"},
+     "evidence": "atomic_write_bytes"},
     {"area": "reliability", "practice": "Spot-aware checkpoint interval",
      "how": "Young/Daly sqrt(2 C M) and Daly's expected wall time", "file": "lib/hpcml/cost/models.py",
      "evidence": "young_daly_interval"},
