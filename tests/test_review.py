@@ -21,7 +21,17 @@ def fake_stage(nb, metrics, params=None):
 def fake_all(skip=()):
     for nb, names in review.CONTRACT.items():
         if nb not in skip:
-            fake_stage(nb, {n: i + 1.5 for i, n in enumerate(names)})
+            extra = {"spark_rows_per_s_20k": 900.0, "spark_rows_per_s_100k": 2500.0} if nb.startswith("01") else {}
+            fake_stage(nb, {**{n: i + 1.5 for i, n in enumerate(names)}, **extra})
+
+
+def test_largest_size_metric_picks_the_biggest_run(build_tmp):
+    fake_stage("01_spark_preprocessing", {"spark_rows_per_s_20k": 1.0, "spark_rows_per_s_1m": 3.0,
+                                          "spark_rows_per_s_100k": 2.0, "spark_rows_per_s_note": 9.0})
+    assert review.largest_size_metric("01_spark_preprocessing", "spark_rows_per_s_") == ("1m", 3.0)
+    fake_stage("01_spark_preprocessing", {"dataset_rows_clean": 1})
+    with pytest.raises(report.MissingMetricsError, match="no spark_rows_per_s_<size>"):
+        review.largest_size_metric("01_spark_preprocessing", "spark_rows_per_s_")
 
 
 def test_results_table_has_every_stage(build_tmp):
@@ -82,7 +92,8 @@ def fake_upstream():
     for nb, names in review.CONTRACT.items():
         if nb == "06_cost_review":
             continue
-        fake_stage(nb, {n: UPSTREAM_VALUES.get(n, 1.0) for n in names},
+        extra = {"spark_rows_per_s_100k": 2500.0} if nb.startswith("01") else {}
+        fake_stage(nb, {**{n: UPSTREAM_VALUES.get(n, 1.0) for n in names}, **extra},
                    params={"world_size": 2} if nb.startswith("02") else {})
     fake_stage("00_cluster_setup", {**{n: 1.0 for n in review.CONTRACT["00_cluster_setup"]}, "node_cpus": 2})
 
