@@ -89,6 +89,9 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600) -> dict[str
     from hpcml.train.local import start_local
 
     tlog = logs.get_logger("train", rank=0)
+    if stack is not None and spec.metrics_port:
+        # keep the ranks' exporters up a few scrapes after training so a fast run is still seen
+        spec = replace(spec, extra={**spec.extra, "exporter_linger_s": 5.0})
     job = start_local(spec, on_progress=lambda ev: tlog.info(ev.get("event", "progress"), extra=ev))
     t0, snapshot = time.time(), None
     ports = [spec.metrics_port + r for r in range(spec.world_size)] if spec.metrics_port else []

@@ -365,6 +365,11 @@ def run(spec: TrainSpec) -> dict[str, Any]:
         return _train_elastic(t) if spec.elastic else _train_fixed(t)
     finally:
         if t.exporter:
+            # A short job can end between two scrapes; keep the final values up for one more
+            # (Prometheus' answer for batch jobs is a Pushgateway; a linger is enough here).
+            linger = float(spec.extra.get("exporter_linger_s", 0))
+            if linger > 0:
+                time.sleep(linger)
             t.exporter.close()
 
 
