@@ -93,6 +93,23 @@ def test_exporter_serves_the_contract_metrics(ds2, tmp_path):
             assert re.search(rf'^{name}{{[^}}]*rank="{r}"', body, re.M), f"rank {r} does not export {name}"
 
 
+def test_exporter_ab_inside_a_real_run_measures_both_arms(ds2, tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = _spec(ds2, tmp_path / "run", epochs=4, metrics_port=port, extra={"exporter_ab_block": 2})
+    m = run_local(spec, timeout_s=240)
+    ab = m["exporter_ab"]
+    assert "error" not in ab, ab
+    assert ab["block_steps"] == 2 and ab["steps_on"] > 0 and ab["steps_off"] > 0
+    assert [b["on"] for b in ab["blocks"][:4]] == [False, True, True, False]
+    # all but the warm-up block and the first step of each block
+    assert sum(b["steps"] for b in ab["blocks"]) == m["steps"] - 2 - len(ab["blocks"])
+    assert ab["mean_step_on_s"] > 0 and ab["mean_step_off_s"] > 0 and math.isfinite(ab["overhead_pct"])
+
+
 def test_world_size_must_equal_shards(ds2, tmp_path):
     with pytest.raises(ValueError, match="world_size=3 but .* has 2 shard"):
         run_local(_spec(ds2, tmp_path / "run", world_size=3), timeout_s=60)
@@ -160,6 +177,16 @@ def test_benchmark_drivers_run_tiny(ds2):
     assert r["world_size"] == 1 and r["synthetic"]["per_rank"][0]["img_per_s"] > 0
     assert len(r["synthetic"]["per_rank"][0]["iters"]) == 2
     assert r["overhead"]["plain_step_s"] > 0 and r["overhead"]["horovod_step_s"] > 0
+    assert r["horovod_cycle_time_ms"] is None
+    c = bench.run_bench(2, ["synthetic"], timeout_s=240, arch="resnet18", image_size=32, batch_size=2, iters=2,
+                        batches_per_iter=1, warmup_batches=1, cycle_time_ms=20)
+    assert c["horovod_cycle_time_ms"] == "20" and len(c["synthetic"]["per_rank"]) == 2
+    ceil = bench.ceiling(2, timeout_s=240, arch="resnet18", image_size=32, batch_size=2, iters=2,
+                         batches_per_iter=1, warmup_batches=1)
+    assert [p["slot"] for p in ceil["per_process"]] == [0, 1]
+    assert sorted(p["cores"][0] for p in ceil["per_process"]) == [0, 1]
+    assert all(len(p[ph]["iters"]) == 2 for p in ceil["per_process"] for ph in ("alone", "together"))
+    assert 0 < ceil["efficiency"] < 1.5 and ceil["alone_img_per_s"] > 0
     p = bench.run_bench(2, ["profile"], timeout_s=240, profile_steps=2, dataset_dir=str(ds2), cnn_batch=16)
     assert p["profile"]["top_ops"] and set(p["profile"]["split_s"]) == {"data", "compute", "allreduce", "optimizer"}
     assert sorted(c[0] for c in p["cores"]) == [0, 1] or len(p["cores"]) == 2

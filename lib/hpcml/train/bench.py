@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "arch": "resnet50", "image_size": 64, "batch_size": 4, "num_classes": 1000, "channels_last": True,
     "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
     "overhead_steps": 20, "overhead_rounds": 3, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
+    "cycle_time_ms": None,
 }
 
 
@@ -88,35 +89,117 @@ def _wrap(hvd: Any, model: torch.nn.Module, lr: float, cfg: dict) -> Any:
     return opt
 
 
-def synthetic(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """Synthetic ResNet benchmark on this rank; every rank's img/s gathered to all."""
+def _synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     from hpcml.train.models import make_model
-    from hpcml.train.worker import Timers, hvd_step
 
     torch.manual_seed(0)
     # Horovod only reduces/broadcasts contiguous tensors, so the weights keep the default
     # layout; a channels-last *input* still makes every activation channels-last (NHWC).
     model = make_model(cfg["arch"], num_classes=cfg["num_classes"])
-    opt = _wrap(hvd, model, 0.01, cfg)
     x = torch.randn(cfg["batch_size"], 3, cfg["image_size"], cfg["image_size"])
     if cfg["channels_last"]:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, cfg["num_classes"], (cfg["batch_size"],))
-    timers = Timers()
+    return model, x, y
+
+
+def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, Any]:
+    """Warm-up batches, then ``iters`` timed iterations of ``batches_per_iter`` steps."""
     for _ in range(cfg["warmup_batches"]):
-        hvd_step(hvd, model, opt, x, y, timers)
-    timers = Timers()
+        step()
+    if on_timed_start:
+        on_timed_start()
     img_secs = []
     for _ in range(cfg["iters"]):
         t0 = time.perf_counter()
         for _ in range(cfg["batches_per_iter"]):
-            hvd_step(hvd, model, opt, x, y, timers)
+            step()
         img_secs.append(cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0))
     mean, conf = ci95(img_secs)
-    mine = {"rank": hvd.rank(), "img_per_s": mean, "conf95": conf, "iters": img_secs, "time_split": dict(timers)}
+    return {"img_per_s": mean, "conf95": conf, "iters": img_secs}
+
+
+def synthetic(hvd: Any, cfg: dict) -> dict[str, Any]:
+    """Synthetic ResNet benchmark on this rank; every rank's img/s gathered to all."""
+    from hpcml.train.worker import Timers, hvd_step
+
+    model, x, y = _synthetic_model(cfg)
+    opt = _wrap(hvd, model, 0.01, cfg)
+    import psutil
+
+    proc, timers, start = psutil.Process(), Timers(), {}
+
+    def timed_start() -> None:
+        timers.update(Timers())
+        start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches())
+
+    mine = {"rank": hvd.rank(), **_timed_iters(lambda: hvd_step(hvd, model, opt, x, y, timers), cfg,
+                                               on_timed_start=timed_start)}
+    wall, cpu, ctx = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches()
+    mine["time_split"] = dict(timers)
+    # what the process spent besides the step's own maths: kernel time and thread wake-ups
+    mine["process"] = {"user_s": cpu.user - start["cpu"].user, "system_s": cpu.system - start["cpu"].system,
+                       "wall_s": wall, "ctx_switches_per_s": (ctx.voluntary + ctx.involuntary
+                                                          - start["ctx"].voluntary - start["ctx"].involuntary) / wall}
     ranks = hvd.allgather_object(mine)
     return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
             "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks]))}
+
+
+def _wait_files(d: Path, names: list[str], timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all((d / n).exists() for n in names):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"independent benchmark: waited {timeout_s} s for {names} in {d}")
+        time.sleep(0.01)
+
+
+def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
+    """The synthetic step in plain PyTorch (no Horovod, no communication), pinned like rank ``slot``.
+
+    With ``n`` slots sharing ``barrier_dir`` the phases are: warm-up; the first half of the
+    slots each timed **alone** in turn (the others sleep on a file barrier); all slots timed
+    **together**; then the second half alone. Alone and together are measured by the same
+    processes, minutes apart at most, so slow drift on a shared machine hits both.
+    """
+    from hpcml.train.worker import pin_cpus
+
+    torch.set_num_threads(int(cfg["threads"]))
+    cores = pin_cpus(slot, int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
+    model, x, y = _synthetic_model(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    d, n = Path(cfg["barrier_dir"]), int(cfg["n"])
+    first = (n + 1) // 2  # slots 0..first-1 are timed alone before the together phase
+    timed = {**cfg, "warmup_batches": 0}
+
+    def alone() -> dict[str, Any]:
+        order = list(range(n))
+        prev = order.index(slot) - 1
+        _wait_files(d, [f"alone-{order[prev]}"] if prev >= 0 and slot != first else [])
+        r = _timed_iters(step, timed)
+        (d / f"alone-{slot}").touch()
+        return r
+
+    for _ in range(cfg["warmup_batches"]):
+        step()
+    (d / f"warm-{slot}").touch()
+    _wait_files(d, [f"warm-{k}" for k in range(n)])
+    out: dict[str, Any] = {"slot": slot, "cores": cores}
+    if slot < first:
+        out["alone"] = alone()
+    _wait_files(d, [f"alone-{k}" for k in range(first)])
+    out["together"] = _timed_iters(step, timed)
+    (d / f"together-{slot}").touch()
+    if slot >= first:
+        _wait_files(d, [f"together-{k}" for k in range(n)])
+        out["alone"] = alone()
+    return out
 
 
 def _cnn_data(cfg: dict, rank: int) -> tuple[np.ndarray, np.ndarray]:
@@ -210,7 +293,8 @@ MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile}
 def worker_main(cfg_path: str) -> int:
     cfg = {**DEFAULTS, **json.loads(Path(cfg_path).read_text())}
     hvd, cores = _setup(cfg)
-    out: dict[str, Any] = {"world_size": hvd.size(), "config": cfg}
+    out: dict[str, Any] = {"world_size": hvd.size(), "config": cfg,
+                           "horovod_cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME")}
     for mode in cfg["modes"]:
         out[mode] = MODES[mode](hvd, cfg)
     cores_all = hvd.allgather_object(cores)
@@ -241,7 +325,8 @@ def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: st
     paths.atomic_write_text(out_dir / "bench.json", json.dumps(full, indent=2))
     spec = TrainSpec(name=name, world_size=world_size, threads_per_worker=int(full["threads"]),
                      pin_cpus=bool(full["pin"]), out_dir=str(out_dir))
-    job = start_local(spec, on_progress=None, module="hpcml.train.bench",
+    env = {"HOROVOD_CYCLE_TIME": str(full["cycle_time_ms"])} if full["cycle_time_ms"] else None
+    job = start_local(spec, on_progress=None, module="hpcml.train.bench", env=env,
                       module_args=["--worker", "--config", str(out_dir / "bench.json")], check_data=False)
     try:
         job.proc.wait(timeout=timeout_s)
@@ -265,10 +350,58 @@ def scaling(world_size: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str
             "efficiency": scaling_efficiency(many["total_img_per_s"], one["total_img_per_s"], world_size)}
 
 
+def ceiling(n: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
+    """The hardware's scaling ceiling: ``n`` plain-PyTorch copies of the synthetic step.
+
+    No Horovod, no communication: what ``n`` processes get from these cores when they share
+    nothing but the hardware (caches, memory bandwidth, the hypervisor). Each process is timed
+    alone and all together (:func:`independent_worker`); the ratio of the together
+    throughput to the sum of the alone throughputs is the ceiling any data-parallel method
+    can reach here.
+    """
+    import subprocess
+
+    if n < 1:
+        raise ValueError(f"ceiling: n must be >= 1, got {n}")
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown benchmark option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    out_dir = paths.ensure(paths.build_dir() / "bench" / f"ceiling-n{n}")
+    for f in out_dir.iterdir():
+        f.unlink()
+    full = {**DEFAULTS, **cfg, "barrier_dir": str(out_dir), "n": n}
+    cfg_path = out_dir / "bench.json"
+    paths.atomic_write_text(cfg_path, json.dumps(full, indent=2, default=str))
+    procs = []
+    for k in range(n):
+        res = out_dir / f"slot-{k}.json"
+        procs.append((res, subprocess.Popen(
+            [sys.executable, "-m", "hpcml.train.bench", "--independent", "--config", str(cfg_path),
+             "--slot", str(k), "--result", str(res)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+    per = []
+    try:
+        for res, p in procs:
+            _, err = p.communicate(timeout=timeout_s)
+            if p.returncode != 0 or not res.exists():
+                raise RuntimeError(f"independent benchmark process failed (exit {p.returncode}): {err[-2000:]}")
+            per.append(json.loads(res.read_text()))
+    finally:
+        for _, p in procs:
+            if p.poll() is None:
+                p.kill()
+    alone = sum(r["alone"]["img_per_s"] for r in per)
+    together = sum(r["together"]["img_per_s"] for r in per)
+    return {"per_process": per, "n": n, "alone_img_per_s": alone / n, "together_img_per_s": together,
+            "efficiency": together / alone}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="hpcml training benchmarks")
     ap.add_argument("--worker", action="store_true", help="run as a horovodrun worker")
-    ap.add_argument("--config", help="benchmark config JSON (worker mode)")
+    ap.add_argument("--config", help="benchmark config JSON (worker / independent mode)")
+    ap.add_argument("--independent", action="store_true", help="run one plain-PyTorch process (no Horovod)")
+    ap.add_argument("--slot", type=int, default=0, help="independent: core slot to pin to")
+    ap.add_argument("--result", help="independent: where to write the JSON result")
     ap.add_argument("--np", type=int, default=2, help="driver: workers for the scaling run")
     ap.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
     ap.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
@@ -278,6 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.config:
             ap.error("--worker needs --config")
         return worker_main(args.config)
+    if args.independent:
+        if not (args.config and args.result):
+            ap.error("--independent needs --config and --result")
+        cfg = {**DEFAULTS, **json.loads(Path(args.config).read_text())}
+        paths.atomic_write_text(Path(args.result), json.dumps(independent_worker(cfg, args.slot), default=float))
+        return 0
     res = scaling(args.np, image_size=args.image_size, batch_size=args.batch_size, iters=args.iters)
     print(json.dumps({"scaling_efficiency": res["efficiency"],
                       "img_per_s_1": res["one"]["total_img_per_s"],
