@@ -182,3 +182,86 @@ def test_nan_loss_names_the_step():
 def test_fit_local_config_errors():
     with pytest.raises(ValueError, match="'lr'"):
         core.fit_local({"batch_size": 8}, _toy(8), _toy(8), epochs=1)
+
+
+# --- exporter A/B inside one run ------------------------------------------------------------
+def test_ab_state_warms_up_then_alternates_abba():
+    from hpcml.train.worker import ab_state
+
+    states = [ab_state(s, 2) for s in range(18)]
+    assert states[:2] == [None, None]  # warm-up block, exporter on, not counted
+    blocks = states[2::2]
+    assert blocks == [False, True, True, False, False, True, True, False]
+    assert states[2:] == [b for b in blocks for _ in range(2)]
+
+
+def test_ab_summary_is_a_ratio_of_means_over_steps():
+    from hpcml.train.worker import ab_summary
+
+    blocks = [{"block": 1, "on": False, "steps": 10, "sum_s": 1.0},
+              {"block": 2, "on": True, "steps": 10, "sum_s": 1.3},  # one scrape landed here
+              {"block": 3, "on": True, "steps": 10, "sum_s": 1.0},
+              {"block": 4, "on": False, "steps": 5, "sum_s": 0.5}]
+    s = ab_summary(blocks, 10)
+    assert s["steps_on"] == 20 and s["steps_off"] == 15
+    assert s["mean_step_on_s"] == pytest.approx(0.115) and s["mean_step_off_s"] == pytest.approx(0.1)
+    assert s["overhead_pct"] == pytest.approx(15.0)
+    assert s["pair_overheads_pct"] == pytest.approx([30.0, 0.0])  # blocks (1,2) and (3,4)
+    assert s["ci95_half_width_pct"] == pytest.approx(1.96 * np.std([30.0, 0.0], ddof=1) / math.sqrt(2))
+
+
+def test_ab_summary_without_both_arms_says_what_is_missing():
+    from hpcml.train.worker import ab_summary
+
+    with pytest.raises(ValueError, match="0 on and 1 off blocks of 10 steps"):
+        ab_summary([{"block": 1, "on": False, "steps": 10, "sum_s": 1.0}], 10)
+
+
+def test_exporter_ab_toggles_and_counts_only_measured_blocks():
+    from hpcml.train.worker import ExporterAB
+
+    class Switch:  # records what the A/B asked of the exporter
+        def __init__(self):
+            self.calls = []
+
+        def set_enabled(self, on):
+            self.calls.append(on)
+
+    sw = Switch()
+    ab = ExporterAB(sw, 3)
+    for step in range(15):
+        ab.before_step(step)
+        ab.record(0.01 if sw.calls[-1] is False else 0.011)
+    assert sw.calls == [True] * 3 + [False] * 3 + [True] * 6 + [False] * 3
+    # the first step of every block is the switch's transient: kept apart, not counted
+    assert [(b["block"], b["on"], b["steps"]) for b in ab.blocks] == [(1, False, 2), (2, True, 2), (3, True, 2),
+                                                                       (4, False, 2)]
+    assert all("first_step_s" in b for b in ab.blocks)
+    assert ab.summary()["overhead_pct"] == pytest.approx(10.0)
+    with pytest.raises(ValueError, match="exporter_ab_block must be >= 1"):
+        ExporterAB(sw, 0)
+
+
+def test_exporter_switched_off_refuses_scrapes_and_comes_back():
+    import socket
+    import urllib.error
+    import urllib.request
+
+    from hpcml.train.worker import Exporter
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exp = Exporter(port, rank=0)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        exp.observe(1, 0.02, 0.001, 32, 0.5)
+        assert "hpcml_train_step_seconds_count" in urllib.request.urlopen(url, timeout=5).read().decode()
+        exp.set_enabled(False)
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=5)
+        exp.set_enabled(True)
+        body = urllib.request.urlopen(url, timeout=5).read().decode()
+        assert 'hpcml_train_samples_total{rank="0"} 32.0' in body  # same registry, values kept
+    finally:
+        exp.close()

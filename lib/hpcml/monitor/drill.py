@@ -5,8 +5,8 @@ Horovod training job and the inference server, plus the drills run against them.
 * :func:`train_watched` — run a TrainSpec under horovodrun; its per-rank exporters are
   registered as scrape targets once their ports answer, and removed when the job ends
   (what Kubernetes service discovery does for a finished pod).
-* :func:`exporter_overhead` — the same job with and without the exporter, alternated,
-  samples/s side by side.
+* :func:`exporter_overhead` — the exporter switched off and on in blocks of steps inside one
+  run (ABBA), per-step time side by side; then an ordinary watched run.
 * :class:`BackgroundLoad` — open-loop load on the server from a thread.
 * :func:`latency_drill` — inject latency through ``POST /admin/latency`` and time the
   alert going inactive -> pending -> firing (and back after clearing).
@@ -79,8 +79,10 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def train_watched(stack: Stack | None, spec, timeout_s: float = 600) -> dict[str, Any]:
+def train_watched(stack: Stack | None, spec, timeout_s: float = 600, take_snapshot: bool = True) -> dict[str, Any]:
     """Run ``spec`` with horovodrun; scrape its ranks while it runs (if ``stack`` and a metrics port).
+
+    ``take_snapshot``: wait (up to 30 s) until every rank is up and keep Prometheus' target table.
 
     Returns:
         ``{"metrics": the job's final metrics, "start": t0, "end": t1, "targets": snapshot
@@ -104,11 +106,12 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600) -> dict[str
                 time.sleep(0.2)
             stack.prom.set_targets("train", [f"127.0.0.1:{p}" for p in ports], labels={"run": spec.name})
             stack.log.info("training targets registered", extra={"ports": ports})
-            try:
-                stack.client.wait_for('count(up{job="train"} == 1)', lambda v: v == len(ports), timeout_s=30)
-                snapshot = stack.client.targets()
-            except TimeoutError as exc:
-                stack.log.warning("training ranks not scraped", extra={"error": str(exc)})
+            if take_snapshot:
+                try:
+                    stack.client.wait_for('count(up{job="train"} == 1)', lambda v: v == len(ports), timeout_s=30)
+                    snapshot = stack.client.targets()
+                except TimeoutError as exc:
+                    stack.log.warning("training ranks not scraped", extra={"error": str(exc)})
         metrics = job.wait(timeout_s)
     except Exception as exc:
         tlog.error("training job failed", extra={"error": str(exc)[:500]})
@@ -120,37 +123,35 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600) -> dict[str
     return {"metrics": metrics, "start": t0, "end": time.time(), "targets": snapshot, "spec": spec}
 
 
-def exporter_overhead(stack: Stack, spec, pairs: int = 1, timeout_s: float = 600) -> dict[str, Any]:
-    """The same job without and with the exporter, alternated (off,on / on,off …).
+def exporter_overhead(stack: Stack, spec, block_steps: int = 20, ab_epochs: int | None = None,
+                      timeout_s: float = 600) -> dict[str, Any]:
+    """The exporter's cost on training throughput, A/B **inside one run**, then a watched run.
+
+    Separate runs with and without the exporter differ by more than the exporter costs (process
+    placement, the other tenants of a shared machine), so the A/B is interleaved within one
+    job: after a warm-up block, every ``block_steps`` steps each rank switches its exporter off
+    (no updates, socket closed: Prometheus' scrape is refused) or on (scraped every second),
+    in ABBA order; the per-step times of the two arms are compared (ratio of means). A second,
+    ordinary run with the exporter always on is the one the rest of the notebook queries.
 
     Returns:
-        ``{"runs": [{"exporter", "samples_per_s", "train_s"}...], "overhead_pct": median over
-        pairs of (off - on) / off * 100, "last_on": train_watched() of the last run with the exporter}``.
+        The A/B summary (``blocks``, ``mean_step_on_s``, ``mean_step_off_s``, ``overhead_pct``,
+        ``steps_on``, ``steps_off``) plus ``"last_on"``: :func:`train_watched` of the watched run.
     """
-    import numpy as np
-
-    if pairs < 1:
-        raise ValueError(f"pairs must be >= 1, got {pairs}")
+    if block_steps < 1:
+        raise ValueError(f"block_steps must be >= 1, got {block_steps}")
     if not spec.metrics_port:
-        raise ValueError("exporter_overhead: spec.metrics_port must be set (the 'on' runs use it)")
-    runs, last_on, ratios = [], None, []
-    for i in range(pairs):
-        order = (False, True) if i % 2 == 0 else (True, False)
-        pair = {}
-        for on in order:
-            run_spec = replace(spec, name=f"{spec.name}-p{i}-{'on' if on else 'off'}",
-                               metrics_port=spec.metrics_port if on else 0)
-            if run_spec.resolved_out_dir().exists():  # a fresh run, never a resumed one
-                shutil.rmtree(run_spec.resolved_out_dir())
-            res = train_watched(stack if on else None, run_spec, timeout_s)
-            m = res["metrics"]
-            pair[on] = m["train_samples_per_s"]
-            runs.append({"pair": i, "exporter": "on" if on else "off", "samples_per_s": m["train_samples_per_s"],
-                         "train_s": m["time_split"]["train_s"], "steps": m["steps"]})
-            if on:
-                last_on = res
-        ratios.append((pair[False] - pair[True]) / pair[False] * 100.0)
-    return {"runs": runs, "overhead_pct": float(np.median(ratios)), "pair_overheads_pct": ratios, "last_on": last_on}
+        raise ValueError("exporter_overhead: spec.metrics_port must be set (the exporter serves on it)")
+    ab_spec = replace(spec, name=f"{spec.name}-ab", epochs=ab_epochs or spec.epochs,
+                      extra={**spec.extra, "exporter_ab_block": int(block_steps)})
+    for s in (ab_spec, spec):
+        if s.resolved_out_dir().exists():  # fresh runs, never resumed ones
+            shutil.rmtree(s.resolved_out_dir())
+    res = train_watched(stack, ab_spec, timeout_s, take_snapshot=False)
+    ab = res["metrics"].get("exporter_ab")
+    if not ab or "error" in ab:
+        raise RuntimeError(f"exporter A/B run gave no result: {(ab or {}).get('error', 'no exporter_ab in metrics')}")
+    return {**ab, "ab_run": res, "last_on": train_watched(stack, spec, timeout_s)}
 
 
 class BackgroundLoad:
@@ -188,11 +189,16 @@ class BackgroundLoad:
 
 
 def free_port_block(n: int, tries: int = 50) -> int:
-    """A base port with ``n`` consecutive free ports on 127.0.0.1 (for per-rank exporters)."""
+    """A base port with ``n`` consecutive free ports on 127.0.0.1 (for per-rank exporters).
+
+    Drawn below Linux's ephemeral range (``ip_local_port_range``, 32768+ by default): a port
+    in it can be taken at any moment as the local end of some outgoing connection, and the
+    exporter then fails to bind (or to re-bind, when the A/B switches it back on).
+    """
     import random
 
     for _ in range(tries):
-        base = random.randint(20000, 60000 - n)
+        base = random.randint(20000, 32000 - n)
         if not any(_port_open(base + i) for i in range(n)):
             socks = []
             try:

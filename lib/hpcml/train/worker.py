@@ -52,7 +52,7 @@ class Exporter:
     """Per-rank Prometheus metrics (names from the cross-stage contract)."""
 
     def __init__(self, port: int, rank: int):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         reg = CollectorRegistry()
         lab = ["rank"]
@@ -69,7 +69,40 @@ class Exporter:
         self.step = Gauge("hpcml_train_step", "last completed global step", lab, registry=reg).labels(str(rank))
         self.last_ts = Gauge("hpcml_train_last_step_timestamp_seconds", "unix time of the last step", lab,
                              registry=reg).labels(str(rank))
-        self.server, self.thread = start_http_server(port, addr="127.0.0.1", registry=reg)
+        self.port, self.registry, self.enabled = port, reg, True
+        self.server, self.thread = self._serve()
+
+    def _serve(self) -> tuple[Any, Any]:
+        """``/metrics`` on loopback in a daemon thread (prometheus_client's WSGI app and server
+        class; a 50 ms shutdown poll instead of ``start_http_server``'s 0.5 s, so switching the
+        exporter off in the in-run A/B does not stall a step)."""
+        import threading
+        from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+        from prometheus_client import make_wsgi_app
+        from prometheus_client.exposition import ThreadingWSGIServer
+
+        class Quiet(WSGIRequestHandler):
+            def log_message(self, *args: Any) -> None:  # a line per scrape on stderr is noise
+                pass
+
+        server = make_server("127.0.0.1", self.port, make_wsgi_app(self.registry), ThreadingWSGIServer,
+                             handler_class=Quiet)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        thread.start()
+        return server, thread
+
+    def set_enabled(self, on: bool) -> None:
+        """Switch the whole exporter: off means no metric updates and no listening socket
+        (a scrape is refused by the kernel and costs this process nothing)."""
+        if on == self.enabled:
+            return
+        if on:
+            self.server, self.thread = self._serve()
+        else:
+            self.server.shutdown()
+            self.server.server_close()
+        self.enabled = on
 
     def observe(self, step: int, dt: float, ar: float, n: int, loss: float) -> None:
         self.step_s.observe(dt)
@@ -80,7 +113,78 @@ class Exporter:
         self.last_ts.set(time.time())
 
     def close(self) -> None:
-        self.server.shutdown()
+        if self.enabled:
+            self.server.shutdown()
+            self.server.server_close()
+            self.enabled = False
+
+
+def ab_state(step: int, block: int) -> bool | None:
+    """Exporter state for 0-based ``step`` in an in-run A/B: None for the warm-up block
+    (exporter on, not counted), then blocks of ``block`` steps in ABBA order: off, on, on,
+    off, off, on, … — so a linear drift in step time hits both arms equally."""
+    b = step // block
+    return None if b == 0 else ((b - 1) % 4) in (1, 2)
+
+
+def ab_summary(blocks: list[dict[str, Any]], block: int) -> dict[str, Any]:
+    """Per-step mean with and without the exporter over all counted blocks (ratio of means:
+    a scrape lands in some blocks and not others, so a median would hide its cost)."""
+    on = [b for b in blocks if b["on"]]
+    off = [b for b in blocks if not b["on"]]
+    if not on or not off:
+        raise ValueError(f"exporter A/B needs at least one full block with and one without the exporter; "
+                         f"got {len(on)} on and {len(off)} off blocks of {block} steps — train longer or use "
+                         f"smaller blocks")
+    mean_on = sum(b["sum_s"] for b in on) / sum(b["steps"] for b in on)
+    mean_off = sum(b["sum_s"] for b in off) / sum(b["steps"] for b in off)
+    # Consecutive blocks (1,2), (3,4), … hold one of each arm in ABBA order: one paired
+    # estimate each; their spread gives the 95% interval of the mean (normal approximation).
+    by = {b["block"]: b for b in blocks if b["steps"]}
+    pairs = []
+    for k in range(1, max(by, default=0), 2):
+        a, b = by.get(k), by.get(k + 1)
+        if a and b and a["on"] != b["on"]:
+            on_b, off_b = (a, b) if a["on"] else (b, a)
+            pairs.append((on_b["sum_s"] / on_b["steps"]) / (off_b["sum_s"] / off_b["steps"]) * 100.0 - 100.0)
+    half = 1.96 * float(np.std(pairs, ddof=1)) / math.sqrt(len(pairs)) if len(pairs) > 1 else float("nan")
+    return {"block_steps": block, "blocks": blocks, "steps_on": sum(b["steps"] for b in on),
+            "steps_off": sum(b["steps"] for b in off), "mean_step_on_s": mean_on, "mean_step_off_s": mean_off,
+            "overhead_pct": (mean_on / mean_off - 1.0) * 100.0, "pair_overheads_pct": pairs,
+            "ci95_half_width_pct": half}
+
+
+class ExporterAB:
+    """In-run exporter A/B: toggles the exporter between steps (:func:`ab_state`) and sums
+    each block's step times, all but its first (the switch's transient). Every rank toggles
+    at the same step (steps are in lockstep)."""
+
+    def __init__(self, exporter: Exporter, block: int):
+        if block < 1:
+            raise ValueError(f"exporter_ab_block must be >= 1, got {block}")
+        self.exporter, self.block, self.blocks = exporter, block, []
+        self._cur: tuple[int, bool | None] = (0, None)
+
+    def before_step(self, step: int) -> None:
+        st = ab_state(step, self.block)
+        self.exporter.set_enabled(True if st is None else st)
+        self._cur = (step // self.block, st)
+
+    def record(self, dt: float) -> None:
+        b, st = self._cur
+        if st is None:
+            return
+        if not self.blocks or self.blocks[-1]["block"] != b:
+            # The first step of a block is not counted: a switch closes or opens a socket
+            # between steps (shutting the server down waits up to its 0.5 s poll), each rank
+            # at its own moment, and the next allreduce absorbs the difference.
+            self.blocks.append({"block": b, "on": st, "steps": 0, "sum_s": 0.0, "first_step_s": dt})
+            return
+        self.blocks[-1]["steps"] += 1
+        self.blocks[-1]["sum_s"] += dt
+
+    def summary(self) -> dict[str, Any]:
+        return ab_summary(self.blocks, self.block)
 
 
 class Timers(dict):
@@ -172,6 +276,7 @@ class Trainer:
         self.last_ckpt: str | None = None
         self.resumed_from: int | None = None
         self.exporter: Exporter | None = None
+        self.ab: ExporterAB | None = None
         self.load_data()
 
     # -- setup ------------------------------------------------------------------------
@@ -230,6 +335,8 @@ class Trainer:
         while self.batch < self.steps_per_epoch:
             if spec.max_steps and self.step >= spec.max_steps:
                 return False
+            if self.ab:
+                self.ab.before_step(self.step)
             t0 = time.perf_counter()
             idx = order[slices[self.batch]]
             xb, yb = torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
@@ -247,7 +354,9 @@ class Trainer:
             self.batch += 1
             self.epoch_loss += loss
             self.epoch_batches += 1
-            if self.exporter:
+            if self.ab:
+                self.ab.record(dt)
+            if self.exporter and self.exporter.enabled:
                 self.exporter.observe(self.step, dt, self.timers["allreduce"] - ar0, len(yb), loss)
             if spec.checkpoint_every and self.step % spec.checkpoint_every == 0:
                 self.checkpoint()
@@ -285,6 +394,12 @@ class Trainer:
                    "train_samples_per_s": self.samples / max(split["train_s"], 1e-9),
                    "time_split": split, "resumed_from_step": self.resumed_from,
                    "history": self.history, "model_config": self.mcfg}
+        if self.ab:
+            self.exporter.set_enabled(True)
+            try:
+                metrics["exporter_ab"] = self.ab.summary()
+            except ValueError as exc:  # too few steps for a block of each: say so, keep the run
+                metrics["exporter_ab"] = {"error": str(exc), "blocks": self.ab.blocks}
         if hvd.rank() == 0:
             ck.save_model(self.model, self.mcfg, self.out / "model.pt",
                           {k: metrics[k] for k in ("test_accuracy", "test_loss", "val_accuracy")},
@@ -361,6 +476,8 @@ def run(spec: TrainSpec) -> dict[str, Any]:
               "cores_rank0": cores, "steps_per_epoch": t.steps_per_epoch, "elastic": spec.elastic})
     if spec.metrics_port:
         t.exporter = Exporter(spec.metrics_port + hvd.local_rank(), hvd.rank())  # one port per slot on a node
+        if spec.extra.get("exporter_ab_block"):
+            t.ab = ExporterAB(t.exporter, int(spec.extra["exporter_ab_block"]))
     try:
         return _train_elastic(t) if spec.elastic else _train_fixed(t)
     finally:
