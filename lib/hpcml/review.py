@@ -180,8 +180,10 @@ TARGETS: list[tuple[str, str, float, str]] = [
     ("02_horovod_training", "scaling_efficiency", 0.90, "min"),
     ("02_horovod_training", "horovod_overhead_pct", 5.0, "max"),
     ("01_spark_preprocessing", "spark_vs_pandas_speedup", 1.0, "min"),
+    ("01_spark_preprocessing", "spark_vs_fastest_ratio", 0.5, "min"),
     ("03_tuning", "pruning_compute_saving", 3.0, "min"),
     ("04_serving", "batching_throughput_ratio", 3.0, "min"),
+    ("04_serving", "batching_throughput_ratio_weight_bound", 3.0, "min"),
     ("05_monitoring", "exporter_overhead_pct", 2.0, "max"),
 ]
 

@@ -15,7 +15,32 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-ARCHS = ("cnn", "resnet18", "resnet50")
+ARCHS = ("cnn", "mlp", "resnet18", "resnet50")
+
+
+class MnistMLP(nn.Module):
+    """``depth`` fully connected ReLU layers of ``hidden`` units on the flat 784 pixels, then
+    the classifier. Wide (4096) it is weight-bound: at batch 1 every call streams all its
+    weights from memory for two FLOPs per weight read, as in a ranking model or a
+    transformer's feed-forward block. Input: (N, 784) or (N, 1, 28, 28).
+    """
+
+    def __init__(self, hidden: int = 4096, depth: int = 3, num_classes: int = 10):
+        super().__init__()
+        if not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"mlp hidden must be an integer >= 1, got {hidden!r}")
+        if not isinstance(depth, int) or depth < 1:
+            raise ValueError(f"mlp depth must be an integer >= 1, got {depth!r}")
+        layers: list[nn.Module] = []
+        c_in = 784
+        for _ in range(depth):
+            layers += [nn.Linear(c_in, hidden), nn.ReLU(inplace=True)]
+            c_in = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c_in, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x.reshape(x.shape[0], -1)))
 
 
 class MnistCNN(nn.Module):
@@ -160,6 +185,7 @@ def _cnn(width: int = 32, depth: int = 2, dropout: float = 0.1, num_classes: int
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "cnn": _cnn,
+    "mlp": MnistMLP,
     "resnet18": _resnet(BasicBlock, [2, 2, 2, 2]),
     "resnet50": _resnet(Bottleneck, [3, 4, 6, 3]),
 }
@@ -169,7 +195,8 @@ def make_model(arch: str = "cnn", **kw: Any) -> nn.Module:
     """Build a model by name.
 
     Args:
-        arch: ``"cnn"`` (kwargs ``width=32, depth=2, dropout=0.1``), ``"resnet18"`` or
+        arch: ``"cnn"`` (kwargs ``width=32, depth=2, dropout=0.1``), ``"mlp"`` (kwargs
+            ``hidden=4096, depth=3``), ``"resnet18"`` or
             ``"resnet50"`` (kwargs ``num_classes=1000, in_channels=3, base_width=64,
             channels_last=False``).
 
@@ -194,6 +221,8 @@ def model_config_from(cfg: dict[str, Any]) -> dict[str, Any]:
     if arch == "cnn":
         return {"arch": "cnn", "width": int(cfg.get("width", 32)), "depth": int(cfg.get("depth", 2)),
                 "dropout": float(cfg.get("dropout", 0.1))}
+    if arch == "mlp":
+        return {"arch": "mlp", "hidden": int(cfg.get("hidden", 4096)), "depth": int(cfg.get("depth", 3))}
     return {"arch": arch, "num_classes": 10, "in_channels": 1}
 
 
