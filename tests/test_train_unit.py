@@ -21,7 +21,8 @@ pytestmark = pytest.mark.unit
     ("cnn", {"width": 8, "depth": 3, "dropout": 0.0}, (2, 1, 28, 28), (2, 10)),
     ("resnet18", {"num_classes": 10, "in_channels": 1}, (2, 1, 28, 28), (2, 10)),
     ("resnet50", {"channels_last": True}, (2, 3, 32, 32), (2, 1000)),
-], ids=["cnn-flat", "cnn-deep", "resnet18-mnist", "resnet50-cl"])
+    ("mlp", {"hidden": 64, "depth": 2}, (3, 1, 28, 28), (3, 10)),
+], ids=["cnn-flat", "cnn-deep", "resnet18-mnist", "resnet50-cl", "mlp"])
 def test_model_shapes(arch, kw, x_shape, out):
     assert make_model(arch, **kw)(torch.randn(*x_shape)).shape == out
 
@@ -265,3 +266,11 @@ def test_exporter_switched_off_refuses_scrapes_and_comes_back():
         assert 'hpcml_train_samples_total{rank="0"} 32.0' in body  # same registry, values kept
     finally:
         exp.close()
+
+
+def test_mlp_is_the_weight_bound_shape_and_rejects_bad_sizes():
+    m = make_model("mlp")
+    assert count_params(m) == 784 * 4096 + 4096 + 2 * (4096 * 4096 + 4096) + 4096 * 10 + 10
+    for kw, err in (({"hidden": 0}, "hidden must be"), ({"depth": 0}, "depth must be")):
+        with pytest.raises(ValueError, match=err):
+            make_model("mlp", **kw)
