@@ -29,7 +29,7 @@ CONTRACT: dict[str, tuple[str, ...]] = {
 
 def largest_size_metric(notebook: str, prefix: str) -> tuple[str, Any]:
     """(size label, value) of ``<prefix><size>`` at the largest benchmark size a notebook recorded
-    (e.g. ``spark_rows_per_s_100k`` when 01 ran 20k and 100k rows)."""
+    (e.g. ``spark_rows_per_s_1m`` when 01 ran 100k and 1M rows)."""
     mult = {"": 1, "k": 10**3, "m": 10**6}
     found = []
     for name, m in report.load(notebook)["metrics"].items():

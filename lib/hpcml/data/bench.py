@@ -32,6 +32,9 @@ import numpy as np
 from hpcml.data.raw import HEADER, N_PIXELS
 
 ENGINES = ("spark", "pandas", "duckdb")
+#: DuckDB spills to its temp directory past this (its default, 80% of RAM, leaves nothing
+#: for a Spark driver beside it on a laptop).
+DUCKDB_MEMORY_LIMIT = "6GB"
 
 
 def _tree_rss(proc) -> int:
@@ -171,6 +174,7 @@ def _duckdb(lake: Path, out: Path, n_shards: int) -> dict:
     t0 = time.perf_counter()
     con = duckdb.connect()
     con.execute(f"SET temp_directory='{out / 'duckdb-tmp'}'")
+    con.execute(f"SET memory_limit='{DUCKDB_MEMORY_LIMIT}'")  # spill past it, as Spark does
     files = ", ".join(f"'{f}'" for f in _files(lake))
     con.execute(f"""
       CREATE TEMP TABLE parsed AS
