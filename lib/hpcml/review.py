@@ -21,7 +21,8 @@ CONTRACT: dict[str, tuple[str, ...]] = {
     "02_horovod_training": ("test_accuracy", "train_samples_per_s", "scaling_efficiency",
                             "resnet50_img_per_s_per_worker", "horovod_overhead_pct", "mfu"),
     "03_tuning": ("best_val_accuracy", "pruning_compute_saving", "trials_per_hour_p2"),
-    "04_serving": ("max_rps_at_p99_50ms", "batching_throughput_ratio", "p99_ms_batched", "server_overhead_p50_ms"),
+    "04_serving": ("max_rps_at_p99_50ms", "batching_throughput_ratio", "batching_throughput_ratio_weight_bound",
+                   "p99_ms_batched", "server_overhead_p50_ms"),
     "05_monitoring": ("targets_up", "alert_time_to_firing_s", "exporter_overhead_pct"),
     "06_cost_review": ("cheapest_train_usd", "fastest_train_hours", "serving_usd_per_million", "spot_saving_pct"),
 }
@@ -226,14 +227,17 @@ def interview(v: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
          f"{d['spark_vs_pandas_speedup']:.2f}x pandas and {d['spark_vs_fastest_ratio']:.2f}x the fastest single-machine engine."),
         ("How well does your distributed training scale, and what limits it?",
          f"Scaling efficiency {t['scaling_efficiency']:.2f} from 1 to 2 workers, Horovod overhead "
-         f"{t['horovod_overhead_pct']:.1f}% at world size 1, MFU {t['mfu']:.2f}; allreduce time and the "
-         f"memory bandwidth the workers share are what is left."),
+         f"{t['horovod_overhead_pct']:.1f}% at world size 1, MFU {t['mfu']:.2f}. On shared CPU cores the "
+         f"negotiation cycle of Horovod's background thread, the allreduce and the memory bandwidth the workers "
+         f"share are what limit it (02 measures each against two processes that do not communicate)."),
         ("What accuracy did you reach and how much did tuning cost?",
          f"Test accuracy {t['test_accuracy']:.4f}; the tuner's best validation accuracy {tu['best_val_accuracy']:.4f}, "
          f"with pruning spending {tu['pruning_compute_saving']:.1f}x less compute; {tu['trials_per_hour_p2']:.0f} trials/hour with 2 workers."),
         ("How do you size the serving fleet?",
          f"One replica sustains {s['max_rps_at_p99_50ms']:,.0f} req/s at p99 <= 50 ms (batching gives "
-         f"{s['batching_throughput_ratio']:.1f}x the throughput); the HPA targets a fraction of that, which costs "
+         f"{s['batching_throughput_ratio']:.1f}x the throughput for the small CNN, whose requests are mostly "
+         f"HTTP, and {s['batching_throughput_ratio_weight_bound']:.1f}x for a weight-bound MLP); the HPA targets "
+         f"a fraction of that, which costs "
          f"${c['serving_usd_per_million']:.4f} per million requests."),
         ("How do you know it is healthy?",
          f"{mo['targets_up']:.0f} scrape targets up; the latency alert fired {mo['alert_time_to_firing_s']:.0f} s after "
