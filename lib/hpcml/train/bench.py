@@ -178,10 +178,8 @@ def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
     first = (n + 1) // 2  # slots 0..first-1 are timed alone before the together phase
     timed = {**cfg, "warmup_batches": 0}
 
-    def alone() -> dict[str, Any]:
-        order = list(range(n))
-        prev = order.index(slot) - 1
-        _wait_files(d, [f"alone-{order[prev]}"] if prev >= 0 and slot != first else [])
+    def alone() -> dict[str, Any]:  # in slot order; the first of the second half follows "together"
+        _wait_files(d, [f"alone-{slot - 1}"] if 0 < slot != first else [])
         r = _timed_iters(step, timed)
         (d / f"alone-{slot}").touch()
         return r
@@ -305,6 +303,12 @@ def worker_main(cfg_path: str) -> int:
 
 
 # --- driver side --------------------------------------------------------------------------
+def _check_options(cfg: dict) -> None:
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown benchmark option(s) {unknown}; known: {sorted(DEFAULTS)}")
+
+
 def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: str = "", **cfg: Any) -> dict[str, Any]:
     """Run benchmark ``modes`` under ``horovodrun -np world_size``; returns rank 0's JSON."""
     from hpcml.train.local import start_local
@@ -313,9 +317,7 @@ def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: st
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise ValueError(f"unknown benchmark mode(s) {bad}; expected some of {sorted(MODES)}")
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown benchmark option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    _check_options(cfg)
     name = f"bench-{tag or '-'.join(modes)}-np{world_size}".replace("_", "-")
     out_dir = paths.ensure(paths.build_dir() / "bench" / name)
     full = {**DEFAULTS, **cfg, "modes": list(modes), "out": str(out_dir / "result.json")}
@@ -363,9 +365,7 @@ def ceiling(n: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
 
     if n < 1:
         raise ValueError(f"ceiling: n must be >= 1, got {n}")
-    unknown = sorted(set(cfg) - set(DEFAULTS))
-    if unknown:
-        raise ValueError(f"unknown benchmark option(s) {unknown}; known: {sorted(DEFAULTS)}")
+    _check_options(cfg)
     out_dir = paths.ensure(paths.build_dir() / "bench" / f"ceiling-n{n}")
     for f in out_dir.iterdir():
         f.unlink()
