@@ -274,3 +274,28 @@ def test_mlp_is_the_weight_bound_shape_and_rejects_bad_sizes():
     for kw, err in (({"hidden": 0}, "hidden must be"), ({"depth": 0}, "depth must be")):
         with pytest.raises(ValueError, match=err):
             make_model("mlp", **kw)
+
+
+def test_abba_order_and_its_bounds():
+    from hpcml.train.abtest import abba_on
+
+    assert [abba_on(k) for k in range(8)] == [False, True, True, False, False, True, True, False]
+    with pytest.raises(ValueError, match="block must be >= 0"):
+        abba_on(-1)
+
+
+def test_abtest_names_the_missing_arm_and_skips_empty_blocks():
+    from hpcml.train.abtest import summarize
+
+    with pytest.raises(ValueError, match="without Horovod; got 1 on and 0 off"):
+        summarize([{"block": 1, "on": True, "steps": 4, "sum_s": 1.0},
+                   {"block": 2, "on": False, "steps": 0, "sum_s": 0.0}], 4, "Horovod")
+
+
+@pytest.mark.parametrize("cfg, match", [
+    ({"overhead_rounds": 1}, "overhead_rounds >= 2"), ({"overhead_steps": 0}, "overhead_steps >= 1"),
+    ({"overhead_blocks": 3}, "unknown benchmark option"),
+], ids=["one-pair", "no-steps", "unknown"])
+def test_overhead_benchmark_checks_its_options_before_launch(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        bench.run_bench(1, ["overhead"], **cfg)

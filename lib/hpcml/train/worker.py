@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpcml.train import abtest
 from hpcml.train import checkpoint as ck
 from hpcml.train import core
 from hpcml.train.models import build_from_config, model_config_from
@@ -73,9 +74,12 @@ class Exporter:
         self.server, self.thread = self._serve()
 
     def _serve(self) -> tuple[Any, Any]:
-        """``/metrics`` on loopback in a daemon thread (prometheus_client's WSGI app and server
-        class; a 50 ms shutdown poll instead of ``start_http_server``'s 0.5 s, so switching the
-        exporter off in the in-run A/B does not stall a step)."""
+        """``/metrics`` on loopback in a daemon thread: prometheus_client's WSGI app and server
+        class, driven by a blocking ``select`` on the listening socket and a wake-up pipe instead
+        of ``serve_forever``'s poll (0.5 s in ``start_http_server``). An idle exporter then never
+        wakes up (no GIL grabs between scrapes), and switching it off in the in-run A/B returns
+        at once instead of after the next poll."""
+        import selectors
         import threading
         from wsgiref.simple_server import WSGIRequestHandler, make_server
 
@@ -88,9 +92,30 @@ class Exporter:
 
         server = make_server("127.0.0.1", self.port, make_wsgi_app(self.registry), ThreadingWSGIServer,
                              handler_class=Quiet)
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        wake_r, wake_w = os.pipe()
+
+        def loop() -> None:
+            with selectors.DefaultSelector() as sel:
+                sel.register(server.socket, selectors.EVENT_READ)
+                sel.register(wake_r, selectors.EVENT_READ)
+                while True:
+                    for key, _ in sel.select():  # no timeout: sleeps until a scrape or the stop
+                        if key.fileobj == wake_r:
+                            return
+                        server._handle_request_noblock()  # what serve_forever calls per ready socket
+
+        thread = threading.Thread(target=loop, name=f"exporter-{self.port}", daemon=True)
         thread.start()
+        server.wake = (wake_r, wake_w)
         return server, thread
+
+    def _stop(self) -> None:
+        wake_r, wake_w = self.server.wake
+        os.write(wake_w, b"x")
+        self.thread.join(5.0)
+        self.server.server_close()
+        os.close(wake_r)
+        os.close(wake_w)
 
     def set_enabled(self, on: bool) -> None:
         """Switch the whole exporter: off means no metric updates and no listening socket
@@ -100,8 +125,7 @@ class Exporter:
         if on:
             self.server, self.thread = self._serve()
         else:
-            self.server.shutdown()
-            self.server.server_close()
+            self._stop()
         self.enabled = on
 
     def observe(self, step: int, dt: float, ar: float, n: int, loss: float) -> None:
@@ -114,8 +138,7 @@ class Exporter:
 
     def close(self) -> None:
         if self.enabled:
-            self.server.shutdown()
-            self.server.server_close()
+            self._stop()
             self.enabled = False
 
 
@@ -124,34 +147,12 @@ def ab_state(step: int, block: int) -> bool | None:
     (exporter on, not counted), then blocks of ``block`` steps in ABBA order: off, on, on,
     off, off, on, … — so a linear drift in step time hits both arms equally."""
     b = step // block
-    return None if b == 0 else ((b - 1) % 4) in (1, 2)
+    return None if b == 0 else abtest.abba_on(b - 1)
 
 
 def ab_summary(blocks: list[dict[str, Any]], block: int) -> dict[str, Any]:
-    """Per-step mean with and without the exporter over all counted blocks (ratio of means:
-    a scrape lands in some blocks and not others, so a median would hide its cost)."""
-    on = [b for b in blocks if b["on"]]
-    off = [b for b in blocks if not b["on"]]
-    if not on or not off:
-        raise ValueError(f"exporter A/B needs at least one full block with and one without the exporter; "
-                         f"got {len(on)} on and {len(off)} off blocks of {block} steps — train longer or use "
-                         f"smaller blocks")
-    mean_on = sum(b["sum_s"] for b in on) / sum(b["steps"] for b in on)
-    mean_off = sum(b["sum_s"] for b in off) / sum(b["steps"] for b in off)
-    # Consecutive blocks (1,2), (3,4), … hold one of each arm in ABBA order: one paired
-    # estimate each; their spread gives the 95% interval of the mean (normal approximation).
-    by = {b["block"]: b for b in blocks if b["steps"]}
-    pairs = []
-    for k in range(1, max(by, default=0), 2):
-        a, b = by.get(k), by.get(k + 1)
-        if a and b and a["on"] != b["on"]:
-            on_b, off_b = (a, b) if a["on"] else (b, a)
-            pairs.append((on_b["sum_s"] / on_b["steps"]) / (off_b["sum_s"] / off_b["steps"]) * 100.0 - 100.0)
-    half = 1.96 * float(np.std(pairs, ddof=1)) / math.sqrt(len(pairs)) if len(pairs) > 1 else float("nan")
-    return {"block_steps": block, "blocks": blocks, "steps_on": sum(b["steps"] for b in on),
-            "steps_off": sum(b["steps"] for b in off), "mean_step_on_s": mean_on, "mean_step_off_s": mean_off,
-            "overhead_pct": (mean_on / mean_off - 1.0) * 100.0, "pair_overheads_pct": pairs,
-            "ci95_half_width_pct": half}
+    """:func:`hpcml.train.abtest.summarize` of the exporter's on and off blocks."""
+    return abtest.summarize(blocks, block, "the exporter")
 
 
 class ExporterAB:
@@ -175,13 +176,14 @@ class ExporterAB:
         if st is None:
             return
         if not self.blocks or self.blocks[-1]["block"] != b:
-            # The first step of a block is not counted: a switch closes or opens a socket
-            # between steps (shutting the server down waits up to its 0.5 s poll), each rank
-            # at its own moment, and the next allreduce absorbs the difference.
-            self.blocks.append({"block": b, "on": st, "steps": 0, "sum_s": 0.0, "first_step_s": dt})
+            # The first step of a block is not counted: a switch closes or opens a socket and
+            # stops or starts a thread between steps, each rank at its own moment, and the
+            # next allreduce absorbs the difference.
+            self.blocks.append({"block": b, "on": st, "steps": 0, "sum_s": 0.0, "first_step_s": dt, "step_s": []})
             return
         self.blocks[-1]["steps"] += 1
         self.blocks[-1]["sum_s"] += dt
+        self.blocks[-1]["step_s"].append(round(dt, 6))
 
     def summary(self) -> dict[str, Any]:
         return ab_summary(self.blocks, self.block)
