@@ -173,10 +173,13 @@ def test_elastic_job_survives_a_killed_worker(ds2, tmp_path):
 def test_benchmark_drivers_run_tiny(ds2):
     r = bench.run_bench(1, ["synthetic", "overhead"], timeout_s=240, arch="resnet18", image_size=32,
                         batch_size=2, iters=2, batches_per_iter=1, warmup_batches=1, overhead_steps=4,
-                        overhead_rounds=1, dataset_dir=str(ds2), cnn_batch=16)
+                        overhead_rounds=2, dataset_dir=str(ds2), cnn_batch=16)
     assert r["world_size"] == 1 and r["synthetic"]["per_rank"][0]["img_per_s"] > 0
     assert len(r["synthetic"]["per_rank"][0]["iters"]) == 2
-    assert r["overhead"]["plain_step_s"] > 0 and r["overhead"]["horovod_step_s"] > 0
+    ov = r["overhead"]
+    assert ov["plain_step_s"] > 0 and ov["horovod_step_s"] > 0 and len(ov["pair_overheads_pct"]) == 2
+    assert [b["on"] for b in ov["blocks"]] == [False, True, True, False]  # ABBA, Horovod is "on"
+    assert math.isfinite(ov["ci95_half_width_pct"])
     assert r["horovod_cycle_time_ms"] is None
     c = bench.run_bench(2, ["synthetic"], timeout_s=240, arch="resnet18", image_size=32, batch_size=2, iters=2,
                         batches_per_iter=1, warmup_batches=1, cycle_time_ms=20)

@@ -5,7 +5,7 @@
   ``batches_per_iter`` steps; img/s per worker as mean ± 1.96σ over iterations, **each rank
   measured** and the total the sum over ranks.
 * ``overhead`` — the Horovod step (:func:`hpcml.train.worker.hvd_step`) at world size 1 vs a
-  plain PyTorch step on the same batches, interleaved in one process.
+  plain PyTorch step on the same batches, in alternating ABBA blocks in one process.
 * ``profile`` — ``torch.profiler`` over a few Horovod steps: top ops table and the split
   data / compute / allreduce wait / optimizer.
 
@@ -34,7 +34,7 @@ from hpcml import paths
 DEFAULTS: dict[str, Any] = {
     "arch": "resnet50", "image_size": 64, "batch_size": 4, "num_classes": 1000, "channels_last": True,
     "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
-    "overhead_steps": 20, "overhead_rounds": 3, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
+    "overhead_steps": 10, "overhead_rounds": 12, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
     "cycle_time_ms": None,
 }
 
@@ -211,8 +211,14 @@ def _cnn_data(cfg: dict, rank: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """Plain PyTorch step vs the Horovod step on the same CNN batches, interleaved rounds."""
-    from hpcml.train import core
+    """Plain PyTorch step vs the Horovod step on the same CNN batches, in one process.
+
+    Two models with the same initial weights, one with a plain SGD optimizer and one wrapped
+    in ``hvd.DistributedOptimizer``, take turns in blocks of ``overhead_steps`` steps in ABBA
+    order (:mod:`hpcml.train.abtest`), ``overhead_rounds`` block pairs in all: the ratio of
+    mean step times, with a 95% interval over the pairs.
+    """
+    from hpcml.train import abtest, core
     from hpcml.train.models import make_model
     from hpcml.train.worker import Timers, hvd_step
 
@@ -227,20 +233,22 @@ def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
     hvd_m = make_model("cnn")
     hvd_o = _wrap(hvd, hvd_m, 0.01, cfg)
     timers = Timers()
+    steps = {False: lambda xb, yb: core.train_step(plain_m, plain_o, xb, yb),
+             True: lambda xb, yb: hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers)}
     for xb, yb in batches[:2]:  # warm-up both
-        core.train_step(plain_m, plain_o, xb, yb)
-        hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers)
-    plain, horovod = [], []
-    for _ in range(cfg["overhead_rounds"]):
-        for fn, acc in ((lambda xb, yb: core.train_step(plain_m, plain_o, xb, yb), plain),
-                        (lambda xb, yb: hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers), horovod)):
-            t0 = time.perf_counter()
-            for xb, yb in batches:
-                fn(xb, yb)
-            acc.append((time.perf_counter() - t0) / len(batches))
-    p, h = statistics.median(plain), statistics.median(horovod)
-    return {"plain_step_s": p, "horovod_step_s": h, "overhead_pct": overhead_pct(p, h),
-            "rounds_plain": plain, "rounds_horovod": horovod, "steps_per_round": len(batches)}
+        steps[False](xb, yb)
+        steps[True](xb, yb)
+    blocks = []
+    for k in range(2 * cfg["overhead_rounds"]):
+        on = abtest.abba_on(k)
+        t0 = time.perf_counter()
+        for xb, yb in batches:
+            steps[on](xb, yb)
+        blocks.append({"block": k + 1, "on": on, "steps": len(batches), "sum_s": time.perf_counter() - t0})
+    ab = abtest.summarize(blocks, len(batches), "Horovod")
+    return {"plain_step_s": ab["mean_step_off_s"], "horovod_step_s": ab["mean_step_on_s"],
+            "overhead_pct": ab["overhead_pct"], "ci95_half_width_pct": ab["ci95_half_width_pct"],
+            "pair_overheads_pct": ab["pair_overheads_pct"], "blocks": blocks, "steps_per_block": len(batches)}
 
 
 def profile(hvd: Any, cfg: dict) -> dict[str, Any]:
@@ -318,6 +326,11 @@ def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: st
     if bad:
         raise ValueError(f"unknown benchmark mode(s) {bad}; expected some of {sorted(MODES)}")
     _check_options(cfg)
+    if "overhead" in modes:
+        steps, rounds = cfg.get("overhead_steps", DEFAULTS["overhead_steps"]), cfg.get("overhead_rounds", DEFAULTS["overhead_rounds"])
+        if steps < 1 or rounds < 2:
+            raise ValueError(f"overhead needs overhead_steps >= 1 and overhead_rounds >= 2 (ABBA block pairs: "
+                             f"the interval needs two), got {steps} and {rounds}")
     name = f"bench-{tag or '-'.join(modes)}-np{world_size}".replace("_", "-")
     out_dir = paths.ensure(paths.build_dir() / "bench" / name)
     full = {**DEFAULTS, **cfg, "modes": list(modes), "out": str(out_dir / "result.json")}
