@@ -17,7 +17,7 @@ pytestmark = pytest.mark.unit
     ("local[*]", "spark.ui.enabled", "false"),
     ("local[*]", "spark.sql.execution.arrow.pyspark.enabled", "true"),
     ("local[*]", "spark.driver.bindAddress", "127.0.0.1"),
-    ("local[*]", "spark.sql.shuffle.partitions", "4"),
+    ("local[*]", "spark.sql.shuffle.partitions", "200"),
     ("spark://10.0.0.5:7077", "spark.cores.max", "4"),
     ("k8s://https://api:6443", "spark.kubernetes.namespace", "hpcml"),
     ("k8s://https://api:6443", "spark.kubernetes.authenticate.driver.serviceAccountName", "spark"),

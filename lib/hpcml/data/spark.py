@@ -7,7 +7,7 @@ costs ~10 s, so a notebook pays it once).
 
 Masters:
     * ``local[*]`` (default): the driver is the only JVM; UI off, bound to loopback,
-      shuffle partitions sized to the cores, spill under ``build/spark-tmp``.
+      200 shuffle partitions that AQE coalesces to ~64 MB each, spill under ``build/spark-tmp``.
     * ``spark://host:7077``: a standalone cluster; executor cores/memory from the args.
     * ``k8s://https://<api-server>``: Spark on Kubernetes — namespace ``hpcml``,
       service account ``spark`` (IRSA for S3), the ``hpcml-spark`` image, executor
@@ -76,7 +76,12 @@ def session_conf(master: str = "local[*]", cores: int | None = None, driver_memo
         conf.update({
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
-            "spark.sql.shuffle.partitions": str(max(4, 2 * cores)),
+            # Sized by the data, not the cores: AQE coalesces a small shuffle into partitions of
+            # about 64 MB (advisoryPartitionSizeInBytes), but it can only merge, never split. A
+            # fixed 2 x cores (4 here) made each cached partition ~8 GB at 10M rows, and reading
+            # one back ran the 6 GB driver heap out of memory.
+            "spark.sql.shuffle.partitions": str(max(200, 2 * cores)),
+            "spark.sql.adaptive.coalescePartitions.enabled": "true",
             "spark.default.parallelism": str(max(2, cores)),
             "spark.local.dir": local_dir or str(paths.build_dir() / "spark-tmp"),
         })
