@@ -159,3 +159,19 @@ def test_bench_summary_states_crossover_from_fit(spark_s, pandas_s, expect):
     text = "\n".join(viz.bench_summary(res))
     assert expect in text
     assert "fastest pandas" in text.splitlines()[0] or "fastest spark" in text.splitlines()[0]
+
+
+@pytest.mark.parametrize("nbytes, cores, expect", [
+    (0, 2, 4), (180 * 2**20, 2, 4), (1_800 * 2**20, 2, 29), (18_000 * 2**20, 2, 282), (10**13, 2, 2000),
+], ids=["empty", "100k-rows", "1M-rows", "10M-rows", "capped"])
+def test_shuffle_partitions_follow_the_input_size(nbytes, cores, expect):
+    from hpcml.data.job import shuffle_partitions
+
+    assert shuffle_partitions(nbytes, cores) == expect
+
+
+def test_shuffle_partitions_rejects_bad_sizes():
+    from hpcml.data.job import shuffle_partitions
+
+    with pytest.raises(ValueError, match="cores >= 1"):
+        shuffle_partitions(100, 0)

@@ -158,8 +158,13 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
 
     hook = hook or (lambda stage: None)
     out_dir = Path(out_dir)
-    plan = job.build_plan(spark or get_session(), inputs, n_shards, val_frac, test_frac, seed)
+    spark = spark or get_session()
+    plan = job.build_plan(spark, inputs, n_shards, val_frac, test_frac, seed)
     times: dict[str, float] = {}
+    cores = spark.sparkContext.defaultParallelism
+    partitions = job.shuffle_partitions(sum(f.stat().st_size for f in plan["files"]), cores)
+    saved = spark.conf.get("spark.sql.shuffle.partitions")
+    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))  # sized to this job's input
     with _lock(out_dir):
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -194,9 +199,10 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         finally:
+            spark.conf.set("spark.sql.shuffle.partitions", saved)
             if plan["grouped"].is_cached:
                 plan["grouped"].unpersist()
-    return dict(manifest, seconds=times)
+    return dict(manifest, seconds=times, shuffle_partitions=partitions)
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:

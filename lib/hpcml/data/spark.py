@@ -76,10 +76,10 @@ def session_conf(master: str = "local[*]", cores: int | None = None, driver_memo
         conf.update({
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
-            # Sized by the data, not the cores: AQE coalesces a small shuffle into partitions of
-            # about 64 MB (advisoryPartitionSizeInBytes), but it can only merge, never split. A
-            # fixed 2 x cores (4 here) made each cached partition ~8 GB at 10M rows, and reading
-            # one back ran the 6 GB driver heap out of memory.
+            # An upper bound for ad-hoc queries: AQE coalesces a small shuffle into partitions of
+            # about 64 MB, but it can only merge, never split. A fixed 2 x cores (4 here) made each
+            # cached partition ~8 GB at 10M rows and ran the 6 GB driver heap out of memory. The
+            # preprocessing job sets its own count from its input size (job.shuffle_partitions).
             "spark.sql.shuffle.partitions": str(max(200, 2 * cores)),
             "spark.sql.adaptive.coalescePartitions.enabled": "true",
             "spark.default.parallelism": str(max(2, cores)),
