@@ -299,3 +299,29 @@ def test_abtest_names_the_missing_arm_and_skips_empty_blocks():
 def test_overhead_benchmark_checks_its_options_before_launch(cfg, match):
     with pytest.raises(ValueError, match=match):
         bench.run_bench(1, ["overhead"], **cfg)
+
+
+def test_exporter_switches_off_and_on_at_once_and_its_cost_is_timed():
+    import urllib.error
+    import urllib.request
+
+    from hpcml.monitor.drill import exporter_cost
+    from hpcml.monitor.prom import free_port
+    from hpcml.train.worker import Exporter
+
+    port = free_port()
+    ex = Exporter(port, rank=0)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        ex.observe(1, 0.05, 0.01, 64, 0.5)
+        assert b"hpcml_train_samples_total" in urllib.request.urlopen(url, timeout=5).read()
+        ex.set_enabled(False)  # no poll to wait for: the select loop wakes on its pipe
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(url, timeout=5)
+        ex.set_enabled(True)
+        assert b'hpcml_train_step{rank="0"} 1.0' in urllib.request.urlopen(url, timeout=5).read()
+    finally:
+        ex.close()
+    assert not ex.thread.is_alive()
+    cost = exporter_cost(n=200, scrapes=5)  # must return: it closes the exporter it built
+    assert cost["observe_us"] > 0 and cost["scrape_ms"] > 0 and cost["scrape_bytes"] > 100

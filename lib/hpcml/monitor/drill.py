@@ -299,6 +299,5 @@ def exporter_cost(n: int = 2000, scrapes: int = 50) -> dict[str, float]:
                 size = len(r.read())
         scrape_s = (time.perf_counter() - t) / scrapes
     finally:
-        ex.server.shutdown()
-        ex.server.server_close()
+        ex.close()
     return {"observe_us": observe_s * 1e6, "scrape_ms": scrape_s * 1e3, "scrape_bytes": float(size)}
