@@ -74,11 +74,9 @@ def test_two_workers_train_write_metrics_model_and_export(ds2, tmp_path):
 
 
 def test_exporter_serves_the_contract_metrics(ds2, tmp_path):
-    import socket
+    from hpcml.monitor.drill import free_port_block
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port_block(2)  # one per rank, below the ephemeral range
     spec = _spec(ds2, tmp_path / "run", epochs=30, metrics_port=port)
     job = start_local(spec)
     try:
@@ -94,11 +92,11 @@ def test_exporter_serves_the_contract_metrics(ds2, tmp_path):
 
 
 def test_exporter_ab_inside_a_real_run_measures_both_arms(ds2, tmp_path):
-    import socket
+    from hpcml.monitor.drill import free_port_block
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    # Below the ephemeral range: the A/B re-binds each rank's port every other block, and a
+    # port from bind(0) can meanwhile be taken as the local end of some outgoing connection.
+    port = free_port_block(2)
     spec = _spec(ds2, tmp_path / "run", epochs=4, metrics_port=port, extra={"exporter_ab_block": 2})
     m = run_local(spec, timeout_s=240)
     ab = m["exporter_ab"]
