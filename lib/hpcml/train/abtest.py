@@ -24,6 +24,13 @@ def abba_on(block: int) -> bool:
     return (block % 4) in (1, 2)
 
 
+def overhead_pct(t_off: float, t_on: float) -> float:
+    """Extra time per step with the arm on over off, in percent."""
+    if t_off <= 0:
+        raise ValueError(f"overhead_pct: the step time without the arm must be > 0, got {t_off}")
+    return (t_on / t_off - 1.0) * 100.0
+
+
 def summarize(blocks: list[dict[str, Any]], block: int, arm: str) -> dict[str, Any]:
     """Per-step mean of each arm over all blocks (ratio of means: an event such as a scrape
     lands in some blocks and not others, so a median would hide its cost), the paired
@@ -48,9 +55,9 @@ def summarize(blocks: list[dict[str, Any]], block: int, arm: str) -> dict[str, A
         a, b = by.get(k), by.get(k + 1)
         if a and b and a["on"] != b["on"]:
             on_b, off_b = (a, b) if a["on"] else (b, a)
-            pairs.append((on_b["sum_s"] / on_b["steps"]) / (off_b["sum_s"] / off_b["steps"]) * 100.0 - 100.0)
+            pairs.append(overhead_pct(off_b["sum_s"] / off_b["steps"], on_b["sum_s"] / on_b["steps"]))
     half = 1.96 * float(np.std(pairs, ddof=1)) / math.sqrt(len(pairs)) if len(pairs) > 1 else float("nan")
     return {"block_steps": block, "blocks": blocks, "steps_on": sum(b["steps"] for b in on),
             "steps_off": sum(b["steps"] for b in off), "mean_step_on_s": mean_on, "mean_step_off_s": mean_off,
-            "overhead_pct": (mean_on / mean_off - 1.0) * 100.0, "pair_overheads_pct": pairs,
+            "overhead_pct": overhead_pct(mean_off, mean_on), "pair_overheads_pct": pairs,
             "ci95_half_width_pct": half}

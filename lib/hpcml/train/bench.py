@@ -11,7 +11,7 @@
 
 Drivers (:func:`run_bench`, :func:`scaling`, …) launch ``python -m hpcml.train.bench --worker``
 through the local launcher and read back the JSON rank 0 writes. Pure maths
-(:func:`ci95`, :func:`scaling_efficiency`, :func:`overhead_pct`, :func:`mfu`) is unit-tested.
+(:func:`ci95`, :func:`scaling_efficiency`, :func:`mfu`; the A/B in :mod:`hpcml.train.abtest`) is unit-tested.
 """
 
 from __future__ import annotations
@@ -51,13 +51,6 @@ def scaling_efficiency(total_n: float, single: float, n: int) -> float:
     if n < 1 or single <= 0:
         raise ValueError("scaling_efficiency: need n >= 1 and a positive single-worker throughput")
     return total_n / (n * single)
-
-
-def overhead_pct(t_plain: float, t_hvd: float) -> float:
-    """Extra time per step of the Horovod loop over the plain loop, in percent."""
-    if t_plain <= 0:
-        raise ValueError("overhead_pct: plain step time must be > 0")
-    return (t_hvd / t_plain - 1.0) * 100.0
 
 
 def mfu(samples_per_s: float, flops_per_sample: float, peak_flops: float) -> float:
@@ -325,14 +318,13 @@ def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: st
     if bad:
         raise ValueError(f"unknown benchmark mode(s) {bad}; expected some of {sorted(MODES)}")
     _check_options(cfg)
-    if "overhead" in modes:
-        steps, rounds = cfg.get("overhead_steps", DEFAULTS["overhead_steps"]), cfg.get("overhead_rounds", DEFAULTS["overhead_rounds"])
-        if steps < 1 or rounds < 2:
-            raise ValueError(f"overhead needs overhead_steps >= 1 and overhead_rounds >= 2 (ABBA block pairs: "
-                             f"the interval needs two), got {steps} and {rounds}")
+    full = {**DEFAULTS, **cfg, "modes": list(modes)}
+    if "overhead" in modes and (full["overhead_steps"] < 1 or full["overhead_rounds"] < 2):
+        raise ValueError(f"overhead needs overhead_steps >= 1 and overhead_rounds >= 2 (ABBA block pairs: "
+                         f"the interval needs two), got {full['overhead_steps']} and {full['overhead_rounds']}")
     name = f"bench-{tag or '-'.join(modes)}-np{world_size}".replace("_", "-")
     out_dir = paths.ensure(paths.build_dir() / "bench" / name)
-    full = {**DEFAULTS, **cfg, "modes": list(modes), "out": str(out_dir / "result.json")}
+    full["out"] = str(out_dir / "result.json")
     if full["dataset_dir"]:
         full["dataset_dir"] = str(full["dataset_dir"])
     (out_dir / "result.json").unlink(missing_ok=True)

@@ -71,9 +71,9 @@ class Exporter:
         self.last_ts = Gauge("hpcml_train_last_step_timestamp_seconds", "unix time of the last step", lab,
                              registry=reg).labels(str(rank))
         self.port, self.registry, self.enabled = port, reg, True
-        self.server, self.thread = self._serve()
+        self.server, self.thread, self.wake = self._serve()
 
-    def _serve(self) -> tuple[Any, Any]:
+    def _serve(self) -> tuple[Any, Any, tuple[int, int]]:
         """``/metrics`` on loopback in a daemon thread: prometheus_client's WSGI app and server
         class, driven by a blocking ``select`` on the listening socket and a wake-up pipe instead
         of ``serve_forever``'s poll (0.5 s in ``start_http_server``). An idle exporter then never
@@ -106,11 +106,10 @@ class Exporter:
 
         thread = threading.Thread(target=loop, name=f"exporter-{self.port}", daemon=True)
         thread.start()
-        server.wake = (wake_r, wake_w)
-        return server, thread
+        return server, thread, (wake_r, wake_w)
 
     def _stop(self) -> None:
-        wake_r, wake_w = self.server.wake
+        wake_r, wake_w = self.wake
         os.write(wake_w, b"x")
         self.thread.join(5.0)
         self.server.server_close()
@@ -123,7 +122,7 @@ class Exporter:
         if on == self.enabled:
             return
         if on:
-            self.server, self.thread = self._serve()
+            self.server, self.thread, self.wake = self._serve()
         else:
             self._stop()
         self.enabled = on
