@@ -161,6 +161,17 @@ def test_bench_summary_states_crossover_from_fit(spark_s, pandas_s, expect):
     assert "fastest pandas" in text.splitlines()[0] or "fastest spark" in text.splitlines()[0]
 
 
+@pytest.mark.unit
+def test_memory_growth_per_engine_over_its_sizes():
+    from hpcml.data import viz
+
+    gib = 2**30
+    res = {10**6: [{"engine": "spark", "peak_rss_bytes": 4 * gib}, {"engine": "pandas", "peak_rss_bytes": 3 * gib}],
+           10**7: [{"engine": "spark", "peak_rss_bytes": 10 * gib}, {"engine": "pandas", "skipped": "too big"}]}
+    assert viz.memory_growth(res) == {"spark": (10**6, 10**7, 2.5)}
+    assert "spark: 10x the rows (1,000,000 -> 10,000,000) took 2.50x the peak memory" in viz.bench_summary(res)
+
+
 @pytest.mark.parametrize("nbytes, cores, expect", [
     (0, 2, 4), (180 * 2**20, 2, 4), (1_800 * 2**20, 2, 29), (18_000 * 2**20, 2, 282), (10**13, 2, 2000),
 ], ids=["empty", "100k-rows", "1M-rows", "10M-rows", "capped"])

@@ -105,6 +105,8 @@ def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple[float, str]
     if both:
         rs = {r["engine"]: r for r in results[max(both)]}
         out["spark_vs_pandas_speedup"] = (rs["spark"]["rows_per_s"] / rs["pandas"]["rows_per_s"], "x")
+    for e, (lo, hi, grow) in memory_growth(results).items():
+        out[f"{e}_peak_memory_growth"] = (grow, "x")
     top = {r["engine"]: r["rows_per_s"] for r in results[max(results)] if "rows_per_s" in r}
     if "spark" in top:
         out["spark_vs_fastest_ratio"] = (top["spark"] / max(top.values()), "x")
@@ -126,6 +128,19 @@ def fixed_and_per_row(results: dict[int, list[dict]], engine: str) -> tuple[floa
     return float(fixed), float(per_row)
 
 
+def memory_growth(results: dict[int, list[dict]]) -> dict[str, tuple[int, int, float]]:
+    """``{engine: (smallest size, largest size, peak memory at largest / at smallest)}`` over the
+    sizes each engine ran (engines that ran at one size only are left out)."""
+    out = {}
+    for e in sorted({r["engine"] for rs in results.values() for r in rs}):
+        peaks = {n: r["peak_rss_bytes"] for n, rs in results.items() for r in rs
+                 if r["engine"] == e and "peak_rss_bytes" in r}
+        if len(peaks) >= 2:
+            lo, hi = min(peaks), max(peaks)
+            out[e] = (lo, hi, peaks[hi] / peaks[lo])
+    return out
+
+
 def bench_summary(results: dict[int, list[dict]]) -> list[str]:
     """Sentences stating what this run measured: the fastest engine and Spark's ratios per size, and
     each engine's fixed cost and per-row cost, with the size where Spark would overtake pandas
@@ -142,6 +157,8 @@ def bench_summary(results: dict[int, list[dict]]) -> list[str]:
             if "pandas" in ran:
                 line += f", {ran['spark'] / ran['pandas']:.2f}x pandas"
         lines.append(line)
+    for e, (lo, hi, grow) in memory_growth(results).items():
+        lines.append(f"{e}: {hi / lo:.0f}x the rows ({lo:,} -> {hi:,}) took {grow:.2f}x the peak memory")
     fits = {e: fixed_and_per_row(results, e) for e in ("spark", "pandas", "duckdb")}
     for e, f in fits.items():
         if f:
