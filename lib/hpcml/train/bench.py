@@ -326,7 +326,7 @@ def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: st
     out_dir = paths.ensure(paths.build_dir() / "bench" / name)
     full["out"] = str(out_dir / "result.json")
     if full["dataset_dir"]:
-        full["dataset_dir"] = str(full["dataset_dir"])
+        full["dataset_dir"] = str(Path(full["dataset_dir"]).resolve())  # the workers run in their own folder
     (out_dir / "result.json").unlink(missing_ok=True)
     paths.atomic_write_text(out_dir / "bench.json", json.dumps(full, indent=2))
     spec = TrainSpec(name=name, world_size=world_size, threads_per_worker=int(full["threads"]),
