@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpcml.data.job import normalization_from_stats
 from hpcml.data.raw import HEADER, N_PIXELS
 
 ENGINES = ("spark", "pandas", "duckdb")
@@ -174,9 +175,8 @@ def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> d
     for i in range(0, len(train), chunk_rows):  # mean/std on the train split, in batches
         x = table[train[i:i + chunk_rows], 1:].astype(np.float64)
         s, ss = s + x.sum(), ss + (x * x).sum()
-    n_px = max(len(train), 1) * N_PIXELS
-    mean = s / n_px / 255.0
-    std = max(ss / n_px / 255.0**2 - mean**2, 1e-12) ** 0.5
+    norm = normalization_from_stats([{"split": "train", "rows": len(train), "s": s, "ss": ss}])
+    mean, std = norm["mean"], norm["std"]
     schema = pa.schema([("label", pa.int32()), ("pixels", pa.list_(pa.float32(), N_PIXELS))])
     for k_split, sp in enumerate(("train", "val", "test")):
         pos = np.flatnonzero(split == k_split)
@@ -188,7 +188,7 @@ def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> d
                     b = table[rows[i:i + chunk_rows]]
                     x = (b[:, 1:].astype(np.float32) / 255.0 - mean) / std
                     arr = pa.FixedSizeListArray.from_arrays(pa.array(x.ravel()), N_PIXELS)
-                    w.write_table(pa.table({"label": b[:, 0].astype(np.int32), "pixels": arr.cast(schema.field("pixels").type)}))
+                    w.write_table(pa.table({"label": b[:, 0].astype(np.int32), "pixels": arr}, schema=schema))
     return {"seconds": time.perf_counter() - t0,
             "counts": {"input": n_in, "quarantined": n_q, "output": len(keep),
                        "duplicates_removed": n_clean - len(keep)}}
@@ -236,8 +236,8 @@ def _duckdb(lake: Path, out: Path, n_shards: int) -> dict:
     con.execute("DROP TABLE parsed")
     s, ss, n = con.execute("SELECT sum(list_sum(pixels))::DOUBLE, sum(list_sum(list_transform(pixels, "
                            "lambda x: x::DOUBLE * x))), count(*) FROM sp WHERE split = 'train'").fetchone()
-    mean = s / (n * N_PIXELS) / 255.0
-    std = max(ss / (n * N_PIXELS) / 255.0**2 - mean**2, 1e-12) ** 0.5
+    norm = normalization_from_stats([{"split": "train", "rows": n, "s": s, "ss": ss}])
+    mean, std = norm["mean"], norm["std"]
     con.execute(f"""COPY (SELECT split, (row_number() OVER (PARTITION BY split ORDER BY h) - 1) % {n_shards} AS shard,
       label::INTEGER AS label, list_transform(pixels, lambda x: ((x / 255.0 - {mean}) / {std})::FLOAT) AS pixels FROM sp)
       TO '{out / 'shards'}' (FORMAT parquet, PARTITION_BY (split, shard))""")

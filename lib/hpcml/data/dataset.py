@@ -162,7 +162,7 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
     plan = job.build_plan(spark, inputs, n_shards, val_frac, test_frac, seed)
     times: dict[str, float] = {}
     cores = spark.sparkContext.defaultParallelism
-    partitions = job.shuffle_partitions(sum(f.stat().st_size for f in plan["files"]), cores)
+    partitions = job.shuffle_partitions(job.file_bytes(plan["files"]), cores)
     saved = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))  # sized to this job's input
     with _lock(out_dir):
