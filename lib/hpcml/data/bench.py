@@ -2,9 +2,11 @@
 
 Transform (identical rules in each engine): parse the CSV lines, quarantine malformed rows,
 drop exact duplicates, hash-split train/val/test, fit mean/std on train, normalise, and
-write ``n_shards`` Parquet shards per split. pandas and DuckDB each run in their own child
-process (``python -m hpcml.data.bench --engine …``, imports excluded from the timing) so
-their peak memory is their own. Spark runs either the same way (a fresh JVM: start
+write ``n_shards`` Parquet shards per split, compressed with the job's codec
+(:data:`hpcml.data.spark.PARQUET_CODEC`) in every engine: pyarrow and DuckDB default to
+snappy, so their defaults would time a different output. pandas and DuckDB each run in
+their own child process (``python -m hpcml.data.bench --engine …``, imports excluded from
+the timing) so their peak memory is their own. Spark runs either the same way (a fresh JVM: start
 excluded, but its first job pays JIT compilation and query code generation — "cold") or,
 when a session is passed, in that already-used session ("warm": the steady state a
 long-lived driver or a notebook sees). Peak memory is the RSS of the process tree (Python +
@@ -32,6 +34,7 @@ import numpy as np
 
 from hpcml.data.job import normalization_from_stats
 from hpcml.data.raw import HEADER, N_PIXELS
+from hpcml.data.spark import PARQUET_CODEC
 
 ENGINES = ("spark", "pandas", "duckdb")
 #: DuckDB spills to its temp directory past this (its default, 80% of RAM, leaves nothing
@@ -162,7 +165,7 @@ def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> d
             n_clean += len(good)
     n_q = n_in - n_clean
     if bad_parts:
-        pd.concat(bad_parts).to_parquet(out / "quarantine.parquet")
+        pd.concat(bad_parts).to_parquet(out / "quarantine.parquet", compression=PARQUET_CODEC)
     table = table[:n_clean]
     h = pd.util.hash_pandas_object(pd.DataFrame(table, copy=False), index=False).to_numpy()
     first = ~pd.Series(h).duplicated().to_numpy()
@@ -183,7 +186,7 @@ def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> d
         pos = pos[np.argsort(h[pos], kind="stable")]
         for k in range(n_shards):
             rows = keep[pos[k::n_shards]]
-            with pq.ParquetWriter(out / f"{sp}-{k:05d}.parquet", schema) as w:
+            with pq.ParquetWriter(out / f"{sp}-{k:05d}.parquet", schema, compression=PARQUET_CODEC) as w:
                 for i in range(0, len(rows), chunk_rows):
                     b = table[rows[i:i + chunk_rows]]
                     x = (b[:, 1:].astype(np.float32) / 255.0 - mean) / std
@@ -227,7 +230,7 @@ def _duckdb(lake: Path, out: Path, n_shards: int) -> dict:
       FROM checked""")
     n_in, n_q = con.execute("SELECT count(*), count(reason) FROM parsed").fetchone()
     con.execute(f"COPY (SELECT reason, raw FROM parsed WHERE reason IS NOT NULL) "
-                f"TO '{out / 'quarantine.parquet'}' (FORMAT parquet)")
+                f"TO '{out / 'quarantine.parquet'}' (FORMAT parquet, COMPRESSION {PARQUET_CODEC})")
     con.execute("""CREATE TEMP TABLE sp AS
       SELECT label, pixels, copies, h, CASE WHEN h % 1000 < 800 THEN 'train'
         WHEN h % 1000 < 900 THEN 'val' ELSE 'test' END AS split
@@ -240,7 +243,7 @@ def _duckdb(lake: Path, out: Path, n_shards: int) -> dict:
     mean, std = norm["mean"], norm["std"]
     con.execute(f"""COPY (SELECT split, (row_number() OVER (PARTITION BY split ORDER BY h) - 1) % {n_shards} AS shard,
       label::INTEGER AS label, list_transform(pixels, lambda x: ((x / 255.0 - {mean}) / {std})::FLOAT) AS pixels FROM sp)
-      TO '{out / 'shards'}' (FORMAT parquet, PARTITION_BY (split, shard))""")
+      TO '{out / 'shards'}' (FORMAT parquet, COMPRESSION {PARQUET_CODEC}, PARTITION_BY (split, shard))""")
     n_out, copies = con.execute("SELECT count(*), sum(copies) FROM sp").fetchone()
     return {"seconds": time.perf_counter() - t0,
             "counts": {"input": n_in, "quarantined": n_q, "output": n_out, "duplicates_removed": int(copies - n_out)}}

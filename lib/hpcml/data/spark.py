@@ -24,6 +24,8 @@ from hpcml import paths
 NAMESPACE = "hpcml"
 SERVICE_ACCOUNT = "spark"
 IMAGE = "ghcr.io/example/hpcml-spark:0.1.0"
+#: The Parquet codec of every dataset the job writes (the benchmark's other engines use it too).
+PARQUET_CODEC = "zstd"
 
 _session: Any = None
 
@@ -69,7 +71,7 @@ def session_conf(master: str = "local[*]", cores: int | None = None, driver_memo
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.memory": driver_memory or default_driver_memory(),
         # Parquet written identically on every run: no per-run metadata beyond the schema.
-        "spark.sql.parquet.compression.codec": "zstd",
+        "spark.sql.parquet.compression.codec": PARQUET_CODEC,
         "spark.sql.sources.partitionOverwriteMode": "static",
     }
     if master.startswith("local"):
