@@ -6,9 +6,9 @@ write ``n_shards`` Parquet shards per split, compressed with the job's codec
 (:data:`hpcml.data.spark.PARQUET_CODEC`) in every engine: pyarrow and DuckDB default to
 snappy, so their defaults would time a different output. pandas and DuckDB each run in
 their own child process (``python -m hpcml.data.bench --engine …``, imports excluded from
-the timing) so their peak memory is their own. Spark runs either the same way (a fresh JVM: start
-excluded, but its first job pays JIT compilation and query code generation — "cold") or,
-when a session is passed, in that already-used session ("warm": the steady state a
+the timing) so their peak memory is their own. Spark runs either the same way (a fresh JVM:
+start excluded, but its first job pays JIT compilation and query code generation — "cold")
+or, when a session is passed, in that already-used session ("warm": the steady state a
 long-lived driver or a notebook sees). Peak memory is the RSS of the process tree (Python +
 Spark's JVM) sampled every 50 ms with psutil; in-session that tree is the caller's, so its
 peak includes what the caller already held. Rows/s counts raw input lines over the
