@@ -186,3 +186,33 @@ def test_shuffle_partitions_rejects_bad_sizes():
 
     with pytest.raises(ValueError, match="cores >= 1"):
         shuffle_partitions(100, 0)
+
+
+@pytest.mark.parametrize("partitions, bits", [(1, 6), (4, 6), (16, 6), (17, 7), (36, 8), (360, 11), (2000, 13)])
+def test_bucket_bits_for_gives_at_least_four_buckets_per_partition(partitions, bits):
+    assert job.bucket_bits_for(partitions) == bits
+    assert 2 ** bits >= 4 * partitions
+
+
+def test_bucket_bits_for_rejects_zero_partitions():
+    with pytest.raises(ValueError, match="partitions must be >= 1"):
+        job.bucket_bits_for(0)
+
+
+def test_parquet_digests_split_data_from_footer(tmp_path):
+    """Same rows, different footer metadata: the file digests differ, the data digests do not."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hpcml.data.dataset import parquet_digests
+
+    t = pa.table({"label": pa.array([1, 2, 3], pa.int32())})
+    pq.write_table(t, tmp_path / "a.parquet", compression="zstd", store_schema=False)
+    pq.write_table(t.replace_schema_metadata({"note": "x"}), tmp_path / "b.parquet", compression="zstd")
+    pq.write_table(pa.table({"label": pa.array([1, 2, 4], pa.int32())}), tmp_path / "c.parquet",
+                   compression="zstd", store_schema=False)
+    (wa, da), (wb, db), (_, dc) = (parquet_digests(tmp_path / f"{n}.parquet") for n in "abc")
+    assert wa != wb and da == db and da != dc
+    (tmp_path / "d.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(ValueError, match="not a Parquet file"):
+        parquet_digests(tmp_path / "d.parquet")

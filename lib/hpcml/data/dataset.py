@@ -43,6 +43,37 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def parquet_digests(path: Path) -> tuple[str, str]:
+    """``(sha256 of the whole file, sha256 of its data)``: the data digest covers the bytes before
+    the Parquet footer, i.e. every page of every column chunk.
+
+    The two differ in what a re-run keeps. Spark's Parquet writer (parquet-mr) lists each
+    column chunk's encodings in the footer from a Java ``HashSet`` of enum constants, whose
+    order follows identity hash codes, which change from one JVM to the next: two runs in
+    two JVMs write the same pages but can order that list differently, so the file digest
+    holds only within one JVM. The data digest is the same on every re-run of the same input
+    (same Spark and Parquet versions); the file digest is what a copy is checked against.
+
+    Raises:
+        ValueError: ``path`` is not a Parquet file (no ``PAR1`` trailer).
+    """
+    size = os.path.getsize(path)
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 8))
+        tail = fh.read(8)
+        if size < 12 or tail[4:] != b"PAR1":
+            raise ValueError(f"{path} is not a Parquet file (expected the 'PAR1' trailer)")
+        data_end = size - 8 - int.from_bytes(tail[:4], "little")
+        fh.seek(0)
+        whole, data, pos = hashlib.sha256(), hashlib.sha256(), 0
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            whole.update(block)
+            if pos < data_end:
+                data.update(block[:data_end - pos])
+            pos += len(block)
+    return whole.hexdigest(), data.hexdigest()
+
+
 @contextmanager
 def _lock(target: Path) -> Iterator[None]:
     paths.ensure(target.parent)
@@ -86,8 +117,9 @@ def _shard_table(tmp: Path, n_shards: int) -> dict:
         shards = []
         for k in range(n_shards):
             f = tmp / split / f"shard-{k:05d}.parquet"
+            whole, data = parquet_digests(f)
             shards.append({"file": f"{split}/{f.name}", "rows": pq.ParquetFile(f).metadata.num_rows,
-                           "sha256": sha256_file(f)})
+                           "sha256": whole, "data_sha256": data})
         out[split] = {"rows": sum(s["rows"] for s in shards), "shards": shards}
     return out
 
@@ -159,10 +191,11 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
     hook = hook or (lambda stage: None)
     out_dir = Path(out_dir)
     spark = spark or get_session()
-    plan = job.build_plan(spark, inputs, n_shards, val_frac, test_frac, seed)
-    times: dict[str, float] = {}
+    files = job.list_inputs(inputs)
     cores = spark.sparkContext.defaultParallelism
-    partitions = job.shuffle_partitions(job.file_bytes(plan["files"]), cores)
+    partitions = job.shuffle_partitions(job.file_bytes(files), cores)
+    plan = job.build_plan(spark, files, n_shards, val_frac, test_frac, seed, job.bucket_bits_for(partitions))
+    times: dict[str, float] = {}
     saved = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))  # sized to this job's input
     with _lock(out_dir):
