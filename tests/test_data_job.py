@@ -119,23 +119,6 @@ def test_rerun_in_a_new_jvm_writes_the_same_data(bad_lake, built, tmp_path):
                     for split, info in built[1]["splits"].items()}
 
 
-def test_grouped_rows_need_no_second_shuffle_for_the_window(spark, bad_lake):
-    """The groupBy's exchange moves rows by bucket, so the shard window (partitioned by split and
-    bucket) reads the cache in place: the only exchange after the cache is the writer's layout."""
-    from hpcml.data import job
-
-    plan = job.persist_plan(job.build_plan(spark, bad_lake["dir"], 2))
-    try:
-        plan["quarantine"].count()
-        job.finish_plan(plan, 2)
-        tree = plan["output"]._jdf.queryExecution().executedPlan().toString()
-        above_cache = tree.split("InMemoryRelation")[0]
-        assert above_cache.count("Exchange hashpartitioning") == 1, above_cache
-        assert "Exchange hashpartitioning(split" in above_cache and "Window" in above_cache
-    finally:
-        plan["grouped"].unpersist()
-
-
 @pytest.mark.parametrize("stage", ["quarantine", "stats", "shards", "before_publish"])
 def test_crash_keeps_previous_good_output(spark, bad_lake, tmp_path, stage):
     out = tmp_path / "ds"

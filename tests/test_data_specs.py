@@ -188,17 +188,6 @@ def test_shuffle_partitions_rejects_bad_sizes():
         shuffle_partitions(100, 0)
 
 
-@pytest.mark.parametrize("partitions, bits", [(1, 6), (4, 6), (16, 6), (17, 7), (36, 8), (360, 11), (2000, 13)])
-def test_bucket_bits_for_gives_at_least_four_buckets_per_partition(partitions, bits):
-    assert job.bucket_bits_for(partitions) == bits
-    assert 2 ** bits >= 4 * partitions
-
-
-def test_bucket_bits_for_rejects_zero_partitions():
-    with pytest.raises(ValueError, match="partitions must be >= 1"):
-        job.bucket_bits_for(0)
-
-
 def test_parquet_digests_split_data_from_footer(tmp_path):
     """Same rows, different footer metadata: the file digests differ, the data digests do not."""
     import pyarrow as pa

@@ -191,11 +191,10 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
     hook = hook or (lambda stage: None)
     out_dir = Path(out_dir)
     spark = spark or get_session()
-    files = job.list_inputs(inputs)
-    cores = spark.sparkContext.defaultParallelism
-    partitions = job.shuffle_partitions(job.file_bytes(files), cores)
-    plan = job.build_plan(spark, files, n_shards, val_frac, test_frac, seed, job.bucket_bits_for(partitions))
+    plan = job.build_plan(spark, inputs, n_shards, val_frac, test_frac, seed)
     times: dict[str, float] = {}
+    cores = spark.sparkContext.defaultParallelism
+    partitions = job.shuffle_partitions(job.file_bytes(plan["files"]), cores)
     saved = spark.conf.get("spark.sql.shuffle.partitions")
     spark.conf.set("spark.sql.shuffle.partitions", str(partitions))  # sized to this job's input
     with _lock(out_dir):

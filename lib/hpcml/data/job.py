@@ -8,12 +8,10 @@ Stages (each a function returning a DataFrame, so the notebook can ``explain()``
    schema, so the CSV parser can neither drop nor silently null-fill a malformed row.
 2. :func:`parse` — tokens -> ``label`` int and ``pixels`` array<int> with ``try_cast``;
    a ``reason`` column names the first rule a row breaks (:data:`hpcml.data.raw.REASONS`).
-3. :func:`group_rows` / :func:`dedup` — exact duplicates (same label and pixels) collapse to
-   one row; the ``copies`` column keeps the count, so input = clean + quarantined +
-   duplicates, exactly.
-4. :func:`assign_split` (applied before that shuffle, whose key is its ``bucket``) —
-   ``pmod(xxhash64(seed, label, pixels), 1000)`` -> train/val/test, the same on every run and
-   every cluster size (it depends on the content only).
+3. :func:`dedup` — exact duplicates (same label and pixels) collapse to one row; the
+   ``copies`` column keeps the count, so input = clean + quarantined + duplicates, exactly.
+4. :func:`assign_split` — ``pmod(xxhash64(seed, label, pixels), 1000)`` -> train/val/test,
+   the same on every run and every cluster size (it depends on the content only).
 5. :func:`split_stats` + :func:`normalization_from_stats` fit on train only; :func:`assign_shards` numbers each split's
    rows in a deterministic order (``row_number``) and deals them round-robin to N shards,
    so shard sizes differ by at most one row.
@@ -31,9 +29,6 @@ from typing import Sequence
 from hpcml.data.raw import HEADER, N_PIXELS
 
 SPLITS = ("train", "val", "test")
-#: ``h`` is cut into 2**bucket_bits ordered ranges; shard numbering runs one window task per range.
-#: :func:`hpcml.data.dataset.run_job` scales the bits with its shuffle partitions (:func:`bucket_bits_for`).
-BUCKET_BITS = 6
 
 
 class DataInputError(ValueError):
@@ -120,8 +115,7 @@ def parse(raw):
             .withColumn("pixels", F.when(F.col("reason").isNull(), F.col("pixels").cast("array<smallint>"))))
 
 
-def group_rows(parsed, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
-               bucket_bits: int = BUCKET_BITS):
+def group_rows(parsed):
     """The job's one shuffle over the input: clean rows collapse per (label, pixels), bad rows stay apart.
 
     Clean rows keep only ``label``/``pixels`` (reason, source and raw line are null), bad rows
@@ -129,13 +123,6 @@ def group_rows(parsed, val_frac: float = 0.1, test_frac: float = 0.1, seed: int 
     ``groupBy`` both de-duplicates the clean rows and carries the quarantine along; ``copies``
     counts the input lines behind each output row. The result is what :func:`hpcml.data.dataset.run_job`
     persists, so the raw text is read and parsed exactly once.
-
-    The split columns (``h``, ``split``, ``bucket``: :func:`assign_split`) are computed *before*
-    the shuffle, and the shuffle moves rows by ``bucket`` alone (a bad row gets a bucket of its
-    own, hashed from its file and line, above the clean range). The extra grouping keys are
-    functions of (label, pixels), so they do not change the groups; but the grouped rows now
-    sit where :func:`assign_shards`' window (partitioned by split and bucket) needs them, and
-    the shard numbering runs without a second shuffle of every clean row.
     """
     from pyspark.sql import functions as F
 
@@ -143,13 +130,7 @@ def group_rows(parsed, val_frac: float = 0.1, test_frac: float = 0.1, seed: int 
     keyed = parsed.select("reason", F.when(bad, F.col("source_file")).alias("source_file"),
                           F.when(bad, F.col("value")).alias("raw"), F.when(~bad, F.col("label")).alias("label"),
                           F.when(~bad, F.col("pixels")).alias("pixels"))
-    keyed = assign_split(keyed, val_frac, test_frac, seed, bucket_bits)
-    n = 2 ** bucket_bits
-    own = (F.lit(n // 2) + F.pmod(F.xxhash64(F.lit(seed), "source_file", "raw"), F.lit(n))).cast("int")
-    keyed = keyed.withColumn("bucket", F.coalesce(F.col("bucket"), own))
-    return (keyed.repartition("bucket")
-            .groupBy("reason", "source_file", "raw", "label", "pixels", "h", "split", "bucket")
-            .agg(F.count(F.lit(1)).alias("copies")))
+    return keyed.groupBy("reason", "source_file", "raw", "label", "pixels").agg(F.count(F.lit(1)).alias("copies"))
 
 
 def quarantine(grouped):
@@ -162,36 +143,28 @@ def quarantine(grouped):
 
 
 def dedup(grouped):
-    """Clean rows, one per distinct (label, pixels), with their split columns; ``copies`` counts how many were read."""
+    """Clean rows, one per distinct (label, pixels); ``copies`` counts how many were read."""
     from pyspark.sql import functions as F
 
-    return grouped.where(F.col("reason").isNull()).select("label", "pixels", "copies", "h", "split", "bucket")
+    return grouped.where(F.col("reason").isNull()).select("label", "pixels", "copies")
 
 
-def assign_split(df, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0, bucket_bits: int = BUCKET_BITS):
+def assign_split(df, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0):
     """Add ``h`` (xxhash64 of seed, label, pixels), ``split`` (train/val/test by ``h`` mod 1000) and
-    ``bucket`` (the top ``bucket_bits`` bits of ``h``: buckets follow ``h`` order). All three are
-    null on a row whose label or pixels are null (a quarantined row)."""
+    ``bucket`` (the top :data:`BUCKET_BITS` bits of ``h``: buckets follow ``h`` order)."""
     from pyspark.sql import functions as F
 
     if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
         raise DataInputError(f"val_frac and test_frac must be in [0, 1) with a sum < 1, got {val_frac}, {test_frac}")
-    if not isinstance(bucket_bits, int) or not 1 <= bucket_bits <= 16:
-        raise DataInputError(f"bucket_bits must be an int in [1, 16], got {bucket_bits!r}")
-    clean = F.col("label").isNotNull() & F.col("pixels").isNotNull()
-    df = df.withColumn("h", F.when(clean, F.xxhash64(F.lit(seed), "label", "pixels")))
+    df = df.withColumn("h", F.xxhash64(F.lit(seed), "label", "pixels"))
     b = F.pmod("h", F.lit(1000))
     train_hi, val_hi = round(1000 * (1 - val_frac - test_frac)), round(1000 * (1 - test_frac))
-    split = F.when(b < train_hi, "train").when(b < val_hi, "val").when(b.isNotNull(), "test")
-    return df.withColumn("split", split).withColumn("bucket", F.shiftright("h", 64 - bucket_bits).cast("int"))
+    split = F.when(b < train_hi, "train").when(b < val_hi, "val").otherwise("test")
+    return df.withColumn("split", split).withColumn("bucket", F.shiftright("h", 64 - BUCKET_BITS).cast("int"))
 
 
-def bucket_bits_for(partitions: int) -> int:
-    """Enough buckets that hashing them to ``partitions`` shuffle partitions fills each about evenly:
-    at least 4 per partition (``2**bits >= 4 * partitions``), at least :data:`BUCKET_BITS` bits."""
-    if partitions < 1:
-        raise ValueError(f"partitions must be >= 1, got {partitions}")
-    return max(BUCKET_BITS, (4 * partitions - 1).bit_length())
+#: ``h`` is cut into 2**BUCKET_BITS ordered ranges; shard numbering runs one window task per range.
+BUCKET_BITS = 6
 
 
 def split_stats(split_df) -> list[dict]:
@@ -203,7 +176,7 @@ def split_stats(split_df) -> list[dict]:
 
     Returns:
         Rows as dicts ``{"split", "label", "bucket", "rows", "copies", "s", "ss"}`` (``s``/``ss``
-        are 0 outside train); at most 3 × 10 × 2**bucket_bits of them.
+        are 0 outside train); at most 3 × 10 × 2**BUCKET_BITS of them.
     """
     from pyspark.sql import functions as F
 
@@ -257,7 +230,7 @@ def assign_shards(split_df, n_shards: int, offsets: list[tuple[str, int, int]]):
     """Number each split's rows in (h, label, pixels) order and deal them to ``n_shards`` shards.
 
     The order is total within a split, but no task sees a whole split: ``row_number`` runs
-    over a window per (split, bucket) — 3 × 2**bucket_bits small, evenly filled ranges of
+    over a window per (split, bucket) — 3 × 2**BUCKET_BITS small, evenly filled ranges of
     ``h`` — and the bucket's offset (rows of the split in lower buckets, from
     :func:`bucket_offsets`) makes the numbers global. Adds ``idx`` (0-based position within
     the split) and ``shard`` (= idx mod n_shards), so shard sizes differ by at most one row.
@@ -298,23 +271,22 @@ def shuffle_partitions(input_bytes: int, cores: int, target_bytes: int = 64 * 2*
     return int(min(cap, max(2 * cores, -(-input_bytes // target_bytes))))
 
 
-def build_plan(spark, inputs, n_shards: int, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0,
-               bucket_bits: int = BUCKET_BITS) -> dict:
+def build_plan(spark, inputs, n_shards: int, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> dict:
     """All the job's DataFrames, lazily (nothing runs until an action): the notebook explains them.
 
     Returns:
-        ``{"files", "parsed", "grouped", "quarantine", "deduped", "split"}``; ``split`` is ``deduped``
-        (the split columns come with the grouped rows). The sharded output needs the train
-        statistics, so it is built by :func:`finish_plan`.
+        ``{"files", "parsed", "grouped", "quarantine", "deduped", "split", "split_args"}``; the sharded output
+        needs the train statistics, so it is built by :func:`finish_plan`.
     """
     if not isinstance(n_shards, int) or n_shards < 1:
         raise DataInputError(f"n_shards must be an int >= 1 (one shard per training worker), got {n_shards!r}")
     files = list_inputs(inputs)
     parsed = parse(read_raw(spark, files))
-    grouped = group_rows(parsed, val_frac, test_frac, seed, bucket_bits)
+    grouped = group_rows(parsed)
     deduped = dedup(grouped)
     return {"files": files, "parsed": parsed, "grouped": grouped, "quarantine": quarantine(grouped),
-            "deduped": deduped, "split": deduped}
+            "deduped": deduped, "split": assign_split(deduped, val_frac, test_frac, seed),
+            "split_args": {"val_frac": val_frac, "test_frac": test_frac, "seed": seed}}
 
 
 def persist_plan(plan: dict) -> dict:
@@ -326,7 +298,7 @@ def persist_plan(plan: dict) -> dict:
 
     g = plan["grouped"].persist(StorageLevel.MEMORY_AND_DISK)
     plan.update(grouped=g, quarantine=quarantine(g), deduped=dedup(g))
-    plan["split"] = plan["deduped"]
+    plan["split"] = assign_split(plan["deduped"], **plan["split_args"])
     return plan
 
 
