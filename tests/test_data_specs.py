@@ -205,3 +205,14 @@ def test_parquet_digests_split_data_from_footer(tmp_path):
     (tmp_path / "d.parquet").write_bytes(b"not parquet at all")
     with pytest.raises(ValueError, match="not a Parquet file"):
         parquet_digests(tmp_path / "d.parquet")
+
+
+@pytest.mark.parametrize("val, test, bounds", [(0.1, 0.1, (800, 900)), (0.0, 0.25, (750, 750)), (0.2, 0.0, (800, 1000))])
+def test_split_bounds(val, test, bounds):
+    assert job.split_bounds(val, test) == bounds
+
+
+@pytest.mark.parametrize("val, test", [(-0.1, 0.1), (0.5, 0.5), (1.0, 0.0)])
+def test_split_bounds_reject_bad_fractions(val, test):
+    with pytest.raises(job.DataInputError, match="val_frac and test_frac must be in"):
+        job.split_bounds(val, test)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcml.data.job import normalization_from_stats
+from hpcml.data.job import normalization_from_stats, split_bounds
 from hpcml.data.raw import HEADER, N_PIXELS
 from hpcml.data.spark import PARQUET_CODEC
 
@@ -171,8 +171,8 @@ def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> d
     first = ~pd.Series(h).duplicated().to_numpy()
     keep = np.flatnonzero(first)
     h = h[keep]
-    bucket = h % 1000
-    split = np.where(bucket < 800, 0, np.where(bucket < 900, 1, 2))
+    bucket, (train_hi, val_hi) = h % 1000, split_bounds()
+    split = np.where(bucket < train_hi, 0, np.where(bucket < val_hi, 1, 2))
     train = keep[split == 0]
     s = ss = 0.0
     for i in range(0, len(train), chunk_rows):  # mean/std on the train split, in batches
@@ -231,9 +231,10 @@ def _duckdb(lake: Path, out: Path, n_shards: int) -> dict:
     n_in, n_q = con.execute("SELECT count(*), count(reason) FROM parsed").fetchone()
     con.execute(f"COPY (SELECT reason, raw FROM parsed WHERE reason IS NOT NULL) "
                 f"TO '{out / 'quarantine.parquet'}' (FORMAT parquet, COMPRESSION {PARQUET_CODEC})")
-    con.execute("""CREATE TEMP TABLE sp AS
-      SELECT label, pixels, copies, h, CASE WHEN h % 1000 < 800 THEN 'train'
-        WHEN h % 1000 < 900 THEN 'val' ELSE 'test' END AS split
+    train_hi, val_hi = split_bounds()
+    con.execute(f"""CREATE TEMP TABLE sp AS
+      SELECT label, pixels, copies, h, CASE WHEN h % 1000 < {train_hi} THEN 'train'
+        WHEN h % 1000 < {val_hi} THEN 'val' ELSE 'test' END AS split
       FROM (SELECT label, pixels, count(*) AS copies, hash(label, pixels) AS h FROM parsed
             WHERE reason IS NULL GROUP BY label, pixels)""")
     con.execute("DROP TABLE parsed")

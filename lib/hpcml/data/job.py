@@ -149,16 +149,26 @@ def dedup(grouped):
     return grouped.where(F.col("reason").isNull()).select("label", "pixels", "copies")
 
 
+def split_bounds(val_frac: float = 0.1, test_frac: float = 0.1) -> tuple[int, int]:
+    """``(train_hi, val_hi)``: a row whose hash mod 1000 is below ``train_hi`` is train, below
+    ``val_hi`` val, else test. Every engine that splits the data takes its bounds from here.
+
+    Raises:
+        DataInputError: a fraction outside [0, 1) or a sum >= 1.
+    """
+    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
+        raise DataInputError(f"val_frac and test_frac must be in [0, 1) with a sum < 1, got {val_frac}, {test_frac}")
+    return round(1000 * (1 - val_frac - test_frac)), round(1000 * (1 - test_frac))
+
+
 def assign_split(df, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0):
     """Add ``h`` (xxhash64 of seed, label, pixels), ``split`` (train/val/test by ``h`` mod 1000) and
     ``bucket`` (the top :data:`BUCKET_BITS` bits of ``h``: buckets follow ``h`` order)."""
     from pyspark.sql import functions as F
 
-    if not (0 <= val_frac < 1 and 0 <= test_frac < 1 and val_frac + test_frac < 1):
-        raise DataInputError(f"val_frac and test_frac must be in [0, 1) with a sum < 1, got {val_frac}, {test_frac}")
+    train_hi, val_hi = split_bounds(val_frac, test_frac)
     df = df.withColumn("h", F.xxhash64(F.lit(seed), "label", "pixels"))
     b = F.pmod("h", F.lit(1000))
-    train_hi, val_hi = round(1000 * (1 - val_frac - test_frac)), round(1000 * (1 - test_frac))
     split = F.when(b < train_hi, "train").when(b < val_hi, "val").otherwise("test")
     return df.withColumn("split", split).withColumn("bucket", F.shiftright("h", 64 - BUCKET_BITS).cast("int"))
 
