@@ -119,6 +119,23 @@ def test_rerun_in_a_new_jvm_writes_the_same_data(bad_lake, built, tmp_path):
                     for split, info in built[1]["splits"].items()}
 
 
+def test_cached_rows_carry_their_hash(spark, bad_lake):
+    """After persist_plan, the split, statistics and shard window read ``h``/``split``/``bucket``
+    from the cache: no ``xxhash64`` is left above the cached relation."""
+    from hpcml.data import job
+
+    plan = job.persist_plan(job.build_plan(spark, bad_lake["dir"], 3))
+    try:
+        for name in ("split", "deduped", "quarantine"):
+            tree = plan[name]._jdf.queryExecution().optimizedPlan().toString()
+            assert "InMemoryRelation" in tree, name
+            assert "xxhash64" not in tree.split("InMemoryRelation")[0], (name, tree)
+        assert {"h", "split", "bucket"} <= set(plan["split"].columns)
+        assert plan["deduped"].columns == ["label", "pixels", "copies"]
+    finally:
+        plan["grouped"].unpersist()
+
+
 @pytest.mark.parametrize("stage", ["quarantine", "stats", "shards", "before_publish"])
 def test_crash_keeps_previous_good_output(spark, bad_lake, tmp_path, stage):
     out = tmp_path / "ds"

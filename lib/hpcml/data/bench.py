@@ -171,7 +171,8 @@ def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> d
     first = ~pd.Series(h).duplicated().to_numpy()
     keep = np.flatnonzero(first)
     h = h[keep]
-    bucket, (train_hi, val_hi) = h % 1000, split_bounds()
+    bucket = h % 1000
+    train_hi, val_hi = split_bounds()
     split = np.where(bucket < train_hi, 0, np.where(bucket < val_hi, 1, 2))
     train = keep[split == 0]
     s = ss = 0.0
