@@ -98,6 +98,28 @@ def test_manifest_and_read_split(built):
     assert sum(sum(d.values()) for d in on_disk["label_distribution"].values()) == on_disk["counts"]["output"]
 
 
+def test_shards_store_pixels_as_one_repeated_float(spark, built):
+    """Each pixel is a bare repeated float in the file (no list group per value), readers see
+    ``list<float>`` with no nulls, and the session's own Parquet setting is back after the job."""
+    import pyarrow.parquet as pq
+
+    out, m = built
+    for info in m["splits"].values():
+        for s in info["shards"]:
+            f = pq.ParquetFile(out / s["file"])
+            assert [f.schema.column(i).path for i in range(2)] == ["label", "pixels.array"], s["file"]
+            assert f.schema_arrow.field("pixels").type.value_field.nullable is False
+    assert spark.conf.get("spark.sql.parquet.writeLegacyFormat") == "false"
+
+
+def test_empty_shard_has_the_spark_shards_arrow_type(tmp_path, built):
+    import pyarrow.parquet as pq
+
+    dataset._empty_shard(tmp_path / "empty.parquet")
+    spark_shard = built[1]["splits"]["train"]["shards"][0]["file"]
+    assert pq.read_schema(tmp_path / "empty.parquet").equals(pq.read_schema(built[0] / spark_shard))
+
+
 def test_rerun_is_byte_identical(spark, bad_lake, built, tmp_path):
     again = dataset.run_job(bad_lake["dir"], tmp_path / "again", n_shards=3, spark=spark)
     assert again["splits"] == built[1]["splits"]

@@ -85,11 +85,29 @@ def _lock(target: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _sql_conf(spark, conf: dict[str, str]) -> Iterator[None]:
+    """Set SQL settings for one write and put the session's own values back afterwards."""
+    saved = {k: spark.conf.get(k, None) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+
 def _empty_shard(path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("label", pa.int32()), ("pixels", pa.list_(pa.float32()))])
+    # the Arrow type pyarrow reads back from Spark's shards (job.PARQUET_WRITE_CONF's layout)
+    pixels = pa.list_(pa.field("array", pa.float32(), nullable=False))
+    schema = pa.schema([("label", pa.int32()), ("pixels", pixels)])
     pq.write_table(schema.empty_table(), path)
 
 
@@ -214,7 +232,8 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
             times["stats"] = time.perf_counter() - t0
             hook("stats")
             t0 = time.perf_counter()
-            plan["output"].drop("idx").write.partitionBy("split", "shard").parquet(str(tmp / "_spark"))
+            with _sql_conf(spark, job.PARQUET_WRITE_CONF):
+                plan["output"].drop("idx").write.partitionBy("split", "shard").parquet(str(tmp / "_spark"))
             _collect_shards(tmp / "_spark", tmp, n_shards)
             times["shards"] = time.perf_counter() - t0
             hook("shards")
