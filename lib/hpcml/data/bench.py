@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -266,8 +267,6 @@ def compare(lake: Path, work: Path, engines: tuple[str, ...] = ENGINES, n_shards
                 out.append({"engine": e, "rows": meta["rows"], "skipped": why})
                 continue
         d = work / e
-        import shutil
-
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         r = run_engine(e, lake, d / "out" if e == "spark" else d, n_shards, spark=spark)
@@ -276,24 +275,6 @@ def compare(lake: Path, work: Path, engines: tuple[str, ...] = ENGINES, n_shards
         out.append(r)
         shutil.rmtree(d, ignore_errors=True)
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m hpcml.data.bench")
-    ap.add_argument("--engine", choices=ENGINES, required=True)
-    ap.add_argument("--lake", type=Path, required=True)
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--n-shards", type=int, default=2)
-    ap.add_argument("--result", type=Path, required=True)
-    a = ap.parse_args(argv)
-    a.out.mkdir(parents=True, exist_ok=True) if a.engine != "spark" else None
-    res = {"spark": _spark, "pandas": _pandas, "duckdb": _duckdb}[a.engine](a.lake, a.out, a.n_shards)
-    a.result.write_text(json.dumps(res))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
 
 
 def run_sizes(sizes: list[int], engines: tuple[str, ...] = ENGINES, n_shards: int = 2, seed: int = 0,
@@ -311,3 +292,23 @@ def run_sizes(sizes: list[int], engines: tuple[str, ...] = ENGINES, n_shards: in
         write_synthetic_lake(n, seed=seed)
         out[n] = compare(paths.data_dir() / "lake" / f"synthetic-{n}" / "raw", work, engines, n_shards, spark=spark)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m hpcml.data.bench")
+    ap.add_argument("--engine", choices=ENGINES, required=True)
+    ap.add_argument("--lake", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--n-shards", type=int, default=2)
+    ap.add_argument("--result", type=Path, required=True)
+    a = ap.parse_args(argv)
+    if a.engine != "spark":  # run_job publishes its own output folder (temp + rename)
+        a.out.mkdir(parents=True, exist_ok=True)
+    res = {"spark": _spark, "pandas": _pandas, "duckdb": _duckdb}[a.engine](a.lake, a.out, a.n_shards)
+    a.result.write_text(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+

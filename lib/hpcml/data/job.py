@@ -144,7 +144,7 @@ def quarantine(grouped):
 
 def dedup(grouped):
     """Clean rows, one per distinct (label, pixels); ``copies`` counts how many were read (and
-    ``h``/``split``/``bucket`` when ``grouped`` has them: see :func:`persist_plan`)."""
+    ``h``/``split``/``bucket`` when ``grouped`` has them, as :func:`build_plan`'s does)."""
     from pyspark.sql import functions as F
 
     return grouped.where(F.col("reason").isNull()).drop("reason", "source_file", "raw")
@@ -299,19 +299,26 @@ def shuffle_partitions(input_bytes: int, cores: int, target_bytes: int = 64 * 2*
 def build_plan(spark, inputs, n_shards: int, val_frac: float = 0.1, test_frac: float = 0.1, seed: int = 0) -> dict:
     """All the job's DataFrames, lazily (nothing runs until an action): the notebook explains them.
 
+    ``grouped`` already carries each row's ``h``/``split``/``bucket`` (:func:`assign_split` on the
+    grouped rows), so the frames below it are the same whether or not :func:`persist_plan` caches it.
+
     Returns:
-        ``{"files", "parsed", "grouped", "quarantine", "deduped", "split", "split_args"}``; the sharded output
+        ``{"files", "parsed", "grouped", "quarantine", "deduped", "split"}``; the sharded output
         needs the train statistics, so it is built by :func:`finish_plan`.
     """
     if not isinstance(n_shards, int) or n_shards < 1:
         raise DataInputError(f"n_shards must be an int >= 1 (one shard per training worker), got {n_shards!r}")
     files = list_inputs(inputs)
     parsed = parse(read_raw(spark, files))
-    grouped = group_rows(parsed)
-    deduped = dedup(grouped)
-    return {"files": files, "parsed": parsed, "grouped": grouped, "quarantine": quarantine(grouped),
-            "deduped": deduped, "split": assign_split(deduped, val_frac, test_frac, seed),
-            "split_args": {"val_frac": val_frac, "test_frac": test_frac, "seed": seed}}
+    grouped = assign_split(group_rows(parsed), val_frac, test_frac, seed)
+    return {"files": files, "parsed": parsed, **_downstream(grouped)}
+
+
+def _downstream(grouped) -> dict:
+    """``grouped`` and the frames read from it: ``quarantine``, ``deduped`` and ``split``."""
+    split = dedup(grouped)
+    return {"grouped": grouped, "quarantine": quarantine(grouped), "deduped": split.drop("h", "split", "bucket"),
+            "split": split}
 
 
 def persist_plan(plan: dict) -> dict:
@@ -327,9 +334,7 @@ def persist_plan(plan: dict) -> dict:
     """
     from pyspark import StorageLevel
 
-    g = assign_split(plan["grouped"], **plan["split_args"]).persist(StorageLevel.MEMORY_AND_DISK)
-    split = dedup(g)
-    plan.update(grouped=g, quarantine=quarantine(g), deduped=split.drop("h", "split", "bucket"), split=split)
+    plan.update(_downstream(plan["grouped"].persist(StorageLevel.MEMORY_AND_DISK)))
     return plan
 
 
