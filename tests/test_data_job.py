@@ -120,6 +120,31 @@ def test_empty_shard_has_the_spark_shards_arrow_type(tmp_path, built):
     assert pq.read_schema(tmp_path / "empty.parquet").equals(pq.read_schema(built[0] / spark_shard))
 
 
+def test_fast_parse_path_never_changes_a_result(spark):
+    """Lines that JSON reads differently from split + try_cast, or only partly, give the same
+    label, pixels and reason with the from_json fast path as with the exact path alone."""
+    from hpcml.data import job
+
+    px = [str(i % 256) for i in range(raw.N_PIXELS)]
+
+    def line(label, pixels):
+        return ",".join([label, *pixels])
+
+    lines = [line("3", px), line("3", px) + "\r", line(" 3", [" 7 ", *px[1:]]), line("007", px), line("+3", px),
+             line("3", ["5.0", *px[1:]]), line("3", ["1e2", *px[1:]]), line("3", ["null", *px[1:]]),
+             line("3", ['"5"', *px[1:]]), line("3", ["[1]", *px[1:]]), line("3", px) + "],3",
+             line("3", px[:-1] + ["9]"]), line("3", px) + ",", line("3", px + ["0"]), line("3", px[:-1]),
+             line("-0", px), line("12", px), line("3", px[:-1] + ["256"]), line("3", px[:-1] + ["-1"]),
+             line("99999999999", px), line("3", ["", *px[1:]]), "", "[", "]", line("3", px).replace(",", ", ")]
+    df = spark.createDataFrame([(ln, "f.csv") for ln in lines], "value string, source_file string")
+    cols = ["value", "label", "pixels", "reason"]
+    got = {r["value"]: r for r in job.parse(df).select(cols).collect()}
+    want = {r["value"]: r for r in job.parse(df, fast=False).select(cols).collect()}
+    assert got == want
+    assert {r["reason"] for r in want.values()} >= {None, "wrong_column_count", "null_value", "non_numeric_label",
+                                                  "label_out_of_range", "non_numeric_pixel", "pixel_out_of_range"}
+
+
 def test_rerun_is_byte_identical(spark, bad_lake, built, tmp_path):
     again = dataset.run_job(bad_lake["dir"], tmp_path / "again", n_shards=3, spark=spark)
     assert again["splits"] == built[1]["splits"]
