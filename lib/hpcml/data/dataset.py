@@ -87,7 +87,7 @@ def _lock(target: Path) -> Iterator[None]:
 
 @contextmanager
 def _sql_conf(spark, conf: dict[str, str]) -> Iterator[None]:
-    """Set SQL settings for one write and put the session's own values back afterwards."""
+    """Set SQL settings for one job or write and put the session's own values back afterwards."""
     saved = {k: spark.conf.get(k, None) for k in conf}
     for k, v in conf.items():
         spark.conf.set(k, v)
@@ -213,9 +213,8 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
     times: dict[str, float] = {}
     cores = spark.sparkContext.defaultParallelism
     partitions = job.shuffle_partitions(job.file_bytes(plan["files"]), cores)
-    saved = spark.conf.get("spark.sql.shuffle.partitions")
-    spark.conf.set("spark.sql.shuffle.partitions", str(partitions))  # sized to this job's input
-    with _lock(out_dir):
+    # shuffle partitions sized to this job's input, for this job only
+    with _lock(out_dir), _sql_conf(spark, {"spark.sql.shuffle.partitions": str(partitions)}):
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
@@ -250,7 +249,6 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         finally:
-            spark.conf.set("spark.sql.shuffle.partitions", saved)
             if plan["grouped"].is_cached:
                 plan["grouped"].unpersist()
     return dict(manifest, seconds=times, shuffle_partitions=partitions)

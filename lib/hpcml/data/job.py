@@ -97,7 +97,7 @@ def parse(raw, fast: bool = True):
     token. A line takes it only when that gives exactly 785 non-null ints and the line holds
     no ``]`` (Jackson stops at the first ``]`` and ignores the rest). Every other line —
     empty, ``x7``, ``+5``, ``007``, ``5.0``, one column too many, … — takes the exact path
-    (:func:`_parse_tokens`: ``split`` + ``try_cast``), which names the rule it breaks. A line
+    (``split`` + ``try_cast``), which names the rule it breaks. A line
     the fast path accepts is 785 comma-separated JSON ints, which ``try_cast`` reads the
     same, so the path never changes a result (``fast=False`` sends every line down the
     exact path; the tests compare both on awkward lines). Parse alone, 1M rows, warm:
@@ -117,33 +117,21 @@ def parse(raw, fast: bool = True):
     # the exact path's tokens, for the other lines only (a column, so split runs once per line)
     line = F.when(v.endswith("\r"), F.expr("substring(value, 1, length(value) - 1)")).otherwise(v)
     df = df.withColumn("tokens", F.when(~F.col("fast_ok"), F.split(line, ",", -1)))
-    exact = _parse_tokens(F.col("tokens"))
-    ok = F.col("fast_ok")
-    df = (df.withColumn("label", F.when(ok, F.col("fast")[0]).otherwise(exact["label"]))
-          .withColumn("pixels", F.when(ok, F.slice("fast", 2, N_PIXELS)).otherwise(exact["pixels"])))
-    in_range = (F.when(~F.col("label").between(0, 9), F.lit("label_out_of_range"))
-                .when((F.array_min("pixels") < 0) | (F.array_max("pixels") > 255), F.lit("pixel_out_of_range")))
-    reason = F.when(ok, in_range).otherwise(exact["reason"](F.col("label"), F.col("pixels"), in_range))
-    return (df.withColumn("reason", reason).drop("fast", "fast_ok", "tokens")
+    ok, tokens = F.col("fast_ok"), F.col("tokens")
+    df = (df.withColumn("label", F.when(ok, F.col("fast")[0]).otherwise(tokens[0].try_cast("int")))
+          .withColumn("pixels", F.when(ok, F.slice("fast", 2, N_PIXELS))
+                      .otherwise(F.slice(tokens, 2, N_PIXELS).try_cast("array<int>"))))
+    label, pixels = F.col("label"), F.col("pixels")
+    in_range = (F.when(~label.between(0, 9), F.lit("label_out_of_range"))
+                .when((F.array_min(pixels) < 0) | (F.array_max(pixels) > 255), F.lit("pixel_out_of_range")))
+    exact = (F.when(F.size(tokens) != N_PIXELS + 1, F.lit("wrong_column_count"))
+             .when(F.array_contains(tokens, ""), F.lit("null_value"))
+             .when(label.isNull(), F.lit("non_numeric_label"))
+             .when(~label.between(0, 9), F.lit("label_out_of_range"))
+             .when(F.exists(pixels, lambda x: x.isNull()), F.lit("non_numeric_pixel"))
+             .otherwise(in_range))
+    return (df.withColumn("reason", F.when(ok, in_range).otherwise(exact)).drop("fast", "fast_ok", "tokens")
             .withColumn("pixels", F.when(F.col("reason").isNull(), F.col("pixels").cast("array<smallint>"))))
-
-
-def _parse_tokens(tokens) -> dict:
-    """The exact path over ``tokens`` (a line split on ``,``): ``label`` and ``pixels`` typed with
-    ``try_cast`` (null where a token is not an int), and ``reason(label, pixels, in_range)`` —
-    the first rule of :data:`hpcml.data.raw.REASONS` broken, ``in_range`` being the range checks."""
-    from pyspark.sql import functions as F
-
-    def reason(label, pixels, in_range):
-        return (F.when(F.size(tokens) != N_PIXELS + 1, F.lit("wrong_column_count"))
-                .when(F.array_contains(tokens, ""), F.lit("null_value"))
-                .when(label.isNull(), F.lit("non_numeric_label"))
-                .when(~label.between(0, 9), F.lit("label_out_of_range"))
-                .when(F.exists(pixels, lambda x: x.isNull()), F.lit("non_numeric_pixel"))
-                .otherwise(in_range))
-
-    return {"label": tokens[0].try_cast("int"),
-            "pixels": F.slice(tokens, 2, N_PIXELS).try_cast("array<int>"), "reason": reason}
 
 
 def group_rows(parsed):
