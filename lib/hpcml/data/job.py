@@ -109,8 +109,12 @@ def parse(raw, fast: bool = True):
     v = F.col("value")
     if fast:
         df = raw.withColumn("fast", F.from_json(F.concat(F.lit("["), v, F.lit("]")), ArrayType(IntegerType())))
+        # array_contains(fast, -1) is null exactly when fast holds a null and no -1 (SQL's
+        # three-valued IN): "is false" means no null element, checked in generated code,
+        # where exists(fast, x -> x is null) runs a lambda per element. A line with a -1 is
+        # out of range anyway; it takes the exact path, which names that.
         fast_ok = (F.col("fast").isNotNull() & (F.size("fast") == N_PIXELS + 1) & ~v.contains("]")
-                   & ~F.exists("fast", lambda x: x.isNull()))
+                   & F.array_contains("fast", -1).eqNullSafe(False))
     else:
         df, fast_ok = raw.withColumn("fast", F.lit(None).cast("array<int>")), F.lit(False)
     df = df.withColumn("fast_ok", fast_ok)
@@ -198,29 +202,30 @@ BUCKET_BITS = 6
 
 
 def split_stats(split_df) -> list[dict]:
-    """Two small aggregations: rows and input copies per (split, label, bucket); pixel sum and sum
-    of squares per label of the train split (the only split normalisation is fit on).
+    """Two small aggregations: rows and input copies per (split, label, bucket); the sum and sum
+    of squares of every pixel value of the train split (the only split normalisation is fit on).
 
     Pixel sums come from ``explode`` (code-generated) rather than an ``aggregate`` lambda over
-    each array, which Spark evaluates element by element in interpreted mode.
+    each array, which Spark evaluates element by element in interpreted mode, and into one
+    global sum: grouped by label, every one of the 784 values per row went through a hash
+    lookup (1M rows: 1.9 s instead of 5.1-6.0 s).
 
     Returns:
-        Rows as dicts ``{"split", "label", "bucket", "rows", "copies", "s", "ss"}`` (``s``/``ss``
-        are 0 outside train); at most 3 × 10 × 2**BUCKET_BITS of them.
+        Rows as dicts ``{"split", "label", "bucket", "rows", "copies", "s", "ss"}``; the train
+        sums are on the first train row, ``s``/``ss`` are 0 on every other row, so summing the
+        rows counts them once. At most 3 × 10 × 2**BUCKET_BITS rows.
     """
     from pyspark.sql import functions as F
 
     counts = split_df.groupBy("split", "label", "bucket").agg(F.count(F.lit(1)).alias("rows"),
                                                               F.sum("copies").alias("copies"))
     x = F.col("x")
-    px = (split_df.where(F.col("split") == "train").select("label", F.explode("pixels").alias("x"))
-          .groupBy("label").agg(F.sum(x).alias("s"), F.sum(x.cast("double") * x).alias("ss")))
-    sums = {r["label"]: (r["s"], r["ss"]) for r in px.collect()}
-    out = []
-    for r in counts.orderBy("split", "label", "bucket").collect():
-        d = r.asDict()  # a label's train sums go on its first train row, so summing rows counts them once
-        d["s"], d["ss"] = sums.pop(d["label"], (0, 0.0)) if d["split"] == "train" else (0, 0.0)
-        out.append(d)
+    px = (split_df.where(F.col("split") == "train").select(F.explode("pixels").alias("x"))
+          .agg(F.sum(x).alias("s"), F.sum(x.cast("double") * x).alias("ss")).first())
+    out = [dict(r.asDict(), s=0, ss=0.0) for r in counts.orderBy("split", "label", "bucket").collect()]
+    first_train = next((d for d in out if d["split"] == "train"), None)
+    if first_train is not None:
+        first_train["s"], first_train["ss"] = px["s"] or 0, px["ss"] or 0.0
     return out
 
 
@@ -281,16 +286,18 @@ def assign_shards(split_df, n_shards: int, offsets: list[tuple[str, int, int]]):
 def normalize(sharded, norm: dict):
     """Final columns: ``split``, ``shard``, ``idx``, ``label`` int, ``pixels`` array<float> normalised.
 
-    The pixels come out typed *without* nulls (``array_compact`` — clean rows hold none — then
-    only multiplies and adds, which keep that: a division would make each element nullable
-    again). With :data:`PARQUET_WRITE_CONF` Spark then writes each value as a bare repeated
+    The pixels come out typed *without* nulls: each element is ``coalesce(x, 0)`` (clean rows
+    hold no null, so it changes no value) followed by multiplies and adds only, which keep that
+    (a division would make each element nullable again), all in one ``transform`` — a lambda
+    Spark evaluates element by element, so one pass rather than ``array_compact`` and then
+    ``transform`` (1M rows, cached input: 6.8 s for the two passes). With :data:`PARQUET_WRITE_CONF` Spark then writes each value as a bare repeated
     float instead of a three-level list group per element: at 1M rows the shard write took
     15.2 s instead of 27.0 s (the normalisation itself 2.7 s).
     """
     from pyspark.sql import functions as F
 
     scale, m, inv_std = float(norm["scale"]), float(norm["mean"]), 1.0 / float(norm["std"])
-    px = F.expr(f"transform(array_compact(pixels), x -> cast((x * {scale!r}D - {m!r}D) * {inv_std!r}D as float))")
+    px = F.expr(f"transform(pixels, x -> cast((coalesce(x, 0S) * {scale!r}D - {m!r}D) * {inv_std!r}D as float))")
     return sharded.select("split", "shard", "idx", F.col("label").cast("int"), px.alias("pixels"))
 
 
