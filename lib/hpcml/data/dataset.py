@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -153,9 +154,14 @@ def _quarantine_counts(qdir: Path) -> dict[str, int]:
     return counts
 
 
-def build_manifest(files: Sequence[Path], stats: list[dict], norm: dict, shards: dict, quarantined: dict[str, int],
+def source_entries(files: Sequence[Path]) -> list[dict]:
+    """The manifest's ``sources``: each input file's path, size and SHA-256."""
+    return [{"file": str(f), "bytes": os.path.getsize(f), "sha256": sha256_file(f)} for f in files]
+
+
+def build_manifest(sources: list[dict], stats: list[dict], norm: dict, shards: dict, quarantined: dict[str, int],
                    n_shards: int, split_conf: dict) -> dict:
-    """The ``_manifest.json`` content (pure: everything is passed in).
+    """The ``_manifest.json`` content (pure: everything is passed in; ``sources`` from :func:`source_entries`).
 
     Raises:
         RuntimeError: the shard row counts disagree with the aggregated statistics.
@@ -180,7 +186,7 @@ def build_manifest(files: Sequence[Path], stats: list[dict], norm: dict, shards:
         "counts": {"input": clean + n_q, "clean": clean, "duplicates_removed": clean - distinct,
                    "output": distinct, "quarantined": n_q, "quarantine_by_reason": quarantined},
         "quarantine": {"path": "_quarantine", "rows": n_q},
-        "sources": [{"file": str(f), "bytes": os.path.getsize(f), "sha256": sha256_file(f)} for f in files],
+        "sources": sources,
     }
 
 
@@ -218,6 +224,10 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
+        # The sources' SHA-256 is read in a thread while Spark works: at 10M rows the 18 GB of
+        # text is not in the page cache, and hashing it after the job cost its full disk time.
+        hasher = ThreadPoolExecutor(1, thread_name_prefix="hpcml-sha256")
+        sources = hasher.submit(source_entries, plan["files"])
         try:
             t0 = time.perf_counter()
             job.persist_plan(plan)  # the text is read once: the quarantine write fills the cache
@@ -240,7 +250,7 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
                           "fractions": {"train": round(1 - val_frac - test_frac, 6), "val": val_frac, "test": test_frac},
                           "shard_rule": "(rows of the split in lower h-buckets + row_number over (partition by split, "
                                         "bucket order by h, label, pixels) - 1) mod n_shards"}
-            manifest = build_manifest(plan["files"], plan["stats"], plan["norm"], _shard_table(tmp, n_shards),
+            manifest = build_manifest(sources.result(), plan["stats"], plan["norm"], _shard_table(tmp, n_shards),
                                       _quarantine_counts(tmp / "_quarantine"), n_shards, split_conf)
             os.chmod(paths.atomic_write_text(tmp / MANIFEST, json.dumps(manifest, indent=1)), 0o644)
             hook("before_publish")
@@ -249,6 +259,7 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         finally:
+            hasher.shutdown(wait=False, cancel_futures=True)
             if plan["grouped"].is_cached:
                 plan["grouped"].unpersist()
     return dict(manifest, seconds=times, shuffle_partitions=partitions)
