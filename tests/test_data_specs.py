@@ -172,6 +172,18 @@ def test_memory_growth_per_engine_over_its_sizes():
     assert "spark: 10x the rows (1,000,000 -> 10,000,000) took 2.50x the peak memory" in viz.bench_summary(res)
 
 
+@pytest.mark.unit
+def test_bench_metrics_keep_the_spark_stage_seconds():
+    from hpcml.data import viz
+
+    res = {10**6: [{"engine": "spark", "rows_per_s": 1e4, "peak_rss_bytes": 2**30, "seconds": 100.0,
+                    "stages": {"quarantine": 50.04, "stats": 9.96, "shards": 40.0}},
+                   {"engine": "pandas", "rows_per_s": 2e4, "peak_rss_bytes": 2**31, "seconds": 50.0}]}
+    m = viz.bench_metrics(res)
+    assert m["spark_stage_seconds_1m"] == ({"quarantine": 50.0, "stats": 10.0, "shards": 40.0}, "s")
+    assert not any(k.startswith("pandas_stage") for k in m)
+
+
 @pytest.mark.parametrize("nbytes, cores, expect", [
     (0, 2, 4), (180 * 2**20, 2, 4), (1_800 * 2**20, 2, 29), (18_000 * 2**20, 2, 282), (10**13, 2, 2000),
 ], ids=["empty", "100k-rows", "1M-rows", "10M-rows", "capped"])

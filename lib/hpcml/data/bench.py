@@ -136,7 +136,7 @@ def _spark(lake: Path, out: Path, n_shards: int, spark=None) -> dict:
     spark = spark or get_session()
     t0 = time.perf_counter()
     m = run_job(lake, out, n_shards, spark=spark)
-    return {"seconds": time.perf_counter() - t0, "counts": m["counts"]}
+    return {"seconds": time.perf_counter() - t0, "counts": m["counts"], "stages": m["seconds"]}
 
 
 def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> dict:

@@ -93,14 +93,18 @@ def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple[float, str]
     """``{metric name: (value, unit)}``: rows/s and peak memory per engine and size, and ratios.
 
     ``spark_vs_pandas_speedup`` is Spark's rows/s over pandas' at the largest size both ran;
-    ``spark_vs_fastest_ratio`` is Spark's rows/s over the fastest engine's at the largest size.
+    ``spark_vs_fastest_ratio`` is Spark's rows/s over the fastest engine's at the largest size;
+    ``spark_stage_seconds_<size>`` is where the job's time went (``run_job``'s stages).
     """
-    out: dict[str, tuple[float, str]] = {}
+    out: dict[str, tuple] = {}
     for size, rs in sorted(results.items()):
         for r in rs:
             if "rows_per_s" in r:
                 out[f"{r['engine']}_rows_per_s_{size_label(size)}"] = (r["rows_per_s"], "rows/s")
                 out[f"{r['engine']}_peak_rss_gib_{size_label(size)}"] = (r["peak_rss_bytes"] / 2**30, "GiB")
+            if "stages" in r:
+                out[f"{r['engine']}_stage_seconds_{size_label(size)}"] = (
+                    {k: round(v, 1) for k, v in r["stages"].items()}, "s")
     both = [s for s, rs in results.items() if {"spark", "pandas"} <= {r["engine"] for r in rs if "rows_per_s" in r}]
     if both:
         rs = {r["engine"]: r for r in results[max(both)]}
