@@ -290,9 +290,10 @@ def normalize(sharded, norm: dict):
     hold no null, so it changes no value) followed by multiplies and adds only, which keep that
     (a division would make each element nullable again), all in one ``transform`` — a lambda
     Spark evaluates element by element, so one pass rather than ``array_compact`` and then
-    ``transform`` (1M rows, cached input: 6.8 s for the two passes). With :data:`PARQUET_WRITE_CONF` Spark then writes each value as a bare repeated
-    float instead of a three-level list group per element: at 1M rows the shard write took
-    15.2 s instead of 27.0 s (the normalisation itself 2.7 s).
+    ``transform`` (1M rows, cached input: 6.8 s for the two passes). With
+    :data:`PARQUET_WRITE_CONF` Spark then writes each value as a bare repeated float instead of
+    a three-level list group per element: at 1M rows the shard write took 15.2 s instead of
+    27.0 s.
     """
     from pyspark.sql import functions as F
 
