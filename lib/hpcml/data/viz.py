@@ -89,8 +89,9 @@ def bench_plot(results: dict[int, list[dict]]):
     return fig
 
 
-def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple[float, str]]:
-    """``{metric name: (value, unit)}``: rows/s and peak memory per engine and size, and ratios.
+def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple]:
+    """``{metric name: (value, unit)}``: rows/s and peak memory per engine and size, ratios, and
+    Spark's stage seconds (a dict value).
 
     ``spark_vs_pandas_speedup`` is Spark's rows/s over pandas' at the largest size both ran;
     ``spark_vs_fastest_ratio`` is Spark's rows/s over the fastest engine's at the largest size;
