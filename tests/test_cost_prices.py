@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpcml import aws
+from hpcml.aws import requests as aws_requests, send as aws_send
 from hpcml.cost import prices
 
 pytestmark = pytest.mark.unit
@@ -89,8 +89,8 @@ def test_bad_snapshot_file(tmp_path):
 
 
 def test_requests_match_botocore_models():
-    aws.validate_request("pricing", "GetProducts", prices.get_products_request("p3.2xlarge", "us-east-1"))
-    aws.validate_request("ec2", "DescribeSpotPriceHistory",
+    aws_requests.validate_request("pricing", "GetProducts", prices.get_products_request("p3.2xlarge", "us-east-1"))
+    aws_requests.validate_request("ec2", "DescribeSpotPriceHistory",
                          prices.spot_history_request(["p3.2xlarge"], datetime(2026, 11, 29)))
     with pytest.raises(ValueError, match="region 'mars-1'"):
         prices.get_products_request("p3.2xlarge", "mars-1")
@@ -144,6 +144,6 @@ def test_refresh_live_goes_through_the_same_validation(table):
 
 
 def test_refresh_live_without_credentials_says_so(monkeypatch, table):
-    monkeypatch.setattr(aws, "has_credentials", lambda: False)
+    monkeypatch.setattr(aws_send, "has_credentials", lambda: False)
     with pytest.raises(RuntimeError, match="needs AWS credentials"):
         prices.refresh_live(table, ["p3.2xlarge"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hpcml import aws
+from hpcml.aws import requests as aws_requests, send as aws_send
 from hpcml.data import job, raw, spark, staging
 from hpcml.k8s import data as kdata
 
@@ -102,16 +102,16 @@ def test_spark_application_is_restricted_and_uses_irsa():
 
 def test_emr_request_validates_against_botocore():
     req = kdata.emr_start_job_run(kdata.DataJobSpec())
-    assert aws.validate_request("emr-containers", "start_job_run", req) is req
+    assert aws_requests.validate_request("emr-containers", "start_job_run", req) is req
     assert req["executionRoleArn"] == "arn:aws:iam::111122223333:role/hpcml-spark"
     broken = dict(req, jobDriver={"sparkSubmitJobDriver": {"entryPointArguments": ["x"]}})
-    with pytest.raises(aws.AWSRequestError, match="entryPoint"):
-        aws.validate_request("emr-containers", "start_job_run", broken)
+    with pytest.raises(aws_requests.AWSRequestError, match="entryPoint"):
+        aws_requests.validate_request("emr-containers", "start_job_run", broken)
 
 
 def test_emr_request_is_not_sent_without_credentials(monkeypatch):
-    monkeypatch.setattr(aws, "has_credentials", lambda: False)
-    out = aws.submit("emr-containers", "start_job_run", kdata.emr_start_job_run(kdata.DataJobSpec()))
+    monkeypatch.setattr(aws_send, "has_credentials", lambda: False)
+    out = aws_send.submit("emr-containers", "start_job_run", kdata.emr_start_job_run(kdata.DataJobSpec()))
     assert out["sent"] is False
 
 

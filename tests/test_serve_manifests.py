@@ -3,7 +3,7 @@ validate against botocore's service model."""
 
 import pytest
 
-from hpcml import aws
+from hpcml.aws import requests as aws_requests
 from hpcml.k8s import serve
 from hpcml.k8s.validate import validate_doc
 
@@ -57,7 +57,7 @@ def test_sagemaker_requests_validate_and_stay_local_without_credentials(monkeypa
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(k, raising=False)
     for op, req in serve.sagemaker_requests(serve.ServeSpec()).items():
-        aws.validate_request("sagemaker", op, req)
+        aws_requests.validate_request("sagemaker", op, req)
     results = serve.deploy_sagemaker(dry_run=True)
     assert [r["operation"] for r in results] == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
     assert not any(r["sent"] for r in results)

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from hpcml.aws import AWSRequestError, validate_request
+from hpcml.aws.requests import AWSRequestError, validate_request
 from hpcml.k8s import train as kt
 from hpcml.k8s.validate import validate_doc
 from hpcml.train import launch as L

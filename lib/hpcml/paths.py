@@ -48,6 +48,27 @@ def data_dir() -> Path:
     return build_dir() / "data"
 
 
+#: The one dataset the pipeline trains on; its folder name under ``data_dir()`` and the lake.
+DATASET = "mnist"
+#: The same dataset's folder inside a cluster's shared volume (EFS/FSx, mounted by every pod).
+SHARED_MOUNT = "/mnt/hpcml"
+
+
+def dataset_dir() -> Path:
+    """The published Parquet shards with their ``_manifest.json`` (written by the data stage)."""
+    return data_dir() / DATASET
+
+
+def lake_dir() -> Path:
+    """The raw lake: CSV text files as they arrive, before validation."""
+    return data_dir() / "lake" / DATASET / "raw"
+
+
+def shared_dataset_dir(mount: str = SHARED_MOUNT) -> str:
+    """Where the dataset lives on a cluster's shared volume (a POSIX path inside the pods)."""
+    return f"{mount}/data/{DATASET}"
+
+
 def models_dir() -> Path:
     return build_dir() / "models"
 

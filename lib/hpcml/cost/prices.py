@@ -313,12 +313,11 @@ def refresh_live(table: PriceTable | None = None, instance_types: Iterable[str] 
     Raises:
         RuntimeError: no AWS credentials (the snapshot stays the source of truth).
     """
-    from hpcml import aws
-
+    from hpcml.aws import requests as aws_requests, send as aws_send
     table = table or load_snapshot()
     types = sorted(instance_types or [t for t, p in table.instances.items() if p.region == region])
     if pricing_client is None or ec2_client is None:
-        if not aws.has_credentials():
+        if not aws_send.has_credentials():
             raise RuntimeError("refresh_live needs AWS credentials (pricing:GetProducts, "
                                "ec2:DescribeSpotPriceHistory); using the snapshot instead is the offline path")
         import boto3
@@ -327,9 +326,9 @@ def refresh_live(table: PriceTable | None = None, instance_types: Iterable[str] 
         ec2_client = ec2_client or boto3.client("ec2", region_name=region)
     price_list: list[str] = []
     for itype in types:
-        req = aws.validate_request("pricing", "GetProducts", get_products_request(itype, region))
+        req = aws_requests.validate_request("pricing", "GetProducts", get_products_request(itype, region))
         price_list += pricing_client.get_products(**req).get("PriceList", [])
-    req = aws.validate_request("ec2", "DescribeSpotPriceHistory",
+    req = aws_requests.validate_request("ec2", "DescribeSpotPriceHistory",
                                spot_history_request(types, datetime.now(timezone.utc) - timedelta(hours=6)))
     history = ec2_client.describe_spot_price_history(**req).get("SpotPriceHistory", [])
     return merge(table, parse_price_list(price_list), parse_spot_history(history), origin=f"live {region}")

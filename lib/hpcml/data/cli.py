@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mnist-lake", action="store_true", help="write the MNIST raw lake to --input first")
     a = ap.parse_args(argv)
 
-    from hpcml.aws import s3_client
+    from hpcml.aws.send import s3_client
     from hpcml.data import dataset, staging
     from hpcml.data.raw import write_mnist_lake
     from hpcml.data.spark import get_session

@@ -1,7 +1,7 @@
 """S3 staging of the raw lake with boto3: upload the raw files, download them back.
 
 Against Amazon S3 when credentials are configured and no endpoint is given, otherwise
-against a local S3-compatible endpoint (:class:`hpcml.aws.LocalS3`, moto's server on
+against a local S3-compatible endpoint (:class:`hpcml.aws.local_s3.LocalS3`, moto's server on
 loopback). The job itself reads local files: on a cluster the same code downloads the
 raw prefix to the node's local disk (NVMe) first — no s3a connector needed here.
 

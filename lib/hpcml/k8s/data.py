@@ -3,7 +3,7 @@
 * a ``SparkApplication`` (kubeflow spark-operator, ``sparkoperator.k8s.io/v1beta2``) in the
   ``hpcml`` namespace, run as the IRSA service account ``spark``, PSA-restricted pods;
 * an EMR on EKS ``StartJobRun`` request (``emr-containers``), validated against botocore's
-  service model and sent only with credentials (:func:`hpcml.aws.submit`);
+  service model and sent only with credentials (:func:`hpcml.aws.send.submit`);
 * an ``sbatch`` script for a Slurm cluster, and :func:`submit_local` which runs it on the
   local cluster (:mod:`hpcml.cluster.slurm`).
 
@@ -137,7 +137,7 @@ def spark_application(spec: DataJobSpec) -> dict:
 
 
 def emr_start_job_run(spec: DataJobSpec) -> dict:
-    """The EMR on EKS ``start_job_run`` request (validate with :func:`hpcml.aws.validate_request`)."""
+    """The EMR on EKS ``start_job_run`` request (validate with :func:`hpcml.aws.requests.validate_request`)."""
     submit = " ".join([
         f"--conf spark.executor.instances={spec.executor_instances}",
         f"--conf spark.executor.cores={spec.executor_cores}",

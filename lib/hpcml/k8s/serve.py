@@ -258,9 +258,8 @@ def sagemaker_requests(spec: ServeSpec) -> dict[str, dict]:
 
 def deploy_sagemaker(spec: ServeSpec | None = None, dry_run: bool | None = None) -> list[dict]:
     """Validate each request against botocore's model; send them only with credentials."""
-    from hpcml import aws
-
-    return [aws.submit("sagemaker", op, req, dry_run=dry_run, region=(spec or ServeSpec()).region)
+    from hpcml.aws import send as aws_send
+    return [aws_send.submit("sagemaker", op, req, dry_run=dry_run, region=(spec or ServeSpec()).region)
             for op, req in sagemaker_requests(spec or ServeSpec()).items()]
 
 

@@ -399,7 +399,7 @@ def sagemaker_request(spec: TrainSpec, session: Any = None, **kw: Any) -> tuple[
     """The CreateTrainingJob request the SDK would send, and the staged MPI driver config.
 
     Without ``session`` the SDK runs offline: it stages the code and its MPI driver into a
-    local S3 endpoint (:class:`hpcml.aws.LocalS3`), so the request is the SDK's own.
+    local S3 endpoint (:class:`hpcml.aws.local_s3.LocalS3`), so the request is the SDK's own.
 
     Returns:
         ``(request, staged)``: ``request`` in boto3 form (validated against botocore's
@@ -408,8 +408,7 @@ def sagemaker_request(spec: TrainSpec, session: Any = None, **kw: Any) -> tuple[
     """
     import tempfile
 
-    from hpcml import aws
-
+    from hpcml.aws import local_s3, requests as aws_requests, send as aws_send
     def build(sess: Any, s3: Any) -> tuple[dict, dict[str, str]]:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = sagemaker_trainer(spec, sess, Path(tmp), **kw)
@@ -423,11 +422,11 @@ def sagemaker_request(spec: TrainSpec, session: Any = None, **kw: Any) -> tuple[
                 staged[name] = s3.get_object(Bucket=bucket, Key=f"{prefix}/{name}")["Body"].read().decode()
             except Exception as exc:  # noqa: BLE001 - report what could not be read back
                 staged[name] = f"<not readable: {exc}>"
-        return aws.validate_request("sagemaker", "create_training_job", req), staged
+        return aws_requests.validate_request("sagemaker", "create_training_job", req), staged
 
     if session is not None:
         return build(session, session.boto_session.client("s3"))
-    with aws.LocalS3.start() as local, _OfflineAWS(local.endpoint):
+    with local_s3.LocalS3.start() as local, _OfflineAWS(local.endpoint):
         import boto3
         from sagemaker.core.helper.session_helper import Session
 
@@ -440,9 +439,8 @@ def sagemaker_request(spec: TrainSpec, session: Any = None, **kw: Any) -> tuple[
 @register("sagemaker")
 def _launch_sagemaker(spec: TrainSpec, dry_run: bool | None = None, **kw: Any) -> LaunchResult:
     """Build (offline) or build against AWS and send the SageMaker training job."""
-    from hpcml import aws
-
-    live = (dry_run is False) or (dry_run is None and aws.has_credentials())
+    from hpcml.aws import local_s3, requests as aws_requests, send as aws_send
+    live = (dry_run is False) or (dry_run is None and aws_send.has_credentials())
     if not live:
         req, staged = sagemaker_request(spec, **kw)
         return LaunchResult("sagemaker", False, request={"create_training_job": req, "staged": staged},
@@ -451,7 +449,7 @@ def _launch_sagemaker(spec: TrainSpec, dry_run: bool | None = None, **kw: Any) -
     from sagemaker.core.helper.session_helper import Session
 
     req, staged = sagemaker_request(spec, session=Session(boto_session=boto3.Session()), **kw)
-    resp = aws.submit("sagemaker", "create_training_job", req, dry_run=False)
+    resp = aws_send.submit("sagemaker", "create_training_job", req, dry_run=False)
     return LaunchResult("sagemaker", True, request={"create_training_job": req, "staged": staged}, response=resp)
 
 
@@ -481,8 +479,7 @@ def batch_requests(spec: TrainSpec, queue: str = BATCH_QUEUE, role: str = BATCH_
 
     Both are validated offline against botocore's batch model.
     """
-    from hpcml import aws
-
+    from hpcml.aws import local_s3, requests as aws_requests, send as aws_send
     lay = node_layout(spec)
     cspec = container_spec(spec)
     run = " ".join(horovodrun_argv(spec, "/tmp/spec.json", hostfile="/tmp/hostfile", ssh_port=SSH_PORT))
@@ -518,18 +515,17 @@ def batch_requests(spec: TrainSpec, queue: str = BATCH_QUEUE, role: str = BATCH_
     }
     submit_req = {"jobName": spec.name, "jobQueue": queue, "jobDefinition": spec.name,
                   "nodeOverrides": {"numNodes": lay.nodes}, "propagateTags": True, "tags": tags}
-    return {"register_job_definition": aws.validate_request("batch", "register_job_definition", register_req),
-            "submit_job": aws.validate_request("batch", "submit_job", submit_req)}
+    return {"register_job_definition": aws_requests.validate_request("batch", "register_job_definition", register_req),
+            "submit_job": aws_requests.validate_request("batch", "submit_job", submit_req)}
 
 
 @register("batch")
 def _launch_batch(spec: TrainSpec, dry_run: bool | None = None, **kw: Any) -> LaunchResult:
     """Validate the Batch requests; register + submit only with credentials."""
-    from hpcml import aws
-
+    from hpcml.aws import local_s3, requests as aws_requests, send as aws_send
     reqs = batch_requests(spec, **kw)
-    if dry_run or (dry_run is None and not aws.has_credentials()):
+    if dry_run or (dry_run is None and not aws_send.has_credentials()):
         return LaunchResult("batch", False, request=reqs, reason="dry run" if dry_run else "no AWS credentials")
-    reg = aws.submit("batch", "register_job_definition", reqs["register_job_definition"], dry_run=False)
-    sub = aws.submit("batch", "submit_job", reqs["submit_job"], dry_run=False)
+    reg = aws_send.submit("batch", "register_job_definition", reqs["register_job_definition"], dry_run=False)
+    sub = aws_send.submit("batch", "submit_job", reqs["submit_job"], dry_run=False)
     return LaunchResult("batch", True, request=reqs, response={"register": reg, "submit": sub})

@@ -1,0 +1,130 @@
+"""Managed local processes: free ports, start in their own session, stop by pid, log tails.
+
+Every real component the project starts (Prometheus, the inference server, the S3
+endpoint, Slurm's daemons, Horovod jobs) is a child process that must bind to loopback,
+be found again by pid and leave nothing behind. The pieces they share live here once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that is free on ``host`` right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = LOOPBACK, timeout_s: float = 0.2) -> bool:
+    """True when something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def free_port_block(n: int, tries: int = 50, host: str = LOOPBACK) -> int:
+    """A base port with ``n`` consecutive free ports on ``host`` (for per-rank exporters).
+
+    Drawn below Linux's ephemeral range (``ip_local_port_range``, 32768+ by default): a port
+    in it can be taken at any moment as the local end of some outgoing connection, and the
+    exporter then fails to bind (or to re-bind, when the A/B switches it back on).
+    """
+    for _ in range(tries):
+        base = random.randint(20000, 32000 - n)
+        if any(port_open(base + i, host) for i in range(n)):
+            continue
+        socks = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                s.bind((host, base + i))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no block of {n} free ports found on {host}")
+
+
+def tail(path: Path | str, n: int = 20, missing: str = "") -> str:
+    """The last ``n`` lines of a log file (``missing`` when it cannot be read)."""
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return missing
+
+
+def pid_alive(pid: int | None, needle: str = "") -> bool:
+    """True when ``pid`` runs (not a zombie) and, if given, its command line contains ``needle``."""
+    if not pid:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and needle in cmd
+
+
+def spawn(argv: Sequence[str], log_path: Path | str | None = None, cwd: Path | str | None = None,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``argv`` in its own session (so its whole group can be stopped), output to ``log_path``."""
+    if log_path is None:
+        return subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
+                                env=env, start_new_session=True)
+    with open(log_path, "w", encoding="utf-8") as log:
+        return subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env,
+                                start_new_session=True)
+
+
+def stop(proc: subprocess.Popen | None, timeout_s: float = 10.0, sig: int = signal.SIGTERM,
+         group: bool = False) -> int | None:
+    """Send ``sig`` (to the process group when ``group``), SIGKILL after ``timeout_s``; returns the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL) if group else proc.kill()
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    return proc.returncode
+
+
+def wait_until(ready: Callable[[], bool], timeout_s: float, what: str, proc: subprocess.Popen | None = None,
+               log_path: Path | str | None = None, interval_s: float = 0.1) -> float:
+    """Poll ``ready()`` until true; returns the seconds waited.
+
+    Raises:
+        RuntimeError: ``proc`` exited first, or ``timeout_s`` passed (with the log's tail).
+    """
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail(log_path, 30, '(no log)') if log_path else ''}")
+        if ready():
+            return time.monotonic() - t0
+        time.sleep(interval_s)
+    raise RuntimeError(f"{what} not ready within {timeout_s}s:\n{tail(log_path, 30, '(no log)') if log_path else ''}")
