@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 from hpcml import proc as _proc
-from hpcml.aws.requests import REGION
+from hpcml.aws.account import REGION
 
 
 @dataclass

@@ -1,27 +1,13 @@
-"""AWS requests as data: the project's placeholder account and region, and offline
-validation of a request body against botocore's own service model (the shapes boto3 uses).
+"""AWS requests as data: offline validation of a request body against botocore's own
+service model (the shapes boto3 uses).
 
 Pure: nothing here sends a request or opens a socket; :mod:`hpcml.aws.send` sends them.
+The placeholder account and region are in :mod:`hpcml.aws.account`.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-#: AWS's documented example account: every ARN the project renders names it until a user sets theirs.
-ACCOUNT_ID = "111122223333"
-#: The region the production specs assume.
-REGION = "us-east-1"
-
-
-def ecr_image(repo: str, tag: str = "0.1.0", account_id: str = ACCOUNT_ID, region: str = REGION) -> str:
-    """An ECR image reference, e.g. ``111122223333.dkr.ecr.us-east-1.amazonaws.com/hpcml-train:0.1.0``."""
-    return f"{account_id}.dkr.ecr.{region}.amazonaws.com/{repo}:{tag}"
-
-
-def role_arn(name: str, account_id: str = ACCOUNT_ID) -> str:
-    """An IAM role ARN in ``account_id``."""
-    return f"arn:aws:iam::{account_id}:role/{name}"
 
 
 class AWSRequestError(ValueError):

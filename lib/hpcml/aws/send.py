@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from hpcml.aws.requests import REGION, validate_request
+from hpcml.aws.account import REGION
+from hpcml.aws.requests import validate_request
 
 
 def has_credentials() -> bool:
