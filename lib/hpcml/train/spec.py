@@ -16,6 +16,15 @@ ARCHS = ("cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("sgd", "adamw")
 TARGETS = ("local", "slurm", "kubernetes", "sagemaker", "batch")
 
+# The training exporter's Prometheus metric names (per-rank, label ``rank``): rules, dashboards,
+# plots and the cost review import these rather than retype them.
+METRIC_STEP_SECONDS = "hpcml_train_step_seconds"  # histogram: one training step's wall time
+METRIC_SAMPLES = "hpcml_train_samples"  # counter (exposed as ..._total): samples processed
+METRIC_LOSS = "hpcml_train_loss"  # gauge: rank-averaged loss of the last step
+METRIC_ALLREDUCE_SECONDS = "hpcml_train_allreduce_seconds"  # histogram: time in the gradient allreduce
+METRIC_STEP = "hpcml_train_step"  # gauge: last completed global step
+METRIC_LAST_STEP_TS = "hpcml_train_last_step_timestamp_seconds"  # gauge: unix time of the last step
+
 
 @dataclass
 class TrainSpec:
