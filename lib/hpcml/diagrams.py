@@ -18,7 +18,7 @@ from pathlib import Path
 
 from hpcml import paths
 
-NAMES = ("pipeline_eks", "hpc_parallelcluster", "security")
+NAMES = ("pipeline_eks", "hpc_parallelcluster", "security", "architecture")
 
 
 class DiagramError(RuntimeError):

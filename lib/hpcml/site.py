@@ -6,7 +6,9 @@ contents built from the notebook's headings, and — for a failed notebook — a
 showing the failing cell. Cells tagged ``hide-input`` show only their output; cells
 tagged ``remove-cell`` are dropped. ``index.html`` has the pipeline picture and one
 card per notebook with status, duration, headline metrics and the main figure's
-thumbnail. All links are relative, so the folder can be copied to any static host.
+thumbnail. The project's guides (``docs/*.md``: the architecture and the extending recipes)
+become pages beside the notebooks, linked from the index. All links are relative, so the
+folder can be copied to any static host.
 """
 
 from __future__ import annotations
@@ -236,6 +238,62 @@ def _pipeline_picture(site: Path) -> str:
     return ""
 
 
+#: The guides rendered beside the notebooks: (file under docs/, page title).
+GUIDES = (("architecture", "Architecture"), ("extending", "Extending hpcml"))
+_GUIDE_CSS = """
+body.hpcml-guide{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;color:var(--fg);margin:0;line-height:1.5}
+.hpcml-guide main{max-width:1000px;margin:1.5rem auto;padding:0 1rem}
+.hpcml-guide table{border-collapse:collapse;font-size:.9rem;margin:.6rem 0}
+.hpcml-guide td,.hpcml-guide th{border:1px solid #d8dee4;padding:.25rem .5rem;vertical-align:top;text-align:left}
+.hpcml-guide code{background:#f6f8fa;padding:0 .2rem;border-radius:3px;font-size:.88em}
+.hpcml-guide pre{background:#f6f8fa;padding:.6rem;border-radius:6px;overflow:auto}
+.hpcml-guide img{max-width:100%;border:1px solid #d8dee4;border-radius:6px}
+"""
+
+
+def guide_sources() -> list[tuple[Path, str]]:
+    """``(markdown file, title)`` of each guide that exists under ``docs/``."""
+    root = paths.repo_root() / "docs"
+    return [(root / f"{name}.md", title) for name, title in GUIDES if (root / f"{name}.md").exists()]
+
+
+def render_guide(md: Path, title: str, site: Path) -> Path:
+    """One guide as ``<site>/<stem>.html``: links between guides point at their pages, images are copied."""
+    import mistune
+
+    text = md.read_text(encoding="utf-8")
+    stems = {name for name, _ in GUIDES}
+
+    def image(m: re.Match) -> str:
+        src = (md.parent / m.group(2)).resolve()
+        if not src.exists():
+            raise FileNotFoundError(f"{md.name}: image {m.group(2)} does not exist ({src})")
+        dest = paths.ensure(site / "figures") / src.name
+        shutil.copyfile(src, dest)
+        return f"![{m.group(1)}](figures/{src.name})"
+
+    text = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", image, text)
+    text = re.sub(r"\]\((" + "|".join(sorted(stems)) + r")\.md(#[^)]*)?\)",
+                  lambda m: f"]({m.group(1)}.html{m.group(2) or ''})", text)
+    body = mistune.create_markdown(plugins=["table"], escape=False)(text)
+    nav = (f'<nav class="hpcml-nav"><span class="title">hpcml &middot; {html.escape(title)}</span>'
+           '<a href="index.html">&#8962; Index</a>'
+           + "".join(f'<a href="{n}.html">{html.escape(t)}</a>' for n, t in GUIDES if n != md.stem) + "</nav>")
+    page = (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{html.escape(title)} — hpcml</title>'
+            f'<link rel="icon" href="data:,"><style>{_CSS}{_GUIDE_CSS}</style></head>'
+            f'<body class="hpcml-guide">{nav}<main>{body}</main></body></html>')
+    out = site / f"{md.stem}.html"
+    paths.atomic_write_text(out, page)
+    return out
+
+
+def _guides_section(site: Path) -> str:
+    links = [f'<li><a href="{render_guide(md, title, site).name}">{html.escape(title)}</a></li>'
+             for md, title in guide_sources()]
+    return f'<h2>Guides</h2><ul class="guides">{"".join(links)}</ul>' if links else ""
+
+
 def render_site(runs: list | None, site: Path | None = None) -> Path:
     """Render every executed notebook and write ``index.html``; return the index path.
 
@@ -272,6 +330,7 @@ def render_site(runs: list | None, site: Path | None = None) -> Path:
 below was measured by the notebook it links to. {n_ok}/{len(runs)} notebooks succeeded in {total:.0f} s.</p>
 {_pipeline_picture(site)}
 <div class="cards">{cards}</div>
+{_guides_section(site)}
 </body></html>"""
     index = site / "index.html"
     paths.atomic_write_text(index, page)
