@@ -86,3 +86,15 @@ def test_named_modules_files_and_commands_exist(doc):
         if m and importlib.util.find_spec(m.group(1)) is None:
             bad.append(f"command module {m.group(1)} (in `{span}`)")
     assert not bad, f"{doc.name} names things that do not exist:\n" + "\n".join(bad)
+
+
+def test_guides_render_as_site_pages(build_tmp):
+    from hpcml import site
+
+    index = site.render_site([], build_tmp / "site")
+    html = index.read_text()
+    assert 'href="architecture.html"' in html and 'href="extending.html"' in html
+    arch = (build_tmp / "site" / "architecture.html").read_text()
+    assert 'href="extending.html"' in arch and 'href="extending.md"' not in arch  # links follow the pages
+    assert 'src="figures/architecture.png"' in arch and (build_tmp / "site" / "figures" / "architecture.png").exists()
+    assert "<table>" in arch  # the tables are rendered, not left as pipes

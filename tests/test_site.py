@@ -35,7 +35,8 @@ def test_failed_notebook_page_in_browser(tmp_path, build_tmp):
     runs = pipeline.run_pipeline(profile=tmp_path / "p.yaml", nb_dir=d, log=lambda *a, **k: None)
     assert [r.status for r in runs] == ["ok", "failed"]
     reports = sitecheck.check_site(build_tmp / "site", screenshot=build_tmp / "shot.png")
-    assert [Path(r.url).name for r in reports] == ["index.html", "00_fine.html", "01_broken.html"]
+    assert [Path(r.url).name for r in reports] == ["index.html", "00_fine.html", "01_broken.html",
+                                                   "architecture.html", "extending.html"]
     _assert_clean(reports)
     page = (build_tmp / "site" / "01_broken.html").read_text()
     assert "This notebook failed" in page and "ZeroDivisionError" in page and "1/0" in page
@@ -65,9 +66,12 @@ def test_walkthrough_in_browser(pipeline_run):
     site = build / "site"
     reports = sitecheck.check_site(site, screenshot=build / "site-index.png")
     names = [Path(r.url).name for r in reports]
-    assert names == ["index.html"] + [f"{r.name}.html" for r in runs]
+    assert names == ["index.html"] + [f"{r.name}.html" for r in runs] + ["architecture.html", "extending.html"]
     _assert_clean(reports)
     index = (site / "index.html").read_text()
+    for guide in ("architecture", "extending"):  # the guides are pages beside the notebooks
+        assert f'href="{guide}.html"' in index
+        assert 'href="index.html"' in (site / f"{guide}.html").read_text()
     for r in runs:
         assert f'href="{r.name}.html"' in index
     for r in runs:
