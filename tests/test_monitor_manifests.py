@@ -8,6 +8,9 @@ import pytest
 
 from hpcml.k8s import monitor as kmon
 from hpcml.monitor import dashboard, rules, shipping
+from hpcml.monitor.spec import MonitorSpec
+from hpcml.serve.spec import METRIC_REQUEST_SECONDS
+from hpcml.train.spec import METRIC_SAMPLES
 
 pytestmark = pytest.mark.unit
 OUT = kmon.render()
@@ -34,7 +37,7 @@ def test_monitors_select_the_serving_and_training_pods():
     assert sm["spec"]["namespaceSelector"]["matchNames"] == ["hpcml"]
     pm = _kind("PodMonitor", "hpcml-train")
     eps = pm["spec"]["podMetricsEndpoints"]
-    assert len(eps) == kmon.MonitorSpec().train_slots_per_worker
+    assert len(eps) == MonitorSpec().train_slots_per_worker
     assert eps[1]["relabelings"][0]["replacement"] == "$1:9101"
     assert all(d["metadata"]["labels"]["release"] == "kube-prometheus-stack"
                for _, d in _docs() if d["apiVersion"] == kmon.MONITORING_API)
@@ -58,7 +61,7 @@ def test_dashboard_is_provisioned_and_queries_the_contract_metrics():
     board = json.loads(cm["data"]["hpcml-overview.json"])
     assert board == OUT["monitoring/grafana/hpcml-overview.json"] == dashboard.dashboard()
     exprs = " ".join(t["expr"] for p in board["panels"] for t in p["targets"])
-    for metric in ("hpcml_train_samples_total", "hpcml_serve_request_duration_seconds_bucket", "DCGM_FI_DEV_GPU_UTIL"):
+    for metric in (f"{METRIC_SAMPLES}_total", f"{METRIC_REQUEST_SECONDS}_bucket", "DCGM_FI_DEV_GPU_UTIL"):
         assert metric in exprs
     assert len({p["id"] for p in board["panels"]}) == len(board["panels"])
 
@@ -89,7 +92,7 @@ def test_agents_namespace_allows_host_paths_and_monitoring_stays_baseline():
 ], ids=["account", "slots", "latest", "untagged", "log-group"])
 def test_spec_rejects_bad_values(change, err):
     with pytest.raises(ValueError, match=f"MonitorSpec.{err}"):
-        kmon.MonitorSpec(**change)
+        MonitorSpec(**change)
 
 
 def test_cloudwatch_retention_must_be_an_allowed_value():

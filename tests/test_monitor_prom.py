@@ -12,6 +12,7 @@ import pytest
 
 from hpcml.monitor import prom, rules
 from hpcml.monitor.node import NodeSampler
+from hpcml.proc import free_port
 
 EXPORTER = """
 import sys, time
@@ -25,7 +26,7 @@ while True:
 
 @pytest.fixture
 def exporter():
-    port = prom.free_port()
+    port = free_port()
     p = subprocess.Popen([sys.executable, "-c", EXPORTER, str(port)])
     yield p, f"127.0.0.1:{port}"
     if p.poll() is None:
@@ -115,6 +116,6 @@ def test_targets_can_be_added_while_running_and_bad_promql_is_reported(build_tmp
 
 @pytest.mark.unit
 def test_client_reports_an_unreachable_server():
-    c = prom.PromClient(f"http://127.0.0.1:{prom.free_port()}", timeout_s=2)
+    c = prom.PromClient(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(prom.PromQueryError, match="cannot reach Prometheus"):
         c.query("up")

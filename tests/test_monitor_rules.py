@@ -4,13 +4,19 @@ the unit tests themselves fail when a rule is wrong."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from hpcml.k8s import monitor as kmon
-from hpcml.monitor import rules
+from hpcml.monitor import promtool, rules
+from hpcml.monitor import dashboard, plots
+from hpcml.monitor import spec as monitor_spec
+from hpcml.monitor.spec import METRIC_NODE_MEMORY_AVAILABLE, MonitorSpec
+from hpcml.serve import spec as serve_spec
+from hpcml.train import spec as train_spec
 
 HERE = Path(__file__).parent / "promtool"
 PROD_TEST = HERE / "alerts_production_test.yml"
@@ -30,16 +36,16 @@ def promtool_present():
 @pytest.mark.integration
 @pytest.mark.parametrize("t", [rules.PRODUCTION, rules.DRILL], ids=["production", "drill"])
 def test_promtool_check_rules_passes(t, tmp_path):
-    rc, out = rules.check_rules(rules.write_rules(tmp_path / "r.yml", t))
+    rc, out = promtool.check_rules(rules.write_rules(tmp_path / "r.yml", t))
     assert rc == 0 and "SUCCESS: 9 rules found" in out, out
 
 
 @pytest.mark.integration
 def test_prometheusrule_manifest_groups_pass_promtool(tmp_path):
-    doc = kmon.prometheus_rule(kmon.MonitorSpec())
+    doc = kmon.prometheus_rule(MonitorSpec())
     f = tmp_path / "from-manifest.yml"
     f.write_text(yaml.safe_dump({"groups": doc["spec"]["groups"]}))
-    rc, out = rules.check_rules(f)
+    rc, out = promtool.check_rules(f)
     assert rc == 0, out
     assert doc["spec"]["groups"] == rules.rule_groups(rules.PRODUCTION)
 
@@ -50,7 +56,7 @@ def test_prometheusrule_manifest_groups_pass_promtool(tmp_path):
     (DRILL_TEST, "hpcml-alerts-drill.rules.yml", rules.DRILL),
 ], ids=["production", "drill"])
 def test_promtool_unit_tests_pass(test_file, rule_file, t, tmp_path):
-    rc, out = rules.run_rule_tests([test_file], {rule_file: t}, workdir=tmp_path)
+    rc, out = promtool.run_rule_tests([test_file], {rule_file: t}, workdir=tmp_path)
     assert rc == 0 and "SUCCESS" in out, out
 
 
@@ -75,8 +81,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
 ], ids=["latency", "errors", "stall", "gpu-idle", "memory", "target-down"])
 def test_unit_tests_catch_a_wrong_threshold(change, alert, tmp_path):
     """The promtool tests are live: a rule with a different threshold fails its case."""
-    rc, out = rules.run_rule_tests([PROD_TEST], {"hpcml-alerts.rules.yml": rules.PRODUCTION.with_(**change)},
-                                   workdir=tmp_path)
+    rc, out = promtool.run_rule_tests([PROD_TEST], {"hpcml-alerts.rules.yml": rules.PRODUCTION.with_(**change)},
+                                      workdir=tmp_path)
     assert rc != 0 and f"alertname: {alert}" in out, out
 
 
@@ -98,10 +104,25 @@ def test_thresholds_reject_bad_values(change, err):
 @pytest.mark.unit
 @pytest.mark.parametrize("t,mem_metric,window", [
     (rules.PRODUCTION, "node_memory_MemAvailable_bytes", "[5m]"),
-    (rules.DRILL, "hpcml_node_memory_available_bytes", "[10s]"),
+    (rules.DRILL, METRIC_NODE_MEMORY_AVAILABLE, "[10s]"),
 ], ids=["production", "drill"])
 def test_variants_differ_in_windows_and_node_metric_names(t, mem_metric, window):
     text = yaml.safe_dump(rules.rules_file(t))
     assert mem_metric in text and window in text
     alerts = [r["alert"] for g in rules.rule_groups(t) for r in g["rules"] if "alert" in r]
     assert sorted(alerts) == sorted(rules.ALERTS)
+
+
+def _exported_metric_names() -> set[str]:
+    """Every series name the producing stages export: their METRIC_* constants and the
+    ``_bucket``/``_sum``/``_count``/``_total`` series Prometheus derives from them."""
+    base = {v for m in (serve_spec, train_spec, monitor_spec) for k, v in vars(m).items() if k.startswith("METRIC_")}
+    return base | {b + s for b in base for s in ("_bucket", "_sum", "_count", "_total")}
+
+
+@pytest.mark.unit
+def test_every_hpcml_metric_the_rules_dashboard_and_plots_query_is_an_exported_constant():
+    exprs = [r["expr"] for t in (rules.PRODUCTION, rules.DRILL) for g in rules.rule_groups(t) for r in g["rules"]]
+    exprs += [e for _, _, q in dashboard.PANELS for _, e in q] + [plots.query(n) for n in plots.QUERIES]
+    used = {m for e in exprs for m in re.findall(r"\bhpcml_[a-z0-9_]+", e)}
+    assert used and used <= _exported_metric_names(), sorted(used - _exported_metric_names())

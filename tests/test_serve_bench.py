@@ -43,7 +43,7 @@ def write_dataset(root, n=240, seed=0):
 
 
 def test_quick_model_trains_saves_and_serves(build_tmp):
-    write_dataset(paths.data_dir() / "mnist")
+    write_dataset(paths.dataset_dir())
     assert bench.find_model() is None
     path = bench.quick_model(epochs=1)
     assert path == paths.models_dir() / "cnn" / "model.pt" and bench.find_model() == path

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from hpcml.serve import export
+from hpcml.serve.spec import RUNTIMES
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def test_agreement_detects_a_different_model(exported, tmp_path):
 def test_runtimes_handle_any_batch(exported):
     model, files = exported
     x = export.as_images(sample_inputs(37))
-    for kind in export.RUNTIMES:
+    for kind in RUNTIMES:
         fn = export.load_runtime(kind, files.get(kind, model))
         assert fn(x).shape == (37, 10)
     timings = export.benchmark_runtimes({"onnx": export.load_runtime("onnx", files["onnx"])}, x, (1, 4), repeats=3)

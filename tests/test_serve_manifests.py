@@ -1,11 +1,15 @@
 """Serving definitions: what the issue requires is in them, and the SageMaker requests
 validate against botocore's service model."""
 
+import json
+
 import pytest
 
 from hpcml.aws import requests as aws_requests
 from hpcml.k8s import serve
 from hpcml.k8s.validate import validate_doc
+from hpcml.serve import sagemaker
+from hpcml.serve.spec import METRIC_INFLIGHT, ServeConfig, ServeSpec
 
 pytestmark = pytest.mark.unit
 
@@ -42,7 +46,7 @@ def test_ingress_hpa_vpa_kserve():
     hpa = doc("serve/hpa.yaml")["spec"]
     kinds = {m["type"] for m in hpa["metrics"]}
     assert kinds == {"Resource", "Pods"}
-    assert hpa["metrics"][1]["pods"]["metric"]["name"] == "hpcml_serve_inflight_requests"
+    assert hpa["metrics"][1]["pods"]["metric"]["name"] == METRIC_INFLIGHT
     assert {"scaleUp", "scaleDown"} <= set(hpa["behavior"])
     assert doc("serve/vpa.yaml")["spec"]["updatePolicy"]["updateMode"] == "Off"
     isvc = doc("serve/inferenceservice.yaml")
@@ -56,9 +60,9 @@ def test_sagemaker_requests_validate_and_stay_local_without_credentials(monkeypa
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(k, raising=False)
-    for op, req in serve.sagemaker_requests(serve.ServeSpec()).items():
+    for op, req in serve.sagemaker_requests(ServeSpec()).items():
         aws_requests.validate_request("sagemaker", op, req)
-    results = serve.deploy_sagemaker(dry_run=True)
+    results = sagemaker.deploy(dry_run=True)
     assert [r["operation"] for r in results] == ["CreateModel", "CreateEndpointConfig", "CreateEndpoint"]
     assert not any(r["sent"] for r in results)
 
@@ -69,7 +73,30 @@ def test_sagemaker_requests_validate_and_stay_local_without_credentials(monkeypa
     (dict(account_id="123"), "12 digits"),
     (dict(target_cpu_utilisation=0), "target_cpu_utilisation"),
     (dict(model_s3_uri="/local/model.tar.gz"), "s3://"),
-], ids=["min-over-max", "latest-image", "bad-account", "zero-cpu-target", "not-s3"])
+    (dict(max_wait_ms=5000), "ServeConfig.max_wait_ms"),
+    (dict(max_batch_size=0), "ServeConfig.max_batch_size"),
+    (dict(model_name="a/b"), "ServeConfig.model_name"),
+], ids=["min-over-max", "latest-image", "bad-account", "zero-cpu-target", "not-s3", "wait-over-1s", "zero-batch",
+        "slash-in-name"])
 def test_spec_rejects(kw, msg):
     with pytest.raises(ValueError, match=msg):
-        serve.ServeSpec(**kw)
+        ServeSpec(**kw)
+
+
+def test_container_args_are_the_server_cli_of_the_spec_config():
+    """The rendered args parse back, through the server's own CLI, into the spec's ServeConfig."""
+    from hpcml.serve import server
+
+    spec = ServeSpec(model_name="digits", max_batch_size=16, max_wait_ms=2.5, workers=3)
+    args = serve.container(spec)["args"]
+    assert args[:2] == ["-m", "hpcml.serve.server"]
+    a = server.parser().parse_args(args[2:])
+    assert (a.host, a.port, a.workers) == ("0.0.0.0", serve.PORT, 3)
+    assert ServeConfig(model_file=a.model, state_dir=a.state_dir, **json.loads(a.config)) == spec.server_config()
+
+
+def test_default_container_args_unchanged():
+    assert doc("serve/deployment.yaml")["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "-m", "hpcml.serve.server", "--model", "/opt/hpcml/model/model.onnx", "--host", "0.0.0.0", "--port", "8080",
+        "--workers", "2", "--state-dir", "/tmp/hpcml-serve", "--config",
+        '{"model_name":"mnist","max_batch_size":32,"max_wait_ms":0.0}']

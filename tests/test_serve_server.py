@@ -16,6 +16,7 @@ import pytest
 
 from hpcml.serve import export, loadgen, protocol
 from hpcml.serve.server import ServerProcess
+from hpcml.serve.spec import METRIC_BATCH_SIZE, METRIC_ERRORS, METRIC_INFLIGHT, METRIC_REQUESTS
 from test_serve_export import sample_inputs, tiny_cnn
 
 pytestmark = pytest.mark.integration
@@ -124,21 +125,21 @@ def test_bad_binary_request_is_400_and_server_stays_healthy(srv):
 
 
 def test_errors_are_counted_by_code(srv):
-    before = metric(srv, "hpcml_serve_errors_total", code="404")
+    before = metric(srv, METRIC_ERRORS, code="404")
     call(srv.url + "/v2/models/nope/infer", GOOD)
-    assert metric(srv, "hpcml_serve_errors_total", code="404") == before + 1
+    assert metric(srv, METRIC_ERRORS, code="404") == before + 1
 
 
 def test_batching_batches_under_concurrency(srv):
-    count0, sum0 = metric(srv, "hpcml_serve_batch_size_count"), metric(srv, "hpcml_serve_batch_size_sum")
+    count0, sum0 = metric(srv, f"{METRIC_BATCH_SIZE}_count"), metric(srv, f"{METRIC_BATCH_SIZE}_sum")
     bodies = [protocol.make_infer_body(X[i:i + 1]) for i in range(16)]
     r = loadgen.closed_loop(srv.url + "/v2/models/mnist/infer", bodies, concurrency=16, n_requests=400)
     assert r.ok == 400 and r.error_count == 0
-    count, rows = metric(srv, "hpcml_serve_batch_size_count") - count0, metric(srv, "hpcml_serve_batch_size_sum") - sum0
+    count, rows = metric(srv, f"{METRIC_BATCH_SIZE}_count") - count0, metric(srv, f"{METRIC_BATCH_SIZE}_sum") - sum0
     assert rows == 400
     assert rows / count > 1.0, f"mean batch size {rows / count:.2f}: requests were not batched"
-    assert metric(srv, "hpcml_serve_requests_total", model="mnist", code="200") >= 400
-    assert metric(srv, "hpcml_serve_inflight_requests") == 0
+    assert metric(srv, METRIC_REQUESTS, model="mnist", code="200") >= 400
+    assert metric(srv, METRIC_INFLIGHT) == 0
 
 
 def test_open_loop_and_latency_injection(srv):

@@ -74,7 +74,7 @@ def test_two_workers_train_write_metrics_model_and_export(ds2, tmp_path):
 
 
 def test_exporter_serves_the_contract_metrics(ds2, tmp_path):
-    from hpcml.monitor.drill import free_port_block
+    from hpcml.proc import free_port_block
 
     port = free_port_block(2)  # one per rank, below the ephemeral range
     spec = _spec(ds2, tmp_path / "run", epochs=30, metrics_port=port)
@@ -92,7 +92,7 @@ def test_exporter_serves_the_contract_metrics(ds2, tmp_path):
 
 
 def test_exporter_ab_inside_a_real_run_measures_both_arms(ds2, tmp_path):
-    from hpcml.monitor.drill import free_port_block
+    from hpcml.proc import free_port_block
 
     # Below the ephemeral range: the A/B re-binds each rank's port every other block, and a
     # port from bind(0) can meanwhile be taken as the local end of some outgoing connection.

@@ -306,7 +306,7 @@ def test_exporter_switches_off_and_on_at_once_and_its_cost_is_timed():
     import urllib.request
 
     from hpcml.monitor.drill import exporter_cost
-    from hpcml.monitor.prom import free_port
+    from hpcml.proc import free_port
     from hpcml.train.worker import Exporter
 
     port = free_port()

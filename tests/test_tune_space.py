@@ -3,11 +3,11 @@ URL checks, the spec, and how trials and cores are shared between workers."""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from hpcml.proc import free_port
 from hpcml.tune import study
+from hpcml.tune.spec import TuneSpec, check_storage_url
 from hpcml.tune.space import CategoricalParam, FloatParam, IntParam, SearchSpace, default_space
 from hpcml.tune.workers import core_share
 
@@ -69,8 +69,8 @@ def test_unknown_registry_name_lists_choices(kind, name):
     make = study.make_sampler if kind == "sampler" else (lambda n: study.make_pruner(n, 9))
     with pytest.raises(ValueError, match=f"unknown {kind} .*choose one of"):
         make(name)
-    with pytest.raises(ValueError, match=f"unknown {kind}"):
-        study.TuneSpec("s", "journal:///tmp/x.log", **{kind: name})
+    with pytest.raises(ValueError, match=f"TuneSpec.{kind}: expected one of"):
+        TuneSpec("s", "journal:///tmp/x.log", **{kind: name})
 
 
 @pytest.mark.parametrize("name", ["tpe", "random"])
@@ -92,19 +92,13 @@ def test_known_pruners(name, cls):
 ], ids=["no-scheme", "redis", "relative-journal", "not-str"])
 def test_bad_storage_url(url, match):
     with pytest.raises(ValueError, match=match):
-        study.check_storage_url(url)
+        check_storage_url(url)
     with pytest.raises(ValueError, match=match):
-        study.TuneSpec("s", url)
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        TuneSpec("s", url)
 
 
 def test_unreachable_postgres_fails_fast_and_redacts():
-    url = f"postgresql://optuna:s3cret@127.0.0.1:{_closed_port()}/optuna"
+    url = f"postgresql://optuna:s3cret@127.0.0.1:{free_port()}/optuna"
     with pytest.raises(study.StorageError, match=r"unreachable: cannot connect to 127\.0\.0\.1") as e:
         study.open_storage(url, connect_timeout_s=2)
     assert "s3cret" not in str(e.value) and "***" in str(e.value)
@@ -116,7 +110,7 @@ def test_unwritable_journal_is_a_storage_error():
 
 
 def test_run_study_checks_storage_before_data(tmp_path):
-    spec = study.TuneSpec("s", f"postgresql://u@127.0.0.1:{_closed_port()}/db", dataset_dir=str(tmp_path / "none"))
+    spec = TuneSpec("s", f"postgresql://u@127.0.0.1:{free_port()}/db", dataset_dir=str(tmp_path / "none"))
     with pytest.raises(study.StorageError):
         study.run_study(spec)
 
@@ -129,14 +123,14 @@ def test_run_study_checks_storage_before_data(tmp_path):
 def test_bad_spec(kw, match):
     args = {"study_name": "s", "storage": "journal:///tmp/x.log", **kw}
     with pytest.raises(ValueError, match=match):
-        study.TuneSpec(**args)
+        TuneSpec(**args)
 
 
 def test_spec_json_round_trip():
-    spec = study.TuneSpec("s", "journal:///tmp/x.log", space=SearchSpace((CategoricalParam("optimizer", ("sgd",)),)))
-    assert study.TuneSpec.from_json(spec.to_json()) == spec
+    spec = TuneSpec("s", "journal:///tmp/x.log", space=SearchSpace((CategoricalParam("optimizer", ("sgd",)),)))
+    assert TuneSpec.from_json(spec.to_json()) == spec
     with pytest.raises(ValueError, match="unknown field"):
-        study.TuneSpec.from_json('{"study_name": "s", "storage": "journal:///x", "space": {"params": []}, "x": 1}')
+        TuneSpec.from_json('{"study_name": "s", "storage": "journal:///x", "space": {"params": []}, "x": 1}')
 
 
 @pytest.mark.parametrize("n, workers, expect", [(12, 2, [6, 6]), (7, 2, [4, 3]), (2, 3, [1, 1, 0]), (5, 1, [5])],

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hpcml.proc import free_port
 from hpcml.tune import study as tstudy
 from hpcml.tune.space import CategoricalParam, FloatParam, IntParam, SearchSpace
-from hpcml.tune.study import TuneSpec, fail_stale_trials, run_study, summarize
+from hpcml.tune.spec import TuneSpec
+from hpcml.tune.study import fail_stale_trials, run_study, summarize
 
 pytestmark = pytest.mark.integration
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -177,12 +178,6 @@ def test_retrain_best_saves_servable_model(dataset, tmp_path, build_tmp):
 
 
 # --- PostgreSQL -------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _as_postgres(args: list[str], **kw) -> subprocess.CompletedProcess:
     pre = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     return subprocess.run(pre + args, capture_output=True, text=True, timeout=120, **kw)
@@ -204,7 +199,7 @@ def postgres():
         shutil.chown(sock, "postgres")
     r = _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-U", "optuna", "-A", "trust", "--no-sync"])
     assert r.returncode == 0, r.stderr
-    port = _free_port()
+    port = free_port()
     opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=off"
     r = _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "pg.log"), "-w", "start"])
     assert r.returncode == 0, r.stderr + (root / "pg.log").read_text()

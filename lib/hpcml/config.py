@@ -9,10 +9,10 @@ spec               what it describes                            defined in
 ClusterSpec        EKS cluster, node groups, taints, quotas     hpcml.cluster.spec
 DataJobSpec        the Spark job on Kubernetes / EMR / Slurm    hpcml.k8s.data
 TrainSpec          one distributed training job, every target   hpcml.train.spec
-TuneSpec           an Optuna study: space, sampler, pruner      hpcml.tune.study
+TuneSpec           an Optuna study: space, sampler, pruner      hpcml.tune.spec
 SearchSpace        the hyperparameter search space              hpcml.tune.space
-ServeConfig        the inference server and its batching        hpcml.serve.config
-ServeSpec          the serving Deployment/HPA/KServe objects    hpcml.k8s.serve
+ServeConfig        the inference server and its batching        hpcml.serve.spec
+ServeSpec          the serving Deployment/HPA/KServe objects    hpcml.serve.spec
 Thresholds         alert thresholds (production and drill)      hpcml.monitor.rules
 Workload           a training workload priced by the cost model hpcml.cost.models
 =================  ===========================================  =========================
@@ -33,10 +33,10 @@ _WHERE = {
     "QuotaSpec": "hpcml.cluster.spec",
     "DataJobSpec": "hpcml.k8s.data",
     "TrainSpec": "hpcml.train.spec",
-    "TuneSpec": "hpcml.tune.study",
+    "TuneSpec": "hpcml.tune.spec",
     "SearchSpace": "hpcml.tune.space",
-    "ServeConfig": "hpcml.serve.config",
-    "ServeSpec": "hpcml.k8s.serve",
+    "ServeConfig": "hpcml.serve.spec",
+    "ServeSpec": "hpcml.serve.spec",
     "Thresholds": "hpcml.monitor.rules",
     "Workload": "hpcml.cost.models",
 }

@@ -1,2 +1,3 @@
-"""Cost review: a dated price snapshot with live refresh (:mod:`prices`), pure cost models
-(:mod:`models`), and the measured inputs they start from (:mod:`measured`)."""
+"""Cost review: a dated price snapshot and the parsing of AWS price answers (:mod:`prices`,
+pure), the live refresh that asks AWS (:mod:`price_refresh`), pure cost models (:mod:`models`),
+the measured inputs they start from (:mod:`measured`) and the figures (:mod:`plots`)."""

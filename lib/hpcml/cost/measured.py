@@ -11,6 +11,7 @@ from typing import Any
 
 from hpcml import report
 from hpcml.cost.models import Basis, scaling_efficiency
+from hpcml.train.spec import TrainSpec
 
 #: Metrics this module reads, per upstream notebook (the lead checks the names exist).
 READS: dict[str, tuple[str, ...]] = {
@@ -19,8 +20,9 @@ READS: dict[str, tuple[str, ...]] = {
     "02_horovod_training": ("train_samples_per_s", "scaling_efficiency", "resnet50_img_per_s_per_worker"),
     "04_serving": ("max_rps_at_p99_50ms",),
 }
-#: Parameter names of 02 that may hold the number of workers behind ``train_samples_per_s``.
-WORLD_SIZE_KEYS = ("world_size", "workers", "n_workers", "np", "num_workers")
+#: The parameter of 02 that holds the number of workers behind ``train_samples_per_s``: the
+#: notebook's ``TrainSpec.world_size``, recorded among its params under that field's name.
+WORLD_SIZE_PARAM = TrainSpec.__dataclass_fields__["world_size"].name
 #: Bytes of one MNIST row in the shards: 784 float32 pixels + an int32 label.
 BYTES_PER_ROW = 784 * 4 + 4
 
@@ -64,13 +66,13 @@ def _get(notebook: str, name: str, prov: list) -> Any:
 
 
 def world_size(notebook: str = "02_horovod_training") -> int:
-    """Workers behind 02's all-worker throughput, from its recorded parameters."""
+    """Workers behind 02's all-worker throughput: its recorded :data:`WORLD_SIZE_PARAM` parameter."""
     params = report.load(notebook).get("params", {})
-    for key in WORLD_SIZE_KEYS:
-        if isinstance(params.get(key), int) and params[key] >= 1:
-            return params[key]
+    n = params.get(WORLD_SIZE_PARAM)
+    if isinstance(n, int) and not isinstance(n, bool) and n >= 1:
+        return n
     raise report.MissingMetricsError(
-        f"{notebook} recorded no worker count among its params ({', '.join(WORLD_SIZE_KEYS)}); "
+        f"{notebook} recorded no worker count: params.{WORLD_SIZE_PARAM} is {n!r} (expected an integer >= 1); "
         f"recorded params: {', '.join(sorted(params)) or 'none'} - re-run notebooks/{notebook}.ipynb")
 
 
@@ -88,5 +90,6 @@ def read() -> Measured:
         serve_max_rps=float(g("04_serving", "max_rps_at_p99_50ms")),
         provenance=prov,
     )
-    prov.append({"notebook": "02_horovod_training", "metric": "params.world_size", "value": m.cnn_workers, "unit": "workers"})
+    prov.append({"notebook": "02_horovod_training", "metric": f"params.{WORLD_SIZE_PARAM}", "value": m.cnn_workers,
+                 "unit": "workers"})
     return m

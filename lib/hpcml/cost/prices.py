@@ -1,11 +1,13 @@
-"""EC2 and storage prices: a dated snapshot shipped with the package, and a live refresh.
+"""EC2 and storage prices: a dated snapshot shipped with the package, and the pure half of a
+live refresh.
 
 The snapshot (``data/prices_snapshot.json``) names a source and date for every price and
-marks estimates as such. :func:`refresh_live` asks the AWS Price List API
-(``pricing:GetProducts``) and ``ec2:DescribeSpotPriceHistory`` for the same rows — only
-when credentials exist — and feeds the answers through the same record validation the
-snapshot goes through (:func:`make_record`), so a live table and a snapshot table are
-the same kind of object.
+marks estimates as such. :func:`hpcml.cost.price_refresh.refresh_live` asks the AWS Price List
+API (``pricing:GetProducts``) and ``ec2:DescribeSpotPriceHistory`` for the same rows — only
+when credentials exist — with the requests built here (:func:`get_products_request`,
+:func:`spot_history_request`), and feeds the answers through the parsers here and the same
+record validation the snapshot goes through (:func:`make_record`), so a live table and a
+snapshot table are the same kind of object.
 
 Example:
     >>> from hpcml.cost import prices
@@ -21,9 +23,11 @@ import math
 import re
 import statistics
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+
+from hpcml.aws.account import REGION
 
 SNAPSHOT = Path(__file__).resolve().parent / "data" / "prices_snapshot.json"
 MARKETS = ("on_demand", "spot")
@@ -207,9 +211,9 @@ def load_snapshot(path: Path | None = None) -> PriceTable:
     return PriceTable(instances, storage, data["compiled"], sources, origin="snapshot")
 
 
-# ---- live refresh: request builders and response parsers --------------------------------
+# ---- live refresh (sent by hpcml.cost.price_refresh): request builders and response parsers ----
 
-def get_products_request(instance_type: str, region: str = "us-east-1") -> dict[str, Any]:
+def get_products_request(instance_type: str, region: str = REGION) -> dict[str, Any]:
     """The ``pricing.get_products`` request for one Linux, shared-tenancy On-Demand type."""
     if region not in LOCATIONS:
         raise ValueError(f"region {region!r} has no Price List location name here (known: {', '.join(LOCATIONS)})")
@@ -304,31 +308,3 @@ def merge(table: PriceTable, on_demand: dict[str, dict], spot: dict[str, dict], 
                                        "spot_source": "not asked", **rec, **spot.get(itype, {})}, where=origin)
     return replace(table, instances=rows, origin=origin,
                    compiled=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
-
-
-def refresh_live(table: PriceTable | None = None, instance_types: Iterable[str] | None = None,
-                 region: str = "us-east-1", pricing_client=None, ec2_client=None) -> PriceTable:
-    """Refresh prices from AWS. Needs credentials unless clients are passed in.
-
-    Raises:
-        RuntimeError: no AWS credentials (the snapshot stays the source of truth).
-    """
-    from hpcml.aws import requests as aws_requests, send as aws_send
-    table = table or load_snapshot()
-    types = sorted(instance_types or [t for t, p in table.instances.items() if p.region == region])
-    if pricing_client is None or ec2_client is None:
-        if not aws_send.has_credentials():
-            raise RuntimeError("refresh_live needs AWS credentials (pricing:GetProducts, "
-                               "ec2:DescribeSpotPriceHistory); using the snapshot instead is the offline path")
-        import boto3
-
-        pricing_client = pricing_client or boto3.client("pricing", region_name="us-east-1")
-        ec2_client = ec2_client or boto3.client("ec2", region_name=region)
-    price_list: list[str] = []
-    for itype in types:
-        req = aws_requests.validate_request("pricing", "GetProducts", get_products_request(itype, region))
-        price_list += pricing_client.get_products(**req).get("PriceList", [])
-    req = aws_requests.validate_request("ec2", "DescribeSpotPriceHistory",
-                               spot_history_request(types, datetime.now(timezone.utc) - timedelta(hours=6)))
-    history = ec2_client.describe_spot_price_history(**req).get("SpotPriceHistory", [])
-    return merge(table, parse_price_list(price_list), parse_spot_history(history), origin=f"live {region}")

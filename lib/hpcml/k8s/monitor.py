@@ -20,14 +20,15 @@ Security level is ``privileged``; ``monitoring`` itself stays ``baseline``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
+from hpcml.aws.account import role_arn
+from hpcml.k8s.common import NAMESPACE, PART_OF, labels, meta, restricted_container
 from hpcml.monitor import dashboard as dash
 from hpcml.monitor import rules, shipping
+from hpcml.monitor.spec import MonitorSpec
 
 MON_NS = "monitoring"
 AGENTS_NS = "monitoring-agents"
-WORKLOAD_NS = "hpcml"
 MONITORING_API = "monitoring.coreos.com/v1"
 
 CRD_REQUIRED = {
@@ -37,66 +38,20 @@ CRD_REQUIRED = {
 }
 
 
-@dataclass(frozen=True)
-class MonitorSpec:
-    """Everything the monitoring manifests depend on.
-
-    Args:
-        release: the kube-prometheus-stack release label its Prometheus selects objects by.
-        scrape_interval: scrape interval of the monitors.
-        serve_app / serve_port_name: the inference Service (hpcml.k8s.serve) and its port name.
-        train_slots_per_worker: ranks per MPIJob worker pod (one metrics port each).
-        train_metrics_port: base port of the training exporter.
-        dcgm_image / fluent_bit_image: pinned agent images.
-        account_id / region: AWS account (IRSA role ARN) and region.
-        es_host / es_port: Elasticsearch (Amazon OpenSearch) endpoint.
-        log_group / log_retention_days: CloudWatch Logs destination.
-    """
-
-    release: str = "kube-prometheus-stack"
-    scrape_interval: str = "15s"
-    serve_app: str = "hpcml-serve"
-    serve_port_name: str = "http"
-    train_slots_per_worker: int = 4
-    train_metrics_port: int = 9100
-    dcgm_image: str = "nvcr.io/nvidia/k8s/dcgm-exporter:3.3.9-3.6.1-ubuntu22.04"
-    fluent_bit_image: str = "cr.fluentbit.io/fluent/fluent-bit:3.2.4"
-    account_id: str = "111122223333"
-    region: str = "us-east-1"
-    es_host: str = "search-hpcml-logs.us-east-1.es.amazonaws.com"
-    es_port: int = 443
-    log_group: str = "/hpcml/containers"
-    log_retention_days: int = 30
-
-    def __post_init__(self) -> None:
-        if not (self.account_id.isdigit() and len(self.account_id) == 12):
-            raise ValueError(f"MonitorSpec.account_id must be 12 digits, got {self.account_id!r}")
-        if not 1 <= self.train_slots_per_worker <= 64:
-            raise ValueError(f"MonitorSpec.train_slots_per_worker must be 1..64, got {self.train_slots_per_worker}")
-        if not 1024 <= self.train_metrics_port <= 65535 - self.train_slots_per_worker:
-            raise ValueError(f"MonitorSpec.train_metrics_port must be 1024..65535, got {self.train_metrics_port}")
-        for f in ("dcgm_image", "fluent_bit_image"):
-            img = getattr(self, f)
-            if ":latest" in img or ":" not in img.rsplit("/", 1)[-1]:
-                raise ValueError(f"MonitorSpec.{f} must be pinned to a tag other than latest, got {img!r}")
-        if not self.log_group.startswith("/"):
-            raise ValueError(f"MonitorSpec.log_group should be a path-like name starting with '/', got {self.log_group!r}")
-
-
-def _labels(name: str, **extra) -> dict:
-    return {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "hpcml", "hpcml.io/stage": "monitor", **extra}
+def _labels(name: str) -> dict:
+    return labels(name, "monitor")
 
 
 def _meta(name: str, ns: str, spec: MonitorSpec | None = None, **extra) -> dict:
     lab = _labels(name)
     if spec is not None:
         lab["release"] = spec.release
-    return {"name": name, "namespace": ns, "labels": lab, **extra}
+    return meta(name, ns, lab, **extra)
 
 
 def service_monitor_serve(spec: MonitorSpec) -> dict:
     return {"apiVersion": MONITORING_API, "kind": "ServiceMonitor", "metadata": _meta("hpcml-serve", MON_NS, spec),
-            "spec": {"namespaceSelector": {"matchNames": [WORKLOAD_NS]},
+            "spec": {"namespaceSelector": {"matchNames": [NAMESPACE]},
                      "selector": {"matchLabels": {"app.kubernetes.io/name": spec.serve_app}},
                      "endpoints": [{"port": spec.serve_port_name, "path": "/metrics", "interval": spec.scrape_interval,
                                     "scrapeTimeout": "10s", "honorLabels": False}]}}
@@ -114,7 +69,7 @@ def pod_monitor_train(spec: MonitorSpec) -> dict:
         ep.setdefault("relabelings", []).append({"targetLabel": "slot", "replacement": str(i), "action": "replace"})
         eps.append(ep)
     return {"apiVersion": MONITORING_API, "kind": "PodMonitor", "metadata": _meta("hpcml-train", MON_NS, spec),
-            "spec": {"namespaceSelector": {"matchNames": [WORKLOAD_NS]},
+            "spec": {"namespaceSelector": {"matchNames": [NAMESPACE]},
                      "selector": {"matchLabels": {"hpcml.io/stage": "train", "app.kubernetes.io/component": "worker"}},
                      "podMetricsEndpoints": eps}}
 
@@ -127,16 +82,15 @@ def prometheus_rule(spec: MonitorSpec) -> dict:
 def agents_namespace() -> dict:
     return {"apiVersion": "v1", "kind": "Namespace",
             "metadata": {"name": AGENTS_NS, "labels": {
-                "app.kubernetes.io/part-of": "hpcml", "pod-security.kubernetes.io/enforce": "privileged",
+                **PART_OF, "pod-security.kubernetes.io/enforce": "privileged",
                 "pod-security.kubernetes.io/audit": "baseline", "pod-security.kubernetes.io/warn": "baseline",
                 "pod-security.kubernetes.io/enforce-version": "latest"}}}
 
 
-def _sc(root: bool) -> dict:
-    base = {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"}}
-    return {**base, "runAsNonRoot": False, "runAsUser": 0} if root else {**base, "runAsNonRoot": True,
-                                                                         "runAsUser": 10001, "runAsGroup": 10001}
+def _root_agent_sc() -> dict:
+    """A node agent's securityContext: root (it reads host paths, in the privileged agents
+    namespace), otherwise as restricted as a workload: no escalation, read-only root, no capabilities."""
+    return {**restricted_container(uid=None), "runAsNonRoot": False, "runAsUser": 0}
 
 
 def _probe(path: str, port: int | str) -> dict:
@@ -155,7 +109,7 @@ def dcgm_exporter(spec: MonitorSpec) -> list[dict]:
         "ports": [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
         "readinessProbe": _probe("/health", 9400), "livenessProbe": _probe("/health", 9400),
-        "securityContext": _sc(root=True),
+        "securityContext": _root_agent_sc(),
         "volumeMounts": [{"name": "pod-resources", "mountPath": "/var/lib/kubelet/pod-resources", "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
@@ -195,9 +149,9 @@ def grafana_dashboard_configmap() -> dict:
 def fluent_bit(spec: MonitorSpec) -> list[dict]:
     """ServiceAccount (IRSA), ClusterRole(Binding), ConfigMap, DaemonSet, and a PodMonitor for its metrics."""
     name, sel = "fluent-bit", {"app.kubernetes.io/name": "fluent-bit"}
-    role_arn = f"arn:aws:iam::{spec.account_id}:role/hpcml-fluent-bit"
     sa = {"apiVersion": "v1", "kind": "ServiceAccount",
-          "metadata": _meta(name, AGENTS_NS, annotations={"eks.amazonaws.com/role-arn": role_arn})}
+          "metadata": _meta(name, AGENTS_NS, annotations={
+              "eks.amazonaws.com/role-arn": role_arn("hpcml-fluent-bit", spec.account_id)})}
     cr = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
           "metadata": {"name": "hpcml-fluent-bit", "labels": _labels(name)},
           "rules": [{"apiGroups": [""], "resources": ["namespaces", "pods"], "verbs": ["get", "list", "watch"]}]}
@@ -207,7 +161,7 @@ def fluent_bit(spec: MonitorSpec) -> list[dict]:
            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": AGENTS_NS}]}
     cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("fluent-bit-config", AGENTS_NS),
           "data": {"fluent-bit.conf": shipping.fluent_bit_conf(spec.region, spec.es_host, spec.es_port,
-                                                               spec.log_group, WORKLOAD_NS, spec.log_retention_days),
+                                                               spec.log_group, NAMESPACE, spec.log_retention_days),
                    "parsers.conf": shipping.parsers_conf()}}
     container = {
         "name": "fluent-bit", "image": spec.fluent_bit_image, "imagePullPolicy": "Always",
@@ -216,7 +170,7 @@ def fluent_bit(spec: MonitorSpec) -> list[dict]:
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}},
         "readinessProbe": _probe("/api/v1/health", "http-metrics"),
         "livenessProbe": _probe("/api/v1/health", "http-metrics"),
-        "securityContext": _sc(root=True),
+        "securityContext": _root_agent_sc(),
         "volumeMounts": [{"name": "config", "mountPath": "/fluent-bit/etc/", "readOnly": True},
                          {"name": "varlog", "mountPath": "/var/log", "readOnly": True},
                          {"name": "state", "mountPath": "/var/fluent-bit/state"}],

@@ -1,16 +1,20 @@
 """Serving definitions: Deployment, Service, Ingress (ALB), HPA, PDB, VPA, KServe
-InferenceService, and the SageMaker endpoint requests — all from one :class:`ServeSpec`.
+InferenceService, and the SageMaker endpoint requests — all from one
+:class:`~hpcml.serve.spec.ServeSpec`.
 
 Pure builders (dict in, dict out); ``render()`` maps paths under ``manifests/`` to them.
 The container is the same everywhere: ``python -m hpcml.serve.server`` answering the
-Open Inference Protocol v2 on port 8080 (and SageMaker's ``/ping`` + ``/invocations``).
+Open Inference Protocol v2 on port 8080 (and SageMaker's ``/ping`` + ``/invocations``),
+its arguments written by the spec's :class:`~hpcml.serve.spec.ServeConfig`. Sending the
+SageMaker requests is :func:`hpcml.serve.sagemaker.deploy`'s job.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from hpcml.aws.account import ecr_image, role_arn
+from hpcml.k8s.common import NAMESPACE, labels, meta, restricted_container, restricted_pod
+from hpcml.serve.spec import METRIC_INFLIGHT, SPEC_CONFIG_FIELDS, ServeSpec
 
-NAMESPACE = "hpcml"
 APP = "hpcml-serve"
 PORT = 8080
 
@@ -20,73 +24,18 @@ CRD_REQUIRED = {
 }
 
 
-@dataclass(frozen=True)
-class ServeSpec:
-    """Everything the serving manifests depend on.
-
-    Args:
-        image: the serving image (built from docker/Dockerfile.serve).
-        model_name: the name in the v2 routes.
-        workers: server worker processes per pod.
-        cpu_request / cpu_limit / memory_request / memory_limit: container resources.
-        min_replicas / max_replicas: HPA bounds.
-        target_cpu_utilisation: HPA CPU target (percent of the request).
-        target_inflight: HPA Pods-metric target, average in-flight requests per pod.
-        max_batch_size / max_wait_ms: dynamic batching.
-        account_id: AWS account for IRSA and SageMaker ARNs (111122223333 is a documented placeholder).
-        region: AWS region.
-        sagemaker_instance_type: the managed endpoint's instance type.
-        model_s3_uri: model tarball for SageMaker.
-        host: public hostname on the ALB.
-    """
-
-    image: str = "ghcr.io/example/hpcml-serve:0.1.0"
-    model_name: str = "mnist"
-    workers: int = 2
-    cpu_request: str = "1"
-    cpu_limit: str = "2"
-    memory_request: str = "1Gi"
-    memory_limit: str = "2Gi"
-    min_replicas: int = 2
-    max_replicas: int = 20
-    target_cpu_utilisation: int = 70
-    target_inflight: int = 8
-    max_batch_size: int = 32
-    max_wait_ms: float = 0.0  # 0 = adaptive: run as soon as the model is free (measured best in 04)
-    account_id: str = "111122223333"
-    region: str = "us-east-1"
-    sagemaker_instance_type: str = "ml.c6i.xlarge"
-    model_s3_uri: str = "s3://hpcml-models-111122223333/best/model.tar.gz"
-    host: str = "inference.hpcml.example.com"
-
-    def __post_init__(self):
-        if not 1 <= self.min_replicas <= self.max_replicas:
-            raise ValueError(f"ServeSpec: need 1 <= min_replicas <= max_replicas, got {self.min_replicas}, "
-                             f"{self.max_replicas}")
-        if not 1 <= self.target_cpu_utilisation <= 100:
-            raise ValueError(f"ServeSpec.target_cpu_utilisation must be 1..100 percent, got {self.target_cpu_utilisation}")
-        if self.target_inflight < 1 or self.workers < 1 or self.max_batch_size < 1:
-            raise ValueError("ServeSpec: target_inflight, workers and max_batch_size must be >= 1")
-        if not (self.account_id.isdigit() and len(self.account_id) == 12):
-            raise ValueError(f"ServeSpec.account_id must be 12 digits, got {self.account_id!r}")
-        if ":latest" in self.image or ":" not in self.image.rsplit("/", 1)[-1]:
-            raise ValueError(f"ServeSpec.image must be pinned to a tag other than latest, got {self.image!r}")
-        if not self.model_s3_uri.startswith("s3://"):
-            raise ValueError(f"ServeSpec.model_s3_uri must start with s3://, got {self.model_s3_uri!r}")
+def _labels() -> dict:
+    return labels(APP, stage="serve")
 
 
-def labels(spec: ServeSpec) -> dict:
-    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/part-of": "hpcml", "hpcml.io/stage": "serve"}
-
-
-def _meta(name: str, spec: ServeSpec, **extra) -> dict:
-    return {"name": name, "namespace": NAMESPACE, "labels": labels(spec), **extra}
+def _meta(name: str, **extra) -> dict:
+    return meta(name, NAMESPACE, _labels(), **extra)
 
 
 def _args(spec: ServeSpec) -> list[str]:
-    cfg = f'{{"model_name":"{spec.model_name}","max_batch_size":{spec.max_batch_size},"max_wait_ms":{spec.max_wait_ms}}}'
-    return ["-m", "hpcml.serve.server", "--model", "/opt/hpcml/model/model.onnx", "--host", "0.0.0.0",
-            "--port", str(PORT), "--workers", str(spec.workers), "--state-dir", "/tmp/hpcml-serve", "--config", cfg]
+    """The server's command line, written by the spec's (validated) :class:`~hpcml.serve.spec.ServeConfig`."""
+    return ["-m", "hpcml.serve.server",
+            *spec.server_config().to_args("0.0.0.0", PORT, spec.workers, config_fields=SPEC_CONFIG_FIELDS)]
 
 
 def container(spec: ServeSpec, name: str = "server") -> dict:
@@ -105,9 +54,7 @@ def container(spec: ServeSpec, name: str = "server") -> dict:
         "readinessProbe": probe("/v2/health/ready", 5, 2),
         "livenessProbe": probe("/v2/health/live", 10, 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
-                            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_container(),
         "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
 
@@ -115,19 +62,18 @@ def container(spec: ServeSpec, name: str = "server") -> dict:
 def deployment(spec: ServeSpec) -> dict:
     sel = {"app.kubernetes.io/name": APP}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(APP, spec),
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(APP),
         "spec": {
             "replicas": spec.min_replicas,
             "selector": {"matchLabels": sel},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
             "template": {
-                "metadata": {"labels": labels(spec), "annotations": {
+                "metadata": {"labels": _labels(), "annotations": {
                     "prometheus.io/scrape": "true", "prometheus.io/port": str(PORT), "prometheus.io/path": "/metrics"}},
                 "spec": {
                     "serviceAccountName": "inference", "priorityClassName": "hpcml-serving",
                     "terminationGracePeriodSeconds": 30, "automountServiceAccountToken": False,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "fsGroup": 1000,
-                                        "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": restricted_pod(),
                     "containers": [container(spec)],
                     "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}],
                     "topologySpreadConstraints": [
@@ -143,7 +89,7 @@ def deployment(spec: ServeSpec) -> dict:
 
 
 def service(spec: ServeSpec) -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(APP, spec),
+    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(APP),
             "spec": {"type": "ClusterIP", "selector": {"app.kubernetes.io/name": APP},
                      "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]}}
 
@@ -159,7 +105,7 @@ def ingress(spec: ServeSpec) -> dict:
         "alb.ingress.kubernetes.io/target-group-attributes": "deregistration_delay.timeout_seconds=30",
         "alb.ingress.kubernetes.io/group.name": "hpcml",
     }
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(APP, spec, annotations=ann),
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": _meta(APP, annotations=ann),
             "spec": {"ingressClassName": "alb", "rules": [{"host": spec.host, "http": {"paths": [
                 {"path": "/v2", "pathType": "Prefix",
                  "backend": {"service": {"name": APP, "port": {"name": "http"}}}}]}}]}}
@@ -167,14 +113,14 @@ def ingress(spec: ServeSpec) -> dict:
 
 def hpa(spec: ServeSpec) -> dict:
     return {
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _meta(APP, spec),
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _meta(APP),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
             "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
             "metrics": [
                 {"type": "Resource", "resource": {"name": "cpu", "target": {
                     "type": "Utilization", "averageUtilization": spec.target_cpu_utilisation}}},
-                {"type": "Pods", "pods": {"metric": {"name": "hpcml_serve_inflight_requests"},
+                {"type": "Pods", "pods": {"metric": {"name": METRIC_INFLIGHT},
                                           "target": {"type": "AverageValue", "averageValue": str(spec.target_inflight)}}},
             ],
             "behavior": {
@@ -189,12 +135,12 @@ def hpa(spec: ServeSpec) -> dict:
 
 
 def pdb(spec: ServeSpec) -> dict:
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(APP, spec),
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(APP),
             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": APP}}}}
 
 
 def vpa(spec: ServeSpec) -> dict:
-    return {"apiVersion": "autoscaling.k8s.io/v1", "kind": "VerticalPodAutoscaler", "metadata": _meta(APP, spec),
+    return {"apiVersion": "autoscaling.k8s.io/v1", "kind": "VerticalPodAutoscaler", "metadata": _meta(APP),
             "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
                      "updatePolicy": {"updateMode": "Off"},
                      "resourcePolicy": {"containerPolicies": [{
@@ -207,7 +153,7 @@ def inference_service(spec: ServeSpec) -> dict:
     c = container(spec, name="kserve-container")
     c.pop("lifecycle")
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": _meta(spec.model_name, spec, annotations={
+            "metadata": _meta(spec.model_name, annotations={
                 "serving.kserve.io/deploymentMode": "RawDeployment", "serving.kserve.io/autoscalerClass": "hpa"}),
             "spec": {"predictor": {"serviceAccountName": "inference", "priorityClassName": "hpcml-serving",
                                    "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
@@ -218,16 +164,16 @@ def inference_service(spec: ServeSpec) -> dict:
 
 def prometheus_adapter_rules() -> str:
     """prometheus-adapter rule exposing the in-flight gauge as a Pods custom metric for the HPA."""
-    return """# prometheus-adapter rules (values.yaml `rules.custom`) for the serve HPA's Pods metric.
-# Generated by hpcml.k8s.serve; the HPA asks custom.metrics.k8s.io for hpcml_serve_inflight_requests.
-- seriesQuery: 'hpcml_serve_inflight_requests{namespace!="",pod!=""}'
+    return f"""# prometheus-adapter rules (values.yaml `rules.custom`) for the serve HPA's Pods metric.
+# Generated by hpcml.k8s.serve; the HPA asks custom.metrics.k8s.io for {METRIC_INFLIGHT}.
+- seriesQuery: '{METRIC_INFLIGHT}{{namespace!="",pod!=""}}'
   resources:
     overrides:
-      namespace: {resource: "namespace"}
-      pod: {resource: "pod"}
+      namespace: {{resource: "namespace"}}
+      pod: {{resource: "pod"}}
   name:
-    matches: "hpcml_serve_inflight_requests"
-  metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+    matches: "{METRIC_INFLIGHT}"
+  metricsQuery: 'sum(<<.Series>>{{<<.LabelMatchers>>}}) by (<<.GroupBy>>)'
 """
 
 
@@ -236,11 +182,11 @@ def prometheus_adapter_rules() -> str:
 def sagemaker_requests(spec: ServeSpec) -> dict[str, dict]:
     """CreateModel / CreateEndpointConfig / CreateEndpoint requests (boto3 shapes)."""
     name = f"hpcml-{spec.model_name}"
-    ecr = f"{spec.account_id}.dkr.ecr.{spec.region}.amazonaws.com/hpcml-serve:0.1.0"
+    ecr = ecr_image("hpcml-serve", "0.1.0", spec.account_id, spec.region)
     return {
         "CreateModel": {
             "ModelName": name,
-            "ExecutionRoleArn": f"arn:aws:iam::{spec.account_id}:role/hpcml-sagemaker",
+            "ExecutionRoleArn": role_arn("hpcml-sagemaker", spec.account_id),
             "PrimaryContainer": {"Image": ecr, "ModelDataUrl": spec.model_s3_uri, "Mode": "SingleModel",
                                  "Environment": {"HPCML_MODEL_NAME": spec.model_name, "OMP_NUM_THREADS": "1"}},
             "Tags": [{"Key": "project", "Value": "hpcml"}],
@@ -254,13 +200,6 @@ def sagemaker_requests(spec: ServeSpec) -> dict[str, dict]:
         "CreateEndpoint": {"EndpointName": name, "EndpointConfigName": f"{name}-config",
                            "Tags": [{"Key": "project", "Value": "hpcml"}]},
     }
-
-
-def deploy_sagemaker(spec: ServeSpec | None = None, dry_run: bool | None = None) -> list[dict]:
-    """Validate each request against botocore's model; send them only with credentials."""
-    from hpcml.aws import send as aws_send
-    return [aws_send.submit("sagemaker", op, req, dry_run=dry_run, region=(spec or ServeSpec()).region)
-            for op, req in sagemaker_requests(spec or ServeSpec()).items()]
 
 
 def render(spec: ServeSpec | None = None) -> dict:

@@ -21,17 +21,17 @@ from __future__ import annotations
 
 import json
 
+from hpcml.k8s.common import NAMESPACE, labels, meta, restricted_container, restricted_pod
+from hpcml.paths import SHARED_MOUNT, shared_dataset_dir
 from hpcml.tune.space import default_space
-from hpcml.tune.study import TuneSpec
+from hpcml.tune.spec import TuneSpec
 
-NS = "hpcml"
 SERVICE_ACCOUNT = "tuner"
 PRIORITY_CLASS = "hpcml-training"
 IMAGE = "ghcr.io/example/hpcml-train:0.1.0"
 PG_IMAGE = "docker.io/library/postgres:16.4-bookworm"
 PG_UID = 999  # the postgres user of the Debian-based image
 SECRET = "hpcml-tune-db"
-SHARED_MOUNT = "/mnt/hpcml"
 SPEC_DIR = "/etc/hpcml/tune"
 WORKERS = 4
 CPUS_PER_WORKER = 4
@@ -49,27 +49,16 @@ CRD_REQUIRED = {
 PRODUCTION_SPEC = TuneSpec(
     study_name="mnist-cnn", storage="postgresql://optuna@postgresql-0.postgresql.hpcml.svc:5432/optuna",
     n_trials=128, epochs=27, sampler="tpe", pruner="hyperband", space=default_space(),
-    dataset_dir=f"{SHARED_MOUNT}/data/mnist",
+    dataset_dir=shared_dataset_dir(),
 )
-
-RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def _labels(name: str, component: str | None = None) -> dict[str, str]:
-    out = {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "hpcml", "hpcml.io/stage": "tune"}
-    if component:
-        out["app.kubernetes.io/component"] = component
-    return out
+    return labels(name, "tune", component)
 
 
 def _meta(name: str, app: str | None = None, component: str | None = None) -> dict:
-    return {"name": name, "namespace": NS, "labels": _labels(app or name, component)}
-
-
-def _pod_security(uid: int = 1000) -> dict:
-    return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return meta(name, NAMESPACE, _labels(app or name, component))
 
 
 # --- PostgreSQL ---------------------------------------------------------------------------
@@ -97,7 +86,7 @@ def postgres_statefulset(storage: str = "20Gi", storage_class: str = "gp3") -> d
     container = {
         "name": "postgres", "image": PG_IMAGE, "imagePullPolicy": "Always",
         "ports": [{"name": "postgres", "containerPort": 5432, "protocol": "TCP"}], "env": env,
-        "securityContext": RESTRICTED, "resources": {"requests": res, "limits": dict(res)},
+        "securityContext": restricted_container(uid=None), "resources": {"requests": res, "limits": dict(res)},
         "readinessProbe": probe, "livenessProbe": {**probe, "initialDelaySeconds": 30, "failureThreshold": 6},
         "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"},
                          {"name": "db-secret", "mountPath": "/etc/hpcml/db", "readOnly": True},
@@ -110,7 +99,7 @@ def postgres_statefulset(storage: str = "20Gi", storage_class: str = "gp3") -> d
                 "selector": {"matchLabels": {"app.kubernetes.io/name": "postgresql"}},
                 "template": {"metadata": {"labels": _labels("postgresql", "database")}, "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
-                    "enableServiceLinks": False, "securityContext": _pod_security(PG_UID),
+                    "enableServiceLinks": False, "securityContext": restricted_pod(PG_UID),
                     "containers": [container],
                     "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
                                 _secret_volume("password")]}},
@@ -164,7 +153,7 @@ def worker_job(spec: TuneSpec, workers: int = WORKERS, cpus: int = CPUS_PER_WORK
         "env": [{"name": "HPCML_TUNE_STORAGE_FILE", "value": "/etc/hpcml/db/url"},
                 {"name": "HPCML_BUILD", "value": SHARED_MOUNT},
                 {"name": "OMP_NUM_THREADS", "value": str(cpus)}],
-        "securityContext": RESTRICTED, "resources": {"requests": res, "limits": dict(res)},
+        "securityContext": restricted_container(uid=None), "resources": {"requests": res, "limits": dict(res)},
         "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
                          {"name": "db-secret", "mountPath": "/etc/hpcml/db", "readOnly": True},
                          {"name": "shared", "mountPath": SHARED_MOUNT},
@@ -179,7 +168,7 @@ def worker_job(spec: TuneSpec, workers: int = WORKERS, cpus: int = CPUS_PER_WORK
                 "template": {"metadata": {"labels": _labels("optuna-worker", "worker")}, "spec": {
                     "serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
                     "priorityClassName": PRIORITY_CLASS, "enableServiceLinks": False, "restartPolicy": "Never",
-                    "securityContext": _pod_security(), "containers": [container],
+                    "securityContext": restricted_pod(), "containers": [container],
                     "volumes": [{"name": "spec", "configMap": {"name": f"{spec.study_name}-tune-spec"}},
                                 _secret_volume("url"),
                                 {"name": "shared", "persistentVolumeClaim": {"claimName": f"{spec.study_name}-tune-shared"}},
@@ -200,11 +189,11 @@ def katib_experiment(spec: TuneSpec, parallel: int = WORKERS, cpus: int = CPUS_P
             "metadata": {"labels": _labels("katib-trial", "trial")},
             "spec": {"serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
                      "priorityClassName": PRIORITY_CLASS, "restartPolicy": "Never",
-                     "securityContext": _pod_security(),
+                     "securityContext": restricted_pod(),
                      "containers": [{"name": "training", "image": IMAGE, "command": args,
                                      "imagePullPolicy": "Always",
                                      "env": [{"name": "HPCML_BUILD", "value": SHARED_MOUNT}],
-                                     "securityContext": RESTRICTED,
+                                     "securityContext": restricted_container(uid=None),
                                      "resources": {"requests": res, "limits": dict(res)},
                                      "volumeMounts": [{"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
                                                       {"name": "shared", "mountPath": SHARED_MOUNT, "readOnly": True},

@@ -9,28 +9,33 @@ notebook can run the same queries against its local Prometheus.
 
 from __future__ import annotations
 
+from hpcml.serve.spec import METRIC_INFLIGHT, METRIC_QUEUE_DEPTH, METRIC_REQUEST_SECONDS, METRIC_REQUESTS
+from hpcml.train.spec import METRIC_ALLREDUCE_SECONDS, METRIC_LOSS, METRIC_SAMPLES, METRIC_STEP_SECONDS
+
+_RATE = "[$__rate_interval]"
+
 #: (title, unit, [(legend, PromQL)]) per panel, in display order. ``$__rate_interval`` is
 #: Grafana's; :func:`local_queries` substitutes a fixed window for the local Prometheus.
 PANELS: list[tuple[str, str, list[tuple[str, str]]]] = [
     ("Training throughput (samples/s, all ranks)", "short",
-     [("{{job}}", "sum by (job) (rate(hpcml_train_samples_total[$__rate_interval]))")]),
+     [("{{job}}", f"sum by (job) (rate({METRIC_SAMPLES}_total{_RATE}))")]),
     ("Training throughput per rank (samples/s)", "short",
-     [("rank {{rank}}", "sum by (rank) (rate(hpcml_train_samples_total[$__rate_interval]))")]),
+     [("rank {{rank}}", f"sum by (rank) (rate({METRIC_SAMPLES}_total{_RATE}))")]),
     ("Step time p50 / p99 and allreduce share", "s",
-     [("step p50", "histogram_quantile(0.5, sum by (le) (rate(hpcml_train_step_seconds_bucket[$__rate_interval])))"),
-      ("step p99", "histogram_quantile(0.99, sum by (le) (rate(hpcml_train_step_seconds_bucket[$__rate_interval])))"),
-      ("allreduce mean", "sum(rate(hpcml_train_allreduce_seconds_sum[$__rate_interval])) / "
-                         "sum(rate(hpcml_train_allreduce_seconds_count[$__rate_interval]))")]),
-    ("Training loss", "short", [("rank {{rank}}", "hpcml_train_loss")]),
+     [("step p50", f"histogram_quantile(0.5, sum by (le) (rate({METRIC_STEP_SECONDS}_bucket{_RATE})))"),
+      ("step p99", f"histogram_quantile(0.99, sum by (le) (rate({METRIC_STEP_SECONDS}_bucket{_RATE})))"),
+      ("allreduce mean", f"sum(rate({METRIC_ALLREDUCE_SECONDS}_sum{_RATE})) / "
+                         f"sum(rate({METRIC_ALLREDUCE_SECONDS}_count{_RATE}))")]),
+    ("Training loss", "short", [("rank {{rank}}", METRIC_LOSS)]),
     ("Serving latency p50 / p99", "s",
-     [("p50 {{model}}", "histogram_quantile(0.5, sum by (model, le) "
-                        "(rate(hpcml_serve_request_duration_seconds_bucket[$__rate_interval])))"),
-      ("p99 {{model}}", "histogram_quantile(0.99, sum by (model, le) "
-                        "(rate(hpcml_serve_request_duration_seconds_bucket[$__rate_interval])))")]),
+     [("p50 {{model}}", f"histogram_quantile(0.5, sum by (model, le) "
+                        f"(rate({METRIC_REQUEST_SECONDS}_bucket{_RATE})))"),
+      ("p99 {{model}}", f"histogram_quantile(0.99, sum by (model, le) "
+                        f"(rate({METRIC_REQUEST_SECONDS}_bucket{_RATE})))")]),
     ("Serving requests/s by code", "reqps",
-     [("{{code}}", "sum by (code) (rate(hpcml_serve_requests_total[$__rate_interval]))")]),
+     [("{{code}}", f"sum by (code) (rate({METRIC_REQUESTS}{_RATE}))")]),
     ("Serving queue depth and in-flight", "short",
-     [("queue", "sum(hpcml_serve_queue_depth)"), ("in-flight", "sum(hpcml_serve_inflight_requests)")]),
+     [("queue", f"sum({METRIC_QUEUE_DEPTH})"), ("in-flight", f"sum({METRIC_INFLIGHT})")]),
     ("GPU utilisation (DCGM, %)", "percent",
      [("{{Hostname}} gpu{{gpu}} {{pod}}", "DCGM_FI_DEV_GPU_UTIL")]),
     ("GPU memory used (DCGM)", "decmbytes",

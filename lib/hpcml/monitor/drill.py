@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 import urllib.request
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcml import paths
+from hpcml.proc import free_port, port_open
 from hpcml.monitor import logs, rules
 from hpcml.monitor.node import NodeSampler
 from hpcml.monitor.prom import Prometheus
@@ -49,8 +49,6 @@ class Stack:
         rule_file = rules.write_rules(paths.build_dir() / "prometheus" / "hpcml-alerts.rules.yml", thresholds)
         node = NodeSampler.start(disk_path=paths.ensure(paths.build_dir()))
         try:
-            from hpcml.monitor.prom import free_port
-
             port = free_port()
             prom = Prometheus.start({"prometheus": [f"127.0.0.1:{port}"], "node": [node.target], "train": [],
                                      "serve": []}, rule_files=[rule_file], name="notebook", port=port,
@@ -71,12 +69,6 @@ class Stack:
         codes = {"prometheus": self.prom.stop(), "node": self.node.stop()}
         self.log.info("monitoring stack stopped", extra={"exit_codes": codes})
         return codes
-
-
-def _port_open(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def train_watched(stack: Stack | None, spec, timeout_s: float = 600, take_snapshot: bool = True) -> dict[str, Any]:
@@ -100,7 +92,7 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600, take_snapsh
     try:
         if stack is not None and ports:
             deadline = time.monotonic() + min(timeout_s, 180)
-            while not all(_port_open(p) for p in ports):
+            while not all(port_open(p) for p in ports):
                 if job.proc.poll() is not None or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
@@ -188,33 +180,6 @@ class BackgroundLoad:
         return [r.summary() for r in self.results]
 
 
-def free_port_block(n: int, tries: int = 50) -> int:
-    """A base port with ``n`` consecutive free ports on 127.0.0.1 (for per-rank exporters).
-
-    Drawn below Linux's ephemeral range (``ip_local_port_range``, 32768+ by default): a port
-    in it can be taken at any moment as the local end of some outgoing connection, and the
-    exporter then fails to bind (or to re-bind, when the A/B switches it back on).
-    """
-    import random
-
-    for _ in range(tries):
-        base = random.randint(20000, 32000 - n)
-        if not any(_port_open(base + i) for i in range(n)):
-            socks = []
-            try:
-                for i in range(n):
-                    s = socket.socket()
-                    s.bind(("127.0.0.1", base + i))
-                    socks.append(s)
-                return base
-            except OSError:
-                continue
-            finally:
-                for s in socks:
-                    s.close()
-    raise RuntimeError(f"no block of {n} free ports found on 127.0.0.1")
-
-
 def set_latency(server_url: str, ms: float) -> dict:
     """``POST /admin/latency {"ms": ms}`` on the inference server (0 clears)."""
     req = urllib.request.Request(server_url + "/admin/latency", data=json.dumps({"ms": ms}).encode(),
@@ -283,7 +248,6 @@ def exporter_cost(n: int = 2000, scrapes: int = 50) -> dict[str, float]:
     Returns:
         ``{"observe_us": per step, "scrape_ms": per scrape, "scrape_bytes": size}``.
     """
-    from hpcml.monitor.prom import free_port
     from hpcml.train.worker import Exporter
 
     port = free_port()

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-PREFIX = "hpcml_node_"
+from hpcml.monitor.spec import (METRIC_NODE_CPU_SECONDS, METRIC_NODE_MEMORY_AVAILABLE, METRIC_NODE_MEMORY_TOTAL,
+                                NODE_PREFIX)
+
 SMI_QUERY = "index,uuid,name,utilization.gpu,memory.used,memory.total,temperature.gpu,power.draw"
 
 
@@ -112,47 +114,47 @@ class NodeCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         t0 = time.perf_counter()
-        cpu = CounterMetricFamily(PREFIX + "cpu_seconds", "CPU time per core and mode", labels=["cpu", "mode"])
+        cpu = CounterMetricFamily(METRIC_NODE_CPU_SECONDS, "CPU time per core and mode", labels=["cpu", "mode"])
         for i, times in enumerate(psutil.cpu_times(percpu=True)):
             for mode, v in times._asdict().items():
                 cpu.add_metric([str(i), mode], v)
         yield cpu
-        g = GaugeMetricFamily(PREFIX + "cpus", "Logical CPUs")
+        g = GaugeMetricFamily(NODE_PREFIX + "cpus", "Logical CPUs")
         g.add_metric([], psutil.cpu_count() or 0)
         yield g
-        load = GaugeMetricFamily(PREFIX + "load_average", "Run-queue load average", labels=["period"])
+        load = GaugeMetricFamily(NODE_PREFIX + "load_average", "Run-queue load average", labels=["period"])
         for period, v in zip(("1m", "5m", "15m"), psutil.getloadavg()):
             load.add_metric([period], v)
         yield load
         vm, sw = psutil.virtual_memory(), psutil.swap_memory()
-        for name, v, doc in (("memory_total_bytes", vm.total, "Physical memory"),
-                             ("memory_available_bytes", vm.available, "Memory available without swapping"),
-                             ("memory_used_bytes", vm.used, "Memory in use"),
-                             ("swap_used_bytes", sw.used, "Swap in use")):
-            g = GaugeMetricFamily(PREFIX + name, doc)
+        for name, v, doc in ((METRIC_NODE_MEMORY_TOTAL, vm.total, "Physical memory"),
+                             (METRIC_NODE_MEMORY_AVAILABLE, vm.available, "Memory available without swapping"),
+                             (NODE_PREFIX + "memory_used_bytes", vm.used, "Memory in use"),
+                             (NODE_PREFIX + "swap_used_bytes", sw.used, "Swap in use")):
+            g = GaugeMetricFamily(name, doc)
             g.add_metric([], v)
             yield g
         net = psutil.net_io_counters(pernic=True)
         for name, attr in (("network_receive_bytes", "bytes_recv"), ("network_transmit_bytes", "bytes_sent"),
                            ("network_receive_errors", "errin"), ("network_transmit_errors", "errout")):
-            c = CounterMetricFamily(PREFIX + name, f"Network {attr} per interface", labels=["device"])
+            c = CounterMetricFamily(NODE_PREFIX + name, f"Network {attr} per interface", labels=["device"])
             for dev, io in net.items():
                 c.add_metric([dev], getattr(io, attr))
             yield c
         disks = psutil.disk_io_counters(perdisk=True) or {}
         for name, attr in (("disk_read_bytes", "read_bytes"), ("disk_written_bytes", "write_bytes")):
-            c = CounterMetricFamily(PREFIX + name, f"Disk {attr} per device", labels=["device"])
+            c = CounterMetricFamily(NODE_PREFIX + name, f"Disk {attr} per device", labels=["device"])
             for dev, io in disks.items():
                 c.add_metric([dev], getattr(io, attr))
             yield c
         du = shutil.disk_usage(self.disk_path)
         for name, v in (("filesystem_size_bytes", du.total), ("filesystem_avail_bytes", du.free)):
-            g = GaugeMetricFamily(PREFIX + name, "Filesystem holding the build tree", labels=["mountpoint"])
+            g = GaugeMetricFamily(NODE_PREFIX + name, "Filesystem holding the build tree", labels=["mountpoint"])
             g.add_metric([self.disk_path], v)
             yield g
         if self.gpus:
             yield from self._gpu_metrics()
-        d = GaugeMetricFamily(PREFIX + "scrape_duration_seconds", "Time this sampler took to read the node")
+        d = GaugeMetricFamily(NODE_PREFIX + "scrape_duration_seconds", "Time this sampler took to read the node")
         d.add_metric([], time.perf_counter() - t0)
         yield d
 
@@ -161,11 +163,11 @@ class NodeCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         source, reason, gpus = read_gpus()
-        info = GaugeMetricFamily(PREFIX + "gpu_source_info", "How GPUs are read (none: reason says why)",
+        info = GaugeMetricFamily(NODE_PREFIX + "gpu_source_info", "How GPUs are read (none: reason says why)",
                                  labels=["source", "reason"])
         info.add_metric([source, reason], 1)
         yield info
-        n = GaugeMetricFamily(PREFIX + "gpus", "NVIDIA GPUs seen")
+        n = GaugeMetricFamily(NODE_PREFIX + "gpus", "NVIDIA GPUs seen")
         n.add_metric([], len(gpus))
         yield n
         for key, name, doc in (("util_ratio", "gpu_utilization_ratio", "GPU busy fraction (0-1)"),
@@ -173,7 +175,7 @@ class NodeCollector:
                                ("mem_total_bytes", "gpu_memory_total_bytes", "GPU memory"),
                                ("temp_celsius", "gpu_temperature_celsius", "GPU temperature"),
                                ("power_watts", "gpu_power_watts", "GPU power draw")):
-            g = GaugeMetricFamily(PREFIX + name, doc, labels=["gpu", "uuid", "model"])
+            g = GaugeMetricFamily(NODE_PREFIX + name, doc, labels=["gpu", "uuid", "model"])
             for gpu in gpus:
                 if gpu[key] is not None:
                     g.add_metric([gpu["index"], gpu["uuid"], gpu["name"]], gpu[key])
@@ -217,7 +219,7 @@ class NodeSampler:
     @classmethod
     def start(cls, port: int | None = None, disk_path: Path | str = "/", timeout_s: float = 20.0) -> "NodeSampler":
         """Start ``python -m hpcml.monitor.node`` on 127.0.0.1 and wait until /metrics answers."""
-        from hpcml.monitor.prom import free_port
+        from hpcml.proc import free_port
 
         port = port or free_port()
         proc = subprocess.Popen([sys.executable, "-m", "hpcml.monitor.node", "--port", str(port),

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from hpcml.monitor.spec import METRIC_NODE_CPU_SECONDS, METRIC_NODE_MEMORY_AVAILABLE, METRIC_NODE_MEMORY_TOTAL
+from hpcml.serve.spec import METRIC_REQUEST_SECONDS, METRIC_REQUESTS
+from hpcml.train.spec import METRIC_SAMPLES, METRIC_STEP_SECONDS
+
+#: The PromQL of every plotted series; ``{w}`` is the rate window (see :func:`query`).
 QUERIES = {
-    "train_rank": 'sum by (rank) (rate(hpcml_train_samples_total[{w}]))',
-    "train_step_p99": 'histogram_quantile(0.99, sum by (rank, le) (rate(hpcml_train_step_seconds_bucket[{w}])))',
-    "node_cpu_busy": '100 * (1 - avg(rate(hpcml_node_cpu_seconds_total{{mode="idle"}}[{w}])))',
-    "node_mem_used": '100 * (1 - hpcml_node_memory_available_bytes / hpcml_node_memory_total_bytes)',
-    "serve_p50": 'histogram_quantile(0.5, sum by (le) (rate(hpcml_serve_request_duration_seconds_bucket[{w}])))',
-    "serve_p99": 'histogram_quantile(0.99, sum by (le) (rate(hpcml_serve_request_duration_seconds_bucket[{w}])))',
-    "serve_rps": 'sum by (code) (rate(hpcml_serve_requests_total[{w}]))',
+    "train_rank": f"sum by (rank) (rate({METRIC_SAMPLES}_total[{{w}}]))",
+    "train_step_p99": f"histogram_quantile(0.99, sum by (rank, le) (rate({METRIC_STEP_SECONDS}_bucket[{{w}}])))",
+    "node_cpu_busy": f'100 * (1 - avg(rate({METRIC_NODE_CPU_SECONDS}_total{{{{mode="idle"}}}}[{{w}}])))',
+    "node_mem_used": f"100 * (1 - {METRIC_NODE_MEMORY_AVAILABLE} / {METRIC_NODE_MEMORY_TOTAL})",
+    "serve_p50": f"histogram_quantile(0.5, sum by (le) (rate({METRIC_REQUEST_SECONDS}_bucket[{{w}}])))",
+    "serve_p99": f"histogram_quantile(0.99, sum by (le) (rate({METRIC_REQUEST_SECONDS}_bucket[{{w}}])))",
+    "serve_rps": f"sum by (code) (rate({METRIC_REQUESTS}[{{w}}]))",
 }
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,19 +27,13 @@ from typing import Any
 import yaml
 
 from hpcml import paths
+from hpcml import proc as _proc
 
 DEBIAN_PACKAGE = "prometheus"
 
 
 class PrometheusMissing(RuntimeError):
     """The prometheus (or promtool) binary is not installed."""
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_binary(name: str = "prometheus", path: str | Path | None = None) -> Path:
@@ -140,7 +132,7 @@ class Prometheus:
             if not r.is_file():
                 raise FileNotFoundError(f"Prometheus rule file not found: {r}")
         cfg = build_config(list(targets), sd_dir, rules, scrape_interval, evaluation_interval)
-        port = port or free_port()
+        port = port or _proc.free_port()
         for job, tg in targets.items():
             _write_sd(sd_dir / f"{job}.json", tg)
         paths.atomic_write_text(workdir / "prometheus.yml", yaml.safe_dump(cfg, sort_keys=False))
@@ -148,10 +140,7 @@ class Prometheus:
                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
                "--storage.tsdb.retention.time=1d", "--log.level=info", "--web.console.templates=/nonexistent",
                "--web.console.libraries=/nonexistent"]
-        log = open(workdir / "prometheus.log", "w", encoding="utf-8")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
-        log.close()
-        prom = cls(port, workdir, proc, list(targets))
+        prom = cls(port, workdir, _proc.spawn(cmd, workdir / "prometheus.log", cwd=workdir), list(targets))
         try:
             prom.wait_ready(timeout_s)
         except BaseException:
@@ -161,18 +150,14 @@ class Prometheus:
 
     def wait_ready(self, timeout_s: float = 60.0) -> float:
         """Poll ``/-/ready`` until 200; returns the seconds waited."""
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout_s:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.log_tail()}")
+        def ready() -> bool:
             try:
                 with urllib.request.urlopen(self.url + "/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return time.monotonic() - t0
+                    return r.status == 200
             except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus not ready within {timeout_s}s:\n{self.log_tail()}")
+                return False
+
+        return _proc.wait_until(ready, timeout_s, "prometheus", self.proc, self.log_path)
 
     def set_targets(self, job: str, targets: list[str], labels: dict[str, str] | None = None) -> None:
         """Replace a job's targets (Prometheus picks the file change up within seconds)."""
@@ -181,21 +166,11 @@ class Prometheus:
         _write_sd(self.workdir / "targets" / f"{job}.json", targets, labels)
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return _proc.tail(self.log_path, n, missing="(no log)")
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM (Prometheus flushes its head block), SIGKILL after ``timeout_s``."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return _proc.stop(self.proc, timeout_s)
 
     def __enter__(self) -> "Prometheus":
         return self

@@ -5,7 +5,8 @@ windows and ``for:`` durations, node_exporter metric names — what the Promethe
 ``manifests/monitoring`` carries) and :data:`DRILL` (seconds, the ``hpcml_node_`` sampler
 — what the notebook's local Prometheus evaluates so an alert can go pending -> firing
 while you watch). ``promtool check rules`` and ``promtool test rules`` (tests/promtool)
-check both.
+check both (:mod:`hpcml.monitor.promtool` runs it). Metric names come from the stages that
+export them (:mod:`hpcml.serve.spec`, :mod:`hpcml.train.spec`, :mod:`hpcml.monitor.spec`).
 
 Alerts:
 
@@ -23,21 +24,23 @@ Alerts:
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import yaml
 
 from hpcml import paths
+from hpcml.k8s.common import NAMESPACE
+from hpcml.monitor.spec import METRIC_NODE_MEMORY_AVAILABLE, METRIC_NODE_MEMORY_TOTAL
+from hpcml.serve.spec import METRIC_REQUEST_SECONDS, METRIC_REQUESTS
+from hpcml.train.spec import METRIC_LAST_STEP_TS, METRIC_SAMPLES
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
 ALERTS = ("HpcmlServingLatencyP99High", "HpcmlServingErrorRatioHigh", "HpcmlTrainingStalled",
           "HpcmlGpuIdleDuringTraining", "HpcmlGpuUtilisationDrop", "HpcmlNodeMemoryPressure", "HpcmlTargetDown")
 NODE_METRICS = {
     "node_exporter": ("node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes"),
-    "hpcml": ("hpcml_node_memory_available_bytes", "hpcml_node_memory_total_bytes"),
+    "hpcml": (METRIC_NODE_MEMORY_AVAILABLE, METRIC_NODE_MEMORY_TOTAL),
 }
 
 
@@ -118,12 +121,16 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str, descrip
             "annotations": {"summary": summary, "description": description}}
 
 
+def _p99(window: str) -> str:
+    """p99 request latency per job and model over ``window`` (from the server's histogram)."""
+    return f"histogram_quantile(0.99, sum by (job, model, le) (rate({METRIC_REQUEST_SECONDS}_bucket[{window}])))"
+
+
 def serving_rules(t: Thresholds) -> list[dict]:
     w = t.window
-    p99 = (f"histogram_quantile(0.99, sum by (job, model, le) "
-           f"(rate(hpcml_serve_request_duration_seconds_bucket[{w}])))")
-    total = f"sum by (job, model) (rate(hpcml_serve_requests_total[{w}]))"
-    errors = f'sum by (job, model) (rate(hpcml_serve_requests_total{{code=~"5.."}}[{w}]))'
+    p99 = _p99(w)
+    total = f"sum by (job, model) (rate({METRIC_REQUESTS}[{w}]))"
+    errors = f'sum by (job, model) (rate({METRIC_REQUESTS}{{code=~"5.."}}[{w}]))'
     return [
         _alert("HpcmlServingLatencyP99High", f"{p99} > {t.latency_p99_s:g}", t.latency_for, "page",
                "Inference p99 latency above {:g} ms".format(t.latency_p99_s * 1000),
@@ -139,7 +146,7 @@ def serving_rules(t: Thresholds) -> list[dict]:
 def training_rules(t: Thresholds) -> list[dict]:
     return [
         _alert("HpcmlTrainingStalled",
-               f"time() - max by (job, rank) (hpcml_train_last_step_timestamp_seconds > 0) > {t.train_stall_s:g}",
+               f"time() - max by (job, rank) ({METRIC_LAST_STEP_TS} > 0) > {t.train_stall_s:g}",
                t.train_stall_for, "page", "A training rank has completed no step recently",
                "Rank {{ $labels.rank }} of {{ $labels.job }} last finished a step {{ $value | humanizeDuration }} "
                "ago (a hung allreduce, a dead peer or a stuck data loader).", stage="train"),
@@ -147,7 +154,7 @@ def training_rules(t: Thresholds) -> list[dict]:
 
 
 def gpu_rules(t: Thresholds) -> list[dict]:
-    sel = f'DCGM_FI_DEV_GPU_UTIL{{namespace="hpcml", pod=~"{t.train_pod_regex}"}}'
+    sel = f'DCGM_FI_DEV_GPU_UTIL{{namespace="{NAMESPACE}", pod=~"{t.train_pod_regex}"}}'
     return [
         _alert("HpcmlGpuIdleDuringTraining", f"avg_over_time({sel}[{t.window}]) < {t.gpu_util_low_pct:g}",
                t.gpu_for, "warning", "A GPU held by a training worker is nearly idle",
@@ -183,10 +190,8 @@ def recording_rules(t: Thresholds) -> list[dict]:
     w = t.window
     return [
         {"record": "hpcml:train_samples_per_second:rate",
-         "expr": f"sum by (job, rank) (rate(hpcml_train_samples_total[{w}]))"},
-        {"record": "hpcml:serve_request_duration_seconds:p99",
-         "expr": f"histogram_quantile(0.99, sum by (job, model, le) "
-                 f"(rate(hpcml_serve_request_duration_seconds_bucket[{w}])))"},
+         "expr": f"sum by (job, rank) (rate({METRIC_SAMPLES}_total[{w}]))"},
+        {"record": "hpcml:serve_request_duration_seconds:p99", "expr": _p99(w)},
     ]
 
 
@@ -207,41 +212,6 @@ def write_rules(path: Path | None = None, t: Thresholds = DRILL) -> Path:
     """Write the rule file (default ``build/prometheus/hpcml-alerts.rules.yml``, drill values)."""
     path = Path(path) if path else paths.build_dir() / "prometheus" / "hpcml-alerts.rules.yml"
     return paths.atomic_write_text(path, yaml.safe_dump(rules_file(t), sort_keys=False, width=200))
-
-
-def promtool(*args: str, binary: str | Path | None = None, cwd: Path | None = None) -> tuple[int, str]:
-    """Run ``promtool`` and return (exit code, stdout+stderr)."""
-    from hpcml.monitor.prom import find_binary
-
-    exe = find_binary("promtool", binary)
-    res = subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120, cwd=cwd)
-    return res.returncode, res.stdout + res.stderr
-
-
-def check_rules(path: Path) -> tuple[int, str]:
-    """``promtool check rules <path>``."""
-    return promtool("check", "rules", str(path))
-
-
-def run_rule_tests(test_files: list[Path], rules: dict[str, Thresholds] | None = None,
-               workdir: Path | None = None) -> tuple[int, str]:
-    """``promtool test rules`` on ``test_files``, after writing the rule files they name.
-
-    Args:
-        test_files: promtool unit-test YAML files.
-        rules: ``{rule file name: thresholds}`` to render next to the copies of the tests
-            (e.g. ``{"hpcml-drill.rules.yml": DRILL}``).
-        workdir: where copies go (default ``build/prometheus/promtool``).
-    """
-    wd = paths.ensure(Path(workdir) if workdir else paths.build_dir() / "prometheus" / "promtool")
-    for name, t in (rules or {}).items():
-        write_rules(wd / name, t)
-    copies = []
-    for f in test_files:
-        dst = wd / Path(f).name
-        shutil.copyfile(f, dst)
-        copies.append(dst.name)
-    return promtool("test", "rules", *copies, cwd=wd)
 
 
 def as_dict(t: Thresholds) -> dict:

@@ -15,6 +15,7 @@ import numpy as np
 from hpcml import paths
 from hpcml.serve import export, loadgen, protocol
 from hpcml.serve.process import ServerProcess
+from hpcml.serve.spec import METRIC_BATCH_SIZE
 
 INFER = "/v2/models/mnist/infer"
 
@@ -29,8 +30,15 @@ def find_model() -> Path | None:
 
 
 def dataset_dir() -> Path | None:
-    d = paths.data_dir() / "mnist"
-    return d if (d / "_manifest.json").exists() else None
+    """The published dataset (``paths.dataset_dir()``) when it is complete, else ``None``."""
+    from hpcml.data.dataset import load_manifest
+
+    d = paths.dataset_dir()
+    try:
+        load_manifest(d)
+    except FileNotFoundError:
+        return None
+    return d
 
 
 def quick_model(epochs: int = 1, n_shards: int = 2, seed: int = 0) -> Path:
@@ -118,14 +126,14 @@ def curve(srv: ServerProcess, bodies: list[bytes], concurrencies: list[int], n_r
 
 
 def batch_histogram(srv: ServerProcess) -> dict[str, float]:
-    """Cumulative ``hpcml_serve_batch_size`` buckets from the server's /metrics."""
+    """Cumulative :data:`~hpcml.serve.spec.METRIC_BATCH_SIZE` buckets from the server's /metrics."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
     return {s.labels["le"]: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name == "hpcml_serve_batch_size_bucket"}
+            if s.name == f"{METRIC_BATCH_SIZE}_bucket"}
 
 
 def overhead(srv: ServerProcess, fn, x: np.ndarray, n: int = 300, encoding: str = "json") -> dict[str, float]:
@@ -194,15 +202,16 @@ def batching_at_saturation(model_file: Path, bodies: list, concurrency: int, n_r
 
 
 def _batch_totals(srv: ServerProcess) -> tuple[float, float]:
-    """(rows, model calls) so far, from ``hpcml_serve_batch_size`` sum and count."""
+    """(rows, model calls) so far, from the :data:`~hpcml.serve.spec.METRIC_BATCH_SIZE` sum and count."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
+    rows, calls = f"{METRIC_BATCH_SIZE}_sum", f"{METRIC_BATCH_SIZE}_count"
     vals = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name in ("hpcml_serve_batch_size_sum", "hpcml_serve_batch_size_count")}
-    return vals.get("hpcml_serve_batch_size_sum", 0.0), vals.get("hpcml_serve_batch_size_count", 0.0)
+            if s.name in (rows, calls)}
+    return vals.get(rows, 0.0), vals.get(calls, 0.0)
 
 
 def compute_bound_model(arch: str, out_dir: Path, seed: int = 0, **kw) -> Path:

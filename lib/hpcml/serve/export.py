@@ -23,7 +23,8 @@ largest absolute logit difference must stay under a stated tolerance and the pre
 classes must match.
 
 Inputs are the data contract's already-normalised pixels, shape ``(N, 1, 28, 28)``
-float32; outputs are logits ``(N, 10)``.
+float32; outputs are logits ``(N, 10)``. :func:`prepare_model` resolves the runtime and
+file a server worker loads (exporting an artifact on the way when needed).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from hpcml.serve.spec import RUNTIMES
 
 #: Max |logit difference| accepted between an exported runtime and eager PyTorch (float32).
 TOLERANCE = 1e-3
@@ -137,7 +140,6 @@ def _onnx(path: str | Path, threads: int, providers: list[str] | None = None) ->
     return run
 
 
-RUNTIMES = ("onnx", "torchscript", "eager")
 
 
 def load_runtime(kind: str, source, threads: int = 1) -> Callable[[np.ndarray], np.ndarray]:
@@ -252,3 +254,30 @@ def run_tensorrt(onnx_path: str | Path, x: np.ndarray, cache_dir: str | Path) ->
     opts = {"trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache_dir), "trt_fp16_enable": False}
     sess = ort.InferenceSession(str(onnx_path), providers=[("TensorrtExecutionProvider", opts), "CUDAExecutionProvider"])
     return sess.run([OUTPUT_NAME], {INPUT_NAME: as_images(x)})[0]
+
+
+_SUFFIX_RUNTIME = {".onnx": "onnx", ".ts": "torchscript"}
+
+
+def prepare_model(model: str | Path, runtime: str, out_dir: str | Path) -> tuple[str, Path]:
+    """Resolve ``(runtime, file)`` for the workers, exporting a ``model.pt`` artifact if needed.
+
+    Args:
+        model: ``model.pt`` (hpcml-model/1 artifact), ``*.onnx`` or ``*.ts``.
+        runtime: ``auto`` (by suffix; ``onnx`` for an artifact) or one of :data:`RUNTIMES`.
+        out_dir: where an export is written.
+    """
+    model = Path(model)
+    if not model.exists():
+        raise FileNotFoundError(f"model {model} does not exist: run notebooks/02_horovod_training.ipynb first")
+    if model.suffix in _SUFFIX_RUNTIME:
+        rt = _SUFFIX_RUNTIME[model.suffix]
+        if runtime not in ("auto", rt):
+            raise ValueError(f"model {model.name} is a {rt} file; runtime {runtime!r} cannot load it")
+        return rt, model
+    rt = "onnx" if runtime == "auto" else runtime
+    if rt == "eager":
+        return rt, model
+    net, _ = load_artifact(model)
+    fn = to_onnx if rt == "onnx" else to_torchscript
+    return rt, fn(net, Path(out_dir) / ("model.onnx" if rt == "onnx" else "model.ts"))

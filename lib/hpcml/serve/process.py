@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,21 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from hpcml import proc as _proc
 
 
 @dataclass
@@ -67,12 +52,12 @@ class ServerProcess:
             threads: intra-op threads per worker.
             state_dir: folder for the server's state (a temporary one when ``None``).
             timeout_s: readiness deadline.
-            **config: further :class:`~hpcml.serve.config.ServeConfig` fields.
+            **config: further :class:`~hpcml.serve.spec.ServeConfig` fields.
 
         Raises:
             RuntimeError: the server exited or was not ready in time (with its log tail).
         """
-        from hpcml.serve.config import ServeConfig
+        from hpcml.serve.spec import ServeConfig
 
         if not Path(model_path).exists():
             raise FileNotFoundError(f"model {model_path} does not exist: run notebooks/02_horovod_training.ipynb first")
@@ -89,7 +74,7 @@ class ServerProcess:
         for f in state.glob("ready-*"):
             f.unlink()
         (state / "latency_ms").unlink(missing_ok=True)
-        port = port or free_port()
+        port = port or _proc.free_port()
         log = state / "server.log"
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "hpcml.serve.server", "--model", str(model_path), "--port", str(port),
@@ -107,30 +92,25 @@ class ServerProcess:
     def worker_pids(self) -> list[int]:
         """Pids of workers that have loaded the model and are alive."""
         pids = [int(f.name.split("-", 1)[1]) for f in self.state_dir.glob("ready-*")]
-        return sorted(p for p in pids if _alive(p))
+        return sorted(p for p in pids if _proc.pid_alive(p))
 
     def wait_ready(self, timeout_s: float = 90.0, workers: int | None = None) -> None:
         """Block until ``workers`` (default: all) workers are ready and /v2/health/ready answers 200."""
         want = workers or self.workers
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"inference server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if len(self.worker_pids()) >= want:
-                try:
-                    with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as r:
-                        if r.status == 200:
-                            return
-                except OSError:
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError(f"inference server not ready within {timeout_s}s:\n{self.log_tail()}")
+
+        def ready() -> bool:
+            if len(self.worker_pids()) < want:
+                return False
+            try:
+                with urllib.request.urlopen(self.url + "/v2/health/ready", timeout=2) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        _proc.wait_until(ready, timeout_s, "inference server", self.proc, self.log_path)
 
     def log_tail(self, n: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return "(no log)"
+        return _proc.tail(self.log_path, n, missing="(no log)")
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM (graceful: in-flight requests finish), then SIGKILL the process group if needed.
@@ -139,13 +119,7 @@ class ServerProcess:
             The supervisor's exit code.
         """
         pgid = self.proc.pid
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        _proc.stop(self.proc, timeout_s)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:  # workers/helpers of this session must be gone too
             try:

@@ -37,10 +37,11 @@ import time
 from pathlib import Path
 
 from hpcml.serve.batching import DynamicBatcher
-from hpcml.serve.config import ServeConfig
 from hpcml.serve.process import ServerProcess  # noqa: F401 - the contract names it here
 from hpcml.serve.protocol import (BINARY_HEADER, BadRequest, infer_response, model_metadata, parse_infer,
                                   parse_latency)
+from hpcml.serve.spec import (METRIC_BATCH_SIZE, METRIC_ERRORS, METRIC_INFLIGHT, METRIC_MODEL_SECONDS,
+                              METRIC_QUEUE_DEPTH, METRIC_REQUEST_SECONDS, METRIC_REQUESTS, ServeConfig)
 
 _PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript", "eager": "pytorch_eager"}
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
@@ -55,19 +56,19 @@ class _Metrics:
 
         lat = (.001, .002, .005, .01, .02, .05, .1, .2, .5, 1, 2, 5)
         self.model = model
-        self.requests = Counter("hpcml_serve_requests_total", "Requests by model and HTTP code",
+        self.requests = Counter(METRIC_REQUESTS, "Requests by model and HTTP code",
                                 ["model", "code"], registry=None)
-        self.duration = Histogram("hpcml_serve_request_duration_seconds", "Inference request latency",
+        self.duration = Histogram(METRIC_REQUEST_SECONDS, "Inference request latency",
                                   ["model"], buckets=lat, registry=None)
-        self.batch = Histogram("hpcml_serve_batch_size", "Rows per model call",
+        self.batch = Histogram(METRIC_BATCH_SIZE, "Rows per model call",
                                buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=None)
-        self.model_seconds = Histogram("hpcml_serve_model_seconds", "Model execution time per batch",
+        self.model_seconds = Histogram(METRIC_MODEL_SECONDS, "Model execution time per batch",
                                        buckets=lat, registry=None)
-        self.queue = Gauge("hpcml_serve_queue_depth", "Requests waiting for a batch",
+        self.queue = Gauge(METRIC_QUEUE_DEPTH, "Requests waiting for a batch",
                            multiprocess_mode="livesum", registry=None)
-        self.inflight = Gauge("hpcml_serve_inflight_requests", "Inference requests being handled",
+        self.inflight = Gauge(METRIC_INFLIGHT, "Inference requests being handled",
                               multiprocess_mode="livesum", registry=None)
-        self.errors = Counter("hpcml_serve_errors_total", "Error responses by HTTP code", ["code"], registry=None)
+        self.errors = Counter(METRIC_ERRORS, "Error responses by HTTP code", ["code"], registry=None)
 
     def observe(self, code: int, seconds: float | None) -> None:
         self.requests.labels(self.model, str(code)).inc()
@@ -386,8 +387,8 @@ def supervise(host: str, port: int, workers: int, grace_s: float, log=print) -> 
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """CLI: ``python -m hpcml.serve.server --model model.onnx --port 8080 --workers 2 --state-dir DIR``."""
+def parser() -> argparse.ArgumentParser:
+    """The server's command line (:meth:`ServeConfig.to_args` writes what it parses)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", required=True, help="model.pt artifact, model.onnx or model.ts")
     ap.add_argument("--host", default="127.0.0.1")
@@ -395,8 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--state-dir", required=True, help="folder for ready files, exported model, metrics")
     ap.add_argument("--config", default="{}", help="JSON of further ServeConfig fields")
-    a = ap.parse_args(argv)
-    from hpcml.serve.config import prepare_model
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI: ``python -m hpcml.serve.server --model model.onnx --port 8080 --workers 2 --state-dir DIR``."""
+    a = parser().parse_args(argv)
+    from hpcml.serve.export import prepare_model
 
     extra = json.loads(a.config)
     state = Path(a.state_dir)

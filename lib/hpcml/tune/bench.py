@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from hpcml import paths
-from hpcml.tune.study import TuneSpec, load_data, run_study, summarize, trial_config
+from hpcml.tune.spec import TuneSpec
+from hpcml.tune.study import load_data, run_study, summarize, trial_config
 
 DEFAULT_VARIANTS = (("tpe", "hyperband"), ("tpe", "none"), ("random", "hyperband"), ("random", "none"))
 

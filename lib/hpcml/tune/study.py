@@ -1,9 +1,9 @@
 """Optuna studies whose trials run the real training function on the real shards.
 
-* :class:`TuneSpec` — one typed spec (study name, storage URL, sampler and pruner by name,
-  trial budget, epochs, search space, data subset) shared by local workers, the Slurm array
-  and the Kubernetes indexed Job; validated before any trial runs.
-* :data:`SAMPLERS` / :data:`PRUNERS` — registries by name (no if/else chains).
+The study is described by :class:`hpcml.tune.spec.TuneSpec` (validated before any trial runs);
+this module runs it:
+
+* :func:`make_sampler` / :func:`make_pruner` — registries by name (no if/else chains).
 * :func:`open_storage` — a storage safe for concurrent writers: ``journal:///abs/file.log``
   (Optuna's JournalStorage on a file, for worker processes on one machine or a shared file
   system) or ``postgresql://…`` (RDBStorage with heartbeats, for the cluster). Unreachable
@@ -17,8 +17,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import socket
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hpcml.tune.space import SearchSpace, default_space
+from hpcml.tune.spec import TuneSpec, check_storage_url, journal_path
 
 STATE_NAMES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 
@@ -61,10 +59,6 @@ def _pruners() -> dict[str, Callable[[int, int], Any]]:
     }
 
 
-SAMPLER_NAMES = ("tpe", "random")
-PRUNER_NAMES = ("hyperband", "sha", "median", "none")
-
-
 def make_sampler(name: str, seed: int = 0) -> Any:
     """Sampler by registry name (``tpe``, ``random``); unknown names list the choices."""
     reg = _samplers()
@@ -82,32 +76,6 @@ def make_pruner(name: str, max_epochs: int, reduction_factor: int = 3) -> Any:
 
 
 # --- storage ----------------------------------------------------------------------------
-STORAGE_SCHEMES = ("journal:///<absolute path>", "postgresql://user:pass@host:port/db", "sqlite:///<path> (one worker)")
-
-
-def journal_path(url: str) -> Path | None:
-    """The file behind a ``journal:///abs/path`` URL (None for other schemes)."""
-    if not url.startswith("journal://"):
-        return None
-    p = url[len("journal://"):]
-    if not p.startswith("/"):
-        raise ValueError(f"journal storage URL needs an absolute path (journal:///abs/file.log), got {url!r}")
-    return Path(p)
-
-
-def check_storage_url(url: str) -> str:
-    """Validate the form of a storage URL (no I/O); returns its scheme."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"storage must be a URL, one of {list(STORAGE_SCHEMES)}; got {url!r}")
-    scheme = url.split("://", 1)[0]
-    if scheme == "journal":
-        journal_path(url)
-        return scheme
-    if scheme.split("+")[0] in ("postgresql", "postgres", "sqlite", "mysql"):
-        return scheme.split("+")[0]
-    raise ValueError(f"unsupported storage scheme {scheme!r} in {url!r}; use one of {list(STORAGE_SCHEMES)}")
-
-
 def _probe_tcp(host: str, port: int, url: str, timeout_s: float) -> None:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
@@ -177,89 +145,22 @@ def open_storage(url: str, heartbeat_s: int = 10, grace_s: int = 30, connect_tim
         raise StorageError(f"study storage {redact(url)} cannot be opened: {type(e).__name__}: {msg}") from None
 
 
-# --- spec -------------------------------------------------------------------------------
-@dataclasses.dataclass
-class TuneSpec:
-    """What a study searches and how (one spec for every target).
-
-    Args:
-        study_name: Optuna study name; running again with the same name resumes it.
-        storage: storage URL (see :func:`open_storage`).
-        n_trials: trials to add in one run (split across workers).
-        epochs: maximum epochs per trial (the pruners' max resource).
-        sampler, pruner: registry names (:data:`SAMPLER_NAMES`, :data:`PRUNER_NAMES`).
-        reduction_factor: eta of the successive-halving / Hyperband pruners (>= 2).
-        space: the search space.
-        fixed: config keys every trial shares (arch, dropout, …).
-        seed: sampler seed (worker ``i`` uses ``seed + i``) and the training seed.
-        train_rows, val_rows: subset of the train/val splits per trial (None = all).
-        dataset_dir: the shards (default ``paths.data_dir()/"mnist"``).
-    """
-
-    study_name: str
-    storage: str
-    n_trials: int = 12
-    epochs: int = 9
-    sampler: str = "tpe"
-    pruner: str = "hyperband"
-    reduction_factor: int = 3
-    space: SearchSpace = dataclasses.field(default_factory=default_space)
-    fixed: dict = dataclasses.field(default_factory=lambda: {"arch": "cnn", "dropout": 0.1})
-    seed: int = 0
-    train_rows: int | None = None
-    val_rows: int | None = None
-    dataset_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.study_name, str) or not self.study_name.strip():
-            raise ValueError(f"study_name must be a non-empty string, got {self.study_name!r}")
-        check_storage_url(self.storage)
-        for f in ("n_trials", "epochs"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{f} must be an int >= 1, got {v!r}")
-        if isinstance(self.reduction_factor, bool) or not isinstance(self.reduction_factor, int) \
-                or self.reduction_factor < 2:
-            raise ValueError(f"reduction_factor must be an int >= 2, got {self.reduction_factor!r}")
-        if self.sampler not in SAMPLER_NAMES:
-            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {sorted(SAMPLER_NAMES)}")
-        if self.pruner not in PRUNER_NAMES:
-            raise ValueError(f"unknown pruner {self.pruner!r}; choose one of {sorted(PRUNER_NAMES)}")
-        if isinstance(self.space, dict):
-            self.space = SearchSpace.from_dict(self.space)
-        if not isinstance(self.space, SearchSpace):
-            raise ValueError(f"space must be a SearchSpace, got {type(self.space).__name__}")
-        clash = sorted(set(self.fixed) & set(self.space.names))
-        if clash:
-            raise ValueError(f"fixed config keys {clash} are also searched in the space; keep them in one place")
-        for f in ("train_rows", "val_rows"):
-            v = getattr(self, f)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{f} must be None or an int >= 1, got {v!r}")
-
-    def replace(self, **kw: Any) -> "TuneSpec":
-        return dataclasses.replace(self, **kw)
-
-    def to_json(self) -> str:
-        d = dataclasses.asdict(self)
-        d["space"] = self.space.to_dict()
-        return json.dumps(d, indent=1)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TuneSpec":
-        d = json.loads(text)
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"tune spec: unknown field(s) {unknown}")
-        d["space"] = SearchSpace.from_dict(d["space"])
-        return cls(**d)
-
-
 # --- data -------------------------------------------------------------------------------
 def dataset_dir_of(spec: TuneSpec) -> Path:
+    """The shards the spec's trials read (``paths.dataset_dir()`` unless the spec names a folder)."""
     from hpcml import paths
 
-    return Path(spec.dataset_dir) if spec.dataset_dir else paths.data_dir() / "mnist"
+    return Path(spec.dataset_dir) if spec.dataset_dir else paths.dataset_dir()
+
+
+def _complete(d: Path) -> bool:
+    from hpcml.data.dataset import load_manifest
+
+    try:
+        load_manifest(d)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def ensure_data(n_shards: int = 2) -> Path:
@@ -267,8 +168,8 @@ def ensure_data(n_shards: int = 2) -> Path:
     from hpcml import paths
     from hpcml.data import ensure_dataset
 
-    d = paths.data_dir() / "mnist"
-    return d if (d / "_manifest.json").exists() else ensure_dataset(n_shards, d)
+    d = paths.dataset_dir()
+    return d if _complete(d) else ensure_dataset(n_shards, d)
 
 
 def _subset(xy: tuple[np.ndarray, np.ndarray], rows: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -288,8 +189,8 @@ def load_data(spec: TuneSpec, split: str = "val") -> tuple[tuple, tuple]:
     from hpcml.data import read_split
 
     d = dataset_dir_of(spec)
-    if not (d / "_manifest.json").exists():
-        raise FileNotFoundError(f"no dataset at {d}: run notebooks/01_spark_data.ipynb or "
+    if not _complete(d):
+        raise FileNotFoundError(f"no dataset at {d}: run notebooks/01_spark_preprocessing.ipynb or "
                                 "hpcml.data.ensure_dataset(n_shards=2) first")
     train = _subset(read_split(d, "train"), spec.train_rows, spec.seed)
     other = _subset(read_split(d, split), spec.val_rows if split == "val" else None, spec.seed + 1)

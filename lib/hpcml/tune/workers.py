@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hpcml import paths
-from hpcml.tune.study import TuneSpec, load_data, open_storage, run_study, summarize, trial_config
+from hpcml.tune.spec import TuneSpec
+from hpcml.tune.study import load_data, open_storage, run_study, summarize, trial_config
 
 
 def core_share(worker: int, n_workers: int, cpus: Sequence[int]) -> list[int]:
