@@ -239,7 +239,7 @@ def test_sagemaker_request_built_by_the_sdk_validates():
 
 
 def _missing_for_slurm_run() -> str | None:
-    from hpcml.cluster import slurm
+    from hpcml.cluster.slurm import daemons as slurm
 
     if importlib.util.find_spec("hpcml.train.worker") is None:
         return "hpcml.train.worker (issue 5 training core) is not in the tree yet"
@@ -257,7 +257,7 @@ def test_sbatch_runs_the_spec_end_to_end(build_tmp, tmp_path):
     missing = _missing_for_slurm_run()
     if missing:
         pytest.skip(missing)
-    from hpcml.cluster import slurm
+    from hpcml.cluster.slurm import daemons as slurm
 
     from hpcml.data import ensure_dataset
 

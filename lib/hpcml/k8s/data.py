@@ -184,7 +184,7 @@ def sbatch_body(n_shards_default: int = 2) -> str:
 
 
 def sbatch_script(cpus_per_task: int = 2, time_limit_min: int = 30) -> str:
-    from hpcml.cluster.slurm import batch_script
+    from hpcml.cluster.slurm.conf import batch_script
 
     return batch_script(sbatch_body(), name="hpcml-preprocess", cpus_per_task=cpus_per_task,
                         time_limit_min=time_limit_min)
@@ -197,12 +197,12 @@ def submit_local(n_shards: int, dataset_dir: Path | None = None, cluster=None, c
     Args:
         n_shards: shards per split.
         dataset_dir: output folder (default ``data_dir()/"mnist-slurm"``).
-        cluster: a running :class:`hpcml.cluster.slurm.SlurmCluster` (default ``ensure_cluster()``).
+        cluster: a running :class:`hpcml.cluster.slurm.daemons.SlurmCluster` (default ``ensure_cluster()``).
         cpus_per_task: cores Spark gets (``local[N]``).
         timeout_s: how long to wait for the job.
     """
     from hpcml import paths
-    from hpcml.cluster import slurm
+    from hpcml.cluster.slurm import daemons as slurm
 
     cl = cluster or slurm.ensure_cluster()
     import sys
