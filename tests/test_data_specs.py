@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from hpcml.aws import requests as aws_requests, send as aws_send
-from hpcml.data import job, raw, spark, staging
+from hpcml.data import job, raw, spark_conf, staging
+from hpcml.data.spec import DataJobSpec
 from hpcml.k8s import data as kdata
 
 pytestmark = pytest.mark.unit
@@ -28,18 +29,18 @@ pytestmark = pytest.mark.unit
 ], ids=["ui-off", "arrow", "loopback", "shuffle-2-cores", "standalone-cores", "k8s-ns", "k8s-sa", "k8s-image",
         "k8s-executors", "k8s-irsa"])
 def test_session_conf(master, key, want):
-    assert spark.session_conf(master, cores=2, driver_memory="2g")[key] == want
+    assert spark_conf.session_conf(master, cores=2, driver_memory="2g")[key] == want
 
 
 @pytest.mark.parametrize("master", ["yarn", "mesos://x", ""], ids=["yarn", "mesos", "empty"])
 def test_session_conf_rejects_unknown_master(master):
     with pytest.raises(ValueError, match="Spark master must be"):
-        spark.session_conf(master, driver_memory="1g")
+        spark_conf.session_conf(master, driver_memory="1g")
 
 
 @pytest.mark.parametrize("total_gib, want", [(2, "1g"), (24, "6g"), (256, "8g")], ids=["small", "laptop", "big"])
 def test_default_driver_memory(total_gib, want):
-    assert spark.default_driver_memory(total_gib * 2**30) == want
+    assert spark_conf.default_driver_memory(total_gib * 2**30) == want
 
 
 def test_mnist_source_format():
@@ -85,7 +86,7 @@ def test_parse_s3_uri_rejects(uri):
 
 
 def test_spark_application_is_restricted_and_uses_irsa():
-    app = kdata.spark_application(kdata.DataJobSpec(n_shards=4))
+    app = kdata.spark_application(DataJobSpec(n_shards=4))
     s = app["spec"]
     assert app["metadata"]["namespace"] == "hpcml" and s["mode"] == "cluster"
     for role in ("driver", "executor"):
@@ -101,7 +102,7 @@ def test_spark_application_is_restricted_and_uses_irsa():
 
 
 def test_emr_request_validates_against_botocore():
-    req = kdata.emr_start_job_run(kdata.DataJobSpec())
+    req = kdata.emr_start_job_run(DataJobSpec())
     assert aws_requests.validate_request("emr-containers", "start_job_run", req) is req
     assert req["executionRoleArn"] == "arn:aws:iam::111122223333:role/hpcml-spark"
     broken = dict(req, jobDriver={"sparkSubmitJobDriver": {"entryPointArguments": ["x"]}})
@@ -111,7 +112,7 @@ def test_emr_request_validates_against_botocore():
 
 def test_emr_request_is_not_sent_without_credentials(monkeypatch):
     monkeypatch.setattr(aws_send, "has_credentials", lambda: False)
-    out = aws_send.submit("emr-containers", "start_job_run", kdata.emr_start_job_run(kdata.DataJobSpec()))
+    out = aws_send.submit("emr-containers", "start_job_run", kdata.emr_start_job_run(DataJobSpec()))
     assert out["sent"] is False
 
 
@@ -121,7 +122,7 @@ def test_emr_request_is_not_sent_without_credentials(monkeypatch):
 ], ids=["zero-shards", "short-account", "latest-tag", "memory-unit"])
 def test_job_spec_rejects(field, value, match):
     with pytest.raises(ValueError, match=match):
-        kdata.DataJobSpec(**{field: value})
+        DataJobSpec(**{field: value})
 
 
 def test_render_paths_and_sbatch():

@@ -3,7 +3,7 @@
 Transform (identical rules in each engine): parse the CSV lines, quarantine malformed rows,
 drop exact duplicates, hash-split train/val/test, fit mean/std on train, normalise, and
 write ``n_shards`` Parquet shards per split, compressed with the job's codec
-(:data:`hpcml.data.spark.PARQUET_CODEC`) in every engine: pyarrow and DuckDB default to
+(:data:`hpcml.data.spec.PARQUET_CODEC`) in every engine: pyarrow and DuckDB default to
 snappy, so their defaults would time a different output. pandas and DuckDB each run in
 their own child process (``python -m hpcml.data.bench --engine …``, imports excluded from
 the timing) so their peak memory is their own. Spark runs either the same way (a fresh JVM:
@@ -35,7 +35,7 @@ import numpy as np
 
 from hpcml.data.job import normalization_from_stats, split_bounds
 from hpcml.data.raw import HEADER, N_PIXELS
-from hpcml.data.spark import PARQUET_CODEC
+from hpcml.data.spec import PARQUET_CODEC
 
 ENGINES = ("spark", "pandas", "duckdb")
 #: DuckDB spills to its temp directory past this (its default, 80% of RAM, leaves nothing
