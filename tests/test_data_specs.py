@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hpcml.aws import requests as aws_requests, send as aws_send
-from hpcml.data import job, raw, spark_conf, staging
+from hpcml.data import raw, spark_conf, staging, transforms
 from hpcml.data.spec import DataJobSpec
 from hpcml.k8s import data as kdata
 
@@ -63,13 +63,13 @@ def test_malformed_lines_cover_every_reason():
       {"split": "val", "label": 1, "rows": 9, "copies": 9, "s": 0, "ss": 0}], 0.5, 0.5),
 ], ids=["constant-white", "half-white-ignores-val"])
 def test_normalization_fit_on_train_only(stats, mean, std):
-    norm = job.normalization_from_stats(stats)
+    norm = transforms.normalization_from_stats(stats)
     assert norm["mean"] == pytest.approx(mean) and norm["std"] == pytest.approx(std, abs=1e-5)
 
 
 def test_normalization_needs_train_rows():
-    with pytest.raises(job.DataInputError, match="train split is empty"):
-        job.normalization_from_stats([{"split": "val", "label": 0, "rows": 3, "copies": 3, "s": 1, "ss": 1}])
+    with pytest.raises(transforms.DataInputError, match="train split is empty"):
+        transforms.normalization_from_stats([{"split": "val", "label": 0, "rows": 3, "copies": 3, "s": 1, "ss": 1}])
 
 
 @pytest.mark.parametrize("uri, want", [
@@ -144,7 +144,7 @@ def test_render_paths_and_sbatch():
                  [("train", 0, 0), ("val", 0, 0), ("val", 1, 2)], id="offsets-restart-per-split"),
 ])
 def test_bucket_offsets(stats, want):
-    assert job.bucket_offsets(stats) == want
+    assert transforms.bucket_offsets(stats) == want
 
 
 @pytest.mark.unit
@@ -189,13 +189,13 @@ def test_bench_metrics_keep_the_spark_stage_seconds():
     (0, 2, 4), (180 * 2**20, 2, 4), (1_800 * 2**20, 2, 29), (18_000 * 2**20, 2, 282), (10**13, 2, 2000),
 ], ids=["empty", "100k-rows", "1M-rows", "10M-rows", "capped"])
 def test_shuffle_partitions_follow_the_input_size(nbytes, cores, expect):
-    from hpcml.data.job import shuffle_partitions
+    from hpcml.data.transforms import shuffle_partitions
 
     assert shuffle_partitions(nbytes, cores) == expect
 
 
 def test_shuffle_partitions_rejects_bad_sizes():
-    from hpcml.data.job import shuffle_partitions
+    from hpcml.data.transforms import shuffle_partitions
 
     with pytest.raises(ValueError, match="cores >= 1"):
         shuffle_partitions(100, 0)
@@ -206,7 +206,7 @@ def test_parquet_digests_split_data_from_footer(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hpcml.data.dataset import parquet_digests
+    from hpcml.data.job import parquet_digests
 
     t = pa.table({"label": pa.array([1, 2, 3], pa.int32())})
     pq.write_table(t, tmp_path / "a.parquet", compression="zstd", store_schema=False)
@@ -222,10 +222,10 @@ def test_parquet_digests_split_data_from_footer(tmp_path):
 
 @pytest.mark.parametrize("val, test, bounds", [(0.1, 0.1, (800, 900)), (0.0, 0.25, (750, 750)), (0.2, 0.0, (800, 1000))])
 def test_split_bounds(val, test, bounds):
-    assert job.split_bounds(val, test) == bounds
+    assert transforms.split_bounds(val, test) == bounds
 
 
 @pytest.mark.parametrize("val, test", [(-0.1, 0.1), (0.5, 0.5), (1.0, 0.0)])
 def test_split_bounds_reject_bad_fractions(val, test):
-    with pytest.raises(job.DataInputError, match="val_frac and test_frac must be in"):
-        job.split_bounds(val, test)
+    with pytest.raises(transforms.DataInputError, match="val_frac and test_frac must be in"):
+        transforms.split_bounds(val, test)

@@ -244,9 +244,9 @@ def _missing_for_slurm_run() -> str | None:
     if importlib.util.find_spec("hpcml.train.worker") is None:
         return "hpcml.train.worker (issue 5 training core) is not in the tree yet"
     try:
-        from hpcml.data import ensure_dataset, read_split  # noqa: F401
+        from hpcml.data.dataset import ensure_dataset, read_split  # noqa: F401
     except ImportError:
-        return "hpcml.data.ensure_dataset/read_split (issue 4 data stage) are not in the tree yet"
+        return "hpcml.data.dataset.ensure_dataset/read_split (issue 4 data stage) are not in the tree yet"
     return slurm.available()
 
 
@@ -259,7 +259,7 @@ def test_sbatch_runs_the_spec_end_to_end(build_tmp, tmp_path):
         pytest.skip(missing)
     from hpcml.cluster.slurm import daemons as slurm
 
-    from hpcml.data import ensure_dataset
+    from hpcml.data.dataset import ensure_dataset
 
     data = ensure_dataset(n_shards=2, dataset_dir=tmp_path / "mnist")  # the real data stage (Spark)
     spec = TrainSpec(name="slurm-tiny", world_size=2, threads_per_worker=1, epochs=2, batch_size=32, lr=0.02,

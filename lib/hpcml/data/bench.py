@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcml.data.job import normalization_from_stats, split_bounds
+from hpcml.data.transforms import normalization_from_stats, split_bounds
 from hpcml.data.raw import HEADER, N_PIXELS
 from hpcml.data.spec import PARQUET_CODEC
 
@@ -130,7 +130,7 @@ def _files(lake: Path) -> list[Path]:
 
 
 def _spark(lake: Path, out: Path, n_shards: int, spark=None) -> dict:
-    from hpcml.data.dataset import run_job
+    from hpcml.data.job import run_job
     from hpcml.data.spark import get_session
 
     spark = spark or get_session()

