@@ -205,7 +205,7 @@ def test_pod_templates_pass_security_lint(tmp_path):
     """checkov over the launcher/worker pods (it does not parse the MPIJob CRD itself)."""
     import yaml
 
-    from hpcml.cluster import kube
+    from hpcml.cluster import security_lint as kube
 
     if not kube.checkov_path().exists():
         pytest.skip(f"checkov not installed at {kube.checkov_path()}")
