@@ -284,13 +284,13 @@ def run_sizes(sizes: list[int], engines: tuple[str, ...] = ENGINES, n_shards: in
     ``spark``: a session to run the Spark engine in (warm); None starts a child JVM per size (cold).
     """
     from hpcml import paths
-    from hpcml.data.raw import write_synthetic_lake
+    from hpcml.data.raw import synthetic_lake_dir, write_synthetic_lake
 
     work = work or paths.build_dir() / "bench" / "data"
     out = {}
     for n in sizes:
         write_synthetic_lake(n, seed=seed)
-        out[n] = compare(paths.data_dir() / "lake" / f"synthetic-{n}" / "raw", work, engines, n_shards, spark=spark)
+        out[n] = compare(synthetic_lake_dir(n), work, engines, n_shards, spark=spark)
     return out
 
 
