@@ -83,6 +83,20 @@ def test_parse_scontrol_records_and_summary(tmp_path):
 
 
 @pytest.mark.unit
+def test_summarize_array_job_from_task_outputs():
+    """The pure fold: worst state, max exit code, elapsed from the tasks' stamps, tails per task."""
+    recs = [{"JobId": f"9{i}", "ArrayJobId": "9", "ArrayTaskId": str(i), "JobState": st, "ExitCode": ec,
+             "RunTime": "00:00:09", "Reason": "None"} for i, st, ec in ((1, "FAILED", "2:0"), (0, "COMPLETED", "0:0"))]
+    outputs = {"9_0": jobs.TaskOutput(100.0, 103.0, "zero"), "9_1": jobs.TaskOutput(101.0, 105.5, "one")}
+    res = jobs.summarize_job("9", recs, {"submitted_at": 99.0}, outputs)
+    assert (res.state, res.exit_code, res.tasks, res.reason) == ("FAILED", 2, 2, "")
+    assert (res.started_at, res.ended_at, res.elapsed_s, res.submit_to_start_s) == (100.0, 105.5, 5.5, 1.0)
+    assert res.output_tail == "[task 0]\nzero\n[task 1]\none"
+    missing = jobs.summarize_job("9", recs, {}, {})  # no stamps: Slurm's RunTime
+    assert missing.elapsed_s == 9.0 and missing.started_at is None
+
+
+@pytest.mark.unit
 def test_available_names_the_debian_packages(tmp_path):
     msg = daemons.available(search_path=str(tmp_path))
     assert msg and "munge" in msg and "slurm-wlm" in msg and "apt-get install" in msg
