@@ -3,15 +3,15 @@ nothing lost, clear errors, atomic publish, deterministic re-runs, balanced shar
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hpcml.data import dataset, raw
-from hpcml.data.job import DataInputError
+from hpcml.data import dataset, job, raw, transforms
+from hpcml.data.spec import MANIFEST
+from hpcml.data.transforms import DataInputError
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ def bad_lake(tmp_path_factory):
 @pytest.fixture(scope="module")
 def built(spark, bad_lake, tmp_path_factory):
     out = tmp_path_factory.mktemp("out") / "ds"
-    manifest = dataset.run_job(bad_lake["dir"], out, n_shards=3, spark=spark)
+    manifest = job.run_job(bad_lake["dir"], out, n_shards=3, spark=spark)
     return out, manifest
 
 
@@ -81,12 +81,12 @@ def test_shards_balanced_within_one_row(built):
 
 def test_manifest_and_read_split(built):
     out, m = built
-    on_disk = json.loads((out / "_manifest.json").read_text())
+    on_disk = dataset.load_manifest(out)
     assert on_disk["format"] == "hpcml-dataset/1" and on_disk["n_shards"] == 3
     assert on_disk["schema"]["pixels"] == "list<float32>[784]"
     for info in on_disk["splits"].values():
         for s in info["shards"]:
-            assert dataset.parquet_digests(out / s["file"]) == (s["sha256"], s["data_sha256"])
+            assert job.parquet_digests(out / s["file"]) == (s["sha256"], s["data_sha256"])
     assert {Path(s["file"]).name for s in on_disk["sources"]} == {"part-00000.csv", "part-00001.csv"}
     x, y = dataset.read_split(out, "train")
     assert x.dtype == np.float32 and x.shape == (len(y), 784) and y.dtype == np.int64
@@ -115,7 +115,7 @@ def test_shards_store_pixels_as_one_repeated_float(spark, built):
 def test_empty_shard_has_the_spark_shards_arrow_type(tmp_path, built):
     import pyarrow.parquet as pq
 
-    dataset._empty_shard(tmp_path / "empty.parquet")
+    job._empty_shard(tmp_path / "empty.parquet")
     spark_shard = built[1]["splits"]["train"]["shards"][0]["file"]
     assert pq.read_schema(tmp_path / "empty.parquet").equals(pq.read_schema(built[0] / spark_shard))
 
@@ -123,8 +123,6 @@ def test_empty_shard_has_the_spark_shards_arrow_type(tmp_path, built):
 def test_fast_parse_path_never_changes_a_result(spark):
     """Lines that JSON reads differently from split + try_cast, or only partly, give the same
     label, pixels and reason with the from_json fast path as with the exact path alone."""
-    from hpcml.data import job
-
     px = [str(i % 256) for i in range(raw.N_PIXELS)]
 
     def line(label, pixels):
@@ -138,15 +136,15 @@ def test_fast_parse_path_never_changes_a_result(spark):
              line("99999999999", px), line("3", ["", *px[1:]]), "", "[", "]", line("3", px).replace(",", ", ")]
     df = spark.createDataFrame([(ln, "f.csv") for ln in lines], "value string, source_file string")
     cols = ["value", "label", "pixels", "reason"]
-    got = {r["value"]: r for r in job.parse(df).select(cols).collect()}
-    want = {r["value"]: r for r in job.parse(df, fast=False).select(cols).collect()}
+    got = {r["value"]: r for r in transforms.parse(df).select(cols).collect()}
+    want = {r["value"]: r for r in transforms.parse(df, fast=False).select(cols).collect()}
     assert got == want
     assert {r["reason"] for r in want.values()} >= {None, "wrong_column_count", "null_value", "non_numeric_label",
                                                   "label_out_of_range", "non_numeric_pixel", "pixel_out_of_range"}
 
 
 def test_rerun_is_byte_identical(spark, bad_lake, built, tmp_path):
-    again = dataset.run_job(bad_lake["dir"], tmp_path / "again", n_shards=3, spark=spark)
+    again = job.run_job(bad_lake["dir"], tmp_path / "again", n_shards=3, spark=spark)
     assert again["splits"] == built[1]["splits"]
 
 
@@ -160,7 +158,7 @@ def test_rerun_in_a_new_jvm_writes_the_same_data(bad_lake, built, tmp_path):
     env = dict(os.environ, HPCML_BUILD=str(tmp_path / "build"))
     subprocess.run([sys.executable, "-m", "hpcml.data.cli", "--input", str(bad_lake["dir"]), "--output", str(out),
                     "--n-shards", "3"], check=True, env=env, capture_output=True, timeout=600)
-    fresh = json.loads((out / "_manifest.json").read_text())["splits"]
+    fresh = dataset.load_manifest(out)["splits"]
     data = {split: [(s["rows"], s["data_sha256"]) for s in info["shards"]] for split, info in fresh.items()}
     assert data == {split: [(s["rows"], s["data_sha256"]) for s in info["shards"]]
                     for split, info in built[1]["splits"].items()}
@@ -169,9 +167,7 @@ def test_rerun_in_a_new_jvm_writes_the_same_data(bad_lake, built, tmp_path):
 def test_cached_rows_carry_their_hash(spark, bad_lake):
     """After persist_plan, the split, statistics and shard window read ``h``/``split``/``bucket``
     from the cache: no ``xxhash64`` is left above the cached relation."""
-    from hpcml.data import job
-
-    plan = job.persist_plan(job.build_plan(spark, bad_lake["dir"], 3))
+    plan = transforms.persist_plan(transforms.build_plan(spark, bad_lake["dir"], 3))
     try:
         for name in ("split", "deduped", "quarantine"):
             tree = plan[name]._jdf.queryExecution().optimizedPlan().toString()
@@ -186,7 +182,7 @@ def test_cached_rows_carry_their_hash(spark, bad_lake):
 @pytest.mark.parametrize("stage", ["quarantine", "stats", "shards", "before_publish"])
 def test_crash_keeps_previous_good_output(spark, bad_lake, tmp_path, stage):
     out = tmp_path / "ds"
-    first = dataset.run_job(bad_lake["dir"], out, n_shards=2, spark=spark)
+    first = job.run_job(bad_lake["dir"], out, n_shards=2, spark=spark)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     def boom(s):
@@ -194,7 +190,7 @@ def test_crash_keeps_previous_good_output(spark, bad_lake, tmp_path, stage):
             raise KeyboardInterrupt(f"killed at {s}")
 
     with pytest.raises(KeyboardInterrupt):
-        dataset.run_job(bad_lake["dir"], out, n_shards=3, spark=spark, hook=boom)
+        job.run_job(bad_lake["dir"], out, n_shards=3, spark=spark, hook=boom)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
     assert dataset.load_manifest(out)["n_shards"] == first["n_shards"] == 2
@@ -216,19 +212,19 @@ def _header_lake(tmp_path: Path, header: str) -> Path:
 def test_bad_input_one_clear_error(spark, tmp_path, make_input, n_shards, match):
     src = make_input(tmp_path)
     with pytest.raises(DataInputError, match=match):
-        dataset.run_job(src, tmp_path / "out", n_shards=n_shards, spark=spark)
+        job.run_job(src, tmp_path / "out", n_shards=n_shards, spark=spark)
     assert not (tmp_path / "out").exists()
 
 
 def test_ensure_dataset_builds_once_and_reshards(spark, tmp_path):
-    from hpcml.data import ensure_dataset
+    from hpcml.data.dataset import ensure_dataset
 
     d = ensure_dataset(2, tmp_path / "mnist", spark=spark)
     m = dataset.load_manifest(d)
     assert m["counts"]["output"] == 5000 and m["counts"]["quarantined"] > 0
     assert m["counts"]["duplicates_removed"] > 0
-    stamp = (d / "_manifest.json").stat().st_mtime_ns
-    assert ensure_dataset(2, d, spark=spark) == d and (d / "_manifest.json").stat().st_mtime_ns == stamp
+    stamp = (d / MANIFEST).stat().st_mtime_ns
+    assert ensure_dataset(2, d, spark=spark) == d and (d / MANIFEST).stat().st_mtime_ns == stamp
     ensure_dataset(3, d, spark=spark)
     assert dataset.load_manifest(d)["n_shards"] == 3
     assert len(dataset.read_split(d, "train", 2)[1]) > 0

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from hpcml.aws import requests as aws_requests, send as aws_send
-from hpcml.data import job, raw, spark, staging
+from hpcml.data import raw, spark_conf, staging, transforms
+from hpcml.data.spec import DataJobSpec
 from hpcml.k8s import data as kdata
 
 pytestmark = pytest.mark.unit
@@ -28,18 +29,18 @@ pytestmark = pytest.mark.unit
 ], ids=["ui-off", "arrow", "loopback", "shuffle-2-cores", "standalone-cores", "k8s-ns", "k8s-sa", "k8s-image",
         "k8s-executors", "k8s-irsa"])
 def test_session_conf(master, key, want):
-    assert spark.session_conf(master, cores=2, driver_memory="2g")[key] == want
+    assert spark_conf.session_conf(master, cores=2, driver_memory="2g")[key] == want
 
 
 @pytest.mark.parametrize("master", ["yarn", "mesos://x", ""], ids=["yarn", "mesos", "empty"])
 def test_session_conf_rejects_unknown_master(master):
     with pytest.raises(ValueError, match="Spark master must be"):
-        spark.session_conf(master, driver_memory="1g")
+        spark_conf.session_conf(master, driver_memory="1g")
 
 
 @pytest.mark.parametrize("total_gib, want", [(2, "1g"), (24, "6g"), (256, "8g")], ids=["small", "laptop", "big"])
 def test_default_driver_memory(total_gib, want):
-    assert spark.default_driver_memory(total_gib * 2**30) == want
+    assert spark_conf.default_driver_memory(total_gib * 2**30) == want
 
 
 def test_mnist_source_format():
@@ -62,13 +63,13 @@ def test_malformed_lines_cover_every_reason():
       {"split": "val", "label": 1, "rows": 9, "copies": 9, "s": 0, "ss": 0}], 0.5, 0.5),
 ], ids=["constant-white", "half-white-ignores-val"])
 def test_normalization_fit_on_train_only(stats, mean, std):
-    norm = job.normalization_from_stats(stats)
+    norm = transforms.normalization_from_stats(stats)
     assert norm["mean"] == pytest.approx(mean) and norm["std"] == pytest.approx(std, abs=1e-5)
 
 
 def test_normalization_needs_train_rows():
-    with pytest.raises(job.DataInputError, match="train split is empty"):
-        job.normalization_from_stats([{"split": "val", "label": 0, "rows": 3, "copies": 3, "s": 1, "ss": 1}])
+    with pytest.raises(transforms.DataInputError, match="train split is empty"):
+        transforms.normalization_from_stats([{"split": "val", "label": 0, "rows": 3, "copies": 3, "s": 1, "ss": 1}])
 
 
 @pytest.mark.parametrize("uri, want", [
@@ -85,7 +86,7 @@ def test_parse_s3_uri_rejects(uri):
 
 
 def test_spark_application_is_restricted_and_uses_irsa():
-    app = kdata.spark_application(kdata.DataJobSpec(n_shards=4))
+    app = kdata.spark_application(DataJobSpec(n_shards=4))
     s = app["spec"]
     assert app["metadata"]["namespace"] == "hpcml" and s["mode"] == "cluster"
     for role in ("driver", "executor"):
@@ -101,7 +102,7 @@ def test_spark_application_is_restricted_and_uses_irsa():
 
 
 def test_emr_request_validates_against_botocore():
-    req = kdata.emr_start_job_run(kdata.DataJobSpec())
+    req = kdata.emr_start_job_run(DataJobSpec())
     assert aws_requests.validate_request("emr-containers", "start_job_run", req) is req
     assert req["executionRoleArn"] == "arn:aws:iam::111122223333:role/hpcml-spark"
     broken = dict(req, jobDriver={"sparkSubmitJobDriver": {"entryPointArguments": ["x"]}})
@@ -111,7 +112,7 @@ def test_emr_request_validates_against_botocore():
 
 def test_emr_request_is_not_sent_without_credentials(monkeypatch):
     monkeypatch.setattr(aws_send, "has_credentials", lambda: False)
-    out = aws_send.submit("emr-containers", "start_job_run", kdata.emr_start_job_run(kdata.DataJobSpec()))
+    out = aws_send.submit("emr-containers", "start_job_run", kdata.emr_start_job_run(DataJobSpec()))
     assert out["sent"] is False
 
 
@@ -121,7 +122,7 @@ def test_emr_request_is_not_sent_without_credentials(monkeypatch):
 ], ids=["zero-shards", "short-account", "latest-tag", "memory-unit"])
 def test_job_spec_rejects(field, value, match):
     with pytest.raises(ValueError, match=match):
-        kdata.DataJobSpec(**{field: value})
+        DataJobSpec(**{field: value})
 
 
 def test_render_paths_and_sbatch():
@@ -143,7 +144,7 @@ def test_render_paths_and_sbatch():
                  [("train", 0, 0), ("val", 0, 0), ("val", 1, 2)], id="offsets-restart-per-split"),
 ])
 def test_bucket_offsets(stats, want):
-    assert job.bucket_offsets(stats) == want
+    assert transforms.bucket_offsets(stats) == want
 
 
 @pytest.mark.unit
@@ -188,13 +189,13 @@ def test_bench_metrics_keep_the_spark_stage_seconds():
     (0, 2, 4), (180 * 2**20, 2, 4), (1_800 * 2**20, 2, 29), (18_000 * 2**20, 2, 282), (10**13, 2, 2000),
 ], ids=["empty", "100k-rows", "1M-rows", "10M-rows", "capped"])
 def test_shuffle_partitions_follow_the_input_size(nbytes, cores, expect):
-    from hpcml.data.job import shuffle_partitions
+    from hpcml.data.transforms import shuffle_partitions
 
     assert shuffle_partitions(nbytes, cores) == expect
 
 
 def test_shuffle_partitions_rejects_bad_sizes():
-    from hpcml.data.job import shuffle_partitions
+    from hpcml.data.transforms import shuffle_partitions
 
     with pytest.raises(ValueError, match="cores >= 1"):
         shuffle_partitions(100, 0)
@@ -205,7 +206,7 @@ def test_parquet_digests_split_data_from_footer(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from hpcml.data.dataset import parquet_digests
+    from hpcml.data.job import parquet_digests
 
     t = pa.table({"label": pa.array([1, 2, 3], pa.int32())})
     pq.write_table(t, tmp_path / "a.parquet", compression="zstd", store_schema=False)
@@ -221,10 +222,10 @@ def test_parquet_digests_split_data_from_footer(tmp_path):
 
 @pytest.mark.parametrize("val, test, bounds", [(0.1, 0.1, (800, 900)), (0.0, 0.25, (750, 750)), (0.2, 0.0, (800, 1000))])
 def test_split_bounds(val, test, bounds):
-    assert job.split_bounds(val, test) == bounds
+    assert transforms.split_bounds(val, test) == bounds
 
 
 @pytest.mark.parametrize("val, test", [(-0.1, 0.1), (0.5, 0.5), (1.0, 0.0)])
 def test_split_bounds_reject_bad_fractions(val, test):
-    with pytest.raises(job.DataInputError, match="val_frac and test_frac must be in"):
-        job.split_bounds(val, test)
+    with pytest.raises(transforms.DataInputError, match="val_frac and test_frac must be in"):
+        transforms.split_bounds(val, test)

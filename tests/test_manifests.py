@@ -4,7 +4,7 @@ document valid for the pinned Kubernetes version and the next minor (upgrade che
 import pytest
 
 from hpcml.k8s import render
-from hpcml.k8s.validate import validate_doc
+from hpcml.k8s.validate import validate_doc, validate_manifests
 
 pytestmark = pytest.mark.unit
 
@@ -31,3 +31,7 @@ def test_validator_catches_bad_documents():
     assert "API removed" in validate_doc(removed, render.K8S_VERSION)[0]
     unknown_crd = {"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": "x"}}
     assert "no CRD_REQUIRED entry" in validate_doc(unknown_crd, render.K8S_VERSION)[0]
+
+
+def test_validate_manifests_reports_per_version():
+    assert validate_manifests([render.K8S_VERSION]) == {render.K8S_VERSION: []}

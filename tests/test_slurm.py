@@ -1,5 +1,6 @@
-"""hpcml.cluster.slurm: the pure half (config, scripts, parsing) table-style, then a real
-single-node cluster (munged + slurmctld + slurmd) started in a temporary state dir."""
+"""hpcml.cluster.slurm: the pure modules (conf: config and scripts; jobs: parsing) table-style,
+then a real single-node cluster (daemons: munged + slurmctld + slurmd) started in a temporary
+state dir, and the job benchmark (bench) on it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import time
 
 import pytest
 
-from hpcml.cluster import slurm
+from hpcml import proc
+from hpcml.cluster.slurm import bench, conf, daemons, jobs
 
 NODE = "NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=1 RealMemory=24105\nUpTime=0-00:48:52"
 
@@ -17,7 +19,7 @@ NODE = "NodeName=vm CPUs=2 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPe
 # ---- unit: pure functions ------------------------------------------------------------------
 @pytest.mark.unit
 def test_parse_node_config():
-    n = slurm.parse_node_config(NODE)
+    n = conf.parse_node_config(NODE)
     assert (n.name, n.cpus, n.cores_per_socket, n.real_memory_mb) == ("vm", 2, 2, 24105)
 
 
@@ -29,12 +31,12 @@ def test_parse_node_config():
 ], ids=["empty", "non-numeric", "zero-cpus"])
 def test_parse_node_config_rejects(text, needle):
     with pytest.raises(ValueError, match=needle):
-        slurm.parse_node_config(text)
+        conf.parse_node_config(text)
 
 
 @pytest.mark.unit
 def test_render_slurm_conf_uses_node_and_state_dir(tmp_path):
-    text = slurm.render_slurm_conf(slurm.parse_node_config(NODE), run_dir=tmp_path / "run",
+    text = conf.render_slurm_conf(conf.parse_node_config(NODE), run_dir=tmp_path / "run",
                                    state_dir=tmp_path, ctld_port=7001, slurmd_port=7002, partition="cpu")
     assert "SelectType=select/cons_tres" in text
     assert "PartitionName=cpu Nodes=vm Default=YES" in text
@@ -52,12 +54,12 @@ def test_render_slurm_conf_uses_node_and_state_dir(tmp_path):
 ], ids=["zero-tasks", "negative-cpus", "zero-time", "array-injection"])
 def test_batch_script_rejects(kw, field):
     with pytest.raises(ValueError, match=field):
-        slurm.batch_script("true", name="x", **kw)
+        conf.batch_script("true", name="x", **kw)
 
 
 @pytest.mark.unit
 def test_batch_script_directives():
-    text = slurm.batch_script("srun hostname", name="t", ntasks=2, time_limit_min=5, array="0-3%2",
+    text = conf.batch_script("srun hostname", name="t", ntasks=2, time_limit_min=5, array="0-3%2",
                               gpus_per_node=1, stamp_dir="/s")
     lines = text.splitlines()
     assert lines[0] == "#!/bin/bash"
@@ -72,29 +74,43 @@ def test_parse_scontrol_records_and_summary(tmp_path):
     out.write_text("\n".join(f"line {i}" for i in range(30)) + "\n")
     text = (f"JobId=7 JobName=x JobState=FAILED Reason=NonZeroExitCode ExitCode=3:0 RunTime=00:01:05 "
             f"AllocNode:Sid=vm:1 TRES=cpu=1,mem=10M Command=/a b StdOut={out} StdErr={out}\n")
-    recs = slurm.parse_scontrol_records(text)
+    recs = jobs.parse_scontrol_records(text)
     assert recs[0]["TRES"] == "cpu=1,mem=10M" and recs[0]["AllocNode:Sid"] == "vm:1"
-    res = slurm.summarize_job("7", recs, {"submitted_at": 1.0}, tmp_path)
+    res = jobs.summarize_job("7", recs, {"submitted_at": 1.0}, daemons.read_task_outputs(recs, tmp_path))
     assert (res.state, res.exit_code, res.elapsed_s, res.reason) == ("FAILED", 3, 65.0, "NonZeroExitCode")
     assert res.output_tail.splitlines() == [f"line {i}" for i in range(10, 30)]
     assert not res.ok and res.submit_to_start_s is None
 
 
 @pytest.mark.unit
+def test_summarize_array_job_from_task_outputs():
+    """The pure fold: worst state, max exit code, elapsed from the tasks' stamps, tails per task."""
+    recs = [{"JobId": f"9{i}", "ArrayJobId": "9", "ArrayTaskId": str(i), "JobState": st, "ExitCode": ec,
+             "RunTime": "00:00:09", "Reason": "None"} for i, st, ec in ((1, "FAILED", "2:0"), (0, "COMPLETED", "0:0"))]
+    outputs = {"9_0": jobs.TaskOutput(100.0, 103.0, "zero"), "9_1": jobs.TaskOutput(101.0, 105.5, "one")}
+    res = jobs.summarize_job("9", recs, {"submitted_at": 99.0}, outputs)
+    assert (res.state, res.exit_code, res.tasks, res.reason) == ("FAILED", 2, 2, "")
+    assert (res.started_at, res.ended_at, res.elapsed_s, res.submit_to_start_s) == (100.0, 105.5, 5.5, 1.0)
+    assert res.output_tail == "[task 0]\nzero\n[task 1]\none"
+    missing = jobs.summarize_job("9", recs, {}, {})  # no stamps: Slurm's RunTime
+    assert missing.elapsed_s == 9.0 and missing.started_at is None
+
+
+@pytest.mark.unit
 def test_available_names_the_debian_packages(tmp_path):
-    msg = slurm.available(search_path=str(tmp_path))
+    msg = daemons.available(search_path=str(tmp_path))
     assert msg and "munge" in msg and "slurm-wlm" in msg and "apt-get install" in msg
 
 
 # ---- integration: a real cluster -----------------------------------------------------------
-needs_slurm = pytest.mark.skipif(slurm.available() is not None, reason=str(slurm.available()))
+needs_slurm = pytest.mark.skipif(daemons.available() is not None, reason=str(daemons.available()))
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if slurm.available() is not None:
-        pytest.skip(slurm.available())
-    cl = slurm.ensure_cluster(tmp_path_factory.mktemp("slurm"))
+    if daemons.available() is not None:
+        pytest.skip(daemons.available())
+    cl = daemons.ensure_cluster(tmp_path_factory.mktemp("slurm"))
     yield cl
     cl.stop()
     assert not any(cl.daemon_pids().values()) and not cl.leftover_pids()
@@ -168,7 +184,7 @@ def test_killed_daemon_is_restarted(cluster, daemon):
 @pytest.mark.integration
 def test_second_start_reuses(cluster):
     before = cluster.daemon_pids()
-    again = slurm.ensure_cluster(cluster.state_dir)
+    again = daemons.ensure_cluster(cluster.state_dir)
     assert not again.started_here and again.daemon_pids() == before
     assert again.stop() == []  # not its cluster: stop() leaves it running
     assert cluster.daemon_pids() == before
@@ -177,7 +193,7 @@ def test_second_start_reuses(cluster):
 @needs_slurm
 @pytest.mark.integration
 def test_stop_leaves_no_process(tmp_path_factory):
-    cl = slurm.ensure_cluster(tmp_path_factory.mktemp("slurm-stop"))
+    cl = daemons.ensure_cluster(tmp_path_factory.mktemp("slurm-stop"))
     pids = [p for p in cl.daemon_pids().values() if p]
     job = cl.submit("sleep 300", name="running-at-stop")
     deadline = time.monotonic() + 60
@@ -185,14 +201,14 @@ def test_stop_leaves_no_process(tmp_path_factory):
         time.sleep(0.2)
     assert sorted(cl.stop()) == ["munged", "slurmctld", "slurmd"]
     assert not any(cl.daemon_pids().values())
-    assert not [p for p in pids if slurm._proc_alive(p, "")]  # gone (a zombie awaiting init counts as gone)
+    assert not [p for p in pids if proc.pid_alive(p)]  # gone (a zombie awaiting init counts as gone)
     assert not cl.leftover_pids()
 
 
 @pytest.mark.unit
 def test_scheduler_parameters_are_checked(tmp_path):
     with pytest.raises(ValueError, match="scheduler parameters"):
-        slurm.SlurmCluster(tmp_path).set_scheduler_parameters("x; rm -rf /")
+        daemons.SlurmCluster(tmp_path).set_scheduler_parameters("x; rm -rf /")
 
 
 @needs_slurm
@@ -203,8 +219,8 @@ def test_scheduler_parameters_and_measurement(cluster):
         assert "(null)" in next(ln for ln in cluster.cmd(["scontrol", "show", "config"]).splitlines()
                                 if ln.startswith("SchedulerParameters"))
     finally:
-        cluster.set_scheduler_parameters(slurm.FAST_SCHEDULING)
+        cluster.set_scheduler_parameters(conf.FAST_SCHEDULING)
     assert "batch_sched_delay=0" in cluster.cmd(["scontrol", "show", "config"])
-    m = slurm.measure_jobs(cluster, 3)
+    m = bench.measure_jobs(cluster, 3)
     assert m["states"] == ["COMPLETED"] * 3 and len(m["latencies_s"]) == 3
     assert all(x >= 0 for x in m["latencies_s"]) and m["jobs_per_minute"] > 0

@@ -205,7 +205,7 @@ def test_pod_templates_pass_security_lint(tmp_path):
     """checkov over the launcher/worker pods (it does not parse the MPIJob CRD itself)."""
     import yaml
 
-    from hpcml.cluster import kube
+    from hpcml.cluster import security_lint as kube
 
     if not kube.checkov_path().exists():
         pytest.skip(f"checkov not installed at {kube.checkov_path()}")
@@ -239,14 +239,14 @@ def test_sagemaker_request_built_by_the_sdk_validates():
 
 
 def _missing_for_slurm_run() -> str | None:
-    from hpcml.cluster import slurm
+    from hpcml.cluster.slurm import daemons as slurm
 
     if importlib.util.find_spec("hpcml.train.worker") is None:
         return "hpcml.train.worker (issue 5 training core) is not in the tree yet"
     try:
-        from hpcml.data import ensure_dataset, read_split  # noqa: F401
+        from hpcml.data.dataset import ensure_dataset, read_split  # noqa: F401
     except ImportError:
-        return "hpcml.data.ensure_dataset/read_split (issue 4 data stage) are not in the tree yet"
+        return "hpcml.data.dataset.ensure_dataset/read_split (issue 4 data stage) are not in the tree yet"
     return slurm.available()
 
 
@@ -257,9 +257,9 @@ def test_sbatch_runs_the_spec_end_to_end(build_tmp, tmp_path):
     missing = _missing_for_slurm_run()
     if missing:
         pytest.skip(missing)
-    from hpcml.cluster import slurm
+    from hpcml.cluster.slurm import daemons as slurm
 
-    from hpcml.data import ensure_dataset
+    from hpcml.data.dataset import ensure_dataset
 
     data = ensure_dataset(n_shards=2, dataset_dir=tmp_path / "mnist")  # the real data stage (Spark)
     spec = TrainSpec(name="slurm-tiny", world_size=2, threads_per_worker=1, epochs=2, batch_size=32, lr=0.02,

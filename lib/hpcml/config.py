@@ -7,7 +7,7 @@ code); this module re-exports them lazily for readers who want the whole picture
 spec               what it describes                            defined in
 =================  ===========================================  =========================
 ClusterSpec        EKS cluster, node groups, taints, quotas     hpcml.cluster.spec
-DataJobSpec        the Spark job on Kubernetes / EMR / Slurm    hpcml.k8s.data
+DataJobSpec        the Spark job on Kubernetes / EMR / Slurm    hpcml.data.spec
 TrainSpec          one distributed training job, every target   hpcml.train.spec
 TuneSpec           an Optuna study: space, sampler, pruner      hpcml.tune.spec
 SearchSpace        the hyperparameter search space              hpcml.tune.space
@@ -31,7 +31,7 @@ _WHERE = {
     "NodeGroupSpec": "hpcml.cluster.spec",
     "TaintSpec": "hpcml.cluster.spec",
     "QuotaSpec": "hpcml.cluster.spec",
-    "DataJobSpec": "hpcml.k8s.data",
+    "DataJobSpec": "hpcml.data.spec",
     "TrainSpec": "hpcml.train.spec",
     "TuneSpec": "hpcml.tune.spec",
     "SearchSpace": "hpcml.tune.space",

@@ -62,6 +62,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.cost.plots", "pure"),
     ("hpcml.cost.measured", "pure"),
     ("hpcml.data.raw", "pure"),
+    ("hpcml.data.spark_conf", "pure"),
     ("hpcml.data.staging", "pure"),
     ("hpcml.report", "pure"),
     ("hpcml.params", "pure"),

@@ -5,6 +5,9 @@ Uses the official ``kubernetes`` client with the user's kubeconfig (``KUBECONFIG
 cluster: with none configured, :func:`no_cluster_reason` says so in one line and the
 callers (the notebook) continue with the rendered definitions.
 
+The offline checks of the rendered manifests live apart: schemas in
+:mod:`hpcml.k8s.validate`, the checkov security lint in :mod:`hpcml.cluster.security_lint`.
+
 Example:
     >>> from hpcml.cluster import kube
     >>> reason = kube.no_cluster_reason()
@@ -260,70 +263,3 @@ def inspect(context: str = "") -> str:
     lines.append(f"device plugin {dp.namespace}/{dp.name}: " + (
         f"{dp.ready}/{dp.desired} ready" if dp.found else "not installed (apply manifests/cluster/nvidia-device-plugin.yaml)"))
     return "\n".join(lines)
-
-
-# ---- offline checks of the rendered manifests ----------------------------------------------
-def validate_manifests(versions: Iterable[str] | None = None) -> dict[str, list[str]]:
-    """Schema problems of every rendered document, per Kubernetes version (pinned and next minor)."""
-    from hpcml.k8s import render
-    from hpcml.k8s.validate import validate_doc
-
-    docs = list(render.documents())
-    versions = list(versions or (render.K8S_VERSION, render.K8S_NEXT_VERSION))
-    return {v: [f"{rel}: {p}" for rel, d in docs for p in validate_doc(d, v)] for v in versions}
-
-
-def checkov_path() -> Path:
-    from hpcml import paths
-
-    return paths.repo_root() / ".venv-tools" / "bin" / "checkov"
-
-
-def lint_manifests(directory: Path | None = None, skips_file: Path | None = None, timeout_s: float = 600) -> dict:
-    """Run checkov (kubernetes framework) over ``directory`` and split findings by the skip list.
-
-    Args:
-        directory: default ``manifests/``.
-        skips_file: YAML list of ``{check, resources: [fnmatch patterns], reason}``
-            (default ``tests/checkov_skips.yaml``).
-
-    Returns:
-        ``{"passed", "failed": [unexcused findings], "excused": [findings on the skip list]}``.
-
-    Raises:
-        FileNotFoundError: checkov is not installed in ``.venv-tools``.
-        RuntimeError: checkov failed or could not parse a manifest.
-    """
-    import fnmatch
-    import json
-    import subprocess
-
-    import yaml
-
-    from hpcml import paths
-
-    directory = Path(directory or paths.manifests_dir())
-    skips_file = Path(skips_file or paths.repo_root() / "tests" / "checkov_skips.yaml")
-    skips = yaml.safe_load(skips_file.read_text()) or []
-    for i, sk in enumerate(skips):
-        if not sk.get("check") or not sk.get("resources") or len(str(sk.get("reason", "")).strip()) < 20:
-            raise ValueError(f"{skips_file.name} entry {i}: needs check, resources and a reason (>= 20 characters)")
-    exe = checkov_path()
-    if not exe.exists():
-        raise FileNotFoundError(f"checkov not installed at {exe} (ci/setup installs it into .venv-tools)")
-    p = subprocess.run([str(exe), "-d", str(directory), "--framework", "kubernetes", "-o", "json", "--quiet",
-                        "--compact", "--skip-download"], capture_output=True, text=True, timeout=timeout_s)
-    if p.returncode not in (0, 1) or not p.stdout.strip():
-        raise RuntimeError(f"checkov failed (exit {p.returncode}): {p.stderr[-2000:]}")
-    reports = json.loads(p.stdout)
-    reports = reports if isinstance(reports, list) else [reports]
-    if any(r.get("summary", {}).get("parsing_errors") for r in reports):
-        raise RuntimeError(f"checkov could not parse some manifests: {p.stdout[:2000]}")
-    out: dict = {"passed": sum(r.get("summary", {}).get("passed", 0) for r in reports), "failed": [], "excused": []}
-    for r in reports:
-        for f in r.get("results", {}).get("failed_checks", []):
-            line = f"{f['check_id']} {f['resource']} ({f['file_path']}): {f['check_name']}"
-            hit = any(sk["check"] == f["check_id"] and any(fnmatch.fnmatchcase(f["resource"], pat) for pat in sk["resources"])
-                      for sk in skips)
-            out["excused" if hit else "failed"].append(line)
-    return out

@@ -1,7 +1,7 @@
 """Typed cluster specs: node groups, taints, namespaces and quotas, validated on creation.
 
-Every spec checks itself in ``__post_init__`` and raises ``ValueError`` naming the field
-and what was expected, so a bad spec fails before any manifest is written. The builders in
+Every spec checks itself in ``__post_init__`` and raises a ``SpecError`` (a ``ValueError``,
+built by :func:`hpcml.specbase.fail`) naming the field and what was expected, so a bad spec fails before any manifest is written. The builders in
 :mod:`hpcml.k8s.cluster` turn a :class:`ClusterSpec` into eksctl, Karpenter and Kubernetes
 documents.
 
@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+
+from hpcml.aws.account import ACCOUNT_ID, role_arn
+from hpcml.specbase import fail
 
 #: EC2 instance types the builders know: vCPUs, memory GiB, GPUs, GPU model, EFA support.
 #: (Facts from the EC2 instance-type pages; prices live in hpcml.cost.)
@@ -50,26 +53,22 @@ _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
 
 
-def _err(cls: str, field_name: str, expected: str, got: object) -> ValueError:
-    return ValueError(f"{cls}.{field_name}: expected {expected}, got {got!r}")
-
-
 def _check_name(cls: str, field_name: str, value: str) -> None:
     if not isinstance(value, str) or not _DNS1123.match(value):
-        raise _err(cls, field_name, "a DNS-1123 label (lowercase letters, digits, '-', <= 63 chars)", value)
+        raise fail(cls, field_name, "a DNS-1123 label (lowercase letters, digits, '-', <= 63 chars)", value)
 
 
 def _check_labels(cls: str, labels: dict[str, str]) -> None:
     for k, v in labels.items():
         if not _QUALIFIED.match(k):
-            raise _err(cls, f"labels[{k!r}]", "a qualified label key such as 'hpcml.io/stage'", k)
+            raise fail(cls, f"labels[{k!r}]", "a qualified label key such as 'hpcml.io/stage'", k)
         if not isinstance(v, str) or not _LABEL_VALUE.match(v):
-            raise _err(cls, f"labels[{k!r}]", "a label value (<= 63 chars, alphanumeric at both ends)", v)
+            raise fail(cls, f"labels[{k!r}]", "a label value (<= 63 chars, alphanumeric at both ends)", v)
 
 
 def _check_quantity(cls: str, field_name: str, value: str | None) -> None:
     if value is not None and not (isinstance(value, str) and _QUANTITY.match(value)):
-        raise _err(cls, field_name, "a Kubernetes quantity such as '500m', '8', '16Gi'", value)
+        raise fail(cls, field_name, "a Kubernetes quantity such as '500m', '8', '16Gi'", value)
 
 
 @dataclass(frozen=True)
@@ -88,11 +87,11 @@ class TaintSpec:
 
     def __post_init__(self) -> None:
         if not self.key or not _QUALIFIED.match(self.key):
-            raise _err("TaintSpec", "key", "a qualified key such as 'nvidia.com/gpu'", self.key)
+            raise fail("TaintSpec", "key", "a qualified key such as 'nvidia.com/gpu'", self.key)
         if not _LABEL_VALUE.match(self.value or ""):
-            raise _err("TaintSpec", "value", "a label-style value", self.value)
+            raise fail("TaintSpec", "value", "a label-style value", self.value)
         if self.effect not in TAINT_EFFECTS:
-            raise _err("TaintSpec", "effect", f"one of {', '.join(TAINT_EFFECTS)}", self.effect)
+            raise fail("TaintSpec", "effect", f"one of {', '.join(TAINT_EFFECTS)}", self.effect)
 
     def as_k8s(self) -> dict[str, str]:
         return {"key": self.key, "value": self.value, "effect": self.effect}
@@ -141,29 +140,29 @@ class NodeGroupSpec:
         _check_name(c, "name", self.name)
         for f, t in (("instance_type", self.instance_type), *(("extra_instance_types", x) for x in self.extra_instance_types)):
             if t not in INSTANCE_TYPES:
-                raise _err(c, f, f"a known EC2 type ({', '.join(sorted(INSTANCE_TYPES))})", t)
+                raise fail(c, f, f"a known EC2 type ({', '.join(sorted(INSTANCE_TYPES))})", t)
         for f in ("min_size", "max_size", "desired", "volume_gib"):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise _err(c, f, "an integer >= 0", v)
+                raise fail(c, f, "an integer >= 0", v)
         if not self.min_size <= self.desired <= self.max_size:
-            raise _err(c, "desired", f"min_size ({self.min_size}) <= desired <= max_size ({self.max_size})", self.desired)
+            raise fail(c, "desired", f"min_size ({self.min_size}) <= desired <= max_size ({self.max_size})", self.desired)
         if self.max_size < 1:
-            raise _err(c, "max_size", "at least 1", self.max_size)
+            raise fail(c, "max_size", "at least 1", self.max_size)
         have = INSTANCE_TYPES[self.instance_type]["gpus"]
         if self.gpus is not None and (not isinstance(self.gpus, int) or self.gpus < 0):
-            raise _err(c, "gpus", "an integer >= 0 (GPUs per node)", self.gpus)
+            raise fail(c, "gpus", "an integer >= 0 (GPUs per node)", self.gpus)
         if self.gpus is not None and self.gpus > have:
-            raise _err(c, "gpus", f"at most {have} ({self.instance_type} has {have} GPUs)", self.gpus)
+            raise fail(c, "gpus", f"at most {have} ({self.instance_type} has {have} GPUs)", self.gpus)
         if self.efa and not all(INSTANCE_TYPES[t]["efa"] for t in self.instance_types):
             bad = [t for t in self.instance_types if not INSTANCE_TYPES[t]["efa"]]
-            raise _err(c, "efa", f"instance types that support EFA ({', '.join(bad)} do not)", self.efa)
+            raise fail(c, "efa", f"instance types that support EFA ({', '.join(bad)} do not)", self.efa)
         for t in self.taints:
             if not isinstance(t, TaintSpec):
-                raise _err(c, "taints", "TaintSpec items", t)
+                raise fail(c, "taints", "TaintSpec items", t)
         _check_labels(c, self.labels)
         if self.gpu_count and GPU_TAINT not in self.taints:
-            raise _err(c, "taints", f"the GPU taint {GPU_TAINT.key}={GPU_TAINT.value}:{GPU_TAINT.effect} on a GPU node group",
+            raise fail(c, "taints", f"the GPU taint {GPU_TAINT.key}={GPU_TAINT.value}:{GPU_TAINT.effect} on a GPU node group",
                        [f"{t.key}={t.value}:{t.effect}" for t in self.taints])
 
     @property
@@ -193,7 +192,7 @@ class QuotaSpec:
         for f in ("gpus", "pods", "jobs"):
             v = getattr(self, f)
             if v is not None and (not isinstance(v, int) or v < 0):
-                raise _err("QuotaSpec", f, "an integer >= 0 or None", v)
+                raise fail("QuotaSpec", f, "an integer >= 0 or None", v)
 
 
 @dataclass(frozen=True)
@@ -226,7 +225,7 @@ class NamespaceSpec:
     def __post_init__(self) -> None:
         _check_name("NamespaceSpec", "name", self.name)
         if self.pod_security not in POD_SECURITY_LEVELS:
-            raise _err("NamespaceSpec", "pod_security", f"one of {', '.join(POD_SECURITY_LEVELS)}", self.pod_security)
+            raise fail("NamespaceSpec", "pod_security", f"one of {', '.join(POD_SECURITY_LEVELS)}", self.pod_security)
         _check_labels("NamespaceSpec", self.labels)
 
 
@@ -238,8 +237,8 @@ class ClusterSpec:
         name: cluster name.
         region: AWS region, e.g. ``us-west-2``.
         version: Kubernetes minor, e.g. ``"1.36"``.
-        account_id: 12-digit AWS account for IRSA role ARNs (111122223333 is AWS's
-            documentation placeholder; set yours).
+        account_id: 12-digit AWS account for IRSA role ARNs (default
+            :data:`hpcml.aws.account.ACCOUNT_ID`, AWS's documentation placeholder; set yours).
         availability_zones: at least two (EKS needs two subnets in different AZs).
         node_groups: at least one CPU (system) group; names unique.
         namespaces: the workload and monitoring namespaces.
@@ -250,7 +249,7 @@ class ClusterSpec:
     name: str = "hpcml"
     region: str = "us-west-2"
     version: str = "1.36"
-    account_id: str = "111122223333"
+    account_id: str = ACCOUNT_ID
     availability_zones: tuple[str, ...] = ("us-west-2a", "us-west-2b", "us-west-2c")
     node_groups: tuple[NodeGroupSpec, ...] = ()
     namespaces: tuple[NamespaceSpec, ...] = ()
@@ -261,24 +260,24 @@ class ClusterSpec:
         c = "ClusterSpec"
         _check_name(c, "name", self.name)
         if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", self.region):
-            raise _err(c, "region", "an AWS region such as 'us-west-2'", self.region)
+            raise fail(c, "region", "an AWS region such as 'us-west-2'", self.region)
         if not re.fullmatch(r"1\.\d{2}", self.version):
-            raise _err(c, "version", "a Kubernetes minor such as '1.36'", self.version)
+            raise fail(c, "version", "a Kubernetes minor such as '1.36'", self.version)
         if not re.fullmatch(r"\d{12}", self.account_id):
-            raise _err(c, "account_id", "12 digits", self.account_id)
+            raise fail(c, "account_id", "12 digits", self.account_id)
         if len(self.availability_zones) < 2 or not all(z.startswith(self.region) for z in self.availability_zones):
-            raise _err(c, "availability_zones", f"two or more zones of {self.region}", self.availability_zones)
+            raise fail(c, "availability_zones", f"two or more zones of {self.region}", self.availability_zones)
         names = [g.name for g in self.node_groups]
         if len(set(names)) != len(names):
-            raise _err(c, "node_groups", "unique names", names)
+            raise fail(c, "node_groups", "unique names", names)
         if self.node_groups and not any(g.gpu_count == 0 and not g.spot for g in self.node_groups):
-            raise _err(c, "node_groups", "an on-demand CPU (system) group for cluster add-ons", names)
+            raise fail(c, "node_groups", "an on-demand CPU (system) group for cluster add-ons", names)
         for sa in self.service_accounts:
             _check_name(c, "service_accounts", sa)
 
     def role_arn(self, service_account: str) -> str:
         """IRSA role of a workload ServiceAccount."""
-        return f"arn:aws:iam::{self.account_id}:role/{self.name}-{service_account}"
+        return role_arn(f"{self.name}-{service_account}", self.account_id)
 
 
 def default_cluster() -> ClusterSpec:

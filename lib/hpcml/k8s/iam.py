@@ -20,7 +20,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from hpcml.aws.account import role_arn
 from hpcml.cluster.spec import ClusterSpec, default_cluster
+from hpcml.specbase import fail
 
 VERSION = "2012-10-17"
 PREFIXES = ("raw", "processed", "checkpoints", "models", "tuning", "sandbox")
@@ -36,7 +38,11 @@ WRITE_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUpl
 
 @dataclass(frozen=True)
 class IamSpec:
-    """Where the data lives: the cluster (account, region, name) and the bucket."""
+    """Where the data lives: the cluster (account, region, name) and the bucket.
+
+    The account and region are the cluster's (:class:`~hpcml.cluster.spec.ClusterSpec`, whose
+    default account is :data:`hpcml.aws.account.ACCOUNT_ID`); nothing here names another.
+    """
 
     cluster: ClusterSpec = field(default_factory=default_cluster)
     bucket: str = ""
@@ -49,11 +55,11 @@ class IamSpec:
         if not self.key_alias:
             object.__setattr__(self, "key_alias", f"alias/{self.cluster.name}-data")
         if not (3 <= len(self.bucket) <= 63) or not self.bucket.replace("-", "").isalnum() or self.bucket != self.bucket.lower():
-            raise ValueError(f"IamSpec.bucket must be a lower-case S3 bucket name (3-63 chars), got {self.bucket!r}")
+            raise fail(self, "bucket", "a lower-case S3 bucket name (3-63 chars)", self.bucket)
         if not re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}", self.key_id):
-            raise ValueError(f"IamSpec.key_id must be a KMS key id (uuid or mrk-...), got {self.key_id!r}")
+            raise fail(self, "key_id", "a KMS key id (uuid or mrk-...)", self.key_id)
         if not self.key_alias.startswith("alias/"):
-            raise ValueError(f"IamSpec.key_alias must start with 'alias/', got {self.key_alias!r}")
+            raise fail(self, "key_alias", "a name starting with 'alias/'", self.key_alias)
 
     @property
     def bucket_arn(self) -> str:
@@ -70,7 +76,7 @@ class IamSpec:
         return f"arn:aws:kms:{c.region}:{c.account_id}:key/{self.key_id}"
 
     def role_arn(self, name: str) -> str:
-        return f"arn:aws:iam::{self.cluster.account_id}:role/{self.cluster.name}-{name}"
+        return role_arn(f"{self.cluster.name}-{name}", self.cluster.account_id)
 
 
 def _list(spec: IamSpec, prefixes: tuple[str, ...], sid: str) -> dict:

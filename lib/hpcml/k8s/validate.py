@@ -1,11 +1,16 @@
 """Validate rendered documents: core kinds against the official OpenAPI schema of a
 pinned Kubernetes version (kubernetes-validate, offline); custom resources against the
-required fields their builder module declares."""
+required fields their builder module declares.
+
+:func:`validate_doc` checks one document; :func:`validate_manifests` every document the
+builders render, for the pinned Kubernetes version and the next minor (upgrade check).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
+from hpcml.k8s import render
 from hpcml.k8s.render import crd_required
 
 
@@ -54,3 +59,18 @@ def validate_doc(doc: dict, version: str) -> list[str]:
         except KeyError:
             probs.append(f"{doc['kind']}/{doc.get('metadata', {}).get('name', '?')}: missing required field {f}")
     return probs
+
+
+def validate_manifests(versions: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """Schema problems of every rendered document, per Kubernetes version (pinned and next minor).
+
+    Args:
+        versions: Kubernetes minors to check against (default :data:`~hpcml.k8s.render.K8S_VERSION`
+            and :data:`~hpcml.k8s.render.K8S_NEXT_VERSION`).
+
+    Returns:
+        ``{version: ["<path>: <problem>", ...]}`` (empty lists when every document is valid).
+    """
+    docs = list(render.documents())
+    versions = list(versions or (render.K8S_VERSION, render.K8S_NEXT_VERSION))
+    return {v: [f"{rel}: {p}" for rel, d in docs for p in validate_doc(d, v)] for v in versions}

@@ -48,7 +48,7 @@ def quick_model(epochs: int = 1, n_shards: int = 2, seed: int = 0) -> Path:
         RuntimeError: naming the notebook to run first when data/training modules are missing.
     """
     try:
-        from hpcml import data
+        from hpcml.data import dataset as data
         from hpcml.train.checkpoint import save_model
         from hpcml.train.core import fit_local, load_normalization
     except ImportError as exc:
@@ -70,7 +70,7 @@ def test_set(limit: int) -> tuple[np.ndarray, np.ndarray]:
     if ds is None:
         raise RuntimeError("no data set: run notebooks/01_spark_preprocessing.ipynb first")
     try:
-        from hpcml.data import read_split
+        from hpcml.data.dataset import read_split
 
         x, y = read_split(ds, "test")
     except ImportError:  # same contract layout, read directly

@@ -141,7 +141,7 @@ class LaunchResult:
         target: the registry key.
         submitted: True when the job was really run/sent (False: rendered/validated only).
         request: what was (or would be) submitted: script text, manifests, request dicts.
-        job: the Slurm :class:`~hpcml.cluster.slurm.JobResult` (slurm target).
+        job: the Slurm :class:`~hpcml.cluster.slurm.jobs.JobResult` (slurm target).
         metrics: training metrics parsed from the run's output (when it ran here).
         response: the API's answer when sent (Kubernetes objects, AWS responses).
         reason: why it was not submitted (no cluster, no credentials, dry run).
@@ -260,7 +260,7 @@ def _launch_slurm(spec: TrainSpec, dry_run: bool | None = None, cluster: Any = N
     """Submit the job with ``sbatch`` to the local Slurm cluster and wait for it.
 
     Args:
-        cluster: a :class:`~hpcml.cluster.slurm.SlurmCluster` (default: ``ensure_cluster()``).
+        cluster: a :class:`~hpcml.cluster.slurm.daemons.SlurmCluster` (default: ``ensure_cluster()``).
         timeout_s: give up (and cancel) after this long.
         time_limit_min: the job's ``--time``.
         fresh: start from scratch (empty a previous run's out_dir under the build tree);
@@ -279,7 +279,7 @@ def _launch_slurm(spec: TrainSpec, dry_run: bool | None = None, cluster: Any = N
     if dry_run:
         return LaunchResult("slurm", False, request=body, reason="dry run")
     from hpcml import paths
-    from hpcml.cluster import slurm
+    from hpcml.cluster.slurm import daemons as slurm
 
     from hpcml.train import core
 

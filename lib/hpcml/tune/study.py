@@ -166,7 +166,7 @@ def _complete(d: Path) -> bool:
 def ensure_data(n_shards: int = 2) -> Path:
     """The dataset the trials read: the one already built (any shard count), else build it."""
     from hpcml import paths
-    from hpcml.data import ensure_dataset
+    from hpcml.data.dataset import ensure_dataset
 
     d = paths.dataset_dir()
     return d if _complete(d) else ensure_dataset(n_shards, d)
@@ -186,12 +186,12 @@ def load_data(spec: TuneSpec, split: str = "val") -> tuple[tuple, tuple]:
     Raises:
         FileNotFoundError: no dataset yet (names the notebook / call that builds it).
     """
-    from hpcml.data import read_split
+    from hpcml.data.dataset import read_split
 
     d = dataset_dir_of(spec)
     if not _complete(d):
         raise FileNotFoundError(f"no dataset at {d}: run notebooks/01_spark_preprocessing.ipynb or "
-                                "hpcml.data.ensure_dataset(n_shards=2) first")
+                                "hpcml.data.dataset.ensure_dataset(n_shards=2) first")
     train = _subset(read_split(d, "train"), spec.train_rows, spec.seed)
     other = _subset(read_split(d, split), spec.val_rows if split == "val" else None, spec.seed + 1)
     return train, other

@@ -264,7 +264,7 @@ def retrain_best(spec: TuneSpec, study: Any, epochs: int | None = None, train_ro
     """
     import numpy as np
 
-    from hpcml.data import load_manifest
+    from hpcml.data.dataset import load_manifest
     from hpcml.train.checkpoint import save_model
     from hpcml.train.core import fit_local, predict
     from hpcml.tune.study import dataset_dir_of

@@ -1,4 +1,4 @@
-"""A real single-node Slurm cluster on this machine: munged + slurmctld + slurmd.
+"""The daemons of a real single-node Slurm cluster on this machine: munged + slurmctld + slurmd.
 
 The configuration is generated under ``build/slurm`` (``hpcml.paths``) from what
 ``slurmd -C`` reports about this node (CPUs, sockets, cores, memory), with one partition
@@ -8,10 +8,14 @@ ports are chosen free on 127.0.0.1 at a cold start, so several clusters (one per
 tree) never collide with each other or with a system Slurm. Client commands find the
 configuration through ``SLURM_CONF`` (:meth:`SlurmCluster.env`).
 
+The configuration text comes from :mod:`hpcml.cluster.slurm.conf` and the job records are
+read by :mod:`hpcml.cluster.slurm.jobs`; this module starts, watches and stops the daemons
+and submits jobs.
+
 Example:
-    >>> from hpcml.cluster import slurm
-    >>> slurm.available()          # None when usable, else what to install
-    >>> cl = slurm.ensure_cluster()  # starts it, or reuses the running one
+    >>> from hpcml.cluster.slurm import daemons
+    >>> daemons.available()          # None when usable, else what to install
+    >>> cl = daemons.ensure_cluster()  # starts it, or reuses the running one
     >>> res = cl.run_batch("echo hello from $SLURM_JOB_ID", name="hello")
     >>> res.state, res.exit_code, res.output_tail
     >>> cl.stop()                  # only if cl.started_here
@@ -28,19 +32,20 @@ import json
 import os
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import tempfile
-import time
 import re
+import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from hpcml import paths
+from hpcml.cluster.slurm.conf import batch_script, parse_node_config, render_slurm_conf
+from hpcml.cluster.slurm.jobs import (TERMINAL_STATES, JobResult, TaskOutput, parse_scontrol_records, summarize_job,
+                                      task_tag)
+from hpcml.proc import free_port, pid_alive, tail
 
 #: daemon/client -> Debian package that ships it (the metapackage ``slurm-wlm`` pulls all Slurm ones).
 PACKAGES = {
@@ -80,218 +85,11 @@ def available(search_path: str | None = None) -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _proc_alive(pid: int | None, needle: str) -> bool:
-    """True when ``pid`` runs (not a zombie) and its command line contains ``needle``."""
-    if not pid:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z" and needle in cmd
-
-
 def _read_pid(path: Path) -> int | None:
     try:
         return int(path.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-# ---- pure half: config text, batch scripts, scontrol parsing (unit-testable) ------------
-
-#: Slurm job states after which a job never runs again.
-TERMINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
-    "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
-})
-_SEVERITY = ("NODE_FAIL", "BOOT_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "DEADLINE", "FAILED", "CANCELLED",
-             "PREEMPTED", "REVOKED", "SPECIAL_EXIT", "COMPLETED")
-
-
-#: SchedulerParameters of the local cluster: start batch jobs at once instead of batching
-#: them for up to 3 s (Slurm's default ``batch_sched_delay``), which suits a high-rate HPC
-#: site but only adds latency to a one-node cluster.
-FAST_SCHEDULING = "batch_sched_delay=0"
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """What ``slurmd -C`` reports for this node."""
-
-    name: str
-    cpus: int
-    boards: int
-    sockets_per_board: int
-    cores_per_socket: int
-    threads_per_core: int
-    real_memory_mb: int
-
-    def __post_init__(self) -> None:
-        for f in ("cpus", "boards", "sockets_per_board", "cores_per_socket", "threads_per_core", "real_memory_mb"):
-            if getattr(self, f) < 1:
-                raise ValueError(f"NodeSpec.{f} must be >= 1, got {getattr(self, f)}")
-
-
-def parse_node_config(text: str) -> NodeSpec:
-    """Parse the first line of ``slurmd -C`` (``NodeName=vm CPUs=2 … RealMemory=24105``)."""
-    kv = dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
-    try:
-        return NodeSpec(kv["NodeName"], int(kv["CPUs"]), int(kv.get("Boards", 1)),
-                        int(kv["SocketsPerBoard"]), int(kv["CoresPerSocket"]), int(kv["ThreadsPerCore"]),
-                        int(kv["RealMemory"]))
-    except (KeyError, ValueError) as exc:
-        raise ValueError(f"cannot read the node from `slurmd -C` output (missing/bad {exc}): {text[:200]!r}") from None
-
-
-def render_slurm_conf(node: NodeSpec, run_dir: Path | str, state_dir: Path | str, ctld_port: int = 6817,
-                      slurmd_port: int = 6818, partition: str = "batch", cluster_name: str = "hpcml",
-                      slurm_user: str = "root", mem_fraction: float = 0.9,
-                      scheduler_parameters: str = FAST_SCHEDULING, gpus: int = 0, node_count: int = 1,
-                      controller: str | None = None) -> str:
-    """``slurm.conf`` text for a one-node cluster: cons_tres, one default partition, loopback only.
-
-    Args:
-        node: the node as ``slurmd -C`` describes it.
-        run_dir: pid files, munge socket, slurmd spool (short path: Unix sockets live there).
-        state_dir: slurmctld state, logs, job completion log.
-        ctld_port, slurmd_port: TCP ports on 127.0.0.1.
-        partition: name of the default partition.
-        mem_fraction: share of RealMemory handed to jobs (the rest is the OS's).
-        scheduler_parameters: ``SchedulerParameters`` (Slurm's default delays batch jobs
-            by up to ``batch_sched_delay=3`` s; empty string = Slurm defaults).
-        gpus: GPUs per node (adds ``GresTypes=gpu`` and ``Gres=gpu:N``; needs a gres.conf).
-        node_count, controller: for a multi-node site (the example in manifests/slurm): nodes
-            ``<name>[1-N]`` on their own addresses, the controller host by name, cgroup
-            process tracking and PMIx. Without ``controller`` everything is on 127.0.0.1.
-    """
-    run, st = Path(run_dir), Path(state_dir)
-    mem = max(1, int(node.real_memory_mb * mem_fraction))
-    local = controller is None
-    names = node.name if node_count == 1 else f"{node.name}[1-{node_count}]"
-    return "\n".join([
-        f"# slurm.conf generated by hpcml.cluster.slurm from `slurmd -C` on {node.name}",
-        f"ClusterName={cluster_name}",
-        f"SlurmctldHost={node.name}(127.0.0.1)" if local else f"SlurmctldHost={controller}",
-        f"SlurmctldPort={ctld_port}",
-        f"SlurmdPort={slurmd_port}",
-        f"SlurmUser={slurm_user}",
-        "SlurmdUser=root",
-        "AuthType=auth/munge",
-        "CredType=cred/munge",
-        f"AuthInfo=socket={run / 'munge.socket'}",
-        *(["CommunicationParameters=NoCtldInAddrAny,NoInAddrAny"] if local else []),
-        f"StateSaveLocation={st / 'ctld'}",
-        f"SlurmdSpoolDir={run / 'spool'}",
-        f"SlurmctldPidFile={run / 'slurmctld.pid'}",
-        f"SlurmdPidFile={run / 'slurmd.pid'}",
-        f"SlurmctldLogFile={st / 'log' / 'slurmctld.log'}",
-        f"SlurmdLogFile={st / 'log' / 'slurmd.log'}",
-        f"PlugStackConfig={st / 'plugstack.conf'}",
-        "MailProg=/bin/true",
-        # one laptop node: plain process tracking; a real site confines jobs with cgroups
-        "ProctrackType=proctrack/linuxproc" if local else "ProctrackType=proctrack/cgroup",
-        "TaskPlugin=task/none" if local else "TaskPlugin=task/cgroup,task/affinity",
-        "JobAcctGatherType=jobacct_gather/none" if local else "JobAcctGatherType=jobacct_gather/cgroup",
-        "AccountingStorageType=accounting_storage/none",
-        "JobCompType=jobcomp/filetxt",
-        f"JobCompLoc={st / 'log' / 'jobcomp.log'}",
-        "MpiDefault=none" if local else "MpiDefault=pmix",
-        "SchedulerType=sched/backfill",
-        *([f"SchedulerParameters={scheduler_parameters}"] if scheduler_parameters else []),
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core_Memory",
-        f"DefMemPerCPU={mem // node.cpus}",
-        "ReturnToService=2",
-        "MinJobAge=3600",
-        "KillWait=5",
-        "SlurmdTimeout=60",
-        "InactiveLimit=0",
-        *(["GresTypes=gpu"] if gpus else []),
-        f"NodeName={names}" + (" NodeAddr=127.0.0.1" if local else "") + f" CPUs={node.cpus} Boards={node.boards} "
-        f"SocketsPerBoard={node.sockets_per_board} CoresPerSocket={node.cores_per_socket} "
-        f"ThreadsPerCore={node.threads_per_core} RealMemory={mem}" + (f" Gres=gpu:{gpus}" if gpus else "")
-        + " State=UNKNOWN",
-        f"PartitionName={partition} Nodes={names} Default=YES MaxTime=INFINITE State=UP",
-        "",
-    ])
-
-
-def batch_script(body: str, name: str, ntasks: int = 1, cpus_per_task: int = 1, time_limit_min: int = 10,
-                 stdout: Path | str | None = None, stderr: Path | str | None = None,
-                 workdir: Path | str | None = None, array: str | None = None, mem_mb: int | None = None,
-                 partition: str | None = None, nodes: int | None = None, gpus_per_node: int = 0,
-                 stamp_dir: Path | str | None = None) -> str:
-    """An ``sbatch`` script: ``#SBATCH`` directives, optional start/end stamps, then ``body``.
-
-    Raises:
-        ValueError: naming the argument when a count or the time limit is not positive.
-    """
-    for field_name, v in (("ntasks", ntasks), ("cpus_per_task", cpus_per_task), ("time_limit_min", time_limit_min)):
-        if not isinstance(v, int) or v < 1:
-            raise ValueError(f"{field_name} must be a positive integer, got {v!r}")
-    if array is not None and not re.fullmatch(r"[0-9,\-:%]+", array):
-        raise ValueError(f"array must look like '0-3', '1,5,7' or '0-15%4', got {array!r}")
-    opts = [("job-name", name), ("partition", partition), ("nodes", nodes), ("ntasks", ntasks),
-            ("cpus-per-task", cpus_per_task), ("time", time_limit_min), ("mem", mem_mb),
-            ("gres", f"gpu:{gpus_per_node}" if gpus_per_node else None), ("array", array),
-            ("output", stdout), ("error", stderr), ("chdir", workdir)]
-    lines = ["#!/bin/bash"] + [f"#SBATCH --{k}={v}" for k, v in opts if v is not None]
-    if stamp_dir is not None:
-        lines += [
-            "# hpcml: stamp start/end times (submit-to-start latency, run time)",
-            '_hpcml_t=${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}',
-            f'_hpcml_s="{stamp_dir}/${{_hpcml_t:-$SLURM_JOB_ID}}"',
-            'date +%s.%N > "$_hpcml_s.start"',
-            "trap 'date +%s.%N > \"$_hpcml_s.end\"' EXIT",
-        ]
-    return "\n".join(lines + ["", body.rstrip("\n"), ""])
-
-
-_KEY = re.compile(r"(?:^|\s)([A-Za-z][\w:/]*)=")
-
-
-def parse_scontrol_records(text: str) -> list[dict[str, str]]:
-    """Parse ``scontrol show … -o`` output (one ``Key=value …`` record per line)."""
-    recs = []
-    for line in text.splitlines():
-        keys = list(_KEY.finditer(line))
-        if not keys:
-            continue
-        rec = {}
-        for i, m in enumerate(keys):
-            end = keys[i + 1].start() if i + 1 < len(keys) else len(line)
-            rec[m.group(1)] = line[m.end():end].strip()
-        recs.append(rec)
-    return recs
-
-
-def _exit_code(rec: dict[str, str]) -> int:
-    code, _, sig = rec.get("ExitCode", "0:0").partition(":")
-    code, sig = int(code or 0), int(sig or 0)
-    return code if code else (128 + sig if sig else 0)
-
-
-def _runtime_s(text: str) -> float:
-    days, _, hms = text.rpartition("-")
-    parts = [int(p) for p in hms.split(":") if p.isdigit()]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    return (int(days) if days else 0) * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]
 
 
 def _stamp(path: Path) -> float | None:
@@ -301,79 +99,27 @@ def _stamp(path: Path) -> float | None:
         return None
 
 
-@dataclass
-class JobResult:
-    """How a batch job ended.
+def read_task_outputs(recs: list[dict[str, str]], stamp_dir: Path, tail_lines: int = 20) -> dict[str, TaskOutput]:
+    """What each task of a job left on disk: its start/end stamps and the tails of its stdout/stderr.
 
-    Attributes:
-        job_id: Slurm job id (the array job id for arrays).
-        state: Slurm state (COMPLETED, FAILED, CANCELLED, TIMEOUT, …); the worst over array tasks.
-            ``TIMEOUT`` also when :meth:`SlurmCluster.wait` gave up (see ``reason``).
-        exit_code: the script's exit code (128+signal when killed; max over array tasks).
-        stdout_path, stderr_path: output files (of the first task for arrays).
-        elapsed_s: run time (from the job's own start/end stamps, else Slurm's RunTime).
-        output_tail: last lines of stdout and stderr (per task for arrays).
-        submitted_at, started_at, ended_at: epoch seconds (None when unknown).
-        tasks: number of array tasks (1 for a plain job).
-        reason: Slurm's Reason, or why the wait gave up.
+    Args:
+        recs: the job's ``scontrol`` records (one per array task).
+        stamp_dir: the folder :func:`~hpcml.cluster.slurm.conf.batch_script` writes the stamps to.
+        tail_lines: lines kept from the end of each output file.
+
+    Returns:
+        ``{task tag: TaskOutput}`` (see :func:`~hpcml.cluster.slurm.jobs.task_tag`).
     """
-
-    job_id: str
-    state: str
-    exit_code: int
-    stdout_path: Path | None
-    stderr_path: Path | None
-    elapsed_s: float
-    output_tail: str
-    submitted_at: float | None = None
-    started_at: float | None = None
-    ended_at: float | None = None
-    tasks: int = 1
-    reason: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.state == "COMPLETED" and self.exit_code == 0
-
-    @property
-    def submit_to_start_s(self) -> float | None:
-        if self.submitted_at is None or self.started_at is None:
-            return None
-        return self.started_at - self.submitted_at
-
-
-def summarize_job(job_id: str, recs: list[dict[str, str]], meta: dict, stamp_dir: Path,
-                  tail_lines: int = 20) -> JobResult:
-    """Fold ``scontrol`` records (one per array task) and stamp files into a :class:`JobResult`."""
-    if not recs:
-        return JobResult(str(job_id), "UNKNOWN", -1, None, None, 0.0, "",
-                         submitted_at=meta.get("submitted_at"), reason="job unknown to slurmctld")
-    states = [r.get("JobState", "UNKNOWN") for r in recs]
-    state = next((s for s in _SEVERITY if s in states), states[0])
-    starts, ends, tails = [], [], []
-    for r in sorted(recs, key=lambda r: int(r.get("ArrayTaskId", "0")) if r.get("ArrayTaskId", "0").isdigit() else 0):
-        tag = f"{r['ArrayJobId']}_{r['ArrayTaskId']}" if r.get("ArrayTaskId", "").isdigit() else r.get("JobId", "")
-        starts.append(_stamp(stamp_dir / f"{tag}.start"))
-        ends.append(_stamp(stamp_dir / f"{tag}.end"))
-        out, err = r.get("StdOut", ""), r.get("StdErr", "")
-        text = _tail(Path(out), tail_lines) if out else ""
-        if err and err != out and _tail(Path(err), tail_lines):
-            text += ("\n" if text else "") + "[stderr]\n" + _tail(Path(err), tail_lines)
-        tails.append(f"[task {r['ArrayTaskId']}]\n{text}" if len(recs) > 1 else text)
-    ok_s, ok_e = [s for s in starts if s], [e for e in ends if e]
-    started = min(ok_s) if ok_s else None
-    ended = max(ok_e) if ok_e else None
-    elapsed = (ended - started) if (started and ended and len(ok_e) == len(recs)) else \
-        max(_runtime_s(r.get("RunTime", "0:0:0")) for r in recs)
-    first = recs[0]
-    return JobResult(
-        job_id=str(job_id), state=state, exit_code=max(_exit_code(r) for r in recs),
-        stdout_path=Path(first["StdOut"]) if first.get("StdOut") else None,
-        stderr_path=Path(first["StdErr"]) if first.get("StdErr") else None,
-        elapsed_s=float(elapsed), output_tail="\n".join(tails).strip("\n"),
-        submitted_at=meta.get("submitted_at"), started_at=started, ended_at=ended, tasks=len(recs),
-        reason="" if first.get("Reason") in (None, "None") else first["Reason"],
-    )
+    out = {}
+    for r in recs:
+        tag = task_tag(r)
+        stdout, stderr = r.get("StdOut", ""), r.get("StdErr", "")
+        text = tail(stdout, tail_lines) if stdout else ""
+        err = tail(stderr, tail_lines) if stderr and stderr != stdout else ""
+        if err:
+            text += ("\n" if text else "") + "[stderr]\n" + err
+        out[tag] = TaskOutput(_stamp(stamp_dir / f"{tag}.start"), _stamp(stamp_dir / f"{tag}.end"), text)
+    return out
 
 
 class SlurmCluster:
@@ -438,7 +184,7 @@ class SlurmCluster:
         out = {}
         for d in DAEMONS:
             pid = _read_pid(self.pid_file(d))
-            out[d] = pid if _proc_alive(pid, self._needle(d)) else None
+            out[d] = pid if pid_alive(pid, self._needle(d)) else None
         return out
 
     def is_running(self) -> bool:
@@ -459,7 +205,7 @@ class SlurmCluster:
         node = parse_node_config(out.stdout)
         self.node_name = node.name
         text = render_slurm_conf(node, run_dir=self.run_dir, state_dir=self.state_dir,
-                                 ctld_port=_free_port(), slurmd_port=_free_port(), partition=self.partition)
+                                 ctld_port=free_port(), slurmd_port=free_port(), partition=self.partition)
         paths.atomic_write_text(self.conf_path, text)
         paths.atomic_write_text(self.state_dir / "plugstack.conf", "# no SPANK plugins\n")
 
@@ -482,7 +228,7 @@ class SlurmCluster:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=self.env())
         if p.returncode != 0:
             raise SlurmError(f"{daemon} failed to start (exit {p.returncode}): {(p.stderr or p.stdout).strip()}\n"
-                             f"{_tail(self.log_file(daemon))}")
+                             f"{tail(self.log_file(daemon))}")
         self._until(lambda: self.daemon_pids()[daemon] is not None, 15, f"{daemon} did not stay up", daemon)
 
     def _until(self, cond, timeout: float, what: str, daemon: str | None = None) -> None:
@@ -493,7 +239,7 @@ class SlurmCluster:
                 return
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
-        log = f"\n--- {self.log_file(daemon)} ---\n{_tail(self.log_file(daemon))}" if daemon else ""
+        log = f"\n--- {self.log_file(daemon)} ---\n{tail(self.log_file(daemon))}" if daemon else ""
         raise SlurmError(f"{what} within {timeout}s{log}")
 
     def node_state(self) -> str:
@@ -593,11 +339,11 @@ class SlurmCluster:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and _proc_alive(pid, needle):
+        while time.monotonic() < deadline and pid_alive(pid, needle):
             time.sleep(0.05)
-        if _proc_alive(pid, needle):
+        if pid_alive(pid, needle):
             os.kill(pid, signal.SIGKILL)
-            while _proc_alive(pid, needle):
+            while pid_alive(pid, needle):
                 time.sleep(0.05)
 
     def stop(self, force: bool = False) -> list[str]:
@@ -711,7 +457,7 @@ class SlurmCluster:
         while True:
             recs = self.job_records(job_id)
             if recs and all(r.get("JobState") in TERMINAL_STATES for r in recs):
-                return summarize_job(job_id, recs, meta, self.jobs_dir / "stamps")
+                return self._result(job_id, recs, meta)
             if time.monotonic() >= deadline:
                 break
             time.sleep(delay)
@@ -724,11 +470,15 @@ class SlurmCluster:
                 if recs and all(r.get("JobState") in TERMINAL_STATES for r in recs):
                     break
                 time.sleep(0.2)
-        res = summarize_job(job_id, recs, meta, self.jobs_dir / "stamps")
+        res = self._result(job_id, recs, meta)
         res.reason = (f"wait timed out after {timeout_s:g}s; Slurm state {res.state}"
                       + ("; cancelled" if cancel_on_timeout else ""))
         res.state = "TIMEOUT"
         return res
+
+    def _result(self, job_id: str, recs: list[dict[str, str]], meta: dict) -> JobResult:
+        stamps = self.jobs_dir / "stamps"
+        return summarize_job(job_id, recs, meta, read_task_outputs(recs, stamps))
 
     def run_batch(self, script_body: str, name: str, ntasks: int = 1, cpus_per_task: int = 1,
                   time_limit_min: int = 10, timeout_s: float = 300, workdir: Path | None = None,
@@ -740,27 +490,6 @@ class SlurmCluster:
 
     def __repr__(self) -> str:
         return f"SlurmCluster(state_dir={str(self.state_dir)!r}, started_here={self.started_here})"
-
-
-def measure_jobs(cl: SlurmCluster, n_jobs: int, body: str = "true", timeout_s: float = 300) -> dict:
-    """Submit ``n_jobs`` one-CPU jobs at once and time them.
-
-    Returns:
-        ``{"latencies_s": [...], "median_s", "jobs_per_minute", "makespan_s", "states"}``: per job the
-        submit-to-start latency (client submit time to the job's own start stamp), and the
-        throughput as jobs finished per minute from the first submit to the last end.
-    """
-    if n_jobs < 1:
-        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
-    ids = [cl.submit(body, name=f"bench-{i}") for i in range(n_jobs)]
-    results = [cl.wait(j, timeout_s=timeout_s) for j in ids]
-    lat = [r.submit_to_start_s for r in results if r.submit_to_start_s is not None]
-    first = min(r.submitted_at for r in results if r.submitted_at)
-    last = max((r.ended_at or r.started_at or first) for r in results)
-    makespan = max(last - first, 1e-9)
-    return {"job_ids": ids, "latencies_s": lat, "median_s": statistics.median(lat) if lat else None,
-            "jobs_per_minute": 60 * sum(r.ok for r in results) / makespan, "makespan_s": makespan,
-            "states": [r.state for r in results]}
 
 
 def default_state_dir() -> Path:

@@ -1,0 +1,89 @@
+"""The data stage's typed spec and the constants the stage shares with its readers.
+
+* the published dataset's contract: :data:`FORMAT`, :data:`MANIFEST`, :data:`SPLITS`,
+  :data:`PARQUET_CODEC` (what :mod:`hpcml.data.job` writes and :mod:`hpcml.data.dataset` reads);
+* the Spark job on a cluster: :data:`IMAGE`, :data:`SERVICE_ACCOUNT`, and :class:`DataJobSpec`,
+  the preprocessing job as the clusters see it (rendered by :mod:`hpcml.k8s.data`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hpcml import paths
+from hpcml.aws.account import ACCOUNT_ID, REGION, role_arn
+from hpcml.specbase import fail
+
+#: The format tag every published dataset's manifest carries.
+FORMAT = "hpcml-dataset/1"
+#: The manifest file of a published dataset, written last: a folder without it is never read.
+MANIFEST = "_manifest.json"
+#: The splits of every dataset, in the order the manifest lists them.
+SPLITS = ("train", "val", "test")
+#: The Parquet codec of every dataset the job writes (the benchmark's other engines use it too).
+PARQUET_CODEC = "zstd"
+#: The Kubernetes ServiceAccount the Spark driver and executors run as (IRSA role ``hpcml-spark``).
+SERVICE_ACCOUNT = "spark"
+#: The Spark image (pinned tag) the SparkApplication and EMR on EKS run.
+IMAGE = "ghcr.io/example/hpcml-spark:0.1.0"
+
+
+@dataclass(frozen=True)
+class DataJobSpec:
+    """The preprocessing job as the clusters see it.
+
+    Args:
+        n_shards: shards per split (= training workers).
+        account_id: AWS account (default :data:`hpcml.aws.account.ACCOUNT_ID`, a documented placeholder).
+        region: AWS region.
+        bucket: the data lake bucket; default ``hpcml-data-<account_id>``.
+        image: Spark image (pinned tag).
+        spark_version: Spark version inside the image.
+        driver_cores / driver_memory / executor_cores / executor_memory / executor_instances:
+            Spark resources.
+        emr_release: EMR on EKS release label.
+        virtual_cluster_id: the EMR virtual cluster (placeholder until ``create_virtual_cluster``).
+        labels: labels added to the project's own (``app.kubernetes.io/name``, ``part-of``,
+            ``hpcml.io/stage``) on the SparkApplication and its pods.
+    """
+
+    n_shards: int = 8
+    account_id: str = ACCOUNT_ID
+    region: str = REGION
+    bucket: str = ""
+    image: str = IMAGE
+    spark_version: str = "4.0.1"
+    driver_cores: int = 1
+    driver_memory: str = "2g"
+    executor_cores: int = 2
+    executor_memory: str = "4g"
+    executor_instances: int = 4
+    emr_release: str = "emr-7.9.0-latest"
+    virtual_cluster_id: str = "hpcmlvirtualcluster00000001"
+    labels: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for f in ("n_shards", "driver_cores", "executor_cores", "executor_instances"):
+            if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
+                raise fail(self, f, "an integer >= 1", getattr(self, f))
+        if not (self.account_id.isdigit() and len(self.account_id) == 12):
+            raise fail(self, "account_id", "12 digits", self.account_id)
+        if ":latest" in self.image or ":" not in self.image.rsplit("/", 1)[-1]:
+            raise fail(self, "image", "an image pinned to a tag other than latest", self.image)
+        for f in ("driver_memory", "executor_memory"):
+            v = getattr(self, f)
+            if not (v[:-1].isdigit() and v[-1] in "mg"):
+                raise fail(self, f, "a size such as '512m' or '4g'", v)
+
+    @property
+    def lake(self) -> str:
+        return f"s3://{self.bucket or f'hpcml-data-{self.account_id}'}"
+
+    @property
+    def role_arn(self) -> str:
+        return role_arn(f"hpcml-{SERVICE_ACCOUNT}", self.account_id)
+
+    def arguments(self) -> list[str]:
+        """The job's command-line arguments (:mod:`hpcml.data.cli`): raw prefix in, curated prefix out."""
+        return ["--input", f"{self.lake}/raw/{paths.DATASET}/", "--output", f"{self.lake}/curated/{paths.DATASET}/",
+                "--n-shards", str(self.n_shards)]
