@@ -12,6 +12,35 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _tiny_cnn(seed: int = 0):
+    """A small CNN with the training contract's input (N, 1, 28, 28) and 10 logits (tests only)."""
+    import torch
+
+    torch.manual_seed(seed)
+    n = torch.nn
+    return n.Sequential(n.Conv2d(1, 8, 3, padding=1), n.ReLU(), n.MaxPool2d(2), n.Conv2d(8, 16, 3, padding=1),
+                        n.ReLU(), n.MaxPool2d(2), n.Flatten(), n.Linear(16 * 49, 10)).eval()
+
+
+def _sample_inputs(n: int = 200, seed: int = 0):
+    """Deterministic stand-in for normalised test pixels (N, 784)."""
+    import numpy as np
+
+    return np.random.default_rng(seed).normal(size=(n, 784)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    """A factory of small CNNs: ``tiny_cnn(seed=0)``."""
+    return _tiny_cnn
+
+
+@pytest.fixture(scope="session")
+def sample_inputs():
+    """A factory of deterministic stand-in pixels: ``sample_inputs(n=200, seed=0)``."""
+    return _sample_inputs
+
+
 @pytest.fixture
 def build_tmp(tmp_path, monkeypatch):
     """A fresh, empty build tree for one test (HPCML_BUILD points at it)."""

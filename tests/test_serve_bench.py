@@ -11,7 +11,6 @@ import pytest
 from hpcml import paths
 from hpcml.serve import bench, export, loadgen, protocol
 from hpcml.serve.server import ServerProcess
-from test_serve_export import tiny_cnn
 
 pytestmark = pytest.mark.integration
 
@@ -56,7 +55,7 @@ def test_quick_model_trains_saves_and_serves(build_tmp):
     assert r.ok == 20 and r.error_count == 0
 
 
-def test_batching_at_saturation_reports_both_sides(tmp_path):
+def test_batching_at_saturation_reports_both_sides(tmp_path, tiny_cnn):
     f = export.to_onnx(tiny_cnn(), tmp_path / "m.onnx")
     x = np.random.default_rng(0).normal(size=(16, 784)).astype(np.float32)
     out = bench.batching_at_saturation(f, bench.bodies_for(x, encoding="binary"), concurrency=16, n_requests=300,

@@ -1,7 +1,6 @@
 """Export agreement: TorchScript and ONNX Runtime logits match eager PyTorch within
 the stated tolerance; runtimes reject what they cannot load; TensorRT is detected, not faked."""
 
-import numpy as np
 import pytest
 
 from hpcml.serve import export
@@ -10,28 +9,13 @@ from hpcml.serve.spec import RUNTIMES
 pytestmark = pytest.mark.integration
 
 
-def tiny_cnn(seed: int = 0):
-    """A small CNN with the training contract's input (N, 1, 28, 28) and 10 logits (tests only)."""
-    import torch
-
-    torch.manual_seed(seed)
-    n = torch.nn
-    return n.Sequential(n.Conv2d(1, 8, 3, padding=1), n.ReLU(), n.MaxPool2d(2), n.Conv2d(8, 16, 3, padding=1),
-                        n.ReLU(), n.MaxPool2d(2), n.Flatten(), n.Linear(16 * 49, 10)).eval()
-
-
-def sample_inputs(n: int = 200, seed: int = 0) -> np.ndarray:
-    """Deterministic stand-in for normalised test pixels (N, 784)."""
-    return np.random.default_rng(seed).normal(size=(n, 784)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_cnn):
     model = tiny_cnn()
     return model, export.export_all(model, tmp_path_factory.mktemp("export"))
 
 
-def test_exports_agree_with_eager(exported):
+def test_exports_agree_with_eager(exported, sample_inputs):
     model, files = exported
     rows = export.agreement(model, files, sample_inputs())
     assert {r["runtime"] for r in rows} == {"onnx", "torchscript"}
@@ -41,14 +25,14 @@ def test_exports_agree_with_eager(exported):
         assert r["argmax_agreement"] == 1.0
 
 
-def test_agreement_detects_a_different_model(exported, tmp_path):
+def test_agreement_detects_a_different_model(exported, tmp_path, tiny_cnn, sample_inputs):
     model, _ = exported
     other = export.to_onnx(tiny_cnn(seed=1), tmp_path / "other.onnx")
     (row,) = export.agreement(model, {"onnx": other}, sample_inputs(50))
     assert not row["ok"] and row["max_abs_diff"] > export.TOLERANCE
 
 
-def test_runtimes_handle_any_batch(exported):
+def test_runtimes_handle_any_batch(exported, sample_inputs):
     model, files = exported
     x = export.as_images(sample_inputs(37))
     for kind in RUNTIMES:
@@ -65,7 +49,7 @@ def test_unknown_runtime_and_missing_artifact(tmp_path):
         export.load_artifact(tmp_path / "missing.pt")
 
 
-def test_tensorrt_detected_or_skipped_with_reason(exported, tmp_path):
+def test_tensorrt_detected_or_skipped_with_reason(exported, tmp_path, sample_inputs):
     st = export.tensorrt_status()
     assert set(st) == {"available", "provider", "reason"} and st["reason"]
     if not st["available"]:

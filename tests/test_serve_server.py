@@ -17,11 +17,10 @@ import pytest
 from hpcml.serve import export, loadgen, protocol
 from hpcml.serve.server import ServerProcess
 from hpcml.serve.spec import METRIC_BATCH_SIZE, METRIC_ERRORS, METRIC_INFLIGHT, METRIC_REQUESTS
-from test_serve_export import sample_inputs, tiny_cnn
 
 pytestmark = pytest.mark.integration
 
-X = sample_inputs(64)
+X = np.random.default_rng(0).normal(size=(64, 784)).astype(np.float32)  # stand-in pixels (the sample_inputs fixture's)
 GOOD = protocol.make_infer_body(X[:1])
 
 
@@ -36,7 +35,7 @@ def call(url, body=None, method=None, headers=None):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(tmp_path_factory):
+def onnx_model(tmp_path_factory, tiny_cnn):
     return export.to_onnx(tiny_cnn(), tmp_path_factory.mktemp("m") / "model.onnx")
 
 
