@@ -276,7 +276,7 @@ def serving_model() -> Path | None:
 def exporter_cost(n: int = 2000, scrapes: int = 50) -> dict[str, float]:
     """The training exporter's own cost, timed in-process (precise where an A/B is noisy).
 
-    Builds the real per-rank exporter (``hpcml.train.worker.Exporter``) on a free loopback
+    Builds the real per-rank exporter (``hpcml.train.exporter.Exporter``) on a free loopback
     port, times ``observe()`` (one call per training step) and one full scrape of its
     ``/metrics`` (what Prometheus does every scrape interval).
 
@@ -284,7 +284,7 @@ def exporter_cost(n: int = 2000, scrapes: int = 50) -> dict[str, float]:
         ``{"observe_us": per step, "scrape_ms": per scrape, "scrape_bytes": size}``.
     """
     from hpcml.monitor.prom import free_port
-    from hpcml.train.worker import Exporter
+    from hpcml.train.exporter import Exporter
 
     port = free_port()
     ex = Exporter(port, rank=0)

@@ -194,7 +194,7 @@ def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
 
 def _cnn_data(cfg: dict, rank: int) -> tuple[np.ndarray, np.ndarray]:
     if cfg.get("dataset_dir"):
-        from hpcml.train.core import read_split
+        from hpcml.train.shards import read_split
 
         n = len(list((Path(cfg["dataset_dir"]) / "train").glob("shard-*.parquet")))
         return read_split(Path(cfg["dataset_dir"]), "train", shard=rank % max(n, 1))
@@ -210,7 +210,7 @@ def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
     order (:mod:`hpcml.train.abtest`), ``overhead_rounds`` block pairs in all: the ratio of
     mean step times, with a 95% interval over the pairs.
     """
-    from hpcml.train import abtest, core
+    from hpcml.train import abtest, loop
     from hpcml.train.models import make_model
     from hpcml.train.worker import Timers, hvd_step
 
@@ -220,12 +220,12 @@ def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
                for i in range(0, min(len(x), b * cfg["overhead_steps"]) - b + 1, b)]
     torch.manual_seed(0)
     plain_m = make_model("cnn")
-    plain_o = core.make_optimizer(plain_m, "sgd", 0.01)
+    plain_o = loop.make_optimizer(plain_m, "sgd", 0.01)
     torch.manual_seed(0)
     hvd_m = make_model("cnn")
     hvd_o = _wrap(hvd, hvd_m, 0.01, cfg)
     timers = Timers()
-    steps = {False: lambda xb, yb: core.train_step(plain_m, plain_o, xb, yb),
+    steps = {False: lambda xb, yb: loop.train_step(plain_m, plain_o, xb, yb),
              True: lambda xb, yb: hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers)}
     for xb, yb in batches[:2]:  # warm-up both
         steps[False](xb, yb)

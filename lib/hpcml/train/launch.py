@@ -281,9 +281,9 @@ def _launch_slurm(spec: TrainSpec, dry_run: bool | None = None, cluster: Any = N
     from hpcml import paths
     from hpcml.cluster import slurm
 
-    from hpcml.train import core
+    from hpcml.train import shards
 
-    core.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before queueing, not in the job
+    shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before queueing, not in the job
     cl = cluster or slurm.ensure_cluster()
     if fresh:
         _fresh_out_dir(out_dir)

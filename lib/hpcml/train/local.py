@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpcml import paths
-from hpcml.train import core
+from hpcml.train import shards
 from hpcml.train.spec import TrainSpec
 from hpcml.train.worker import ERROR_PREFIX, PREFIX
 
@@ -172,7 +172,7 @@ def start_local(spec: TrainSpec, on_progress: Callable[[dict], None] | None = No
                 module_args: list[str] | None = None, check_data: bool = True) -> LocalJob:
     """Start ``spec`` under horovodrun in the background (elastic if ``spec.elastic``)."""
     if check_data:
-        core.check_world_size(spec.resolved_dataset_dir(), spec.world_size, elastic=spec.elastic)
+        shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size, elastic=spec.elastic)
     out = paths.ensure(spec.resolved_out_dir())
     spec_path = out / "spec.json"
     spec.to_json(spec_path)
