@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcml.train import abtest, bench, checkpoint as ck, loop, shards
+from hpcml.train import abtest, bench, checkpoint as ck, loop, shards, stats
 from hpcml.train.models import count_params, make_model, train_flops_per_sample
 
 pytestmark = pytest.mark.unit
@@ -62,16 +62,16 @@ def test_lr_constant_schedule_and_errors():
 
 
 @pytest.mark.parametrize("fn,args,expect", [
-    (bench.scaling_efficiency, (180.0, 100.0, 2), 0.9),
+    (stats.scaling_efficiency, (180.0, 100.0, 2), 0.9),
     (abtest.overhead_pct, (0.100, 0.104), 4.0),
-    (bench.mfu, (10.0, 2e9, 100e9), 0.2),
+    (stats.mfu, (10.0, 2e9, 100e9), 0.2),
 ], ids=["scaling", "overhead", "mfu"])
 def test_bench_maths(fn, args, expect):
     assert fn(*args) == pytest.approx(expect)
 
 
 def test_ci95_is_horovods_mean_and_1_96_sigma():
-    mean, conf = bench.ci95([10.0, 12.0])
+    mean, conf = stats.ci95([10.0, 12.0])
     assert (mean, conf) == pytest.approx((11.0, 1.96))
 
 
