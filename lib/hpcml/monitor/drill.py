@@ -88,7 +88,7 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600, take_snapsh
         ``{"metrics": the job's final metrics, "start": t0, "end": t1, "targets": snapshot
         of Prometheus's targets while the ranks were scraped (DataFrame or None), "spec": spec}``.
     """
-    from hpcml.train.local import start_local
+    from hpcml.train.targets.local import start_local
 
     tlog = logs.get_logger("train", rank=0)
     if stack is not None and spec.metrics_port:

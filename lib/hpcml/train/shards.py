@@ -29,7 +29,7 @@ def list_shards(dataset_dir: Path, split: str = "train") -> list[Path]:
     if not files:
         raise FileNotFoundError(
             f"no {split} shards under {d} (expected {split}/shard-00000.parquet …): build them with "
-            "hpcml.data.ensure_dataset(n_shards=world_size) or run notebooks/01_spark_preprocessing.ipynb first")
+            "hpcml.data.dataset.ensure_dataset(n_shards=world_size) or run notebooks/01_spark_preprocessing.ipynb first")
     idx = [int(_SHARD.search(p.name).group(1)) for p in files]
     missing = sorted(set(range(max(idx) + 1)) - set(idx))
     if missing:
@@ -47,7 +47,7 @@ def check_world_size(dataset_dir: Path, world_size: int, elastic: bool = False) 
     if not elastic and n != world_size:
         raise ValueError(
             f"world_size={world_size} but {Path(dataset_dir) / 'train'} has {n} shard(s): each rank reads "
-            f"its own shard; rebuild with hpcml.data.ensure_dataset(n_shards={world_size}) or set world_size={n}")
+            f"its own shard; rebuild with hpcml.data.dataset.ensure_dataset(n_shards={world_size}) or set world_size={n}")
     if elastic and n < world_size:
         raise ValueError(f"elastic max world_size={world_size} needs >= {world_size} train shards, found {n}")
     return n
