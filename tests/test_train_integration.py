@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hpcml.train import bench, checkpoint as ck
-from hpcml.train.local import TrainJobError, run_local, start_local
+from hpcml.train.targets.local import TrainJobError, run_local, start_local
 from hpcml.train.spec import TrainSpec
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
-"""Launchers from one TrainSpec: registry, node layout, MPIJob, Slurm script, AWS requests,
-and one real job through sbatch on the local Slurm cluster."""
+"""Launch targets from one TrainSpec: registry and typed options, node layout, MPIJob, Slurm
+script, AWS requests, and one real job through sbatch on the local Slurm cluster."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ import copy
 import dataclasses
 import importlib.util
 import json
+import os
 import subprocess
 
 import pytest
 
+from hpcml import paths
 from hpcml.aws.requests import AWSRequestError, validate_request
 from hpcml.k8s import train as kt
+from hpcml.k8s.common import restricted_container
 from hpcml.k8s.validate import validate_doc
-from hpcml.train import launch as L
 from hpcml.train.spec import TARGETS, TrainSpec
+from hpcml.train.targets import layout, sagemaker
+from hpcml.train.targets.registry import LAUNCHERS, launch
+from hpcml.train.targets.slurm import SlurmOptions
 
 PROD = kt.PRODUCTION_SPEC
 CPU = TrainSpec()  # the notebook's CI spec: 2 CPU workers x 1 thread
@@ -33,26 +38,44 @@ LAYOUTS = [
 @pytest.mark.parametrize("target", [t for t in TARGETS if t != "sagemaker"])
 def test_every_target_renders_from_the_same_spec(target, monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
-    res = L.launch(PROD, target=target, dry_run=True)
+    res = launch(PROD, target=target, dry_run=True)
     assert res.target == target and not res.submitted and res.request and res.reason == "dry run"
 
 
 @pytest.mark.unit
 def test_registry_covers_every_spec_target():
-    assert sorted(L.LAUNCHERS) == sorted(TARGETS)
+    assert sorted(LAUNCHERS) == sorted(TARGETS)
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("bad", ["ec2", "Local", ""], ids=["unknown", "case", "empty"])
 def test_bad_target_lists_the_registry(bad):
     with pytest.raises(ValueError, match=r"registered targets: \['batch', 'kubernetes', 'local', 'sagemaker', 'slurm'\]"):
-        L.launch(CPU, target=bad, dry_run=True)
+        launch(CPU, target=bad, dry_run=True)
+
+
+@pytest.mark.unit
+def test_unknown_option_names_the_target_and_its_options():
+    with pytest.raises(ValueError, match=r"launch target 'slurm' takes no option\(s\) \['context'\]; its options "
+                                         r"\(SlurmOptions\) are \['cluster', 'timeout_s', 'time_limit_min', 'fresh'\]"):
+        launch(CPU, target="slurm", dry_run=True, context="prod")
+
+
+@pytest.mark.unit
+def test_typed_options_and_keywords_are_the_same_launch():
+    by_kw = launch(CPU, target="slurm", dry_run=True, timeout_s=60)
+    typed = launch(CPU, target="slurm", dry_run=True, options=SlurmOptions(timeout_s=60))
+    assert by_kw.request == typed.request and by_kw.reason == typed.reason == "dry run"
+    with pytest.raises(ValueError, match="takes options=KubernetesOptions"):
+        launch(CPU, target="kubernetes", dry_run=True, options=SlurmOptions())
+    with pytest.raises(ValueError, match="not both"):
+        launch(CPU, target="slurm", dry_run=True, options=SlurmOptions(), fresh=False)
 
 
 @pytest.mark.unit
 def test_launch_rejects_a_non_spec():
     with pytest.raises(ValueError, match="expects a TrainSpec"):
-        L.launch({"name": "x"}, target="local")
+        launch({"name": "x"}, target="local")
 
 
 @pytest.mark.unit
@@ -93,7 +116,7 @@ def test_pods_are_restricted_and_mount_volumes(role):
     pod = kt.mpijob(PROD)["spec"]["mpiReplicaSpecs"][role]["template"]["spec"]
     c = pod["containers"][0]
     assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] == 1000
-    assert c["securityContext"] == kt.RESTRICTED
+    assert c["securityContext"] == restricted_container(uid=None)
     assert pod["serviceAccountName"] == "trainer" and pod["priorityClassName"] == "hpcml-training"
     vols = {v["name"]: v for v in pod["volumes"]}
     assert vols["shared"]["persistentVolumeClaim"]["claimName"] == kt.checkpoint_pvc(PROD)["metadata"]["name"]
@@ -118,20 +141,20 @@ def test_mpijob_missing_field_is_caught():
 ], ids=["not-whole-nodes", "too-many-gpus", "unknown-instance", "too-many-threads"])
 def test_bad_layout_names_the_field(change, field):
     with pytest.raises(ValueError, match=f"TrainSpec.{field}"):
-        L.node_layout(dataclasses.replace(PROD, **change))
+        layout.node_layout(dataclasses.replace(PROD, **change))
 
 
 @pytest.mark.unit
 def test_container_spec_points_into_the_shared_volume():
     c = json.loads(kt.spec_configmap(PROD)["data"]["spec.json"])
-    assert c["dataset_dir"].startswith(L.SHARED_MOUNT) and c["out_dir"] == f"{L.SHARED_MOUNT}/runs/{PROD.name}"
+    assert c["dataset_dir"].startswith(paths.SHARED_MOUNT) and c["out_dir"] == f"{paths.SHARED_MOUNT}/runs/{PROD.name}"
     assert TrainSpec.from_dict(c).world_size == PROD.world_size
 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("spec", [CPU, PROD], ids=["cpu", "prod"])
 def test_slurm_script_is_valid_bash_and_runs_horovodrun(spec):
-    body = L.slurm_body(spec, "/tmp/spec.json")
+    body = layout.slurm_body(spec, "/tmp/spec.json")
     subprocess.run(["bash", "-n"], input=body, text=True, check=True)
     assert f"--gloo -np {spec.world_size} -H \"$HOSTS\"" in body
     assert f"OMP_NUM_THREADS={spec.threads_per_worker}" in body
@@ -139,10 +162,10 @@ def test_slurm_script_is_valid_bash_and_runs_horovodrun(spec):
 
 @pytest.mark.unit
 def test_batch_requests_validate_and_match_the_layout():
-    reqs = L.batch_requests(PROD)
+    reqs = layout.batch_requests(PROD)
     node = reqs["register_job_definition"]["nodeProperties"]
     cont = node["nodeRangeProperties"][0]["container"]
-    lay = L.node_layout(PROD)
+    lay = layout.node_layout(PROD)
     assert node["numNodes"] == lay.nodes == reqs["submit_job"]["nodeOverrides"]["numNodes"]
     assert {"type": "GPU", "value": str(lay.gpus_per_node)} in cont["resourceRequirements"]
     subprocess.run(["bash", "-n"], input=cont["command"][2], text=True, check=True)
@@ -176,7 +199,7 @@ def _set(path, value):
     ("submit_job", _drop(["jobQueue"]), "jobQueue"),
 ], ids=["no-numNodes", "gpu-value-int", "type-int", "no-queue"])
 def test_broken_batch_request_fails_naming_the_field(op, mutate, needle):
-    req = copy.deepcopy(L.batch_requests(PROD)[op])
+    req = copy.deepcopy(layout.batch_requests(PROD)[op])
     mutate(req)
     with pytest.raises(AWSRequestError, match=needle):
         validate_request("batch", op, req)
@@ -186,18 +209,18 @@ def test_broken_batch_request_fails_naming_the_field(op, mutate, needle):
 def test_kubernetes_without_cluster_returns_manifests(monkeypatch, tmp_path):
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    res = L.launch(PROD, target="kubernetes")
+    res = launch(PROD, target="kubernetes")
     assert not res.submitted and "no Kubernetes cluster configured" in res.reason
     assert [d["kind"] for d in res.request] == ["PersistentVolumeClaim", "ConfigMap", "MPIJob"]
     with pytest.raises(RuntimeError, match="cannot submit the MPIJob"):
-        L.launch(PROD, target="kubernetes", dry_run=False)
+        launch(PROD, target="kubernetes", dry_run=False)
 
 
 @pytest.mark.unit
 def test_rendered_manifests_are_the_production_spec():
     out = kt.render()
     assert out["train/mpijob.yaml"][1] == kt.mpijob(PROD)
-    assert out["train/batch-register-job-definition.json"] == L.batch_requests(PROD)["register_job_definition"]
+    assert out["train/batch-register-job-definition.json"] == layout.batch_requests(PROD)["register_job_definition"]
 
 
 @pytest.mark.integration
@@ -205,14 +228,14 @@ def test_pod_templates_pass_security_lint(tmp_path):
     """checkov over the launcher/worker pods (it does not parse the MPIJob CRD itself)."""
     import yaml
 
-    from hpcml.cluster import security_lint as kube
+    from hpcml.cluster import security_lint
 
-    if not kube.checkov_path().exists():
-        pytest.skip(f"checkov not installed at {kube.checkov_path()}")
+    if not security_lint.checkov_path().exists():
+        pytest.skip(f"checkov not installed at {security_lint.checkov_path()}")
     pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": t["metadata"]["name"], "namespace": "hpcml"},
              "spec": t["template"]["spec"]} for t in kt.pod_templates(PROD)]
     (tmp_path / "pods.yaml").write_text(yaml.safe_dump_all(pods))
-    failed = kube.lint_manifests(tmp_path)["failed"]
+    failed = security_lint.lint_manifests(tmp_path)["failed"]
     accepted = {
         ("CKV_K8S_8", "launcher"), ("CKV_K8S_9", "launcher"),  # a batch process: no endpoint to probe
         ("CKV2_K8S_6", "launcher"), ("CKV2_K8S_6", "worker"),  # NetworkPolicies live in manifests/cluster
@@ -223,16 +246,26 @@ def test_pod_templates_pass_security_lint(tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_sagemaker_request_built_by_the_sdk_validates():
-    """The SDK's ModelTrainer (MPI) stages code into a local S3 and yields CreateTrainingJob."""
-    res = L.launch(PROD, target="sagemaker", dry_run=True)
+def test_sagemaker_request_built_by_the_sdk_validates(monkeypatch):
+    """The SDK's ModelTrainer (MPI) stages code into a local S3 and yields CreateTrainingJob,
+    with the process environment left alone (no fake AWS variables, not even while it builds)."""
+    env = dict(os.environ)
+    build = sagemaker.sagemaker_trainer
+
+    def trainer_seeing_the_environment(*args, **kw):
+        assert dict(os.environ) == env
+        return build(*args, **kw)
+
+    monkeypatch.setattr(sagemaker, "sagemaker_trainer", trainer_seeing_the_environment)
+    res = launch(PROD, target="sagemaker", dry_run=True)
+    assert dict(os.environ) == env
     req, staged = res.request["create_training_job"], res.request["staged"]
-    lay = L.node_layout(PROD)
+    lay = layout.node_layout(PROD)
     assert req["ResourceConfig"] == {"InstanceType": f"ml.{PROD.instance_type}", "InstanceCount": lay.nodes,
                                      "VolumeSizeInGB": 100}
     assert json.loads(staged["distributed.json"])["process_count_per_node"] == lay.slots
     assert json.loads(staged["sourcecode.json"])["entry_script"] == "hpcml_entry.py"
-    assert req["EnableManagedSpotTraining"] and req["CheckpointConfig"]["LocalPath"] == L.SM_CHECKPOINTS
+    assert req["EnableManagedSpotTraining"] and req["CheckpointConfig"]["LocalPath"] == sagemaker.SM_CHECKPOINTS
     broken = {k: v for k, v in req.items() if k != "RoleArn"}
     with pytest.raises(AWSRequestError, match="RoleArn"):
         validate_request("sagemaker", "create_training_job", broken)
@@ -266,7 +299,7 @@ def test_sbatch_runs_the_spec_end_to_end(build_tmp, tmp_path):
                      dataset_dir=str(data), pin_cpus=False)
     cl = slurm.ensure_cluster(tmp_path / "slurm")
     try:
-        res = L.launch(spec, target="slurm", cluster=cl, timeout_s=600)
+        res = launch(spec, target="slurm", cluster=cl, timeout_s=600)
     finally:
         cl.stop()
         from hpcml.data.spark import stop_session
@@ -281,6 +314,6 @@ def test_sbatch_runs_the_spec_end_to_end(build_tmp, tmp_path):
 @pytest.mark.unit
 def test_slurm_refuses_elastic_and_wrong_shard_count(build_tmp, tmp_path):
     with pytest.raises(ValueError, match="TrainSpec.elastic"):
-        L.launch(dataclasses.replace(CPU, elastic=True), target="slurm")
+        launch(dataclasses.replace(CPU, elastic=True), target="slurm")
     with pytest.raises(FileNotFoundError, match="no train shards"):
-        L.launch(dataclasses.replace(CPU, dataset_dir=str(tmp_path / "empty")), target="slurm")
+        launch(dataclasses.replace(CPU, dataset_dir=str(tmp_path / "empty")), target="slurm")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from hpcml.train import abtest, bench, checkpoint as ck, core
+from hpcml.train import abtest, bench, checkpoint as ck, loop, shards, stats
 from hpcml.train.models import count_params, make_model, train_flops_per_sample
 
 pytestmark = pytest.mark.unit
@@ -52,32 +52,32 @@ def test_make_model_rejects_bad_input(arch, kw, err):
     (0.0, 1, 0.0, 0.1), (5.5, 2, 1.0, 0.1),
 ], ids=["start", "mid-warmup", "peak", "end-cosine", "no-warmup", "cosine-half"])
 def test_lr_schedule(progress, ws, warm, expect):
-    assert core.lr_at(progress, 0.1, ws, warm, 10.0) == pytest.approx(expect, abs=1e-9)
+    assert loop.lr_at(progress, 0.1, ws, warm, 10.0) == pytest.approx(expect, abs=1e-9)
 
 
 def test_lr_constant_schedule_and_errors():
-    assert core.lr_at(9.0, 0.1, 2, 1.0, 10.0, "constant") == pytest.approx(0.2)
+    assert loop.lr_at(9.0, 0.1, 2, 1.0, 10.0, "constant") == pytest.approx(0.2)
     with pytest.raises(ValueError, match="schedule"):
-        core.lr_at(5.0, 0.1, 2, 1.0, 10.0, "step")
+        loop.lr_at(5.0, 0.1, 2, 1.0, 10.0, "step")
 
 
 @pytest.mark.parametrize("fn,args,expect", [
-    (bench.scaling_efficiency, (180.0, 100.0, 2), 0.9),
+    (stats.scaling_efficiency, (180.0, 100.0, 2), 0.9),
     (abtest.overhead_pct, (0.100, 0.104), 4.0),
-    (bench.mfu, (10.0, 2e9, 100e9), 0.2),
+    (stats.mfu, (10.0, 2e9, 100e9), 0.2),
 ], ids=["scaling", "overhead", "mfu"])
 def test_bench_maths(fn, args, expect):
     assert fn(*args) == pytest.approx(expect)
 
 
 def test_ci95_is_horovods_mean_and_1_96_sigma():
-    mean, conf = bench.ci95([10.0, 12.0])
+    mean, conf = stats.ci95([10.0, 12.0])
     assert (mean, conf) == pytest.approx((11.0, 1.96))
 
 
 def test_epoch_order_is_deterministic_and_rank_specific():
-    a, b = core.epoch_order(100, 0, 1, 0), core.epoch_order(100, 0, 1, 0)
-    assert (a == b).all() and not (a == core.epoch_order(100, 0, 1, 1)).all()
+    a, b = loop.epoch_order(100, 0, 1, 0), loop.epoch_order(100, 0, 1, 0)
+    assert (a == b).all() and not (a == loop.epoch_order(100, 0, 1, 1)).all()
     assert sorted(a) == list(range(100))
 
 
@@ -97,13 +97,13 @@ def test_shard_checks(tmp_path, have, ws, elastic, err):
     if have is not None:
         _touch_shards(tmp_path, "train", have)
     with pytest.raises((ValueError, FileNotFoundError), match=err):
-        core.check_world_size(tmp_path, ws, elastic)
+        shards.check_world_size(tmp_path, ws, elastic)
 
 
 def test_shard_check_passes(tmp_path):
     _touch_shards(tmp_path, "train", [0, 1, 2])
-    assert core.check_world_size(tmp_path, 3) == 3
-    assert core.check_world_size(tmp_path, 2, elastic=True) == 3
+    assert shards.check_world_size(tmp_path, 3) == 3
+    assert shards.check_world_size(tmp_path, 2, elastic=True) == 3
 
 
 def test_checkpoint_roundtrip_pointer_and_pruning(tmp_path):
@@ -165,7 +165,7 @@ def test_fit_local_learns_and_stops_early():
            "width": 8, "depth": 2, "dropout": 0.0, "seed": 0}
     seen = []
     x, y = _toy(320)
-    res = core.fit_local(cfg, (x[:256], y[:256]), (x[256:], y[256:]), epochs=5,
+    res = loop.fit_local(cfg, (x[:256], y[:256]), (x[256:], y[256:]), epochs=5,
                          on_epoch=lambda e, m: seen.append(m) or e == 1, threads=1)
     assert res["epochs_run"] == 2 and len(seen) == 2 and set(seen[0]) == {"val_accuracy", "loss"}
     assert res["val_accuracy"] > 0.5 and isinstance(res["model"], torch.nn.Module)
@@ -175,19 +175,19 @@ def test_nan_loss_names_the_step():
     x, y = _toy(64)
     x[:] = np.nan  # every batch is poisoned: the very first step must stop
     cfg = {"lr": 0.01, "batch_size": 32, "arch": "cnn", "width": 4, "seed": 0}
-    with pytest.raises(core.NaNLossError, match="at step 1") as ei:
-        core.fit_local(cfg, (x, y), _toy(8), epochs=1)
+    with pytest.raises(loop.NaNLossError, match="at step 1") as ei:
+        loop.fit_local(cfg, (x, y), _toy(8), epochs=1)
     assert ei.value.step == 1 and math.isnan(ei.value.loss)
 
 
 def test_fit_local_config_errors():
     with pytest.raises(ValueError, match="'lr'"):
-        core.fit_local({"batch_size": 8}, _toy(8), _toy(8), epochs=1)
+        loop.fit_local({"batch_size": 8}, _toy(8), _toy(8), epochs=1)
 
 
 # --- exporter A/B inside one run ------------------------------------------------------------
 def test_ab_state_warms_up_then_alternates_abba():
-    from hpcml.train.worker import ab_state
+    from hpcml.train.exporter import ab_state
 
     states = [ab_state(s, 2) for s in range(18)]
     assert states[:2] == [None, None]  # warm-up block, exporter on, not counted
@@ -197,7 +197,7 @@ def test_ab_state_warms_up_then_alternates_abba():
 
 
 def test_ab_summary_is_a_ratio_of_means_over_steps():
-    from hpcml.train.worker import ab_summary
+    from hpcml.train.exporter import ab_summary
 
     blocks = [{"block": 1, "on": False, "steps": 10, "sum_s": 1.0},
               {"block": 2, "on": True, "steps": 10, "sum_s": 1.3},  # one scrape landed here
@@ -212,14 +212,14 @@ def test_ab_summary_is_a_ratio_of_means_over_steps():
 
 
 def test_ab_summary_without_both_arms_says_what_is_missing():
-    from hpcml.train.worker import ab_summary
+    from hpcml.train.exporter import ab_summary
 
     with pytest.raises(ValueError, match="0 on and 1 off blocks of 10 steps"):
         ab_summary([{"block": 1, "on": False, "steps": 10, "sum_s": 1.0}], 10)
 
 
 def test_exporter_ab_toggles_and_counts_only_measured_blocks():
-    from hpcml.train.worker import ExporterAB
+    from hpcml.train.exporter import ExporterAB
 
     class Switch:  # records what the A/B asked of the exporter
         def __init__(self):
@@ -248,7 +248,7 @@ def test_exporter_switched_off_refuses_scrapes_and_comes_back():
     import urllib.error
     import urllib.request
 
-    from hpcml.train.worker import Exporter
+    from hpcml.train.exporter import Exporter
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -307,7 +307,7 @@ def test_exporter_switches_off_and_on_at_once_and_its_cost_is_timed():
 
     from hpcml.monitor.drill import exporter_cost
     from hpcml.proc import free_port
-    from hpcml.train.worker import Exporter
+    from hpcml.train.exporter import Exporter
 
     port = free_port()
     ex = Exporter(port, rank=0)

@@ -3,7 +3,8 @@
 Pure builders (spec -> dict): :func:`mpijob`, :func:`checkpoint_pvc`, :func:`spec_configmap`;
 :func:`render` writes them for :data:`PRODUCTION_SPEC` (ResNet-50, 8 workers x 1 GPU on two
 g4dn.12xlarge nodes) into ``manifests/train/``, beside the AWS Batch requests built from the
-same spec.
+same spec (the layout, container spec and horovodrun command are
+:mod:`hpcml.train.targets.layout`'s).
 
 How the MPIJob runs (mpi-operator v2): the operator creates the Worker pods, a headless
 Service and an SSH key Secret (mounted at ``sshAuthMountPath``) and a hostfile
@@ -15,7 +16,8 @@ which starts ``slotsPerWorker`` ranks in each worker pod over SSH (Gloo rendezvo
 image's Horovod is built with Gloo).
 
 Security: pods satisfy Pod Security Admission ``restricted`` (non-root uid 1000, no privilege
-escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root filesystem).
+escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root filesystem: the
+securityContexts of :mod:`hpcml.k8s.common`; the containers take the uid from the pod).
 What is relaxed compared with a stock sshd, and why: sshd runs as uid 1000 on the
 unprivileged port 2222 (no NET_BIND_SERVICE, no privilege separation) with ``StrictModes no``
 (the kubelet mounts the operator's key Secret group-owned by fsGroup, which StrictModes
@@ -28,11 +30,11 @@ from __future__ import annotations
 import dataclasses
 
 from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT
-from hpcml.train.launch import (SHARED_MOUNT, SSH_PORT, batch_requests, container_spec, horovodrun_argv,
-                                node_layout)
+from hpcml.k8s.common import APP_UID, NAMESPACE, labels, meta, restricted_container, restricted_pod
+from hpcml.paths import SHARED_MOUNT
 from hpcml.train.spec import TrainSpec
+from hpcml.train.targets.layout import SSH_PORT, batch_requests, container_spec, horovodrun_argv, node_layout
 
-NS = "hpcml"
 SERVICE_ACCOUNT = "trainer"
 PRIORITY_CLASS = "hpcml-training"
 STORAGE_CLASS = "efs-sc"  # EFS CSI (ReadWriteMany); FSx for Lustre: "fsx-sc"
@@ -56,19 +58,14 @@ PRODUCTION_SPEC = TrainSpec(
     checkpoint_every=500, metrics_port=9100, gpus_per_worker=1, instance_type="g4dn.12xlarge",
 )
 
-RESTRICTED = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-              "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
-
 
 def _labels(spec: TrainSpec, role: str | None = None) -> dict[str, str]:
-    out = {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/part-of": "hpcml", "hpcml.io/stage": "train"}
-    if role:
-        out["app.kubernetes.io/component"] = role
-    return out
+    """The project's labels for one of this job's objects (``role``: launcher or worker)."""
+    return labels(spec.name, stage="train", component=role)
 
 
 def _meta(spec: TrainSpec, name: str, role: str | None = None) -> dict:
-    return {"name": name, "namespace": NS, "labels": _labels(spec, role)}
+    return meta(name, NAMESPACE, _labels(spec, role))
 
 
 def spec_configmap(spec: TrainSpec) -> dict:
@@ -88,8 +85,7 @@ def _pod_spec(spec: TrainSpec, container: dict, volumes: list[dict], gpu: bool) 
     pod: dict = {
         "serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
         "priorityClassName": PRIORITY_CLASS, "enableServiceLinks": False,
-        "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "securityContext": restricted_pod(APP_UID),
         "containers": [container], "volumes": volumes,
     }
     if gpu:
@@ -123,7 +119,7 @@ def launcher_template(spec: TrainSpec) -> dict:
         "command": argv[:1], "args": argv[1:],
         "env": [{"name": "HOROVOD_GLOO_TIMEOUT_SECONDS", "value": "300"}],
         "resources": {"requests": res, "limits": res},
-        "securityContext": RESTRICTED, "volumeMounts": _volume_mounts(shm=False),
+        "securityContext": restricted_container(uid=None), "volumeMounts": _volume_mounts(shm=False),
     }
     return {"metadata": {"labels": _labels(spec, "launcher")},
             "spec": _pod_spec(spec, container, _volumes(spec, None), gpu=False)}
@@ -145,7 +141,7 @@ def worker_template(spec: TrainSpec) -> dict:
         "readinessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": 20, "failureThreshold": 6},
         "resources": {"requests": res, "limits": dict(res)},  # Guaranteed QoS; GPUs: requests = limits
-        "securityContext": RESTRICTED, "volumeMounts": _volume_mounts(shm=True),
+        "securityContext": restricted_container(uid=None), "volumeMounts": _volume_mounts(shm=True),
     }
     return {"metadata": {"labels": _labels(spec, "worker")},
             "spec": _pod_spec(spec, container, _volumes(spec, lay.shm_gib), gpu=bool(lay.gpus_per_node))}

@@ -80,7 +80,7 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600, take_snapsh
         ``{"metrics": the job's final metrics, "start": t0, "end": t1, "targets": snapshot
         of Prometheus's targets while the ranks were scraped (DataFrame or None), "spec": spec}``.
     """
-    from hpcml.train.local import start_local
+    from hpcml.train.targets.local import start_local
 
     tlog = logs.get_logger("train", rank=0)
     if stack is not None and spec.metrics_port:
@@ -241,14 +241,15 @@ def serving_model() -> Path | None:
 def exporter_cost(n: int = 2000, scrapes: int = 50) -> dict[str, float]:
     """The training exporter's own cost, timed in-process (precise where an A/B is noisy).
 
-    Builds the real per-rank exporter (``hpcml.train.worker.Exporter``) on a free loopback
+    Builds the real per-rank exporter (``hpcml.train.exporter.Exporter``) on a free loopback
     port, times ``observe()`` (one call per training step) and one full scrape of its
     ``/metrics`` (what Prometheus does every scrape interval).
 
     Returns:
         ``{"observe_us": per step, "scrape_ms": per scrape, "scrape_bytes": size}``.
     """
-    from hpcml.train.worker import Exporter
+    from hpcml.proc import free_port
+    from hpcml.train.exporter import Exporter
 
     port = free_port()
     ex = Exporter(port, rank=0)

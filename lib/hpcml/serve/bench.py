@@ -50,7 +50,8 @@ def quick_model(epochs: int = 1, n_shards: int = 2, seed: int = 0) -> Path:
     try:
         from hpcml.data import dataset as data
         from hpcml.train.checkpoint import save_model
-        from hpcml.train.core import fit_local, load_normalization
+        from hpcml.train.loop import fit_local
+        from hpcml.train.shards import load_normalization
     except ImportError as exc:
         raise RuntimeError(f"no model to serve and cannot train one here ({exc}): "
                            "run notebooks/02_horovod_training.ipynb first") from None

@@ -5,8 +5,8 @@ placement, CPU frequency, the other tenants of a shared machine: step times drif
 ±10–30% over a minute here). Alternating short blocks of the two arms inside one run, in
 ABBA order (off, on, on, off, off, on, …), makes slow drift hit both arms alike; each pair
 of consecutive blocks gives one paired estimate, and their spread gives the interval.
-Used by the exporter A/B (:class:`hpcml.train.worker.ExporterAB`) and by the Horovod-loop
-overhead benchmark (:func:`hpcml.train.bench.overhead`).
+Used by the exporter A/B (:class:`hpcml.train.exporter.ExporterAB`) and by the Horovod-loop
+overhead benchmark (:func:`hpcml.train.bench_worker.overhead`).
 """
 
 from __future__ import annotations

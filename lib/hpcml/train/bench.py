@@ -1,308 +1,30 @@
-"""Training benchmarks, each run under real ``horovodrun`` and recorded, never asserted on time.
+"""Training benchmark drivers, each run under real ``horovodrun`` and recorded, never asserted on time.
 
-* ``synthetic`` — Horovod's synthetic benchmark method (``pytorch_synthetic_benchmark.py``):
-  random ImageNet-shaped batches, warm-up batches, then ``iters`` timed iterations of
-  ``batches_per_iter`` steps; img/s per worker as mean ± 1.96σ over iterations, **each rank
-  measured** and the total the sum over ranks.
-* ``overhead`` — the Horovod step (:func:`hpcml.train.worker.hvd_step`) at world size 1 vs a
-  plain PyTorch step on the same batches, in alternating ABBA blocks in one process.
-* ``profile`` — ``torch.profiler`` over a few Horovod steps: top ops table and the split
-  data / compute / allreduce wait / optimizer.
+:func:`run_bench` starts the benchmark ``modes`` of :mod:`hpcml.train.bench_worker` under
+``horovodrun -np N`` (the local target's :func:`~hpcml.train.targets.local.start_local`) and
+reads back the JSON rank 0 writes; :func:`scaling` runs the synthetic benchmark at 1 and N
+workers; :func:`ceiling` times N plain-PyTorch processes alone and together (the hardware's
+scaling ceiling). The statistics are in :mod:`hpcml.train.stats` and :mod:`hpcml.train.abtest`.
 
-Drivers (:func:`run_bench`, :func:`scaling`, …) launch ``python -m hpcml.train.bench --worker``
-through the local launcher and read back the JSON rank 0 writes. Pure maths
-(:func:`ci95`, :func:`scaling_efficiency`, :func:`mfu`; the A/B in :mod:`hpcml.train.abtest`) is unit-tested.
+``python -m hpcml.train.bench [--np N]`` prints the scaling efficiency of a small run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import os
+import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from hpcml import paths
+from hpcml.train import stats
+from hpcml.train.bench_worker import DEFAULTS, MODES
 
-DEFAULTS: dict[str, Any] = {
-    "arch": "resnet50", "image_size": 64, "batch_size": 4, "num_classes": 1000, "channels_last": True,
-    "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
-    "overhead_steps": 10, "overhead_rounds": 12, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
-    "cycle_time_ms": None,
-}
+WORKER_MODULE = "hpcml.train.bench_worker"
 
 
-# --- pure maths -------------------------------------------------------------------------
-def ci95(values: list[float]) -> tuple[float, float]:
-    """(mean, 1.96 × population σ) — Horovod's ``img_sec_mean ± img_sec_conf``."""
-    if not values:
-        raise ValueError("ci95: no values")
-    return float(np.mean(values)), float(1.96 * np.std(values))
-
-
-def scaling_efficiency(total_n: float, single: float, n: int) -> float:
-    """throughput(n workers) / (n × throughput(1 worker))."""
-    if n < 1 or single <= 0:
-        raise ValueError("scaling_efficiency: need n >= 1 and a positive single-worker throughput")
-    return total_n / (n * single)
-
-
-def mfu(samples_per_s: float, flops_per_sample: float, peak_flops: float) -> float:
-    """Model FLOPs utilisation: achieved training FLOP/s over the peak FLOP/s."""
-    if peak_flops <= 0:
-        raise ValueError("mfu: peak must be > 0")
-    return samples_per_s * flops_per_sample / peak_flops
-
-
-# --- worker side (inside horovodrun) -----------------------------------------------------
-def _setup(cfg: dict) -> Any:
-    import horovod.torch as hvd
-
-    from hpcml.train.worker import pin_cpus
-
-    hvd.init()
-    torch.set_num_threads(int(cfg["threads"]))
-    cores = pin_cpus(hvd.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
-    return hvd, cores
-
-
-def _wrap(hvd: Any, model: torch.nn.Module, lr: float, cfg: dict) -> Any:
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    comp = hvd.Compression.fp16 if cfg["fp16_allreduce"] else hvd.Compression.none
-    opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(), compression=comp)
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    hvd.broadcast_optimizer_state(opt, root_rank=0)
-    return opt
-
-
-def _synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    from hpcml.train.models import make_model
-
-    torch.manual_seed(0)
-    # Horovod only reduces/broadcasts contiguous tensors, so the weights keep the default
-    # layout; a channels-last *input* still makes every activation channels-last (NHWC).
-    model = make_model(cfg["arch"], num_classes=cfg["num_classes"])
-    x = torch.randn(cfg["batch_size"], 3, cfg["image_size"], cfg["image_size"])
-    if cfg["channels_last"]:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, cfg["num_classes"], (cfg["batch_size"],))
-    return model, x, y
-
-
-def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, Any]:
-    """Warm-up batches, then ``iters`` timed iterations of ``batches_per_iter`` steps."""
-    for _ in range(cfg["warmup_batches"]):
-        step()
-    if on_timed_start:
-        on_timed_start()
-    img_secs = []
-    for _ in range(cfg["iters"]):
-        t0 = time.perf_counter()
-        for _ in range(cfg["batches_per_iter"]):
-            step()
-        img_secs.append(cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0))
-    mean, conf = ci95(img_secs)
-    return {"img_per_s": mean, "conf95": conf, "iters": img_secs}
-
-
-def synthetic(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """Synthetic ResNet benchmark on this rank; every rank's img/s gathered to all."""
-    from hpcml.train.worker import Timers, hvd_step
-
-    model, x, y = _synthetic_model(cfg)
-    opt = _wrap(hvd, model, 0.01, cfg)
-    import psutil
-
-    proc, timers, start = psutil.Process(), Timers(), {}
-
-    def timed_start() -> None:
-        timers.update(Timers())
-        start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches())
-
-    mine = {"rank": hvd.rank(), **_timed_iters(lambda: hvd_step(hvd, model, opt, x, y, timers), cfg,
-                                               on_timed_start=timed_start)}
-    wall, cpu, ctx = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches()
-    mine["time_split"] = dict(timers)
-    # what the process spent besides the step's own maths: kernel time and thread wake-ups
-    mine["process"] = {"user_s": cpu.user - start["cpu"].user, "system_s": cpu.system - start["cpu"].system,
-                       "wall_s": wall, "ctx_switches_per_s": (ctx.voluntary + ctx.involuntary
-                                                          - start["ctx"].voluntary - start["ctx"].involuntary) / wall}
-    ranks = hvd.allgather_object(mine)
-    return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
-            "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks]))}
-
-
-def _wait_files(d: Path, names: list[str], timeout_s: float = 600) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not all((d / n).exists() for n in names):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"independent benchmark: waited {timeout_s} s for {names} in {d}")
-        time.sleep(0.01)
-
-
-def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
-    """The synthetic step in plain PyTorch (no Horovod, no communication), pinned like rank ``slot``.
-
-    With ``n`` slots sharing ``barrier_dir`` the phases are: warm-up; the first half of the
-    slots each timed **alone** in turn (the others sleep on a file barrier); all slots timed
-    **together**; then the second half alone. Alone and together are measured by the same
-    processes, minutes apart at most, so slow drift on a shared machine hits both.
-    """
-    from hpcml.train.worker import pin_cpus
-
-    torch.set_num_threads(int(cfg["threads"]))
-    cores = pin_cpus(slot, int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
-    model, x, y = _synthetic_model(cfg)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
-    d, n = Path(cfg["barrier_dir"]), int(cfg["n"])
-    first = (n + 1) // 2  # slots 0..first-1 are timed alone before the together phase
-    timed = {**cfg, "warmup_batches": 0}
-
-    def alone() -> dict[str, Any]:  # in slot order; the first of the second half follows "together"
-        _wait_files(d, [f"alone-{slot - 1}"] if 0 < slot != first else [])
-        r = _timed_iters(step, timed)
-        (d / f"alone-{slot}").touch()
-        return r
-
-    for _ in range(cfg["warmup_batches"]):
-        step()
-    (d / f"warm-{slot}").touch()
-    _wait_files(d, [f"warm-{k}" for k in range(n)])
-    out: dict[str, Any] = {"slot": slot, "cores": cores}
-    if slot < first:
-        out["alone"] = alone()
-    _wait_files(d, [f"alone-{k}" for k in range(first)])
-    out["together"] = _timed_iters(step, timed)
-    (d / f"together-{slot}").touch()
-    if slot >= first:
-        _wait_files(d, [f"together-{k}" for k in range(n)])
-        out["alone"] = alone()
-    return out
-
-
-def _cnn_data(cfg: dict, rank: int) -> tuple[np.ndarray, np.ndarray]:
-    if cfg.get("dataset_dir"):
-        from hpcml.train.core import read_split
-
-        n = len(list((Path(cfg["dataset_dir"]) / "train").glob("shard-*.parquet")))
-        return read_split(Path(cfg["dataset_dir"]), "train", shard=rank % max(n, 1))
-    rng = np.random.default_rng(rank)
-    return rng.normal(size=(2048, 784)).astype(np.float32), rng.integers(0, 10, 2048).astype(np.int64)
-
-
-def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """Plain PyTorch step vs the Horovod step on the same CNN batches, in one process.
-
-    Two models with the same initial weights, one with a plain SGD optimizer and one wrapped
-    in ``hvd.DistributedOptimizer``, take turns in blocks of ``overhead_steps`` steps in ABBA
-    order (:mod:`hpcml.train.abtest`), ``overhead_rounds`` block pairs in all: the ratio of
-    mean step times, with a 95% interval over the pairs.
-    """
-    from hpcml.train import abtest, core
-    from hpcml.train.models import make_model
-    from hpcml.train.worker import Timers, hvd_step
-
-    x, y = _cnn_data(cfg, hvd.rank())
-    b = cfg["cnn_batch"]
-    batches = [(torch.from_numpy(x[i:i + b]), torch.from_numpy(y[i:i + b]))
-               for i in range(0, min(len(x), b * cfg["overhead_steps"]) - b + 1, b)]
-    torch.manual_seed(0)
-    plain_m = make_model("cnn")
-    plain_o = core.make_optimizer(plain_m, "sgd", 0.01)
-    torch.manual_seed(0)
-    hvd_m = make_model("cnn")
-    hvd_o = _wrap(hvd, hvd_m, 0.01, cfg)
-    timers = Timers()
-    steps = {False: lambda xb, yb: core.train_step(plain_m, plain_o, xb, yb),
-             True: lambda xb, yb: hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers)}
-    for xb, yb in batches[:2]:  # warm-up both
-        steps[False](xb, yb)
-        steps[True](xb, yb)
-    blocks = []
-    for k in range(2 * cfg["overhead_rounds"]):
-        on = abtest.abba_on(k)
-        t0 = time.perf_counter()
-        for xb, yb in batches:
-            steps[on](xb, yb)
-        blocks.append({"block": k + 1, "on": on, "steps": len(batches), "sum_s": time.perf_counter() - t0})
-    ab = abtest.summarize(blocks, len(batches), "Horovod")
-    return {"plain_step_s": ab["mean_step_off_s"], "horovod_step_s": ab["mean_step_on_s"],
-            "overhead_pct": ab["overhead_pct"], "ci95_half_width_pct": ab["ci95_half_width_pct"],
-            "pair_overheads_pct": ab["pair_overheads_pct"], "blocks": blocks, "steps_per_block": len(batches)}
-
-
-def profile(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """torch.profiler over ``profile_steps`` Horovod CNN steps on this rank."""
-    from torch.profiler import ProfilerActivity, record_function
-    from torch.profiler import profile as tprofile
-
-    from hpcml.train.models import make_model
-
-    x, y = _cnn_data(cfg, hvd.rank())
-    b = cfg["cnn_batch"]
-    torch.manual_seed(0)
-    model = make_model("cnn")
-    opt = _wrap(hvd, model, 0.01, cfg)
-    split = {"data": 0.0, "compute": 0.0, "allreduce": 0.0, "optimizer": 0.0}
-    with tprofile(activities=[ProfilerActivity.CPU]) as prof:
-        for s in range(cfg["profile_steps"]):
-            t0 = time.perf_counter()
-            with record_function("data"):
-                idx = np.arange(s * b, (s + 1) * b) % len(x)
-                xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
-            t1 = time.perf_counter()
-            with record_function("forward_backward"):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(xb), yb).backward()
-            t2 = time.perf_counter()
-            with record_function("allreduce_wait"):
-                opt.synchronize()
-            t3 = time.perf_counter()
-            with record_function("optimizer"):
-                with opt.skip_synchronize():
-                    opt.step()
-            t4 = time.perf_counter()
-            for k, dt in zip(split, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
-                split[k] += dt
-    rows = []
-    for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]:
-        rows.append({"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
-                     "cpu_total_ms": e.cpu_time_total / 1e3})
-    total = sum(split.values()) or 1.0
-    return {"top_ops": rows, "split_s": split, "split_frac": {k: v / total for k, v in split.items()},
-            "steps": cfg["profile_steps"]}
-
-
-MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile}
-
-
-def worker_main(cfg_path: str) -> int:
-    cfg = {**DEFAULTS, **json.loads(Path(cfg_path).read_text())}
-    hvd, cores = _setup(cfg)
-    out: dict[str, Any] = {"world_size": hvd.size(), "config": cfg,
-                           "horovod_cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME")}
-    for mode in cfg["modes"]:
-        out[mode] = MODES[mode](hvd, cfg)
-    cores_all = hvd.allgather_object(cores)
-    if hvd.rank() == 0:
-        out["cores"] = cores_all
-        paths.atomic_write_text(Path(cfg["out"]), json.dumps(out, indent=2, default=float))
-    return 0
-
-
-# --- driver side --------------------------------------------------------------------------
 def _check_options(cfg: dict) -> None:
     unknown = sorted(set(cfg) - set(DEFAULTS))
     if unknown:
@@ -311,8 +33,8 @@ def _check_options(cfg: dict) -> None:
 
 def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: str = "", **cfg: Any) -> dict[str, Any]:
     """Run benchmark ``modes`` under ``horovodrun -np world_size``; returns rank 0's JSON."""
-    from hpcml.train.local import start_local
     from hpcml.train.spec import TrainSpec
+    from hpcml.train.targets.local import start_local
 
     bad = [m for m in modes if m not in MODES]
     if bad:
@@ -332,8 +54,8 @@ def run_bench(world_size: int, modes: list[str], timeout_s: float = 600, tag: st
     spec = TrainSpec(name=name, world_size=world_size, threads_per_worker=int(full["threads"]),
                      pin_cpus=bool(full["pin"]), out_dir=str(out_dir))
     env = {"HOROVOD_CYCLE_TIME": str(full["cycle_time_ms"])} if full["cycle_time_ms"] else None
-    job = start_local(spec, on_progress=None, module="hpcml.train.bench", env=env,
-                      module_args=["--worker", "--config", str(out_dir / "bench.json")], check_data=False)
+    job = start_local(spec, on_progress=None, module=WORKER_MODULE, env=env,
+                      module_args=["--config", str(out_dir / "bench.json")], check_data=False)
     try:
         job.proc.wait(timeout=timeout_s)
     except Exception:
@@ -353,7 +75,7 @@ def scaling(world_size: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str
     one = run_bench(1, ["synthetic"], timeout_s, tag="scale", **cfg)["synthetic"]
     many = run_bench(world_size, ["synthetic"], timeout_s, tag="scale", **cfg)["synthetic"]
     return {"one": one, "many": many, "world_size": world_size,
-            "efficiency": scaling_efficiency(many["total_img_per_s"], one["total_img_per_s"], world_size)}
+            "efficiency": stats.scaling_efficiency(many["total_img_per_s"], one["total_img_per_s"], world_size)}
 
 
 def ceiling(n: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
@@ -361,12 +83,10 @@ def ceiling(n: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
 
     No Horovod, no communication: what ``n`` processes get from these cores when they share
     nothing but the hardware (caches, memory bandwidth, the hypervisor). Each process is timed
-    alone and all together (:func:`independent_worker`); the ratio of the together
-    throughput to the sum of the alone throughputs is the ceiling any data-parallel method
-    can reach here.
+    alone and all together (:func:`hpcml.train.bench_worker.independent_worker`); the ratio
+    of the together throughput to the sum of the alone throughputs is the ceiling any
+    data-parallel method can reach here.
     """
-    import subprocess
-
     if n < 1:
         raise ValueError(f"ceiling: n must be >= 1, got {n}")
     _check_options(cfg)
@@ -380,7 +100,7 @@ def ceiling(n: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
     for k in range(n):
         res = out_dir / f"slot-{k}.json"
         procs.append((res, subprocess.Popen(
-            [sys.executable, "-m", "hpcml.train.bench", "--independent", "--config", str(cfg_path),
+            [sys.executable, "-m", WORKER_MODULE, "--independent", "--config", str(cfg_path),
              "--slot", str(k), "--result", str(res)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
     per = []
     try:
@@ -400,27 +120,13 @@ def ceiling(n: int = 2, timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m hpcml.train.bench``: a scaling run; prints its efficiency and throughputs as JSON."""
     ap = argparse.ArgumentParser(description="hpcml training benchmarks")
-    ap.add_argument("--worker", action="store_true", help="run as a horovodrun worker")
-    ap.add_argument("--config", help="benchmark config JSON (worker / independent mode)")
-    ap.add_argument("--independent", action="store_true", help="run one plain-PyTorch process (no Horovod)")
-    ap.add_argument("--slot", type=int, default=0, help="independent: core slot to pin to")
-    ap.add_argument("--result", help="independent: where to write the JSON result")
-    ap.add_argument("--np", type=int, default=2, help="driver: workers for the scaling run")
+    ap.add_argument("--np", type=int, default=2, help="workers for the scaling run")
     ap.add_argument("--image-size", type=int, default=DEFAULTS["image_size"])
     ap.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
     ap.add_argument("--iters", type=int, default=DEFAULTS["iters"])
     args = ap.parse_args(argv)
-    if args.worker:
-        if not args.config:
-            ap.error("--worker needs --config")
-        return worker_main(args.config)
-    if args.independent:
-        if not (args.config and args.result):
-            ap.error("--independent needs --config and --result")
-        cfg = {**DEFAULTS, **json.loads(Path(args.config).read_text())}
-        paths.atomic_write_text(Path(args.result), json.dumps(independent_worker(cfg, args.slot), default=float))
-        return 0
     res = scaling(args.np, image_size=args.image_size, batch_size=args.batch_size, iters=args.iters)
     print(json.dumps({"scaling_efficiency": res["efficiency"],
                       "img_per_s_1": res["one"]["total_img_per_s"],

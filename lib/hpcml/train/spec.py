@@ -7,10 +7,12 @@ Workers receive it as a JSON file: ``python -m hpcml.train.worker --spec spec.js
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field, fields
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hpcml import specbase
 
 ARCHS = ("cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("sgd", "adamw")
@@ -86,12 +88,8 @@ class TrainSpec:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        import re
-
         def bad(field_name: str, expected: str) -> None:
-            raise ValueError(
-                f"TrainSpec.{field_name}={getattr(self, field_name)!r} is invalid: expected {expected}"
-            )
+            raise specbase.fail(self, field_name, expected, getattr(self, field_name))
 
         if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", self.name):
             bad("name", "a DNS-1123 label (lowercase letters, digits, '-')")
@@ -116,41 +114,37 @@ class TrainSpec:
         if not (1 <= self.min_workers <= self.world_size):
             bad("min_workers", f"an integer in [1, world_size={self.world_size}]")
 
-    # --- serialisation -------------------------------------------------------------
+    # --- serialisation (hpcml.specbase: one JSON form for every stage's spec) -------
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as plain JSON-able values."""
+        return specbase.to_dict(self)
 
     def to_json(self, path: str | Path | None = None) -> str:
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            from hpcml.paths import atomic_write_text
-
-            atomic_write_text(Path(path), text)
-        return text
+        """Sorted, indented JSON; also written atomically to ``path`` when given."""
+        return specbase.to_json(self, path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainSpec":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"TrainSpec: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        """Build from a dict; an unknown key is a :class:`~hpcml.specbase.SpecError` naming it."""
+        return specbase.from_dict(cls, data)
 
     @classmethod
     def from_json(cls, path_or_text: str | Path) -> "TrainSpec":
+        """Build from JSON text or a JSON file (a missing file is a FileNotFoundError naming it)."""
         p = Path(path_or_text) if not str(path_or_text).lstrip().startswith("{") else None
         if p is not None and not p.exists():
             raise FileNotFoundError(f"TrainSpec file not found: {p}")
-        text = p.read_text(encoding="utf-8") if p is not None else str(path_or_text)
-        return cls.from_dict(json.loads(text))
+        return specbase.from_json(cls, path_or_text)
 
     # --- derived -------------------------------------------------------------------
     def resolved_dataset_dir(self) -> Path:
+        """``dataset_dir``, or the data stage's published dataset (:func:`hpcml.paths.dataset_dir`)."""
         from hpcml import paths
 
-        return Path(self.dataset_dir) if self.dataset_dir else paths.data_dir() / "mnist"
+        return Path(self.dataset_dir) if self.dataset_dir else paths.dataset_dir()
 
     def resolved_out_dir(self) -> Path:
+        """``out_dir``, or ``build/runs/<name>``."""
         from hpcml import paths
 
         return Path(self.out_dir) if self.out_dir else paths.build_dir() / "runs" / self.name

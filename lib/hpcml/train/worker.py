@@ -7,7 +7,8 @@ state, trains with ``hvd.DistributedOptimizer`` (LR scaled by world size after a
 warm-up), averages metrics with ``hvd.allreduce``, and rank 0 reports one JSON line per
 epoch (``HPCML {...}``), writes atomic checkpoints every K steps, the final metrics JSON
 and the model artifact. A NaN loss stops every rank before the poisoned update, naming
-the step and the last good checkpoint.
+the step and the last good checkpoint. With ``metrics_port`` set each rank serves its
+Prometheus metrics (:mod:`hpcml.train.exporter`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hpcml.train import abtest
 from hpcml.train import checkpoint as ck
-from hpcml.train import core
+from hpcml.train import loop, shards
+from hpcml.train.exporter import Exporter, ExporterAB
 from hpcml.train.models import build_from_config, model_config_from
 from hpcml.train.spec import TrainSpec
 
@@ -47,145 +48,6 @@ def pin_cpus(local_rank: int, threads: int) -> list[int]:
     mine = [cores[(local_rank * threads + i) % len(cores)] for i in range(threads)]
     os.sched_setaffinity(0, mine)
     return mine
-
-
-class Exporter:
-    """Per-rank Prometheus metrics (names from the cross-stage contract)."""
-
-    def __init__(self, port: int, rank: int):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        reg = CollectorRegistry()
-        lab = ["rank"]
-        buckets = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-        self.step_s = Histogram("hpcml_train_step_seconds", "training step wall time", lab,
-                                registry=reg, buckets=buckets).labels(str(rank))
-        self.samples = Counter("hpcml_train_samples", "training samples processed", lab,
-                               registry=reg).labels(str(rank))
-        self.loss = Gauge("hpcml_train_loss", "rank-averaged training loss of the last step", lab,
-                          registry=reg).labels(str(rank))
-        self.allreduce_s = Histogram("hpcml_train_allreduce_seconds",
-                                     "time blocked in optimizer.synchronize() (gradient allreduce)", lab,
-                                     registry=reg, buckets=buckets).labels(str(rank))
-        self.step = Gauge("hpcml_train_step", "last completed global step", lab, registry=reg).labels(str(rank))
-        self.last_ts = Gauge("hpcml_train_last_step_timestamp_seconds", "unix time of the last step", lab,
-                             registry=reg).labels(str(rank))
-        self.port, self.registry, self.enabled = port, reg, True
-        self.server, self.thread, self.wake = self._serve()
-
-    def _serve(self) -> tuple[Any, Any, tuple[int, int]]:
-        """``/metrics`` on loopback in a daemon thread: prometheus_client's WSGI app and server
-        class, driven by a blocking ``select`` on the listening socket and a wake-up pipe instead
-        of ``serve_forever``'s poll (0.5 s in ``start_http_server``). An idle exporter then never
-        wakes up (no GIL grabs between scrapes), and switching it off in the in-run A/B returns
-        at once instead of after the next poll."""
-        import selectors
-        import threading
-        from wsgiref.simple_server import WSGIRequestHandler, make_server
-
-        from prometheus_client import make_wsgi_app
-        from prometheus_client.exposition import ThreadingWSGIServer
-
-        class Quiet(WSGIRequestHandler):
-            def log_message(self, *args: Any) -> None:  # a line per scrape on stderr is noise
-                pass
-
-        server = make_server("127.0.0.1", self.port, make_wsgi_app(self.registry), ThreadingWSGIServer,
-                             handler_class=Quiet)
-        wake_r, wake_w = os.pipe()
-
-        def loop() -> None:
-            with selectors.DefaultSelector() as sel:
-                sel.register(server.socket, selectors.EVENT_READ)
-                sel.register(wake_r, selectors.EVENT_READ)
-                while True:
-                    for key, _ in sel.select():  # no timeout: sleeps until a scrape or the stop
-                        if key.fileobj == wake_r:
-                            return
-                        server._handle_request_noblock()  # what serve_forever calls per ready socket
-
-        thread = threading.Thread(target=loop, name=f"exporter-{self.port}", daemon=True)
-        thread.start()
-        return server, thread, (wake_r, wake_w)
-
-    def _stop(self) -> None:
-        wake_r, wake_w = self.wake
-        os.write(wake_w, b"x")
-        self.thread.join(5.0)
-        self.server.server_close()
-        os.close(wake_r)
-        os.close(wake_w)
-
-    def set_enabled(self, on: bool) -> None:
-        """Switch the whole exporter: off means no metric updates and no listening socket
-        (a scrape is refused by the kernel and costs this process nothing)."""
-        if on == self.enabled:
-            return
-        if on:
-            self.server, self.thread, self.wake = self._serve()
-        else:
-            self._stop()
-        self.enabled = on
-
-    def observe(self, step: int, dt: float, ar: float, n: int, loss: float) -> None:
-        self.step_s.observe(dt)
-        self.allreduce_s.observe(ar)
-        self.samples.inc(n)
-        self.loss.set(loss)
-        self.step.set(step)
-        self.last_ts.set(time.time())
-
-    def close(self) -> None:
-        if self.enabled:
-            self._stop()
-            self.enabled = False
-
-
-def ab_state(step: int, block: int) -> bool | None:
-    """Exporter state for 0-based ``step`` in an in-run A/B: None for the warm-up block
-    (exporter on, not counted), then blocks of ``block`` steps in ABBA order: off, on, on,
-    off, off, on, … — so a linear drift in step time hits both arms equally."""
-    b = step // block
-    return None if b == 0 else abtest.abba_on(b - 1)
-
-
-def ab_summary(blocks: list[dict[str, Any]], block: int) -> dict[str, Any]:
-    """:func:`hpcml.train.abtest.summarize` of the exporter's on and off blocks."""
-    return abtest.summarize(blocks, block, "the exporter")
-
-
-class ExporterAB:
-    """In-run exporter A/B: toggles the exporter between steps (:func:`ab_state`) and sums
-    each block's step times, all but its first (the switch's transient). Every rank toggles
-    at the same step (steps are in lockstep)."""
-
-    def __init__(self, exporter: Exporter, block: int):
-        if block < 1:
-            raise ValueError(f"exporter_ab_block must be >= 1, got {block}")
-        self.exporter, self.block, self.blocks = exporter, block, []
-        self._cur: tuple[int, bool | None] = (0, None)
-
-    def before_step(self, step: int) -> None:
-        st = ab_state(step, self.block)
-        self.exporter.set_enabled(True if st is None else st)
-        self._cur = (step // self.block, st)
-
-    def record(self, dt: float) -> None:
-        b, st = self._cur
-        if st is None:
-            return
-        if not self.blocks or self.blocks[-1]["block"] != b:
-            # The first step of a block is not counted: a switch closes or opens a socket and
-            # stops or starts a thread between steps, each rank at its own moment, and the
-            # next allreduce absorbs the difference.
-            self.blocks.append({"block": b, "on": st, "steps": 0, "sum_s": 0.0, "first_step_s": dt, "step_s": []})
-            return
-        self.blocks[-1]["steps"] += 1
-        self.blocks[-1]["sum_s"] += dt
-        self.blocks[-1]["step_s"].append(round(dt, 6))
-
-    def summary(self) -> dict[str, Any]:
-        return ab_summary(self.blocks, self.block)
 
 
 class Timers(dict):
@@ -237,7 +99,7 @@ def _average_buffers(hvd: Any, model: torch.nn.Module) -> None:
 def _eval_split(hvd: Any, model: torch.nn.Module, data: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
     """Each rank evaluates rows rank::size; sums are allreduced."""
     x, y = data[0][hvd.rank()::hvd.size()], data[1][hvd.rank()::hvd.size()]
-    ev = core.evaluate(model, x, y)
+    ev = loop.evaluate(model, x, y)
     t = hvd.allreduce(torch.tensor([ev["loss_sum"], ev["correct"], ev["count"]], dtype=torch.float64),
                       name="eval", op=hvd.Sum)
     return {"loss": float(t[0] / max(t[2], 1)), "accuracy": float(t[1] / max(t[2], 1)), "count": int(t[2])}
@@ -245,9 +107,9 @@ def _eval_split(hvd: Any, model: torch.nn.Module, data: tuple[np.ndarray, np.nda
 
 def _load_rank_data(hvd: Any, dataset_dir: Path, elastic: bool) -> tuple[np.ndarray, np.ndarray]:
     """Non-elastic: shard == rank. Elastic: shards s with s % size == rank (re-sharding)."""
-    n = core.check_world_size(dataset_dir, hvd.size(), elastic=elastic)
+    n = shards.check_world_size(dataset_dir, hvd.size(), elastic=elastic)
     mine = [hvd.rank()] if not elastic else list(range(hvd.rank(), n, hvd.size()))
-    parts = [core.read_split(dataset_dir, "train", shard=s) for s in mine]
+    parts = [shards.read_split(dataset_dir, "train", shard=s) for s in mine]
     return np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts]).astype(np.int64)
 
 
@@ -260,10 +122,10 @@ class Trainer:
         self.ckpt_dir = self.out / "checkpoints"
         self.dataset_dir = spec.resolved_dataset_dir()
         self.schedule = spec.extra.get("lr_schedule", "cosine")
-        core.set_seed(spec.seed)
+        loop.set_seed(spec.seed)
         self.mcfg = model_config_from(spec.to_dict())
         self.model = build_from_config(self.mcfg)
-        base = core.make_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay, spec.momentum)
+        base = loop.make_optimizer(self.model, spec.optimizer, spec.lr, spec.weight_decay, spec.momentum)
         comp = hvd.Compression.fp16 if spec.fp16_allreduce else hvd.Compression.none
         self.opt = hvd.DistributedOptimizer(base, named_parameters=self.model.named_parameters(),
                                             compression=comp, op=hvd.Average)
@@ -284,7 +146,7 @@ class Trainer:
     def load_data(self) -> None:
         hvd = self.hvd
         self.x, self.y = _load_rank_data(hvd, self.dataset_dir, self.spec.elastic)
-        n = len(core.batch_slices(len(self.x), self.spec.batch_size))
+        n = len(loop.batch_slices(len(self.x), self.spec.batch_size))
         self.steps_per_epoch = int(hvd.allreduce(torch.tensor(n), name="nbatches", op=hvd.Min))
         if self.steps_per_epoch < 1:
             raise ValueError(f"batch_size={self.spec.batch_size} leaves no batch on some rank's shard")
@@ -331,8 +193,8 @@ class Trainer:
         """Train from the current position to the end of the epoch; False when max_steps hit."""
         spec, hvd = self.spec, self.hvd
         self.model.train()
-        order = core.epoch_order(len(self.x), spec.seed, self.epoch, hvd.rank())
-        slices = core.batch_slices(len(self.x), spec.batch_size)[: self.steps_per_epoch]
+        order = loop.epoch_order(len(self.x), spec.seed, self.epoch, hvd.rank())
+        slices = loop.batch_slices(len(self.x), spec.batch_size)[: self.steps_per_epoch]
         while self.batch < self.steps_per_epoch:
             if spec.max_steps and self.step >= spec.max_steps:
                 return False
@@ -342,12 +204,12 @@ class Trainer:
             idx = order[slices[self.batch]]
             xb, yb = torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx])
             self.timers["data"] += time.perf_counter() - t0
-            core.set_lr(self.opt, core.lr_at(self.epoch + self.batch / self.steps_per_epoch, spec.lr,
+            loop.set_lr(self.opt, loop.lr_at(self.epoch + self.batch / self.steps_per_epoch, spec.lr,
                                              hvd.size(), spec.warmup_epochs, spec.epochs, self.schedule))
             ar0 = self.timers["allreduce"]
             loss = hvd_step(hvd, self.model, self.opt, xb, yb, self.timers)
             if not math.isfinite(loss):
-                raise core.NaNLossError(self.step + 1, loss, self.last_ckpt)
+                raise loop.NaNLossError(self.step + 1, loss, self.last_ckpt)
             dt = time.perf_counter() - t0
             self.train_s += dt
             self.samples += len(yb) * hvd.size()
@@ -379,12 +241,12 @@ class Trainer:
 
     def _val(self) -> dict[str, float]:
         if not hasattr(self, "_valdata"):
-            self._valdata = core.read_split(self.dataset_dir, "val")
+            self._valdata = shards.read_split(self.dataset_dir, "val")
         return _eval_split(self.hvd, self.model, self._valdata)
 
     def finish(self) -> dict[str, Any]:
         hvd = self.hvd
-        test = _eval_split(hvd, self.model, core.read_split(self.dataset_dir, "test"))
+        test = _eval_split(hvd, self.model, shards.read_split(self.dataset_dir, "test"))
         t = hvd.allreduce(torch.tensor([self.timers[k] for k in ("data", "compute", "allreduce", "optimizer")]
                                        + [self.train_s], dtype=torch.float64), name="timers", op=hvd.Average)
         split = dict(zip(("data_s", "compute_s", "allreduce_s", "optimizer_s", "train_s"), map(float, t)))
@@ -404,7 +266,7 @@ class Trainer:
         if hvd.rank() == 0:
             ck.save_model(self.model, self.mcfg, self.out / "model.pt",
                           {k: metrics[k] for k in ("test_accuracy", "test_loss", "val_accuracy")},
-                          core.load_normalization(self.dataset_dir))
+                          shards.load_normalization(self.dataset_dir))
             from hpcml.paths import atomic_write_text
 
             atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2, default=float))
@@ -498,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = TrainSpec.from_json(args.spec)
         run(spec)
-    except core.NaNLossError as e:
+    except loop.NaNLossError as e:
         emit({"error": "nan_loss", "step": e.step, "checkpoint": e.checkpoint, "message": str(e)}, error=True)
         return 3
     except (ValueError, FileNotFoundError, ck.CheckpointError) as e:

@@ -87,7 +87,7 @@ def saving(rows: Sequence[dict], sampler: str, pruner: str) -> dict:
 def seed_noise(spec: TuneSpec, params: dict, seeds: Sequence[int] = (0, 1, 2), threads: int | None = None,
                data: tuple | None = None) -> dict:
     """Validation accuracy of one configuration trained with several seeds: mean and std (ddof=1)."""
-    from hpcml.train.core import fit_local
+    from hpcml.train.loop import fit_local
 
     if len(seeds) < 2:
         raise ValueError(f"seed_noise needs >= 2 seeds to estimate a spread, got {list(seeds)}")

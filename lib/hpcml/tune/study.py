@@ -8,7 +8,7 @@ this module runs it:
   (Optuna's JournalStorage on a file, for worker processes on one machine or a shared file
   system) or ``postgresql://…`` (RDBStorage with heartbeats, for the cluster). Unreachable
   storage raises :class:`StorageError` at once.
-* :func:`make_objective` — calls :func:`hpcml.train.core.fit_local`, reports validation
+* :func:`make_objective` — calls :func:`hpcml.train.loop.fit_local`, reports validation
   accuracy per epoch to ``trial.report`` and stops the trial when ``trial.should_prune()``.
 * :func:`run_study` — create-or-load (resume), mark stale RUNNING trials of dead workers as
   FAILED, optimise with ``catch=(Exception,)`` so a crashing trial is recorded and the study
@@ -266,7 +266,7 @@ def make_objective(spec: TuneSpec, train: tuple, val: tuple, threads: int | None
     """
     import optuna
 
-    from hpcml.train.core import fit_local
+    from hpcml.train.loop import fit_local
 
     def objective(trial: optuna.Trial) -> float:
         params = spec.space.suggest(trial)

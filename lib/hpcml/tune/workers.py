@@ -97,7 +97,7 @@ def katib_trial_main(argv: Sequence[str]) -> int:
     per epoch on stdout, the format Katib's StdOut metrics collector parses (its median
     early stopping reads the same lines).
     """
-    from hpcml.train.core import fit_local
+    from hpcml.train.loop import fit_local
 
     ap = argparse.ArgumentParser(prog="python -m hpcml.tune.workers trial")
     ap.add_argument("--spec", required=True, type=Path)
@@ -266,7 +266,7 @@ def retrain_best(spec: TuneSpec, study: Any, epochs: int | None = None, train_ro
 
     from hpcml.data.dataset import load_manifest
     from hpcml.train.checkpoint import save_model
-    from hpcml.train.core import fit_local, predict
+    from hpcml.train.loop import fit_local, predict
     from hpcml.tune.study import dataset_dir_of
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]

@@ -1,9 +1,11 @@
-"""Run a TrainSpec on this machine with ``horovodrun`` (Gloo), elastic or not.
+"""The ``local`` target: a TrainSpec under ``horovodrun`` (Gloo) on this machine, elastic or not.
 
-``run_local(spec)`` checks the shards, writes the spec JSON next to the run, starts
+:func:`run_local` checks the shards, writes the spec JSON next to the run, starts
 ``horovodrun -np N -H localhost:N --gloo python -m hpcml.train.worker --spec …`` (the
 venv's horovodrun, next to ``sys.executable``) in its own process group, streams rank
-0's progress lines, enforces a timeout and returns the parsed final metrics.
+0's progress lines, enforces a timeout and returns the parsed final metrics;
+:func:`start_local` starts the same job in the background (:class:`LocalJob`: wait for an
+event, kill a worker, kill the job). :func:`launch_local` is the registry's launcher.
 
 Elastic runs get a host-discovery script. Horovod blacklists the *host* of a failed
 worker, so on one machine the slots are listed under two local names (``localhost``
@@ -25,8 +27,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hpcml import paths
-from hpcml.train import core
+from hpcml.train import shards
 from hpcml.train.spec import TrainSpec
+from hpcml.train.targets.layout import WORKER_MODULE
+from hpcml.train.targets.result import LaunchResult
 from hpcml.train.worker import ERROR_PREFIX, PREFIX
 
 
@@ -43,8 +47,9 @@ def horovodrun_path() -> Path:
     """The ``horovodrun`` of this interpreter's environment."""
     p = Path(sys.executable).parent / "horovodrun"
     if not p.exists():
-        raise FileNotFoundError(f"horovodrun not found next to {sys.executable}: install horovod[pytorch] "
-                                "(see DESIGN.md, 'Dependency facts') into this environment")
+        raise FileNotFoundError(f"horovodrun not found next to {sys.executable}: install horovod[pytorch] into "
+                                "this environment (ci/build_horovod builds Horovod 0.28.1 against its PyTorch; "
+                                "ci/setup runs it)")
     return p
 
 
@@ -61,8 +66,16 @@ def discovery_script(path: Path, slots: int) -> Path:
 
 
 def build_command(spec: TrainSpec, spec_path: Path, discovery: Path | None = None,
-                  module: str = "hpcml.train.worker", module_args: list[str] | None = None) -> list[str]:
-    """The horovodrun argv for ``spec`` (elastic when ``discovery`` is given)."""
+                  module: str = WORKER_MODULE, module_args: list[str] | None = None) -> list[str]:
+    """The horovodrun argv for ``spec`` (elastic when ``discovery`` is given).
+
+    Args:
+        spec: the job.
+        spec_path: the spec JSON the workers read.
+        discovery: the host-discovery script of an elastic job.
+        module: the module each rank runs (the benchmarks run their own).
+        module_args: its arguments (default ``--spec spec_path``).
+    """
     n = spec.world_size
     cmd = [str(horovodrun_path()), "-np", str(n)]
     if discovery is not None:
@@ -168,11 +181,20 @@ class LocalJob:
 
 
 def start_local(spec: TrainSpec, on_progress: Callable[[dict], None] | None = None,
-                env: dict[str, str] | None = None, module: str = "hpcml.train.worker",
+                env: dict[str, str] | None = None, module: str = WORKER_MODULE,
                 module_args: list[str] | None = None, check_data: bool = True) -> LocalJob:
-    """Start ``spec`` under horovodrun in the background (elastic if ``spec.elastic``)."""
+    """Start ``spec`` under horovodrun in the background (elastic if ``spec.elastic``).
+
+    Args:
+        spec: the job.
+        on_progress: called with each progress event rank 0 prints.
+        env: extra environment of the job (on top of this process's).
+        module: the module each rank runs.
+        module_args: its arguments (default ``--spec <out_dir>/spec.json``).
+        check_data: check the shards against ``world_size`` first.
+    """
     if check_data:
-        core.check_world_size(spec.resolved_dataset_dir(), spec.world_size, elastic=spec.elastic)
+        shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size, elastic=spec.elastic)
     out = paths.ensure(spec.resolved_out_dir())
     spec_path = out / "spec.json"
     spec.to_json(spec_path)
@@ -213,3 +235,27 @@ def run_local(spec: TrainSpec, timeout_s: float = 900, on_progress: Callable[[di
         return job.wait(timeout_s)
     finally:
         job.kill()
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Options of the ``local`` target (:func:`run_local`'s).
+
+    Attributes:
+        timeout_s: kill the job after this long.
+        on_progress: called with each progress event (default: one printed line per epoch).
+        env: extra environment variables of the job.
+    """
+
+    timeout_s: float = 900
+    on_progress: Callable[[dict], None] | None = print_progress
+    env: dict[str, str] | None = None
+
+
+def launch_local(spec: TrainSpec, dry_run: bool | None, options: LocalOptions) -> LaunchResult:
+    """Run ``spec`` here under horovodrun (always, unless ``dry_run``: then only its argv)."""
+    spec_path = spec.resolved_out_dir() / "spec.json"
+    if dry_run:
+        return LaunchResult("local", False, request=build_command(spec, spec_path), reason="dry run")
+    metrics = run_local(spec, timeout_s=options.timeout_s, on_progress=options.on_progress, env=options.env)
+    return LaunchResult("local", True, request=build_command(spec, spec_path), metrics=metrics)

@@ -1,19 +1,19 @@
-"""Shared training pieces: seeding, optimiser, LR schedule, batching, step, evaluation,
-shard checks, and :func:`fit_local` (one process, no Horovod; used by the tuning stage).
+"""The training loop's pieces: seeding, optimiser, LR schedule, batching, one step,
+evaluation, prediction, and :func:`fit_local` (one process, no Horovod; the tuning stage
+trains its trials with it).
 
 The Horovod worker (:mod:`hpcml.train.worker`) uses the same step and evaluation
 functions, so the single-process and distributed loops differ only in the optimiser
-wrapper and the collectives.
+wrapper and the collectives. Pure: tensors in, tensors out; no files, no processes (the
+shards are read by :mod:`hpcml.train.shards`).
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -124,63 +124,7 @@ def predict(model: nn.Module, x: np.ndarray, batch_size: int = 1024) -> np.ndarr
                                for i in range(0, len(x), batch_size)]) if len(x) else np.zeros(0, np.int64)
 
 
-# --- data ---------------------------------------------------------------------------
-_SHARD = re.compile(r"shard-(\d{5})\.parquet$")
-
-
-def list_shards(dataset_dir: Path, split: str = "train") -> list[Path]:
-    """The shard files of a split, checked to be numbered 0..n-1 without gaps.
-
-    Raises:
-        FileNotFoundError: the split folder or its shards are missing (names the fix).
-    """
-    d = Path(dataset_dir) / split
-    files = sorted(p for p in d.glob("shard-*.parquet") if _SHARD.search(p.name)) if d.is_dir() else []
-    if not files:
-        raise FileNotFoundError(
-            f"no {split} shards under {d} (expected {split}/shard-00000.parquet …): build them with "
-            "hpcml.data.dataset.ensure_dataset(n_shards=world_size) or run notebooks/01_spark_data.ipynb first")
-    idx = [int(_SHARD.search(p.name).group(1)) for p in files]
-    missing = sorted(set(range(max(idx) + 1)) - set(idx))
-    if missing:
-        raise FileNotFoundError(f"{d}: shard(s) {missing} missing (have {len(files)} of {max(idx) + 1})")
-    return files
-
-
-def check_world_size(dataset_dir: Path, world_size: int, elastic: bool = False) -> int:
-    """Shard count of the train split; it must equal ``world_size`` unless elastic.
-
-    Elastic jobs re-shard on every membership change (shard s goes to rank s % size), so
-    they only need at least ``world_size`` shards.
-    """
-    n = len(list_shards(dataset_dir, "train"))
-    if not elastic and n != world_size:
-        raise ValueError(
-            f"world_size={world_size} but {Path(dataset_dir) / 'train'} has {n} shard(s): each rank reads "
-            f"its own shard; rebuild with hpcml.data.dataset.ensure_dataset(n_shards={world_size}) or set world_size={n}")
-    if elastic and n < world_size:
-        raise ValueError(f"elastic max world_size={world_size} needs >= {world_size} train shards, found {n}")
-    return n
-
-
-def read_split(dataset_dir: Path, split: str, shard: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``hpcml.data.dataset.read_split``: ``(x float32 (N, 784), y int64 (N,))`` of one shard or all."""
-    from hpcml.data.dataset import read_split as _read
-
-    return _read(Path(dataset_dir), split, shard=shard)
-
-
-def load_normalization(dataset_dir: Path) -> dict[str, Any]:
-    """The ``normalization`` block of the dataset's ``_manifest.json`` ({} if absent)."""
-    import json
-
-    p = Path(dataset_dir) / "_manifest.json"
-    if not p.exists():
-        return {}
-    return json.loads(p.read_text(encoding="utf-8")).get("normalization", {})
-
-
-# --- single process -----------------------------------------------------------------
+# --- one process ------------------------------------------------------------------------
 def iterate_epoch(x: np.ndarray, y: np.ndarray, batch_size: int, seed: int, epoch: int,
                   rank: int = 0, start: int = 0) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
     """(batch index, x, y) of one shuffled epoch, starting at batch ``start``."""

@@ -1,0 +1,305 @@
+"""The training benchmarks' in-worker code: what runs inside each ``horovodrun`` rank, or in
+each plain-PyTorch process of the scaling ceiling.
+
+* ``synthetic`` — Horovod's synthetic benchmark method (``pytorch_synthetic_benchmark.py``):
+  random ImageNet-shaped batches, warm-up batches, then ``iters`` timed iterations of
+  ``batches_per_iter`` steps; img/s per worker as mean ± 1.96σ over iterations, **each rank
+  measured** and the total the sum over ranks.
+* ``overhead`` — the Horovod step (:func:`hpcml.train.worker.hvd_step`) at world size 1 vs a
+  plain PyTorch step on the same batches, in alternating ABBA blocks in one process.
+* ``profile`` — ``torch.profiler`` over a few Horovod steps: top ops table and the split
+  data / compute / allreduce wait / optimizer.
+* :func:`independent_worker` — one plain-PyTorch copy of the synthetic step, timed alone and
+  together with the others (the hardware's scaling ceiling).
+
+Run as ``python -m hpcml.train.bench_worker --config bench.json`` (one horovodrun rank; rank 0
+writes the JSON result) or ``… --independent --config bench.json --slot K --result out.json``.
+The drivers that start these are in :mod:`hpcml.train.bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hpcml import paths
+from hpcml.train.stats import ci95
+
+#: Every benchmark option and its default (the drivers reject any other key).
+DEFAULTS: dict[str, Any] = {
+    "arch": "resnet50", "image_size": 64, "batch_size": 4, "num_classes": 1000, "channels_last": True,
+    "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
+    "overhead_steps": 10, "overhead_rounds": 12, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
+    "cycle_time_ms": None,
+}
+
+
+def _setup(cfg: dict) -> Any:
+    import horovod.torch as hvd
+
+    from hpcml.train.worker import pin_cpus
+
+    hvd.init()
+    torch.set_num_threads(int(cfg["threads"]))
+    cores = pin_cpus(hvd.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
+    return hvd, cores
+
+
+def _wrap(hvd: Any, model: torch.nn.Module, lr: float, cfg: dict) -> Any:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    comp = hvd.Compression.fp16 if cfg["fp16_allreduce"] else hvd.Compression.none
+    opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(), compression=comp)
+    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+    hvd.broadcast_optimizer_state(opt, root_rank=0)
+    return opt
+
+
+def _synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    from hpcml.train.models import make_model
+
+    torch.manual_seed(0)
+    # Horovod only reduces/broadcasts contiguous tensors, so the weights keep the default
+    # layout; a channels-last *input* still makes every activation channels-last (NHWC).
+    model = make_model(cfg["arch"], num_classes=cfg["num_classes"])
+    x = torch.randn(cfg["batch_size"], 3, cfg["image_size"], cfg["image_size"])
+    if cfg["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, cfg["num_classes"], (cfg["batch_size"],))
+    return model, x, y
+
+
+def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, Any]:
+    """Warm-up batches, then ``iters`` timed iterations of ``batches_per_iter`` steps."""
+    for _ in range(cfg["warmup_batches"]):
+        step()
+    if on_timed_start:
+        on_timed_start()
+    img_secs = []
+    for _ in range(cfg["iters"]):
+        t0 = time.perf_counter()
+        for _ in range(cfg["batches_per_iter"]):
+            step()
+        img_secs.append(cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0))
+    mean, conf = ci95(img_secs)
+    return {"img_per_s": mean, "conf95": conf, "iters": img_secs}
+
+
+def synthetic(hvd: Any, cfg: dict) -> dict[str, Any]:
+    """Synthetic ResNet benchmark on this rank; every rank's img/s gathered to all."""
+    from hpcml.train.worker import Timers, hvd_step
+
+    model, x, y = _synthetic_model(cfg)
+    opt = _wrap(hvd, model, 0.01, cfg)
+    import psutil
+
+    proc, timers, start = psutil.Process(), Timers(), {}
+
+    def timed_start() -> None:
+        timers.update(Timers())
+        start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches())
+
+    mine = {"rank": hvd.rank(), **_timed_iters(lambda: hvd_step(hvd, model, opt, x, y, timers), cfg,
+                                               on_timed_start=timed_start)}
+    wall, cpu, ctx = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches()
+    mine["time_split"] = dict(timers)
+    # what the process spent besides the step's own maths: kernel time and thread wake-ups
+    mine["process"] = {"user_s": cpu.user - start["cpu"].user, "system_s": cpu.system - start["cpu"].system,
+                       "wall_s": wall, "ctx_switches_per_s": (ctx.voluntary + ctx.involuntary
+                                                          - start["ctx"].voluntary - start["ctx"].involuntary) / wall}
+    ranks = hvd.allgather_object(mine)
+    return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
+            "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks]))}
+
+
+def _wait_files(d: Path, names: list[str], timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all((d / n).exists() for n in names):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"independent benchmark: waited {timeout_s} s for {names} in {d}")
+        time.sleep(0.01)
+
+
+def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
+    """The synthetic step in plain PyTorch (no Horovod, no communication), pinned like rank ``slot``.
+
+    With ``n`` slots sharing ``barrier_dir`` the phases are: warm-up; the first half of the
+    slots each timed **alone** in turn (the others sleep on a file barrier); all slots timed
+    **together**; then the second half alone. Alone and together are measured by the same
+    processes, minutes apart at most, so slow drift on a shared machine hits both.
+    """
+    from hpcml.train.worker import pin_cpus
+
+    torch.set_num_threads(int(cfg["threads"]))
+    cores = pin_cpus(slot, int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
+    model, x, y = _synthetic_model(cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    d, n = Path(cfg["barrier_dir"]), int(cfg["n"])
+    first = (n + 1) // 2  # slots 0..first-1 are timed alone before the together phase
+    timed = {**cfg, "warmup_batches": 0}
+
+    def alone() -> dict[str, Any]:  # in slot order; the first of the second half follows "together"
+        _wait_files(d, [f"alone-{slot - 1}"] if 0 < slot != first else [])
+        r = _timed_iters(step, timed)
+        (d / f"alone-{slot}").touch()
+        return r
+
+    for _ in range(cfg["warmup_batches"]):
+        step()
+    (d / f"warm-{slot}").touch()
+    _wait_files(d, [f"warm-{k}" for k in range(n)])
+    out: dict[str, Any] = {"slot": slot, "cores": cores}
+    if slot < first:
+        out["alone"] = alone()
+    _wait_files(d, [f"alone-{k}" for k in range(first)])
+    out["together"] = _timed_iters(step, timed)
+    (d / f"together-{slot}").touch()
+    if slot >= first:
+        _wait_files(d, [f"together-{k}" for k in range(n)])
+        out["alone"] = alone()
+    return out
+
+
+def _cnn_data(cfg: dict, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.get("dataset_dir"):
+        from hpcml.train.shards import read_split
+
+        n = len(list((Path(cfg["dataset_dir"]) / "train").glob("shard-*.parquet")))
+        return read_split(Path(cfg["dataset_dir"]), "train", shard=rank % max(n, 1))
+    rng = np.random.default_rng(rank)
+    return rng.normal(size=(2048, 784)).astype(np.float32), rng.integers(0, 10, 2048).astype(np.int64)
+
+
+def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
+    """Plain PyTorch step vs the Horovod step on the same CNN batches, in one process.
+
+    Two models with the same initial weights, one with a plain SGD optimizer and one wrapped
+    in ``hvd.DistributedOptimizer``, take turns in blocks of ``overhead_steps`` steps in ABBA
+    order (:mod:`hpcml.train.abtest`), ``overhead_rounds`` block pairs in all: the ratio of
+    mean step times, with a 95% interval over the pairs.
+    """
+    from hpcml.train import abtest, loop
+    from hpcml.train.models import make_model
+    from hpcml.train.worker import Timers, hvd_step
+
+    x, y = _cnn_data(cfg, hvd.rank())
+    b = cfg["cnn_batch"]
+    batches = [(torch.from_numpy(x[i:i + b]), torch.from_numpy(y[i:i + b]))
+               for i in range(0, min(len(x), b * cfg["overhead_steps"]) - b + 1, b)]
+    torch.manual_seed(0)
+    plain_m = make_model("cnn")
+    plain_o = loop.make_optimizer(plain_m, "sgd", 0.01)
+    torch.manual_seed(0)
+    hvd_m = make_model("cnn")
+    hvd_o = _wrap(hvd, hvd_m, 0.01, cfg)
+    timers = Timers()
+    steps = {False: lambda xb, yb: loop.train_step(plain_m, plain_o, xb, yb),
+             True: lambda xb, yb: hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers)}
+    for xb, yb in batches[:2]:  # warm-up both
+        steps[False](xb, yb)
+        steps[True](xb, yb)
+    blocks = []
+    for k in range(2 * cfg["overhead_rounds"]):
+        on = abtest.abba_on(k)
+        t0 = time.perf_counter()
+        for xb, yb in batches:
+            steps[on](xb, yb)
+        blocks.append({"block": k + 1, "on": on, "steps": len(batches), "sum_s": time.perf_counter() - t0})
+    ab = abtest.summarize(blocks, len(batches), "Horovod")
+    return {"plain_step_s": ab["mean_step_off_s"], "horovod_step_s": ab["mean_step_on_s"],
+            "overhead_pct": ab["overhead_pct"], "ci95_half_width_pct": ab["ci95_half_width_pct"],
+            "pair_overheads_pct": ab["pair_overheads_pct"], "blocks": blocks, "steps_per_block": len(batches)}
+
+
+def profile(hvd: Any, cfg: dict) -> dict[str, Any]:
+    """torch.profiler over ``profile_steps`` Horovod CNN steps on this rank."""
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as tprofile
+
+    from hpcml.train.models import make_model
+
+    x, y = _cnn_data(cfg, hvd.rank())
+    b = cfg["cnn_batch"]
+    torch.manual_seed(0)
+    model = make_model("cnn")
+    opt = _wrap(hvd, model, 0.01, cfg)
+    split = {"data": 0.0, "compute": 0.0, "allreduce": 0.0, "optimizer": 0.0}
+    with tprofile(activities=[ProfilerActivity.CPU]) as prof:
+        for s in range(cfg["profile_steps"]):
+            t0 = time.perf_counter()
+            with record_function("data"):
+                idx = np.arange(s * b, (s + 1) * b) % len(x)
+                xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+            t1 = time.perf_counter()
+            with record_function("forward_backward"):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(model(xb), yb).backward()
+            t2 = time.perf_counter()
+            with record_function("allreduce_wait"):
+                opt.synchronize()
+            t3 = time.perf_counter()
+            with record_function("optimizer"):
+                with opt.skip_synchronize():
+                    opt.step()
+            t4 = time.perf_counter()
+            for k, dt in zip(split, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                split[k] += dt
+    rows = []
+    for e in sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:12]:
+        rows.append({"op": e.key, "calls": e.count, "self_cpu_ms": e.self_cpu_time_total / 1e3,
+                     "cpu_total_ms": e.cpu_time_total / 1e3})
+    total = sum(split.values()) or 1.0
+    return {"top_ops": rows, "split_s": split, "split_frac": {k: v / total for k, v in split.items()},
+            "steps": cfg["profile_steps"]}
+
+
+MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile}
+
+
+def worker_main(cfg_path: str) -> int:
+    """One horovodrun rank: run the config's ``modes``; rank 0 writes the result to ``cfg["out"]``."""
+    cfg = {**DEFAULTS, **json.loads(Path(cfg_path).read_text())}
+    hvd, cores = _setup(cfg)
+    out: dict[str, Any] = {"world_size": hvd.size(), "config": cfg,
+                           "horovod_cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME")}
+    for mode in cfg["modes"]:
+        out[mode] = MODES[mode](hvd, cfg)
+    cores_all = hvd.allgather_object(cores)
+    if hvd.rank() == 0:
+        out["cores"] = cores_all
+        paths.atomic_write_text(Path(cfg["out"]), json.dumps(out, indent=2, default=float))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of one benchmark process (started by the drivers in :mod:`hpcml.train.bench`)."""
+    ap = argparse.ArgumentParser(description="hpcml training benchmark worker")
+    ap.add_argument("--config", required=True, help="benchmark config JSON written by the driver")
+    ap.add_argument("--independent", action="store_true", help="run one plain-PyTorch process (no Horovod)")
+    ap.add_argument("--slot", type=int, default=0, help="independent: core slot to pin to")
+    ap.add_argument("--result", help="independent: where to write the JSON result")
+    args = ap.parse_args(argv)
+    if not args.independent:
+        return worker_main(args.config)
+    if not args.result:
+        ap.error("--independent needs --result")
+    cfg = {**DEFAULTS, **json.loads(Path(args.config).read_text())}
+    paths.atomic_write_text(Path(args.result), json.dumps(independent_worker(cfg, args.slot), default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The ``slurm`` target: ``sbatch`` on the local Slurm cluster, waited for, metrics read back.
+
+The script (:func:`hpcml.train.targets.layout.slurm_body`) runs ``horovodrun`` over the
+allocation's hosts; the same script runs on an AWS ParallelCluster queue.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcml import paths
+from hpcml.train import shards
+from hpcml.train.spec import TrainSpec
+from hpcml.train.targets.layout import slurm_body
+from hpcml.train.targets.result import LaunchResult
+
+if TYPE_CHECKING:
+    from hpcml.cluster.slurm.daemons import SlurmCluster
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Options of the ``slurm`` target.
+
+    Attributes:
+        cluster: the cluster to submit to (default: ``hpcml.cluster.slurm.daemons.ensure_cluster()``).
+        timeout_s: give up (and cancel) after this long.
+        time_limit_min: the job's ``--time``.
+        fresh: start from scratch (empty a previous run's out_dir under the build tree);
+            False resumes from its last checkpoint.
+    """
+
+    cluster: SlurmCluster | None = None
+    timeout_s: float = 900
+    time_limit_min: int = 30
+    fresh: bool = True
+
+
+def read_run_metrics(out_dir: Path) -> dict[str, Any]:
+    """The final metrics rank 0 wrote to ``out_dir/metrics.json`` (``{}`` when absent)."""
+    p = Path(out_dir) / "metrics.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _fresh_out_dir(out_dir: Path) -> None:
+    """Empty a previous run's folder (checkpoints would make the job resume, not train)."""
+    if not out_dir.exists():
+        return
+    if paths.build_dir().resolve() not in out_dir.resolve().parents:
+        raise ValueError(f"TrainSpec.out_dir={out_dir} already exists outside the build tree; "
+                         f"pass fresh=False to resume from its checkpoints, or choose an empty folder")
+    shutil.rmtree(out_dir)
+
+
+def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -> LaunchResult:
+    """Submit the job with ``sbatch`` to the local Slurm cluster and wait for it (``dry_run``: the script).
+
+    Raises:
+        ValueError: an elastic spec (a Slurm allocation is fixed), or shards that do not
+            match ``world_size`` (checked before queueing, not in the job).
+        RuntimeError: the job did not complete (state, exit code and output tail).
+    """
+    if spec.elastic:
+        raise ValueError("TrainSpec.elastic=True is not supported by the slurm target (a Slurm allocation is "
+                         "fixed); run elastic jobs with target='local' or set elastic=False")
+    out_dir = spec.resolved_out_dir()
+    spec_path = out_dir / "spec.json"
+    bin_dir = Path(sys.executable).parent
+    body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"))
+    if dry_run:
+        return LaunchResult("slurm", False, request=body, reason="dry run")
+    from hpcml.cluster.slurm import daemons as slurm
+
+    shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before queueing, not in the job
+    cl = options.cluster or slurm.ensure_cluster()
+    if options.fresh:
+        _fresh_out_dir(out_dir)
+    paths.ensure(out_dir)
+    spec.to_json(spec_path)
+    res = cl.run_batch(body, name=f"train-{spec.name}", ntasks=spec.world_size,
+                       cpus_per_task=spec.threads_per_worker, time_limit_min=options.time_limit_min,
+                       timeout_s=options.timeout_s, workdir=out_dir, sbatch_args=["--nodes=1"])
+    if not res.ok:
+        raise RuntimeError(f"Slurm job {res.job_id} ({spec.name}) ended {res.state} with exit code {res.exit_code}"
+                           f"{' (' + res.reason + ')' if res.reason else ''}; output tail:\n{res.output_tail}")
+    return LaunchResult("slurm", True, request=body, job=res, metrics=read_run_metrics(out_dir))
