@@ -149,6 +149,7 @@ def test_console_shows_progress_not_start_up_noise(build_tmp, tmp_path):
                           "-f", str(tmp_path / "empty.yaml")], capture_output=True, text=True, env=env, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "[1/1] 00_spark ... ok in" in res.stdout
-    for noise in ("without encryption", "Setting default log level", "log4j profile", "NativeCodeLoader", " WARN "):
+    for noise in ("without encryption", "KeyboardInterrupt caught", "Setting default log level", "log4j profile",
+                  "NativeCodeLoader", " WARN "):
         assert noise not in res.stderr, f"{noise!r} on the console:\n{res.stderr}"
     assert "ERROR test: an error the user must see" in res.stderr, res.stderr

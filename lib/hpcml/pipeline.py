@@ -11,9 +11,9 @@ Executed copies go to ``build/executed/``; the HTML walkthrough to ``build/site/
 The run stops at the first failing notebook, prints the failing cell's source and
 error and the path of the partially executed copy, and exits non-zero.
 
-The console shows the progress and the errors only: each kernel starts with its log level
-at ERROR (:data:`KERNEL_ARGUMENTS`: no warning that it talks to papermill over TCP on
-loopback without encryption), and a Spark driver started inside a notebook reads
+The console shows the progress and the errors only: each kernel starts with its own log at
+CRITICAL (:data:`KERNEL_ARGUMENTS`: no warning that it talks to papermill over TCP on
+loopback without encryption, no interrupt message at shutdown), and a Spark driver started inside a notebook reads
 :data:`SPARK_LOG4J2` (no start-up banner or WARN lines, errors still shown).
 """
 
@@ -44,10 +44,13 @@ from hpcml.params import (
 
 KERNEL_NAME = "hpcml"
 _NB_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
-#: Extra command-line arguments of every kernel: log errors only. The kernel otherwise warns,
-#: at every start, that it runs over TCP without encryption; papermill starts it on loopback,
-#: and nothing a user sets changes that.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+#: Extra command-line arguments of every kernel: its own log (the kernel's machinery, not the
+#: notebook's code) shows critical messages only. Otherwise it warns at every start that it
+#: runs over TCP without encryption (papermill starts it on loopback; nothing a user sets
+#: changes that), and at the end it may log "KeyboardInterrupt caught in kernel" at ERROR
+#: (jupyter_client interrupts every kernel before shutting it down). A failing cell is not
+#: in this log: the pipeline prints its source and error, and a kernel that dies fails the run.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
 #: log4j2 configuration of a Spark driver started by a notebook under the pipeline: Spark's
 #: own console layout at level ERROR. ``PythonGatewayServer`` (the logger pyspark's driver
 #: starts logging with) at ERROR too, or Spark prints "Setting default log level" at start.
