@@ -1,6 +1,16 @@
 import pytest
 
-from hpcml.params import ParameterError, check_values, load_profile, parse_override, parse_parameters_cell, values_for
+import json
+
+from hpcml.params import (
+    ParameterError,
+    check_values,
+    load_profile,
+    parameters_source,
+    parse_override,
+    parse_parameters_cell,
+    values_for,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -42,6 +52,18 @@ def test_int_accepted_for_float_and_common_applied():
     declared = parse_parameters_cell(CELL)
     prof = {"common": {"seed": 7, "unrelated": 1}, "00_x": {"rate": 1}}
     assert values_for("00_x", prof, declared) == {"seed": 7, "rate": 1}
+
+
+@pytest.mark.parametrize("source", [CELL, CELL.splitlines(keepends=True)], ids=["string", "lines"])
+def test_parameters_source_from_the_tagged_cell(tmp_path, source):
+    cells = [{"cell_type": "markdown", "metadata": {"tags": ["parameters"]}, "source": "not code"},
+             {"cell_type": "code", "metadata": {}, "source": "x = 1"},
+             {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": source}]
+    nb = tmp_path / "00_x.ipynb"
+    nb.write_text(json.dumps({"cells": cells}))
+    assert parameters_source(nb) == CELL
+    nb.write_text(json.dumps({"cells": cells[:2]}))
+    assert parameters_source(nb) is None
 
 
 def test_missing_and_malformed_profile(tmp_path):

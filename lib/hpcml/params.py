@@ -17,6 +17,7 @@ Values are checked against the type annotations of each notebook's tagged
 from __future__ import annotations
 
 import ast
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,20 @@ def parse_parameters_cell(source: str) -> list[NotebookParam]:
                     comment = line.split("#", 1)[1].strip() if "#" in line else ""
                     out.append(NotebookParam(t.id, "", ast.unparse(node.value), comment))
     return out
+
+
+def parameters_source(nb_path: str | Path) -> str | None:
+    """The source of the notebook's first code cell tagged ``parameters``, or ``None``.
+
+    Args:
+        nb_path: an ``.ipynb`` file (read as JSON; nbformat is not needed).
+    """
+    nb = json.loads(Path(nb_path).read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = cell.get("source", "")
+            return "".join(src) if isinstance(src, list) else src
+    return None
 
 
 def load_profile(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -10,15 +10,23 @@ Usage::
 Executed copies go to ``build/executed/``; the HTML walkthrough to ``build/site/``.
 The run stops at the first failing notebook, prints the failing cell's source and
 error and the path of the partially executed copy, and exits non-zero.
+
+The console shows the progress and the errors only: each kernel starts with its own log at
+CRITICAL (:data:`KERNEL_ARGUMENTS`: no warning that it talks to papermill over TCP on
+loopback without encryption, no interrupt message at shutdown), and a Spark driver started inside a notebook reads
+:data:`SPARK_LOG4J2` (no start-up banner or WARN lines, errors still shown).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +36,7 @@ from hpcml.params import (
     ParameterError,
     check_values,
     load_profile,
+    parameters_source,
     parse_override,
     parse_parameters_cell,
     values_for,
@@ -35,6 +44,27 @@ from hpcml.params import (
 
 KERNEL_NAME = "hpcml"
 _NB_RE = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+#: Extra command-line arguments of every kernel: its own log (the kernel's machinery, not the
+#: notebook's code) shows critical messages only. Otherwise it warns at every start that it
+#: runs over TCP without encryption (papermill starts it on loopback; nothing a user sets
+#: changes that), and at the end it may log "KeyboardInterrupt caught in kernel" at ERROR
+#: (jupyter_client interrupts every kernel before shutting it down). A failing cell is not
+#: in this log: the pipeline prints its source and error, and a kernel that dies fails the run.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=CRITICAL"]
+#: log4j2 configuration of a Spark driver started by a notebook under the pipeline: Spark's
+#: own console layout at level ERROR. ``PythonGatewayServer`` (the logger pyspark's driver
+#: starts logging with) at ERROR too, or Spark prints "Setting default log level" at start.
+SPARK_LOG4J2 = """\
+rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = console
+appender.console.type = Console
+appender.console.name = console
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = error
+"""
 
 
 class PipelineError(RuntimeError):
@@ -77,13 +107,42 @@ def select(notebooks: list[Path], only: list[str] | None) -> list[Path]:
 
 def declared_parameters(nb_path: Path):
     """The parameters declared in the notebook's cell tagged ``parameters``."""
-    import nbformat
+    source = parameters_source(nb_path)
+    if source is None:
+        raise PipelineError(f"{nb_path.name} has no code cell tagged 'parameters'")
+    return parse_parameters_cell(source)
 
-    nb = nbformat.read(str(nb_path), as_version=4)
-    for cell in nb.cells:
-        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
-            return parse_parameters_cell(cell.source)
-    raise PipelineError(f"{nb_path.name} has no code cell tagged 'parameters'")
+
+def spark_submit_opts(current: str | None, log4j2_file: Path) -> str:
+    """``SPARK_SUBMIT_OPTS`` that point the driver JVM at ``log4j2_file``, unless ``current``
+    already names a log4j2 configuration (the user's choice wins)."""
+    current = (current or "").strip()
+    if "log4j2.configurationFile" in current:
+        return current
+    return f"{current} -Dlog4j2.configurationFile=file:{log4j2_file}".strip()
+
+
+@contextmanager
+def quiet_spark_start() -> Iterator[Path]:
+    """While the notebooks run, a Spark driver they start logs with :data:`SPARK_LOG4J2`.
+
+    Kernels inherit this process's environment, and ``spark-submit`` (which pyspark runs to
+    start the driver JVM) passes ``SPARK_SUBMIT_OPTS`` to it. Restored on exit.
+
+    Yields:
+        The log4j2 properties file written under ``build/pipeline/``.
+    """
+    conf = paths.atomic_write_text(paths.ensure(paths.build_dir() / "pipeline") / "log4j2.properties",
+                                   SPARK_LOG4J2)
+    old = os.environ.get("SPARK_SUBMIT_OPTS")
+    os.environ["SPARK_SUBMIT_OPTS"] = spark_submit_opts(old, conf)
+    try:
+        yield conf
+    finally:
+        if old is None:
+            os.environ.pop("SPARK_SUBMIT_OPTS", None)
+        else:
+            os.environ["SPARK_SUBMIT_OPTS"] = old
 
 
 def _failure_details(exc: Exception, executed: Path) -> dict[str, Any]:
@@ -116,6 +175,7 @@ def run_one(nb_path: Path, parameters: dict[str, Any], out_dir: Path, log=print)
             str(executed),
             parameters=parameters,
             kernel_name=KERNEL_NAME,
+            extra_arguments=KERNEL_ARGUMENTS,
             cwd=str(nb_path.parent),
             progress_bar=False,
             log_output=False,
@@ -182,16 +242,17 @@ def run_pipeline(
 
     runs = [NotebookRun(nb.stem, str(nb), str(paths.executed_dir() / nb.name), parameters=v) for nb, v in plan]
     total = len(plan)
-    for i, (nb, values) in enumerate(plan):
-        log(f"[{i + 1}/{total}] {nb.stem} ... ", end="") if log is print else log(f"[{i + 1}/{total}] {nb.stem}")
-        sys.stdout.flush()
-        runs[i] = run_one(nb, values, paths.executed_dir(), log=log)
-        log(f"{runs[i].status} in {runs[i].duration_s:.1f}s")
-        if runs[i].status == "failed":
-            _print_failure(runs[i], log)
-            for r in runs[i + 1 :]:
-                r.status = "skipped"
-            break
+    with quiet_spark_start():
+        for i, (nb, values) in enumerate(plan):
+            log(f"[{i + 1}/{total}] {nb.stem} ... ", end="") if log is print else log(f"[{i + 1}/{total}] {nb.stem}")
+            sys.stdout.flush()
+            runs[i] = run_one(nb, values, paths.executed_dir(), log=log)
+            log(f"{runs[i].status} in {runs[i].duration_s:.1f}s")
+            if runs[i].status == "failed":
+                _print_failure(runs[i], log)
+                for r in runs[i + 1 :]:
+                    r.status = "skipped"
+                break
     _write_summary(runs, prof_path)
     if render:
         from hpcml import site

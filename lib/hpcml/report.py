@@ -1,7 +1,9 @@
 """Record a notebook's metrics and figures, and read them back.
 
-Every notebook calls :func:`begin` once, then :func:`record` for each headline
-number and :func:`figure` for each plot. Results land in
+Every notebook calls :func:`begin` once (it records the notebook's parameters: the names
+its ``parameters`` cell declares, with their values in the kernel), then :func:`record`
+for each headline number (or :func:`record_all` for the :class:`Metric` list a stage's
+summary function builds) and :func:`figure` for each plot. Results land in
 ``build/metrics/<notebook>.json`` (written atomically after every call) and
 ``build/figures/<notebook>/<name>.png``. The review notebook and the site index
 read them back with :func:`load` / :func:`load_all` / :func:`value` — numbers are
@@ -9,7 +11,7 @@ never retyped.
 
 Example:
     >>> from hpcml import report
-    >>> report.begin("00_cluster_setup", params={"n_jobs": 5})
+    >>> report.begin("00_cluster_setup")
     >>> report.record("slurm_start_s", 3.2, unit="s", headline=True)
 """
 
@@ -17,16 +19,30 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hpcml import paths
+from hpcml.params import parameters_source, parse_parameters_cell
 
 
 class MissingMetricsError(LookupError):
     """A stage's metrics are not there: its notebook has not been run yet."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric to record: the arguments of :func:`record`, built by a summary function."""
+
+    name: str
+    value: Any
+    unit: str = ""
+    description: str = ""
+    headline: bool = False
 
 
 @dataclass
@@ -72,12 +88,43 @@ def _require() -> _Run:
     return _current
 
 
+def find_notebook(notebook: str) -> Path | None:
+    """The ``.ipynb`` file of ``notebook``: in the working directory (papermill runs a
+    notebook in its own folder), else in ``notebooks/``; ``None`` when neither has it."""
+    for folder in (Path.cwd(), paths.notebooks_dir()):
+        path = folder / f"{notebook}.ipynb"
+        if path.is_file():
+            return path
+    return None
+
+
+def notebook_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of ``notebook`` as they are in ``namespace``.
+
+    Args:
+        notebook: the notebook's stem.
+        namespace: the kernel's globals: the parameters cell ran there, and after it
+            papermill's injected cell, so these are the values the run uses.
+
+    Returns:
+        ``{name: value}`` for each name the notebook's ``parameters`` cell declares, in its
+        order; empty when the notebook file or its parameters cell is not found.
+    """
+    path = find_notebook(notebook)
+    source = parameters_source(path) if path else None
+    if source is None:
+        return {}
+    return {p.name: namespace[p.name] for p in parse_parameters_cell(source) if p.name in namespace}
+
+
 def begin(notebook: str, params: dict[str, Any] | None = None) -> Path:
     """Start (or restart) recording for ``notebook``; earlier results of it are replaced.
 
     Args:
         notebook: the notebook's stem, e.g. ``"02_horovod_training"``.
-        params: the notebook's parameters, shown at the top of its page.
+        params: the parameters to record; by default the notebook's own, read by
+            :func:`notebook_parameters` from the caller's globals (a notebook cell's
+            globals are the kernel's namespace).
 
     Returns:
         The path of the metrics JSON.
@@ -85,6 +132,8 @@ def begin(notebook: str, params: dict[str, Any] | None = None) -> Path:
     global _current
     if not notebook or "/" in notebook:
         raise ValueError(f"report.begin: notebook must be a stem like '00_cluster_setup', got {notebook!r}")
+    if params is None:
+        params = notebook_parameters(notebook, sys._getframe(1).f_globals)
     _current = _Run(
         notebook,
         {
@@ -126,6 +175,15 @@ def record(
     }
     _save()
     return value
+
+
+def record_all(metrics: Iterable[Metric]) -> dict[str, Any]:
+    """Record each :class:`Metric` in order, as :func:`record` does.
+
+    Returns:
+        ``{name: value}`` of the recorded metrics.
+    """
+    return {m.name: record(m.name, m.value, m.unit, m.description, m.headline) for m in metrics}
 
 
 def figure(fig: Any, name: str, caption: str = "", main: bool = False) -> Path:

@@ -1,0 +1,158 @@
+"""The synthetic benchmark's scaling summary: 1 worker vs N, pinning, the cycle time, the ceiling.
+
+Notebook 02 launches the runs (:func:`hpcml.train.bench.run_bench` for Horovod,
+:func:`hpcml.train.bench.ceiling` for plain PyTorch) and this module turns their results into
+what it shows and records: one row per rank and run (img/s ± 1.96σ), one row per rank of
+the pinned runs with what the process spent besides the step (context switches, kernel and
+CPU time shares), the scaling efficiencies (:func:`hpcml.train.bench.scaling_efficiency`)
+and the metrics (:func:`metrics`, recorded with :func:`hpcml.report.record_all`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from hpcml.report import Metric
+from hpcml.train.bench import scaling_efficiency
+
+
+@dataclass(frozen=True)
+class ScalingRuns:
+    """The benchmark results the summary compares (each ``run_bench(...)`` JSON, whole).
+
+    Attributes:
+        one: 1 worker, pinned, with the tuned cycle time.
+        pinned: ``world_size`` workers, pinned, tuned cycle.
+        unpinned: ``world_size`` workers, not pinned, tuned cycle.
+        default_cycle: ``world_size`` workers, pinned, Horovod's default 1 ms cycle.
+        ceiling: :func:`hpcml.train.bench.ceiling`'s result (plain PyTorch, alone and together).
+        world_size: workers of the multi-worker runs.
+        cycle: the tuned cycle as the tables name it, e.g. ``"50 ms cycle"``.
+    """
+
+    one: dict[str, Any]
+    pinned: dict[str, Any]
+    unpinned: dict[str, Any]
+    default_cycle: dict[str, Any]
+    ceiling: dict[str, Any]
+    world_size: int
+    cycle: str
+
+    def horovod_runs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(label, result) of the Horovod runs, in the tables' order."""
+        n, cyc = self.world_size, self.cycle
+        return [(f"1 worker, {cyc}", self.one), (f"{n} pinned, {cyc}", self.pinned),
+                (f"{n} unpinned, {cyc}", self.unpinned), (f"{n} pinned, 1 ms cycle", self.default_cycle)]
+
+
+@dataclass(frozen=True)
+class ScalingSummary:
+    """What the runs show.
+
+    Attributes:
+        runs: the runs summarised.
+        rows: one dict per rank and run: ``run``, ``rank``, ``img_per_s``, ``conf95``.
+        per_rank: ``rows`` as a table.
+        processes: per rank of the two pinned ``world_size`` runs: ``ctx_switches_per_s``,
+            ``system_share`` (kernel time / wall) and ``cpu_share`` ((user + kernel) / wall).
+        efficiency: pinned N workers vs N × the 1-worker run.
+        efficiency_default_cycle: the same with the 1 ms cycle (vs the tuned 1-worker run).
+        efficiency_vs_plain: pinned N Horovod workers vs N × one plain PyTorch process alone.
+        ceiling: plain PyTorch processes together / each alone.
+        per_worker_img_per_s: mean img/s per worker of the pinned N-worker run.
+    """
+
+    runs: ScalingRuns
+    rows: list[dict[str, Any]]
+    per_rank: pd.DataFrame
+    processes: pd.DataFrame
+    efficiency: float
+    efficiency_default_cycle: float
+    efficiency_vs_plain: float
+    ceiling: float
+    per_worker_img_per_s: float
+
+    @property
+    def vs_ceiling(self) -> float:
+        """Horovod's scaling efficiency as a fraction of the hardware ceiling."""
+        return self.efficiency / self.ceiling
+
+
+def per_rank_rows(runs: ScalingRuns) -> list[dict[str, Any]]:
+    """One row per rank of every Horovod run, then per process of the ceiling (alone, together)."""
+    rows = [dict(run=name, rank=p["rank"], img_per_s=p["img_per_s"], conf95=p["conf95"])
+            for name, r in runs.horovod_runs() for p in r["synthetic"]["per_rank"]]
+    rows += [dict(run=f"plain PyTorch, {phase}", rank=p["slot"], img_per_s=p[phase]["img_per_s"],
+                  conf95=p[phase]["conf95"])
+             for phase in ("alone", "together") for p in runs.ceiling["per_process"]]
+    return rows
+
+
+def process_rows(runs: ScalingRuns) -> list[dict[str, Any]]:
+    """Per rank of the pinned ``world_size`` runs (tuned and 1 ms cycle): what the process spent."""
+    labelled = runs.horovod_runs()
+    pinned = [labelled[1], labelled[3]]  # N pinned: the tuned cycle, then the 1 ms cycle
+    return [dict(run=name, rank=p["rank"], ctx_switches_per_s=p["process"]["ctx_switches_per_s"],
+                 system_share=p["process"]["system_s"] / p["process"]["wall_s"],
+                 cpu_share=(p["process"]["user_s"] + p["process"]["system_s"]) / p["process"]["wall_s"])
+            for name, r in pinned for p in r["synthetic"]["per_rank"]]
+
+
+def summarize(runs: ScalingRuns) -> ScalingSummary:
+    """The tables and efficiencies of ``runs``."""
+    one, n = runs.one["synthetic"]["total_img_per_s"], runs.world_size
+    rows = per_rank_rows(runs)
+    return ScalingSummary(
+        runs=runs, rows=rows, per_rank=pd.DataFrame(rows), processes=pd.DataFrame(process_rows(runs)),
+        efficiency=scaling_efficiency(runs.pinned["synthetic"]["total_img_per_s"], one, n),
+        efficiency_default_cycle=scaling_efficiency(runs.default_cycle["synthetic"]["total_img_per_s"], one, n),
+        efficiency_vs_plain=scaling_efficiency(runs.pinned["synthetic"]["total_img_per_s"],
+                                               runs.ceiling["alone_img_per_s"], n),
+        ceiling=runs.ceiling["efficiency"],
+        per_worker_img_per_s=runs.pinned["synthetic"]["per_worker_img_per_s"],
+    )
+
+
+def metrics(s: ScalingSummary, arch: str, image_size: int, batch: int) -> list[Metric]:
+    """The metrics notebook 02 records for the summary, in its order.
+
+    Args:
+        s: the summary.
+        arch: the synthetic benchmark's model (names the per-worker throughput metric).
+        image_size: its image side, for the description.
+        batch: its per-worker batch, for the description.
+    """
+    n, cyc = s.runs.world_size, s.runs.cycle
+    ctx = s.processes.groupby("run", sort=False)["ctx_switches_per_s"].mean().round(0).to_dict()
+    return [
+        Metric("scaling_efficiency", s.efficiency, headline=True,
+               description=f"{arch} synthetic: {n}×1 thread vs 2×(1×1 thread), same per-worker batch, {cyc}"),
+        Metric("scaling_efficiency_default_cycle", s.efficiency_default_cycle,
+               description=f"the same with Horovod's default 1 ms cycle (vs the {cyc} 1-worker run)"),
+        Metric("scaling_ceiling", s.ceiling, headline=True,
+               description=f"{n} plain PyTorch processes together / the same processes each alone: no communication"),
+        Metric("scaling_vs_ceiling", s.vs_ceiling,
+               description="Horovod's scaling efficiency as a fraction of the hardware ceiling"),
+        Metric("scaling_efficiency_vs_plain", s.efficiency_vs_plain,
+               description=f"{n} Horovod workers vs {n} × one plain PyTorch process (no Horovod at all)"),
+        Metric(f"{arch}_img_per_s_per_worker", s.per_worker_img_per_s, unit="img/s", headline=True,
+               description=f"{arch} synthetic {image_size}px batch {batch}, CPU, mean over {n} ranks"),
+        Metric("synthetic_per_rank", s.rows, description="img/s per rank (mean ± 1.96σ over timed iterations)"),
+        Metric("ctx_switches_per_s", ctx, unit="1/s",
+               description="context switches per second per worker over the timed iterations, by cycle time"),
+    ]
+
+
+def headline(s: ScalingSummary) -> str:
+    """One line: the efficiencies and the share of the ceiling Horovod reaches."""
+    return (f"scaling efficiency {s.efficiency:.3f} ({s.runs.cycle}), {s.efficiency_default_cycle:.3f} (1 ms cycle); "
+            f"ceiling {s.ceiling:.3f} -> Horovod reaches {s.vs_ceiling:.0%} of what two independent processes get")
+
+
+def chart_title(s: ScalingSummary, arch: str) -> str:
+    """The title of the per-rank chart."""
+    return (f"{arch} synthetic: efficiency {s.efficiency:.2f} ({s.runs.cycle}), {s.efficiency_default_cycle:.2f} "
+            f"(1 ms), ceiling {s.ceiling:.2f}")
