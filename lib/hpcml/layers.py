@@ -51,6 +51,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.train.abtest", "pure"),
     ("hpcml.train.stats", "pure"),
     ("hpcml.train.plots", "pure"),
+    ("hpcml.train.scaling", "pure"),
     ("hpcml.serve.protocol", "pure"),
     ("hpcml.serve.batching", "pure"),
     ("hpcml.serve.capacity", "pure"),

@@ -4,7 +4,7 @@ Notebook 02 launches the runs (:func:`hpcml.train.bench.run_bench` for Horovod,
 :func:`hpcml.train.bench.ceiling` for plain PyTorch) and this module turns their results into
 what it shows and records: one row per rank and run (img/s ± 1.96σ), one row per rank of
 the pinned runs with what the process spent besides the step (context switches, kernel and
-CPU time shares), the scaling efficiencies (:func:`hpcml.train.bench.scaling_efficiency`)
+CPU time shares), the scaling efficiencies (:func:`hpcml.train.stats.scaling_efficiency`)
 and the metrics (:func:`metrics`, recorded with :func:`hpcml.report.record_all`).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from hpcml.report import Metric
-from hpcml.train.bench import scaling_efficiency
+from hpcml.train.stats import scaling_efficiency
 
 
 @dataclass(frozen=True)
