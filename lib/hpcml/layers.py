@@ -36,7 +36,6 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml", "spec"),
     ("hpcml.paths", "spec"),
     ("hpcml.specbase", "spec"),
-    ("hpcml.config", "spec"),
     ("hpcml.aws.account", "spec"),
     ("hpcml.*.spec", "spec"),
     ("hpcml.tune.space", "spec"),
@@ -69,6 +68,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.data.staging", "pure"),
     ("hpcml.report", "pure"),
     ("hpcml.params", "pure"),
+    ("hpcml.config", "pure"),  # re-exports specs, and Thresholds/Workload from pure modules (lazily)
     ("hpcml.layers", "pure"),
     # -- app: entry points and presentation
     ("hpcml.pipeline", "app"),
