@@ -2,9 +2,6 @@
 contract-layout dataset and saves an artifact the server loads and serves; the side-by-side
 batching comparison reports both servers; bad encodings are rejected."""
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 
@@ -15,34 +12,8 @@ from hpcml.serve.server import ServerProcess
 pytestmark = pytest.mark.integration
 
 
-def write_dataset(root, n=240, seed=0):
-    """A tiny learnable dataset in the hpcml.data contract layout (2 train shards)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(seed)
-    protos = rng.normal(0, 1, (10, 784)).astype(np.float32)
-    splits = {}
-    for split, n_shards in (("train", 2), ("val", 1), ("test", 1)):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        y = rng.integers(0, 10, n)
-        x = (protos[y] + rng.normal(0, 1, (n, 784))).astype(np.float32)
-        shards = []
-        for i, idx in enumerate(np.array_split(np.arange(n), n_shards)):
-            f = root / split / f"shard-{i:05d}.parquet"
-            pq.write_table(pa.table({"label": pa.array(y[idx].astype(np.int32), pa.int32()),
-                                     "pixels": pa.array(list(x[idx]), pa.list_(pa.float32()))}), f)
-            shards.append({"file": f"{split}/{f.name}", "rows": len(idx),
-                           "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
-        splits[split] = {"rows": n, "shards": shards}
-    (root / "_manifest.json").write_text(json.dumps({
-        "format": "hpcml-dataset/1", "n_shards": 2, "splits": splits,
-        "normalization": {"scale": 1 / 255, "mean": 0.13, "std": 0.31}}))
-    return root
-
-
-def test_quick_model_trains_saves_and_serves(build_tmp):
-    write_dataset(paths.dataset_dir())
+def test_quick_model_trains_saves_and_serves(build_tmp, contract_dataset):
+    contract_dataset(paths.dataset_dir(), rows=(240, 240, 240), eval_shards=1, noise=1.0, fit_on=None)
     assert bench.find_model() is None
     path = bench.quick_model(epochs=1)
     assert path == paths.models_dir() / "cnn" / "model.pt" and bench.find_model() == path

@@ -4,8 +4,6 @@ and the benchmark drivers."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 import urllib.request
@@ -21,38 +19,9 @@ from hpcml.train.spec import TrainSpec
 pytestmark = pytest.mark.integration
 
 
-def write_dataset(root: Path, n_shards: int = 2, n_train: int = 384, n_eval: int = 96, seed: int = 0,
-                  poison: bool = False) -> Path:
-    """Tiny learnable digits-shaped data in the hpcml.data contract layout (manifest included)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rng = np.random.default_rng(seed)
-    protos = rng.normal(0, 1, (10, 784)).astype(np.float32)
-    splits = {}
-    for split, n in (("train", n_train), ("val", n_eval), ("test", n_eval)):
-        (root / split).mkdir(parents=True, exist_ok=True)
-        y = rng.integers(0, 10, n)
-        x = (protos[y] + rng.normal(0, 1.5, (n, 784))).astype(np.float32)
-        if poison and split == "train":
-            x[:] = np.nan
-        shards = []
-        for i, idx in enumerate(np.array_split(np.arange(n), n_shards)):
-            f = root / split / f"shard-{i:05d}.parquet"
-            pq.write_table(pa.table({"label": pa.array(y[idx].astype(np.int32), pa.int32()),
-                                     "pixels": pa.array(list(x[idx]), pa.list_(pa.float32()))}), f)
-            shards.append({"file": f"{split}/{f.name}", "rows": len(idx),
-                           "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
-        splits[split] = {"rows": n, "shards": shards}
-    (root / "_manifest.json").write_text(json.dumps({
-        "format": "hpcml-dataset/1", "n_shards": n_shards, "splits": splits,
-        "normalization": {"scale": 1 / 255, "mean": 0.13, "std": 0.31, "fit_on": "train"}}))
-    return root
-
-
 @pytest.fixture(scope="module")
-def ds2(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("ds2"))
+def ds2(tmp_path_factory, contract_dataset):
+    return contract_dataset(tmp_path_factory.mktemp("ds2"))
 
 
 def _spec(ds, out, **kw):
@@ -118,8 +87,8 @@ def test_missing_shards_is_clear(tmp_path):
         run_local(_spec(tmp_path / "nothing", tmp_path / "run"), timeout_s=60)
 
 
-def test_nan_loss_stops_every_rank_and_names_the_step(tmp_path):
-    ds = write_dataset(tmp_path / "ds", poison=True)
+def test_nan_loss_stops_every_rank_and_names_the_step(tmp_path, contract_dataset):
+    ds = contract_dataset(tmp_path / "ds", poison=True)
     with pytest.raises(TrainJobError, match="at step 1") as ei:
         run_local(_spec(ds, tmp_path / "run", checkpoint_every=1), timeout_s=120, on_progress=None)
     assert ei.value.events[0]["error"] == "nan_loss"
