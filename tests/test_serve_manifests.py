@@ -1,5 +1,5 @@
-"""Serving definitions: what the issue requires is in them, and the SageMaker requests
-validate against botocore's service model."""
+"""Serving definitions: the objects and fields production serving relies on are in them, and
+the SageMaker requests validate against botocore's service model."""
 
 import json
 

@@ -175,7 +175,7 @@ def iam_policies(root: Path | None = None) -> dict[str, str]:
     return {p.name: p.read_text(encoding="utf-8") for p in sorted(d.glob("*.json"))}
 
 
-#: Targets the issues set for the stages: (notebook, metric, target, "min" or "max").
+#: The performance and quality targets each stage is held to: (notebook, metric, target, "min" or "max").
 TARGETS: list[tuple[str, str, float, str]] = [
     ("02_horovod_training", "test_accuracy", 0.97, "min"),
     ("02_horovod_training", "scaling_efficiency", 0.90, "min"),
