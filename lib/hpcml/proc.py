@@ -19,6 +19,10 @@ from typing import Callable, Sequence
 LOOPBACK = "127.0.0.1"
 
 
+class NotReady(RuntimeError):
+    """A process stayed up but did not become ready in time (:func:`wait_until`)."""
+
+
 def free_port(host: str = LOOPBACK) -> int:
     """A TCP port that is free on ``host`` right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -118,7 +122,8 @@ def wait_until(ready: Callable[[], bool], timeout_s: float, what: str, proc: sub
     """Poll ``ready()`` until true; returns the seconds waited.
 
     Raises:
-        RuntimeError: ``proc`` exited first, or ``timeout_s`` passed (with the log's tail).
+        RuntimeError: ``proc`` exited first (with the log's tail).
+        NotReady: ``timeout_s`` passed (a RuntimeError, with the log's tail).
     """
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout_s:
@@ -127,4 +132,4 @@ def wait_until(ready: Callable[[], bool], timeout_s: float, what: str, proc: sub
         if ready():
             return time.monotonic() - t0
         time.sleep(interval_s)
-    raise RuntimeError(f"{what} not ready within {timeout_s}s:\n{tail(log_path, 30, '(no log)') if log_path else ''}")
+    raise NotReady(f"{what} not ready within {timeout_s}s:\n{tail(log_path, 30, '(no log)') if log_path else ''}")

@@ -29,11 +29,12 @@ class LocalS3:
         try:
             _proc.wait_until(lambda: _proc.port_open(port, timeout_s=0.5), timeout, "local S3 endpoint (moto server)",
                              proc, interval_s=0.2)
-        except RuntimeError as exc:
+        except _proc.NotReady:
             _proc.stop(proc, timeout_s=0)
-            if "not ready" not in str(exc):
-                raise  # it exited: the message says with what code
             raise TimeoutError(f"local S3 endpoint did not listen on {_proc.LOOPBACK}:{port} within {timeout}s") from None
+        except RuntimeError:  # it exited: the message says with what code
+            _proc.stop(proc, timeout_s=0)
+            raise
         return cls(f"http://{_proc.LOOPBACK}:{port}", proc)
 
     def client(self):
