@@ -63,10 +63,12 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.cost.prices", "pure"),
     ("hpcml.cost.plots", "pure"),
     ("hpcml.cost.measured", "pure"),
+    ("hpcml.cost.interconnect", "pure"),
     ("hpcml.data.raw", "pure"),
     ("hpcml.data.spark_conf", "pure"),
     ("hpcml.data.staging", "pure"),
     ("hpcml.report", "pure"),
+    ("hpcml.claims", "pure"),
     ("hpcml.params", "pure"),
     ("hpcml.config", "pure"),  # re-exports specs, and Thresholds/Workload from pure modules (lazily)
     ("hpcml.layers", "pure"),

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hpcml import paths
+from hpcml import claims, paths
 from hpcml.params import parameters_source, parse_parameters_cell
 
 
@@ -142,6 +142,8 @@ def begin(notebook: str, params: dict[str, Any] | None = None) -> Path:
             "params": _clean(params or {}),
             "metrics": {},
             "figures": [],
+            "claims": [],
+            "conclusions": {},
         },
     )
     _save()
@@ -210,6 +212,82 @@ def figure(fig: Any, name: str, caption: str = "", main: bool = False) -> Path:
     figs.append({"name": name, "path": str(out), "caption": caption, "main": bool(main)})
     run.data["figures"] = figs
     _save()
+    return out
+
+
+def metric_values() -> dict[str, Any]:
+    """``{name: value}`` of every metric the current notebook recorded so far."""
+    return {k: m["value"] for k, m in _require().data["metrics"].items()}
+
+
+def say(template: str, **values: Any) -> claims.Markdown:
+    """A sentence rendered from measured values, recorded, and displayed as Markdown.
+
+    Write the numbers a sentence states through this (or a summary function that calls it),
+    never by hand: ``report.say("Spark took {s:.1f} s", s=report.get("spark_s"))``. Metric
+    names the template uses and ``values`` does not give are read from the recorded metrics.
+
+    Raises:
+        hpcml.claims.ClaimError: a value is missing, ``None`` or NaN (the run fails; the
+            text never prints "None").
+    """
+    run = _require()
+    text = claims.render(template, {**metric_values(), **values})
+    run.data.setdefault("claims", []).append(text)
+    _save()
+    return claims.Markdown(text)
+
+
+def conclude(name: str, rule: str, yes: str, no: str, expect: bool | None = None) -> str:
+    """Decide a conclusion from recorded metrics, record it, and return the word for it.
+
+    Args:
+        name: snake_case name of the conclusion.
+        rule: an expression over recorded metric names (:func:`hpcml.claims.evaluate`),
+            e.g. ``"spark_vs_pandas_1m > 1"``.
+        yes: the words the text uses when the rule holds (``"ahead of"``).
+        no: the words when it does not (``"behind"``).
+        expect: ``True`` (or ``False``) when the narrative around it states the conclusion
+            unconditionally: :func:`check_conclusions` then fails unless the rule gives that.
+
+    Returns:
+        ``yes`` or ``no``.
+    """
+    run = _require()
+    holds = claims.evaluate(rule, metric_values())
+    run.data.setdefault("conclusions", {})[name] = {
+        "rule": rule, "holds": holds, "word": yes if holds else no, "expect": expect,
+        "values": {n: metric_values().get(n) for n in claims.rule_names(rule)},
+    }
+    _save()
+    return yes if holds else no
+
+
+def check_conclusions() -> dict[str, bool]:
+    """Re-evaluate every recorded conclusion against the metrics as they stand now.
+
+    The checks cell calls it. It fails (``AssertionError``, naming each conclusion) when a
+    rule's metric is gone or NaN, when a metric changed after the text was rendered so the
+    printed word is no longer the rule's, or when an expected conclusion does not hold.
+
+    Returns:
+        ``{name: holds}`` of every conclusion.
+    """
+    run = _require()
+    values = metric_values()
+    problems, out = [], {}
+    for name, c in run.data.get("conclusions", {}).items():
+        try:
+            holds = claims.evaluate(c["rule"], values)
+        except claims.ClaimError as e:
+            problems.append(f"{name}: {e}")
+            continue
+        out[name] = holds
+        if holds != c["holds"]:
+            problems.append(f"{name}: the text printed {c['word']!r} but {c['rule']} is now {holds}")
+        if c.get("expect") is not None and holds != c["expect"]:
+            problems.append(f"{name}: the text states {c['rule']} is {c['expect']}, the run gives {holds}")
+    assert not problems, "conclusions that do not agree with this run: " + "; ".join(problems)
     return out
 
 
