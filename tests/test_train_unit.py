@@ -325,3 +325,33 @@ def test_exporter_switches_off_and_on_at_once_and_its_cost_is_timed():
     assert not ex.thread.is_alive()
     cost = exporter_cost(n=200, scrapes=5)  # must return: it closes the exporter it built
     assert cost["observe_us"] > 0 and cost["scrape_ms"] > 0 and cost["scrape_bytes"] > 100
+
+
+@pytest.mark.parametrize("optimizer,copies", [("sgd", 2), ("adam", 3), ("AdamW", 3)])
+def test_resnet50_checkpoint_bytes_is_weights_plus_optimizer_state(optimizer, copies):
+    params = count_params(make_model("resnet50"))
+    assert params == 25_557_032
+    assert ck.resnet50_checkpoint_bytes(optimizer) == params * 4 * copies
+
+
+def test_resnet50_checkpoint_bytes_rejects_an_unknown_optimizer():
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        ck.resnet50_checkpoint_bytes("lamb")
+
+
+def test_projected_checkpoint_s_divides_bytes_by_the_rate():
+    assert ck.projected_checkpoint_s(100e6, nbytes=50_000_000) == pytest.approx(0.5)
+    # default: ResNet-50 + SGD momentum, about 204.5 MB
+    assert ck.projected_checkpoint_s(204_456_256) == pytest.approx(1.0)
+    assert ck.projected_checkpoint_s(np.float64(1e9), nbytes=0) == 0.0
+
+
+@pytest.mark.parametrize("rate", [0, -1.0, float("nan"), float("inf"), None, "fast", True])
+def test_projected_checkpoint_s_refuses_a_non_positive_rate(rate):
+    with pytest.raises(ValueError, match="write_bytes_per_s must be a positive"):
+        ck.projected_checkpoint_s(rate)
+
+
+def test_projected_checkpoint_s_refuses_negative_bytes():
+    with pytest.raises(ValueError, match="nbytes must be >= 0"):
+        ck.projected_checkpoint_s(1e6, nbytes=-1)

@@ -10,13 +10,22 @@ corrupt or truncated file is refused with a clear :class:`CheckpointError`.
 Model artifacts (``save_model`` / ``load_model``) follow the cross-stage contract:
 ``{"format": "hpcml-model/1", "arch", "model_config", "state_dict", "metrics",
 "normalization", "input_shape": [1, 28, 28]}``.
+
+Checkpoint cost at a real model's size: :func:`resnet50_checkpoint_bytes` counts
+ResNet-50's weight and optimiser bytes from the project's own model, and
+:func:`projected_checkpoint_s` divides them by a measured write rate. The result is a
+projection (this run trains a small CNN), used for the termination grace period and the
+Young/Daly checkpoint interval.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,12 @@ from hpcml import paths
 CKPT_FORMAT = "hpcml-checkpoint/1"
 MODEL_FORMAT = "hpcml-model/1"
 KEEP = 2
+
+
+#: Optimiser state kept per parameter, in parameter-sized copies: SGD with momentum keeps
+#: the momentum buffer; Adam/AdamW keep the first and second moments.
+OPTIMIZER_STATE_COPIES = {"sgd": 1, "adam": 2, "adamw": 2}
+FLOAT32_BYTES = 4
 
 
 class CheckpointError(RuntimeError):
@@ -131,6 +146,51 @@ def resume_state(ckpt_dir: Path) -> dict[str, Any] | None:
         return None
     info = json.loads((Path(ckpt_dir) / "latest.json").read_text(encoding="utf-8"))
     return load_checkpoint(path, expected_sha256=info.get("sha256"))
+
+
+# --- checkpoint size and time at ResNet-50's size ------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _resnet50_params() -> int:
+    from hpcml.train.models import count_params, make_model
+
+    return count_params(make_model("resnet50"))
+
+
+def resnet50_checkpoint_bytes(optimizer: str = "sgd") -> int:
+    """Bytes of ResNet-50's float32 weights plus its optimiser state.
+
+    The parameter count is that of the project's own ResNet-50 (:mod:`hpcml.train.models`,
+    ImageNet head: 25,557,032 parameters); the optimiser adds ``OPTIMIZER_STATE_COPIES``
+    parameter-sized copies (SGD with momentum: one; Adam/AdamW: two). BatchNorm running
+    statistics and the pickle framing (well under 1 %) are not counted.
+
+    Raises:
+        ValueError: an optimiser this table does not know.
+    """
+    key = optimizer.lower()
+    if key not in OPTIMIZER_STATE_COPIES:
+        raise ValueError(f"resnet50_checkpoint_bytes: optimizer must be one of "
+                         f"{sorted(OPTIMIZER_STATE_COPIES)}, got {optimizer!r}")
+    return _resnet50_params() * FLOAT32_BYTES * (1 + OPTIMIZER_STATE_COPIES[key])
+
+
+def projected_checkpoint_s(write_bytes_per_s: float, nbytes: int | None = None) -> float:
+    """Seconds to write ``nbytes`` (default: ResNet-50 with SGD momentum) at a measured rate.
+
+    A projection: it assumes the write rate measured on this run's (smaller) checkpoint
+    holds at the larger size and ignores serialisation and the upload to shared storage.
+
+    Raises:
+        ValueError: the rate is not a positive finite number, or ``nbytes`` is negative.
+    """
+    if (not isinstance(write_bytes_per_s, numbers.Real) or isinstance(write_bytes_per_s, bool)
+            or not math.isfinite(write_bytes_per_s) or write_bytes_per_s <= 0):
+        raise ValueError(f"projected_checkpoint_s: write_bytes_per_s must be a positive number of "
+                         f"bytes per second, got {write_bytes_per_s!r}")
+    size = resnet50_checkpoint_bytes() if nbytes is None else int(nbytes)
+    if size < 0:
+        raise ValueError(f"projected_checkpoint_s: nbytes must be >= 0, got {nbytes!r}")
+    return size / float(write_bytes_per_s)
 
 
 # --- model artifacts ----------------------------------------------------------------
