@@ -157,3 +157,72 @@ def test_core_share_errors():
 def test_redact():
     assert study.redact("postgresql://u:pw@h:5432/d") == "postgresql://u:***@h:5432/d"
     assert study.redact("journal:///tmp/x.log") == "journal:///tmp/x.log"
+
+
+# --- where a parallel run's wall time went (bench.phase_times / speedup_summary) --------
+def _procs(*rows):
+    return [{"pid": pid, "spawned_at": s, "exited_at": e} for pid, s, e in rows]
+
+
+def test_phase_times_splits_wall_into_startup_trials_teardown():
+    from hpcml.tune.bench import phase_times
+
+    # two workers spawned at 100.0 and 100.1; first trials start 1.5 s later; exits 0.2 s after the last trial
+    procs = _procs((11, 100.0, 104.2), (12, 100.1, 104.0))
+    trials = [(11, 101.5, 102.5), (11, 102.5, 104.0), (12, 101.6, 102.8), (12, 102.8, 103.8)]
+    ph = phase_times(procs, trials)
+    assert ph["wall_s"] == pytest.approx(4.2)
+    assert ph["startup_s"] == pytest.approx(1.5)  # (1.5 + 1.5) / 2
+    assert ph["trials_s"] == pytest.approx(104.0 - 101.5)
+    assert ph["teardown_s"] == pytest.approx((0.2 + 0.2) / 2)
+    assert ph["trial_mean_s"] == pytest.approx((1.0 + 1.5 + 1.2 + 1.0) / 4)
+    assert ph["busy_share"] == pytest.approx(4.7 / (2 * 4.2))
+
+
+def test_phase_times_errors():
+    from hpcml.tune.bench import phase_times
+
+    with pytest.raises(ValueError, match="no worker"):
+        phase_times([], [])
+    with pytest.raises(ValueError, match=r"\[12\] ran no trial"):
+        phase_times(_procs((11, 0.0, 3.0), (12, 0.0, 3.0)), [(11, 1.0, 2.0)])
+    with pytest.raises(ValueError, match="before it starts"):
+        phase_times(_procs((11, 0.0, 3.0)), [(11, 2.0, 1.0)])
+
+
+def test_speedup_summary():
+    from hpcml.tune.bench import speedup_summary
+
+    one = {"workers": 1, "trials_per_hour": 1000.0, "trial_phase_trials_per_hour": 2000.0, "trial_mean_s": 1.0,
+           "wall_s": 4.0, "startup_s": 2.0, "trials_s": 2.0}
+    two = {"workers": 2, "trials_per_hour": 1250.0, "trial_phase_trials_per_hour": 3000.0, "trial_mean_s": 1.5,
+           "wall_s": 3.2, "startup_s": 2.4, "trials_s": 0.8}
+    s = speedup_summary([two, one])
+    assert s["parallel_speedup"] == pytest.approx(1.25) and s["trial_phase_speedup"] == pytest.approx(1.5)
+    assert s["trial_time_ratio"] == pytest.approx(1.5) and s["startup_share_p2"] == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="1 and 2 workers"):
+        speedup_summary([one])
+
+
+# --- promotion: the tuned model is served only when it beats the baseline on validation --
+@pytest.mark.parametrize("tuned, baseline, expect", [(0.99, 0.98, True), (0.97, 0.98, False), (0.98, 0.98, False)],
+                         ids=["better", "worse", "tie-keeps-incumbent"])
+def test_should_promote(tuned, baseline, expect):
+    from hpcml.tune.workers import should_promote
+
+    assert should_promote(tuned, baseline) is expect
+
+
+def test_promote_copies_or_removes_the_served_model(tmp_path):
+    from hpcml.tune.workers import promote
+
+    tuned_file, best = tmp_path / "tuned" / "model.pt", tmp_path / "best" / "model.pt"
+    tuned_file.parent.mkdir()
+    tuned_file.write_bytes(b"tuned-weights")
+    base = {"val_accuracy": 0.98, "path": str(tmp_path / "cnn" / "model.pt")}
+    won = promote({"val_accuracy": 0.99, "path": str(tuned_file)}, base, best_path=best)
+    assert won == {"promoted": True, "served_model": "tuned", "served_path": str(best)}
+    assert best.read_bytes() == b"tuned-weights"
+    lost = promote({"val_accuracy": 0.97, "path": str(tuned_file)}, base, best_path=best)
+    assert lost == {"promoted": False, "served_model": "baseline", "served_path": base["path"]}
+    assert not best.exists()  # a model promoted by an earlier run is not served after a loss

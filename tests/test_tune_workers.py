@@ -78,8 +78,12 @@ def test_two_local_workers_share_one_journal(dataset, tmp_path, build_tmp):
     from hpcml.tune.workers import run_local
 
     spec = _spec(dataset, _journal(tmp_path), study_name="two", n_trials=6)
-    res = run_local(spec, n_workers=2, progress=None, log_dir=tmp_path / "logs")
+    # a poll interval far longer than the run: the wall time must come from the exits, not the poll
+    res = run_local(spec, n_workers=2, progress=None, log_dir=tmp_path / "logs", poll_s=120)
     assert res["returncodes"] == [0, 0]
+    assert res["wall_s"] < 120, f"wall {res['wall_s']:.1f}s: quantised by the poll interval"
+    procs = res["processes"]
+    assert res["wall_s"] == pytest.approx(max(p["exited_at"] for p in procs) - min(p["spawned_at"] for p in procs))
     assert res["n_trials"] == 6 and res["complete"] == 6 and res["fail"] == 0 and res["running"] == 0
     assert res["numbers_unique"]  # trial numbers 0..5, each once
     assert res["epochs"] == 6 * spec.epochs
@@ -89,6 +93,15 @@ def test_two_local_workers_share_one_journal(dataset, tmp_path, build_tmp):
     workers = {t.user_attrs["worker"] for t in st.trials}
     assert len(workers) == 2  # both processes ran trials
     assert len({tuple(sorted(t.params.items())) for t in st.trials}) == 6  # no duplicated configuration
+    from hpcml.tune.bench import phase_times, trial_times
+
+    times = trial_times(st)
+    life = {p["pid"]: (p["spawned_at"], p["exited_at"]) for p in procs}
+    assert sorted({pid for pid, _, _ in times}) == sorted(life) and len(times) == 6
+    assert all(life[pid][0] < start <= end <= life[pid][1] for pid, start, end in times)  # one clock
+    ph = phase_times(procs, times)
+    assert ph["startup_s"] > 0 and ph["teardown_s"] >= 0 and 0 < ph["busy_share"] <= 1
+    assert ph["trials_s"] < ph["wall_s"]
 
 
 def test_resume_continues_numbering(dataset, tmp_path):
@@ -166,15 +179,42 @@ def test_killed_worker_leaves_storage_loadable(dataset, tmp_path, build_tmp):
 
 def test_retrain_best_saves_servable_model(dataset, tmp_path, build_tmp):
     from hpcml.train.checkpoint import load_model
-    from hpcml.tune.workers import best_model_path, retrain_best
+    from hpcml.tune.workers import best_model_path, retrain_best, tuned_model_path
 
     spec = _spec(dataset, _journal(tmp_path), study_name="best", n_trials=2)
     st = run_study(spec, threads=1)
     res = retrain_best(spec, st, epochs=2, threads=1)
-    assert Path(res["path"]) == best_model_path() and best_model_path().exists()
+    assert Path(res["path"]) == tuned_model_path() and tuned_model_path().exists()
+    assert not best_model_path().exists()  # served only once promote() says so
     model, art = load_model(res["path"])
     assert art["metrics"]["test_accuracy"] == res["test_accuracy"] and 0.0 <= res["test_accuracy"] <= 1.0
+    assert art["metrics"]["val_accuracy"] == res["val_accuracy"] and res["train_rows"] == 400
     assert art["normalization"]["std"] > 0 and art["model_config"]["width"] == st.best_params["width"]
+
+
+def test_baseline_is_02s_recorded_model(dataset, tmp_path, build_tmp):
+    """baseline_metrics reads 02's recorded test accuracy and its saved model, refuses a model
+    from another run, and names 02 when it has not run."""
+    from hpcml import report
+    from hpcml.train.checkpoint import save_model
+    from hpcml.train.models import make_model
+    from hpcml.tune.workers import BASELINE_NOTEBOOK, baseline_metrics, baseline_model_path
+
+    with pytest.raises(report.MissingMetricsError, match=BASELINE_NOTEBOOK):
+        baseline_metrics()
+    report.begin(BASELINE_NOTEBOOK, params={"epochs": 6})
+    report.record("test_accuracy", 0.98)
+    with pytest.raises(FileNotFoundError, match=BASELINE_NOTEBOOK):
+        baseline_metrics()
+    cfg = {"arch": "cnn", "width": 4, "depth": 1}
+    model = make_model(**cfg)
+    save_model(model, cfg, baseline_model_path(), {"test_accuracy": 0.98, "val_accuracy": 0.975}, {"std": 1.0})
+    b = baseline_metrics()
+    assert b["test_accuracy"] == 0.98 and b["val_accuracy"] == 0.975 and b["epochs"] == 6
+    assert b["config"]["width"] == 4 and b["path"] == str(baseline_model_path())
+    report.record("test_accuracy", 0.97)  # 02 re-ran, its model file is stale
+    with pytest.raises(RuntimeError, match="not the model"):
+        baseline_metrics()
 
 
 # --- PostgreSQL -------------------------------------------------------------------------

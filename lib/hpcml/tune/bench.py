@@ -98,13 +98,75 @@ def seed_noise(spec: TuneSpec, params: dict, seeds: Sequence[int] = (0, 1, 2), t
             "std": float(np.std(accs, ddof=1))}
 
 
+def trial_times(study: Any) -> list[tuple[int, float, float]]:
+    """``(worker pid, start, end)`` of every finished trial, in wall-clock seconds.
+
+    The times are the study's own ``datetime_start`` / ``datetime_complete`` (set by the worker
+    that ran the trial); the pid comes from the ``worker`` user attribute (``host:pid:ticks``).
+    """
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        wid = t.user_attrs.get("worker")
+        if t.datetime_start is None or t.datetime_complete is None or not wid:
+            continue
+        out.append((int(wid.rsplit(":", 2)[1]), t.datetime_start.timestamp(), t.datetime_complete.timestamp()))
+    return out
+
+
+def phase_times(processes: Sequence[dict], trials: Sequence[tuple[int, float, float]]) -> dict:
+    """Where a parallel run's wall time went, from the processes' and the trials' own timestamps.
+
+    Args:
+        processes: ``{"pid", "spawned_at", "exited_at"}`` per worker process (wall-clock seconds).
+        trials: ``(pid, start, end)`` per finished trial (:func:`trial_times`).
+
+    Returns:
+        ``wall_s``: first spawn to last exit. ``startup_s``: per worker, its spawn to the start of
+        its first trial (interpreter, imports, pinning, storage, data), averaged.
+        ``trials_s``: first trial start to last trial end (the trial phase). ``teardown_s``: per
+        worker, its last trial's end to its exit, averaged. ``trial_mean_s``: mean trial duration.
+        ``busy_share``: trial seconds / (workers × wall): the share of worker time spent in trials.
+
+    Raises:
+        ValueError: no process, or a worker that ran no trial (its start-up cannot be measured).
+    """
+    if not processes:
+        raise ValueError("phase_times: no worker processes")
+    by_pid: dict[int, list[tuple[float, float]]] = {}
+    for pid, start, end in trials:
+        if end < start:
+            raise ValueError(f"phase_times: trial of pid {pid} ends ({end}) before it starts ({start})")
+        by_pid.setdefault(pid, []).append((start, end))
+    idle = [p["pid"] for p in processes if p["pid"] not in by_pid]
+    if idle:
+        raise ValueError(f"phase_times: worker(s) {idle} ran no trial; give every worker at least one "
+                         "(n_trials >= workers)")
+    t0 = min(p["spawned_at"] for p in processes)
+    wall = max(p["exited_at"] for p in processes) - t0
+    mine = [by_pid[p["pid"]] for p in processes]
+    spans = [e - s for ts in mine for s, e in ts]
+    return {
+        "wall_s": wall,
+        "startup_s": float(np.mean([min(s for s, _ in ts) - p["spawned_at"] for p, ts in zip(processes, mine)])),
+        "trials_s": max(e for ts in mine for _, e in ts) - min(s for ts in mine for s, _ in ts),
+        "teardown_s": float(np.mean([p["exited_at"] - max(e for _, e in ts) for p, ts in zip(processes, mine)])),
+        "trial_mean_s": float(np.mean(spans)),
+        "busy_share": float(sum(spans) / (len(processes) * wall)) if wall > 0 else float("nan"),
+    }
+
+
 def throughput(spec: TuneSpec, worker_counts: Sequence[int] = (1, 2), folder: Path | None = None,
                progress: Any = None) -> list[dict]:
     """Trials/hour with P local worker processes on the same budget (no pruning, random sampler).
 
     Every P runs the same number of trials of the same sampler seed, so the work per trial
-    is comparable; each run gets a fresh journal.
+    is comparable; each run gets a fresh journal. The wall time is measured from the workers'
+    start and exit (not a poll), and split by :func:`phase_times` into start-up, the trial phase
+    and teardown, so a speed-up can be explained from the numbers.
     """
+    import optuna
+
+    from hpcml.tune.study import open_storage
     from hpcml.tune.workers import run_local
 
     out = []
@@ -112,9 +174,37 @@ def throughput(spec: TuneSpec, worker_counts: Sequence[int] = (1, 2), folder: Pa
         s = spec.replace(study_name=f"{spec.study_name}-p{p}", sampler="random", pruner="none",
                          storage=fresh_journal(f"{spec.study_name}-p{p}", folder))
         r = run_local(s, n_workers=p, progress=progress)
+        study = optuna.load_study(study_name=s.study_name, storage=open_storage(s.storage))
+        ph = phase_times(r["processes"], trial_times(study))
         out.append({"workers": p, "trials": r["n_trials"], "wall_s": r["wall_s"],
-                    "trials_per_hour": r["trials_per_hour"], "epochs": r["epochs"]})
+                    "trials_per_hour": r["trials_per_hour"], "epochs": r["epochs"],
+                    **{k: v for k, v in ph.items() if k != "wall_s"},
+                    "trial_phase_trials_per_hour": r["n_trials"] / ph["trials_s"] * 3600})
     return out
+
+
+def speedup_summary(rows: Sequence[dict]) -> dict:
+    """The P=2 vs P=1 comparison of :func:`throughput`'s rows, as the numbers the text needs.
+
+    Returns:
+        ``parallel_speedup`` (trials/hour, wall), ``trial_phase_speedup`` (trials/hour over the
+        trial phase only), ``trial_time_ratio`` (mean trial duration at P=2 / at P=1),
+        ``startup_share_p2`` (P=2's mean start-up / its wall time), and the wall and phase times.
+
+    Raises:
+        ValueError: the rows lack P=1 or P=2.
+    """
+    by = {r["workers"]: r for r in rows}
+    if 1 not in by or 2 not in by:
+        raise ValueError(f"speedup_summary needs rows for 1 and 2 workers, got {sorted(by)}")
+    one, two = by[1], by[2]
+    return {"parallel_speedup": two["trials_per_hour"] / one["trials_per_hour"],
+            "trial_phase_speedup": two["trial_phase_trials_per_hour"] / one["trial_phase_trials_per_hour"],
+            "trial_time_ratio": two["trial_mean_s"] / one["trial_mean_s"],
+            "startup_share_p2": two["startup_s"] / two["wall_s"],
+            "wall_s_p1": one["wall_s"], "wall_s_p2": two["wall_s"], "startup_s_p1": one["startup_s"],
+            "startup_s_p2": two["startup_s"], "trials_s_p1": one["trials_s"], "trials_s_p2": two["trials_s"],
+            "trial_mean_s_p1": one["trial_mean_s"], "trial_mean_s_p2": two["trial_mean_s"]}
 
 
 def plot_compare(rows: Sequence[dict], studies: dict[str, Any]) -> Any:

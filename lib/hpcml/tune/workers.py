@@ -16,6 +16,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -141,7 +142,10 @@ def _env() -> dict[str, str]:
 
 
 def start_workers(spec: TuneSpec, n_workers: int, log_dir: Path | None = None) -> list[subprocess.Popen]:
-    """Start ``n_workers`` worker processes (outputs under ``log_dir``); returns the Popen handles."""
+    """Start ``n_workers`` worker processes (outputs under ``log_dir``); returns the Popen handles.
+
+    Each handle carries ``spawned_at``: the wall-clock time (``time.time()``) just before its
+    process was started, so a run's timing can start from it rather than from a poll."""
     if not isinstance(n_workers, int) or n_workers < 1:
         raise ValueError(f"n_workers must be an int >= 1, got {n_workers!r}")
     open_storage(spec.storage)  # fail fast, before any process starts
@@ -150,10 +154,35 @@ def start_workers(spec: TuneSpec, n_workers: int, log_dir: Path | None = None) -
     procs = []
     for i in range(n_workers):
         out = open(log_dir / f"{spec.study_name}-w{i}.log", "wb")
-        procs.append(subprocess.Popen(_worker_cmd(path, i, n_workers), stdout=out, stderr=subprocess.STDOUT,
-                                      env=_env(), start_new_session=True))
+        spawned_at = time.time()
+        proc = subprocess.Popen(_worker_cmd(path, i, n_workers), stdout=out, stderr=subprocess.STDOUT,
+                                env=_env(), start_new_session=True)
+        proc.spawned_at = spawned_at  # type: ignore[attr-defined]
+        procs.append(proc)
         out.close()
     return procs
+
+
+def _watch_exits(procs: Sequence[subprocess.Popen]) -> tuple[dict[int, float], threading.Event]:
+    """Wait on every process in its own thread and note when it exits.
+
+    Returns:
+        ``({pid: exit time (time.time())}, an Event set once all have exited)``; the times are
+        those of the blocking ``waitpid`` returning, not of a poll.
+    """
+    exits: dict[int, float] = {}
+    lock, all_done = threading.Lock(), threading.Event()
+
+    def wait(p: subprocess.Popen) -> None:
+        p.wait()
+        with lock:
+            exits[p.pid] = time.time()
+            if len(exits) == len(procs):
+                all_done.set()
+
+    for p in procs:
+        threading.Thread(target=wait, args=(p,), name=f"wait-{p.pid}", daemon=True).start()
+    return exits, all_done
 
 
 def stop_workers(procs: Sequence[subprocess.Popen], grace_s: float = 10) -> None:
@@ -174,47 +203,55 @@ def run_local(spec: TuneSpec, n_workers: int = 2, timeout_s: float = 1800, poll_
               progress: Callable[[dict], None] | None = print, log_dir: Path | None = None) -> dict:
     """Run the study with ``n_workers`` local processes sharing its storage; wait for them.
 
+    The wall time runs from the first worker's start to the last worker's exit, each taken
+    when it happens (a thread per process blocks in ``waitpid``); ``poll_s`` only paces the
+    progress lines, so it does not quantise the measurement.
+
     Args:
-        progress: called with the study summary while it runs (None = silent).
+        progress: called with a progress line every ``poll_s`` while it runs (None = silent).
 
     Returns:
-        ``summarize(study)`` plus ``wall_s``, ``trials_per_hour``, ``n_workers`` and each worker's
-        ``returncodes``.
+        ``summarize(study)`` plus ``wall_s``, ``trials_per_hour``, ``n_workers``, each worker's
+        ``returncodes``, and ``processes``: ``{"pid", "spawned_at", "exited_at"}`` per worker
+        (wall-clock seconds, comparable with the study's trial datetimes).
 
     Raises:
         RuntimeError: a worker exited non-zero or the run timed out (workers stopped, log named).
     """
     import optuna
 
-    t0 = time.perf_counter()
     procs = start_workers(spec, n_workers, log_dir)
+    exits, all_done = _watch_exits(procs)
+    t0 = min(p.spawned_at for p in procs)  # type: ignore[attr-defined]
     storage = open_storage(spec.storage)
     last = None
     try:
-        while any(p.poll() is None for p in procs):
-            if time.perf_counter() - t0 > timeout_s:
+        while not all_done.is_set():
+            if time.time() - t0 > timeout_s:
                 raise RuntimeError(f"study {spec.study_name}: workers still running after {timeout_s:g}s")
-            time.sleep(poll_s)
-            if progress is not None:
-                try:
-                    s = summarize(optuna.load_study(study_name=spec.study_name, storage=storage))
-                except KeyError:  # study not created yet
-                    continue
-                line = (s["n_trials"], s["complete"], s["pruned"], s["fail"], s["running"])
-                if line != last:
-                    progress(f"[{time.perf_counter() - t0:6.1f}s] trials {s['n_trials']}: {s['complete']} complete, "
-                             f"{s['pruned']} pruned, {s['fail']} failed, {s['running']} running; "
-                             f"best {s['best_value']}")
-                    last = line
+            if all_done.wait(min(poll_s, max(timeout_s - (time.time() - t0), 0.01))) or progress is None:
+                continue
+            try:
+                s = summarize(optuna.load_study(study_name=spec.study_name, storage=storage))
+            except KeyError:  # study not created yet
+                continue
+            line = (s["n_trials"], s["complete"], s["pruned"], s["fail"], s["running"])
+            if line != last:
+                progress(f"[{time.time() - t0:6.1f}s] trials {s['n_trials']}: {s['complete']} complete, "
+                         f"{s['pruned']} pruned, {s['fail']} failed, {s['running']} running; "
+                         f"best {s['best_value']}")
+                last = line
     finally:
         stop_workers(procs)
-    wall = time.perf_counter() - t0
+    all_done.wait(10)
+    wall = max(exits.values()) - t0
     codes = [p.returncode for p in procs]
     if any(codes):
         logs = Path(log_dir or paths.build_dir() / "tune" / "logs")
         raise RuntimeError(f"study {spec.study_name}: worker exit codes {codes}; see {logs}/{spec.study_name}-w*.log")
     s = summarize(optuna.load_study(study_name=spec.study_name, storage=storage))
-    return {**s, "wall_s": wall, "n_workers": n_workers, "returncodes": codes,
+    processes = [{"pid": p.pid, "spawned_at": p.spawned_at, "exited_at": exits[p.pid]} for p in procs]  # type: ignore[attr-defined]
+    return {**s, "wall_s": wall, "n_workers": n_workers, "returncodes": codes, "processes": processes,
             "trials_per_hour": spec.n_trials / wall * 3600}
 
 
@@ -246,21 +283,40 @@ def run_slurm(spec: TuneSpec, cluster: Any, n_workers: int = 2, cpus_per_worker:
             "output_tail": res.output_tail}
 
 
+#: The notebook whose CNN is the baseline the tuned model must beat to be served.
+BASELINE_NOTEBOOK = "02_horovod_training"
+
+
 def best_model_path() -> Path:
-    """Where the serving stage finds the tuned model: ``models_dir()/"best"/"model.pt"``."""
+    """Where the serving stage finds the tuned model, once it is promoted: ``models_dir()/"best"/"model.pt"``
+    (04 serves it when it exists, else 02's CNN)."""
     return paths.models_dir() / "best" / "model.pt"
+
+
+def tuned_model_path() -> Path:
+    """Where :func:`retrain_best` saves the retrained configuration: ``models_dir()/"tuned"/"model.pt"``."""
+    return paths.models_dir() / "tuned" / "model.pt"
+
+
+def baseline_model_path() -> Path:
+    """02's CNN, the baseline: ``models_dir()/"cnn"/"model.pt"``."""
+    return paths.models_dir() / "cnn" / "model.pt"
 
 
 def retrain_best(spec: TuneSpec, study: Any, epochs: int | None = None, train_rows: int | None = None,
                  threads: int | None = None, path: Path | None = None) -> dict:
-    """Train the best trial's configuration on the train split, evaluate on test, save it.
+    """Train the best trial's configuration on the train split, evaluate on val and test, save it.
+
+    The model is saved to ``path`` (default :func:`tuned_model_path`); :func:`promote` decides
+    whether it is the one served.
 
     Args:
         epochs: training epochs (default ``spec.epochs``).
         train_rows: rows of the train split (default all of it).
 
     Returns:
-        ``{"params", "test_accuracy", "val_accuracy", "epochs", "path"}``.
+        ``{"params", "config", "test_accuracy", "val_accuracy" (the whole val split),
+        "tuned_val_accuracy" (the trial's, on its subset), "trial", "epochs", "path"}``.
     """
     import numpy as np
 
@@ -282,8 +338,65 @@ def retrain_best(spec: TuneSpec, study: Any, epochs: int | None = None, train_ro
     metrics = {"test_accuracy": test_acc, "val_accuracy": float(res["val_accuracy"]),
                "tuned_val_accuracy": float(best.value), "trial": best.number, "epochs": res["epochs_run"]}
     norm = load_manifest(dataset_dir_of(spec)).get("normalization", {})
-    out = save_model(res["model"], res["model_config"], path or best_model_path(), metrics, norm)
-    return {"params": dict(best.params), "config": config, **metrics, "path": str(out)}
+    out = save_model(res["model"], res["model_config"], path or tuned_model_path(), metrics, norm)
+    return {"params": dict(best.params), "config": config, **metrics, "train_rows": len(train[1]),
+            "path": str(out)}
+
+
+def baseline_metrics(path: Path | None = None) -> dict:
+    """The baseline the tuned model is compared with: 02's CNN.
+
+    ``test_accuracy`` is the value 02 recorded; ``val_accuracy`` (the whole val split) and the
+    model's configuration come from the artifact 02 saved, and 02's ``epochs`` from its
+    recorded parameters. Both artifacts must be from the same run (their test accuracies agree).
+
+    Raises:
+        hpcml.report.MissingMetricsError, FileNotFoundError: 02 has not run (both name it).
+        RuntimeError: 02's recorded metrics and its saved model are from different runs.
+    """
+    from hpcml import report
+    from hpcml.train.checkpoint import load_model
+
+    test = float(report.value(BASELINE_NOTEBOOK, "test_accuracy"))
+    path = Path(path or baseline_model_path())
+    if not path.exists():
+        raise FileNotFoundError(f"no baseline model at {path}: run notebooks/{BASELINE_NOTEBOOK}.ipynb first")
+    _, art = load_model(path)
+    saved = art.get("metrics", {})
+    if saved.get("test_accuracy") is None or abs(float(saved["test_accuracy"]) - test) > 1e-9:
+        raise RuntimeError(f"{path} (test accuracy {saved.get('test_accuracy')}) is not the model "
+                           f"{BASELINE_NOTEBOOK} recorded (test accuracy {test}): re-run "
+                           f"notebooks/{BASELINE_NOTEBOOK}.ipynb")
+    return {"test_accuracy": test, "val_accuracy": float(saved["val_accuracy"]),
+            "epochs": report.load(BASELINE_NOTEBOOK).get("params", {}).get("epochs"),
+            "config": {"arch": art["arch"], **art["model_config"]}, "path": str(path)}
+
+
+def should_promote(tuned_val_accuracy: float, baseline_val_accuracy: float) -> bool:
+    """The promotion rule: the challenger is served only when it beats the incumbent on the
+    validation split (a tie keeps the incumbent). The test split is not used to choose: it
+    stays an unbiased estimate of the chosen model."""
+    return float(tuned_val_accuracy) > float(baseline_val_accuracy)
+
+
+def promote(tuned: dict, baseline: dict, best_path: Path | None = None) -> dict:
+    """Apply :func:`should_promote`: copy the tuned model to ``best_path`` (what 04 serves) when
+    it wins, else remove any ``best_path`` left by an earlier run so 04 serves the baseline.
+
+    Args:
+        tuned: :func:`retrain_best`'s result; baseline: :func:`baseline_metrics`'s.
+
+    Returns:
+        ``{"promoted", "served_model" ("tuned" or "baseline"), "served_path"}``.
+    """
+    best = Path(best_path or best_model_path())
+    promoted = should_promote(tuned["val_accuracy"], baseline["val_accuracy"])
+    if promoted:
+        paths.atomic_write_bytes(best, Path(tuned["path"]).read_bytes())
+    else:
+        best.unlink(missing_ok=True)
+    return {"promoted": promoted, "served_model": "tuned" if promoted else "baseline",
+            "served_path": str(best if promoted else baseline["path"])}
 
 
 if __name__ == "__main__":
