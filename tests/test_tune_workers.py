@@ -104,6 +104,29 @@ def test_two_local_workers_share_one_journal(dataset, tmp_path, build_tmp):
     assert ph["trials_s"] < ph["wall_s"]
 
 
+def test_throughput_runs_the_same_configurations_at_each_p(dataset, tmp_path, build_tmp):
+    """P=1 and P=2 train the same enqueued configurations, and each row's wall time is split
+    into start-up, trial phase and teardown from the processes' and trials' own timestamps."""
+    import optuna
+
+    from hpcml.tune import bench
+
+    spec = _spec(dataset, _journal(tmp_path), study_name="tp", n_trials=4, epochs=1)
+    rows = bench.throughput(spec, (1, 2), folder=tmp_path / "tp")
+    assert [r["workers"] for r in rows] == [1, 2] and all(r["trials"] == 4 for r in rows)
+    configs = [sorted(tuple(sorted(t.params.items())) for t in optuna.load_study(
+        study_name=f"tp-p{p}", storage=tstudy.open_storage(f"journal://{tmp_path / 'tp' / f'tp-p{p}.log'}")).trials)
+        for p in (1, 2)]
+    assert configs[0] == configs[1] and len(set(configs[0])) == 4
+    for r in rows:
+        assert r["trials_per_hour"] == pytest.approx(4 / r["wall_s"] * 3600)
+        assert 0 < r["startup_s"] < r["wall_s"] and 0 < r["trials_s"] < r["wall_s"]
+    s = bench.speedup_summary(rows)
+    assert s["parallel_speedup"] > 0 and 0 < s["startup_share_p2"] < 1
+    names = [m.name for m in bench.throughput_metrics(rows, cpu_cores=2)]
+    assert {"trials_per_hour_p1", "trials_per_hour_p2", "tune_parallel_speedup", "tune_cpu_cores"} <= set(names)
+
+
 def test_resume_continues_numbering(dataset, tmp_path):
     spec = _spec(dataset, _journal(tmp_path), study_name="resume", n_trials=2, pruner="sha", sampler="tpe")
     first = run_study(spec, threads=1)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hpcml import paths
+from hpcml.report import Metric
 from hpcml.tune.spec import TuneSpec
 from hpcml.tune.study import load_data, run_study, summarize, trial_config
 
@@ -155,26 +156,46 @@ def phase_times(processes: Sequence[dict], trials: Sequence[tuple[int, float, fl
     }
 
 
-def throughput(spec: TuneSpec, worker_counts: Sequence[int] = (1, 2), folder: Path | None = None,
-               progress: Any = None) -> list[dict]:
-    """Trials/hour with P local worker processes on the same budget (no pruning, random sampler).
+def fixed_configs(spec: TuneSpec, n: int) -> list[dict]:
+    """``n`` configurations drawn once from the spec's space by a seeded random sampler.
 
-    Every P runs the same number of trials of the same sampler seed, so the work per trial
-    is comparable; each run gets a fresh journal. The wall time is measured from the workers'
-    start and exit (not a poll), and split by :func:`phase_times` into start-up, the trial phase
-    and teardown, so a speed-up can be explained from the numbers.
+    The throughput benchmark enqueues the same list at every P, so each run trains exactly the
+    same configurations (per-worker sampler seeds would otherwise give P=1 and P=2 different
+    widths and batch sizes, and different work).
     """
     import optuna
 
-    from hpcml.tune.study import open_storage
+    scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=spec.seed))
+    return [spec.space.suggest(scratch.ask()) for _ in range(n)]
+
+
+def throughput(spec: TuneSpec, worker_counts: Sequence[int] = (1, 2), folder: Path | None = None,
+               progress: Any = None) -> list[dict]:
+    """Trials/hour with P local worker processes on the same work (no pruning).
+
+    Every P trains the same ``spec.n_trials`` configurations (:func:`fixed_configs`, enqueued in
+    a fresh journal before the workers start), so the work is identical. The wall time is
+    measured from the workers' start and exit (not a poll) and split by :func:`phase_times` into
+    start-up, the trial phase and teardown, so a speed-up can be explained from the numbers.
+    """
+    import optuna
+
+    from hpcml.tune.study import create_study, open_storage
     from hpcml.tune.workers import run_local
 
+    configs = fixed_configs(spec, spec.n_trials)
     out = []
     for p in worker_counts:
         s = spec.replace(study_name=f"{spec.study_name}-p{p}", sampler="random", pruner="none",
                          storage=fresh_journal(f"{spec.study_name}-p{p}", folder))
+        queued = create_study(s)
+        for params in configs:
+            queued.enqueue_trial(params)
         r = run_local(s, n_workers=p, progress=progress)
         study = optuna.load_study(study_name=s.study_name, storage=open_storage(s.storage))
+        ran = sorted(tuple(sorted(t.params.items())) for t in study.trials)
+        if ran != sorted(tuple(sorted(c.items())) for c in configs):
+            raise RuntimeError(f"throughput P={p}: the workers did not run the enqueued configurations")
         ph = phase_times(r["processes"], trial_times(study))
         out.append({"workers": p, "trials": r["n_trials"], "wall_s": r["wall_s"],
                     "trials_per_hour": r["trials_per_hour"], "epochs": r["epochs"],
@@ -205,6 +226,32 @@ def speedup_summary(rows: Sequence[dict]) -> dict:
             "wall_s_p1": one["wall_s"], "wall_s_p2": two["wall_s"], "startup_s_p1": one["startup_s"],
             "startup_s_p2": two["startup_s"], "trials_s_p1": one["trials_s"], "trials_s_p2": two["trials_s"],
             "trial_mean_s_p1": one["trial_mean_s"], "trial_mean_s_p2": two["trial_mean_s"]}
+
+
+def throughput_metrics(rows: Sequence[dict], cpu_cores: int) -> list[Metric]:
+    """The metrics the notebook records from :func:`throughput`'s rows (P=1 and P=2)."""
+    s = speedup_summary(rows)
+    by = {r["workers"]: r for r in rows}
+    return [
+        Metric("trials_per_hour_p1", by[1]["trials_per_hour"], "trials/h",
+               "1 worker process: trials / wall time (first spawn to last exit)"),
+        Metric("trials_per_hour_p2", by[2]["trials_per_hour"], "trials/h",
+               "2 worker processes on one journal storage: trials / wall time (first spawn to last exit)", True),
+        Metric("tune_parallel_speedup", s["parallel_speedup"], "x", "trials/hour with 2 workers / with 1 (wall)"),
+        Metric("tune_trial_phase_speedup", s["trial_phase_speedup"], "x",
+               "trials/hour over the trial phase only (first trial start to last trial end), P=2 / P=1"),
+        Metric("tune_trial_time_ratio", s["trial_time_ratio"], "x",
+               "mean trial duration at P=2 (one core each) / at P=1 (all cores), same configurations"),
+        Metric("tune_startup_share_p2", s["startup_share_p2"], "fraction",
+               "P=2: mean worker start-up (spawn to its first trial) / wall time"),
+        *[Metric(f"tune_{k}", s[k], "s", d) for k, d in (
+            ("wall_s_p1", "P=1 wall time, spawn to exit"), ("wall_s_p2", "P=2 wall time, first spawn to last exit"),
+            ("startup_s_p1", "P=1 start-up: spawn to the first trial"),
+            ("startup_s_p2", "P=2 start-up per worker (mean): spawn to its first trial"),
+            ("trials_s_p1", "P=1 trial phase"), ("trials_s_p2", "P=2 trial phase, first trial start to last end"),
+            ("trial_mean_s_p1", "P=1 mean trial duration"), ("trial_mean_s_p2", "P=2 mean trial duration"))],
+        Metric("tune_cpu_cores", int(cpu_cores), "cores", "CPUs the workers could use (the notebook's affinity)"),
+    ]
 
 
 def plot_compare(rows: Sequence[dict], studies: dict[str, Any]) -> Any:

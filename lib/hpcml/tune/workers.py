@@ -316,7 +316,8 @@ def retrain_best(spec: TuneSpec, study: Any, epochs: int | None = None, train_ro
 
     Returns:
         ``{"params", "config", "test_accuracy", "val_accuracy" (the whole val split),
-        "tuned_val_accuracy" (the trial's, on its subset), "trial", "epochs", "path"}``.
+        "tuned_val_accuracy" (the trial's, on its subset), "trial", "epochs", "train_rows",
+        "test_rows", "path"}``.
     """
     import numpy as np
 
@@ -340,7 +341,7 @@ def retrain_best(spec: TuneSpec, study: Any, epochs: int | None = None, train_ro
     norm = load_manifest(dataset_dir_of(spec)).get("normalization", {})
     out = save_model(res["model"], res["model_config"], path or tuned_model_path(), metrics, norm)
     return {"params": dict(best.params), "config": config, **metrics, "train_rows": len(train[1]),
-            "path": str(out)}
+            "test_rows": len(test[1]), "path": str(out)}
 
 
 def baseline_metrics(path: Path | None = None) -> dict:
@@ -397,6 +398,41 @@ def promote(tuned: dict, baseline: dict, best_path: Path | None = None) -> dict:
         best.unlink(missing_ok=True)
     return {"promoted": promoted, "served_model": "tuned" if promoted else "baseline",
             "served_path": str(best if promoted else baseline["path"])}
+
+
+def choice_metrics(tuned: dict, baseline: dict, choice: dict) -> list[Any]:
+    """The metrics that say how the tuned model compares with 02's and which one is served.
+
+    Args:
+        tuned: :func:`retrain_best`'s result; baseline: :func:`baseline_metrics`'s;
+        choice: :func:`promote`'s.
+
+    Returns:
+        :class:`hpcml.report.Metric` objects for ``report.record_all``.
+    """
+    from hpcml.report import Metric
+
+    return [
+        Metric("best_test_accuracy", tuned["test_accuracy"], "fraction",
+               "test accuracy of the best configuration retrained on the train split", True),
+        Metric("retrained_val_accuracy", tuned["val_accuracy"], "fraction",
+               "val accuracy (whole val split) of the best configuration retrained on the train split"),
+        Metric("baseline_test_accuracy", baseline["test_accuracy"], "fraction",
+               f"02's CNN test accuracy, as {BASELINE_NOTEBOOK} recorded it"),
+        Metric("baseline_val_accuracy", baseline["val_accuracy"], "fraction", "02's CNN val accuracy (whole val split)"),
+        Metric("tuned_minus_baseline_accuracy", tuned["test_accuracy"] - baseline["test_accuracy"], "fraction",
+               "test accuracy of the tuned model minus 02's CNN (> 0: the tuned model is better on test)"),
+        Metric("tuned_minus_baseline_val_accuracy", tuned["val_accuracy"] - baseline["val_accuracy"], "fraction",
+               "val accuracy of the tuned model minus 02's CNN: the promotion rule (> 0: the tuned model is served)"),
+        Metric("tuned_model_promoted", int(choice["promoted"]), "",
+               "1 when the tuned model is served by 04 (models/best), 0 when 02's CNN is"),
+        Metric("served_model", choice["served_model"], "", f"the model 04 serves: tuned or baseline; file {choice['served_path']}"),
+        Metric("tuned_retrain_epochs", tuned["epochs"], "epochs", "epochs the tuned configuration was retrained for"),
+        Metric("baseline_epochs", baseline["epochs"], "epochs", f"epochs {BASELINE_NOTEBOOK} trained its CNN for"),
+        Metric("tuned_width", tuned["config"].get("width"), "channels", "CNN width of the tuned configuration"),
+        Metric("baseline_width", baseline["config"].get("width"), "channels", "CNN width of 02's model"),
+        Metric("test_rows", int(tuned["test_rows"]), "rows", "rows of the test split both models were scored on"),
+    ]
 
 
 if __name__ == "__main__":
