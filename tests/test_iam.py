@@ -54,20 +54,23 @@ def test_parliament_catches_a_broad_policy():
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("sa,reads,writes,not_readable", [
-    ("spark", ["raw"], ["processed"], ["models"]),
-    ("trainer", ["processed", "checkpoints"], ["checkpoints", "models"], ["raw"]),
-    ("tuner", ["processed"], ["tuning"], ["models"]),
-    ("inference", ["models"], [], ["processed", "raw"]),
-], ids=["spark", "trainer", "tuner", "inference"])
-def test_least_privilege_per_role(sa, reads, writes, not_readable):
+@pytest.mark.parametrize("sa,reads,writes,deletes,not_readable", [
+    ("spark", ["raw", "processed"], ["processed", "logs/emr"], [], ["models", "checkpoints"]),
+    ("trainer", ["processed", "checkpoints"], ["checkpoints", "models"], ["checkpoints"], ["raw"]),
+    ("tuner", ["processed"], ["tuning"], [], ["models"]),
+    ("inference", ["models"], [], [], ["processed", "raw"]),
+    ("sagemaker", ["processed", "checkpoints", "models"], ["checkpoints", "models"], ["checkpoints"], ["raw"]),
+], ids=["spark", "trainer", "tuner", "inference", "sagemaker"])
+def test_least_privilege_per_role(sa, reads, writes, deletes, not_readable):
     spec = iam.IamSpec()
     doc = iam.workload_policy(spec, sa)
     by_sid = {s["Sid"]: s for s in doc["Statement"]}
     assert sorted(by_sid["ReadInputs"]["Resource"]) == sorted(spec.objects(p) for p in reads)
     assert sorted(by_sid.get("WriteOutputs", {}).get("Resource", [])) == sorted(spec.objects(p) for p in writes)
+    assert sorted(by_sid.get("DeleteRotated", {}).get("Resource", [])) == sorted(spec.objects(p) for p in deletes)
     text = json.dumps(doc)
-    assert '"*"' not in text and "s3:*" not in text and "s3:DeleteObject" not in text
+    assert '"*"' not in text and "s3:*" not in text
+    assert ("s3:DeleteObject" in text) == bool(deletes)  # only checkpoint rotation deletes
     for p in not_readable:
         assert f"/{p}/" not in text
 

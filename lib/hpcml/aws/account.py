@@ -16,3 +16,36 @@ def ecr_image(repo: str, tag: str = "0.1.0", account_id: str = ACCOUNT_ID, regio
 def role_arn(name: str, account_id: str = ACCOUNT_ID) -> str:
     """An IAM role ARN in ``account_id``."""
     return f"arn:aws:iam::{account_id}:role/{name}"
+
+
+#: The S3 layout: one data bucket per account (``hpcml-data-<account>``), one prefix per kind of
+#: object. Every rendered URI and every IAM grant names these prefixes and nothing else
+#: (``tests/test_manifest_coherence.py`` checks both directions).
+#:
+#: | prefix | holds | written by | read by |
+#: | --- | --- | --- | --- |
+#: | ``raw/`` | CSV files as they land | ingestion | Spark |
+#: | ``processed/`` | Parquet shards, ``_manifest.json``, ``_quarantine/`` | Spark | Spark (its manifest), trainers, tuners |
+#: | ``checkpoints/`` | training checkpoints (rotated) | trainers | trainers |
+#: | ``models/`` | model artifacts / SageMaker ``model.tar.gz`` | trainers | inference, SageMaker hosting |
+#: | ``logs/`` | job logs (EMR's ``logs/emr/``) | Spark on EMR | people |
+#: | ``tuning/`` | study exports | tuners | people |
+#: | ``sandbox/`` | scratch | data scientists | data scientists |
+S3_PREFIXES = ("raw", "processed", "checkpoints", "models", "logs", "tuning", "sandbox")
+
+
+def data_bucket(account_id: str = ACCOUNT_ID, cluster: str = "hpcml") -> str:
+    """The data bucket's name: ``<cluster>-data-<account>``."""
+    return f"{cluster}-data-{account_id}"
+
+
+def s3_uri(prefix: str, *parts: str, account_id: str = ACCOUNT_ID, cluster: str = "hpcml", folder: bool = True) -> str:
+    """``s3://<data bucket>/<prefix>/<parts…>`` (a trailing ``/`` when ``folder``).
+
+    Raises:
+        ValueError: ``prefix`` is not one of :data:`S3_PREFIXES`.
+    """
+    if prefix not in S3_PREFIXES:
+        raise ValueError(f"unknown S3 prefix {prefix!r} (the layout has: {', '.join(S3_PREFIXES)})")
+    key = "/".join([prefix, *(p.strip("/") for p in parts)])
+    return f"s3://{data_bucket(account_id, cluster)}/{key}" + ("/" if folder else "")

@@ -10,6 +10,8 @@ sbatch templates). :func:`render` maps them to paths under ``manifests/``.
 
 from __future__ import annotations
 
+import json
+
 from hpcml.aws.account import role_arn
 from hpcml.cluster.slurm.conf import NodeSpec, batch_script, render_slurm_conf
 from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT, INSTANCE_TYPES, ClusterSpec, NamespaceSpec, default_cluster
@@ -22,6 +24,13 @@ DATA_SCIENTIST_GROUP = "hpcml:data-scientists"
 #: (training rank r serves on 9100 + r). Trainer pods reach each other on every port (Gloo
 #: rings pick ports at run time; MPI's SSH listens on 2222 in the MPIJob).
 SERVE_PORT, METRICS_PORTS = 8080, (9100, 9199)
+#: The VPC's address range (eksctl ``vpc.cidr``). The ALB's network interfaces sit in its public
+#: subnets, and with ``target-type: ip`` the ALB connects to the pod IPs directly, so traffic
+#: reaches the inference pods from an address in this range, never from an ingress-controller pod.
+VPC_CIDR = "10.42.0.0/16"
+#: vpc-cni settings: the network policy agent enforces NetworkPolicies (without it the API
+#: server accepts every NetworkPolicy and nothing enforces any of them).
+VPC_CNI_CONFIG = {"enableNetworkPolicy": "true"}
 STAGE_OF_SA = {"spark": "data", "trainer": "train", "tuner": "tune", "inference": "serve"}
 CRD_REQUIRED = {
     ("eksctl.io/v1alpha5", "ClusterConfig"): ["metadata.region", "metadata.version", "managedNodeGroups"],
@@ -151,8 +160,11 @@ def network_policies() -> list[dict]:
                      "ports": [tcp(5432)]}]),
         _np("allow-postgresql-from-tuners", {"app.kubernetes.io/name": "postgresql"}, ["Ingress"],
             ingress=[{"from": [stage("tune")], "ports": [tcp(5432)]}]),
+        # The ALB (target-type ip) connects from its own addresses in the VPC, not from a pod:
+        # admit the VPC range on the serving port only. Pods have VPC addresses too (vpc-cni),
+        # so this also admits other pods to port 8080 of the inference pods, and nothing else.
         _np("allow-inference-ingress", {"hpcml.io/stage": "serve"}, ["Ingress"],
-            ingress=[{"from": [_ns_sel("ingress-nginx"), _ns_sel(MON_NS)], "ports": [tcp(SERVE_PORT)]}]),
+            ingress=[{"from": [{"ipBlock": {"cidr": VPC_CIDR}}], "ports": [tcp(SERVE_PORT)]}]),
         _np("allow-prometheus-scrape", {}, ["Ingress"], ingress=[{
             "from": [{**_ns_sel(MON_NS), "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}],
             "ports": metrics}]),
@@ -238,7 +250,8 @@ def eksctl_config(spec: ClusterSpec) -> dict:
         "apiVersion": "eksctl.io/v1alpha5", "kind": "ClusterConfig",
         "metadata": {"name": spec.name, "region": spec.region, "version": spec.version, "tags": dict(PART_OF)},
         "availabilityZones": list(spec.availability_zones),
-        "vpc": {"clusterEndpoints": {"privateAccess": True, "publicAccess": not spec.private_networking},
+        "vpc": {"cidr": VPC_CIDR,
+                "clusterEndpoints": {"privateAccess": True, "publicAccess": not spec.private_networking},
                 "nat": {"gateway": "HighlyAvailable"}},
         "iam": {"withOIDC": True, "serviceAccounts": [
             {"metadata": {"name": sa, "namespace": NAMESPACE}, "roleOnly": True, "roleName": f"{spec.name}-{sa}",
@@ -246,8 +259,9 @@ def eksctl_config(spec: ClusterSpec) -> dict:
             for sa in spec.service_accounts]},
         "iamIdentityMappings": [{"arn": role_arn(f"{spec.name}-data-scientist", spec.account_id),
                                  "groups": [DATA_SCIENTIST_GROUP], "username": "data-scientist:{{SessionName}}"}],
-        "addons": [{"name": n, "version": "latest"} for n in
-                   ("vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent")],
+        "addons": [{"name": "vpc-cni", "version": "latest", "configurationValues": json.dumps(VPC_CNI_CONFIG)},
+                   *({"name": n, "version": "latest"} for n in
+                     ("coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent"))],
         "managedNodeGroups": groups,
         "secretsEncryption": {"keyARN": f"arn:aws:kms:{spec.region}:{spec.account_id}:alias/{spec.name}-secrets"},
         "cloudWatch": {"clusterLogging": {"enableTypes": ["api", "audit", "authenticator", "controllerManager", "scheduler"]}},

@@ -10,10 +10,14 @@
 
 All three run the same entry point, ``hpcml/data/cli.py`` (``--input``/``--output`` may be
 ``s3://`` URIs: the raw prefix is downloaded to the node's local disk, the shards uploaded).
+The S3 paths follow the layout of :data:`hpcml.aws.account.S3_PREFIXES`: ``raw/`` in,
+``processed/`` out (shards, ``_manifest.json`` and ``_quarantine/``), EMR's logs under
+``logs/emr/`` — exactly what the ``spark`` role's policy (:mod:`hpcml.k8s.iam`) grants.
 """
 
 from __future__ import annotations
 
+from hpcml import paths
 from hpcml.cluster.slurm.conf import batch_script
 from hpcml.data.spark_conf import session_conf
 from hpcml.data.spec import SERVICE_ACCOUNT, DataJobSpec
@@ -39,6 +43,12 @@ JOB_NAME = "hpcml-preprocess"
 def job_labels_of(spec: DataJobSpec) -> dict[str, str]:
     """The job's labels: the project's own (name, part-of, stage ``data``), then the spec's extras."""
     return {**labels(JOB_NAME, "data"), **spec.labels}
+
+
+def job_arguments(spec: DataJobSpec) -> list[str]:
+    """The job's command line (:mod:`hpcml.data.cli`): ``raw/<dataset>/`` in, ``processed/<dataset>/`` out."""
+    return ["--input", f"{spec.lake}/raw/{paths.DATASET}/", "--output", f"{spec.lake}/processed/{paths.DATASET}/",
+            "--n-shards", str(spec.n_shards)]
 
 
 def _k8s_memory(spark_mem: str) -> str:
@@ -67,7 +77,7 @@ def spark_application(spec: DataJobSpec) -> dict:
         "spec": {
             "type": "Python", "pythonVersion": "3", "mode": "cluster",
             "image": spec.image, "imagePullPolicy": "Always",
-            "mainApplicationFile": ENTRY_POINT, "arguments": spec.arguments(),
+            "mainApplicationFile": ENTRY_POINT, "arguments": job_arguments(spec),
             "sparkVersion": spec.spark_version,
             "restartPolicy": {"type": "OnFailure", "onFailureRetries": 2, "onFailureRetryInterval": 30,
                               "onSubmissionFailureRetries": 2, "onSubmissionFailureRetryInterval": 30},
@@ -95,7 +105,7 @@ def emr_start_job_run(spec: DataJobSpec) -> dict:
         "virtualClusterId": spec.virtual_cluster_id,
         "executionRoleArn": spec.role_arn,
         "releaseLabel": spec.emr_release,
-        "jobDriver": {"sparkSubmitJobDriver": {"entryPoint": ENTRY_POINT, "entryPointArguments": spec.arguments(),
+        "jobDriver": {"sparkSubmitJobDriver": {"entryPoint": ENTRY_POINT, "entryPointArguments": job_arguments(spec),
                                                "sparkSubmitParameters": submit}},
         "configurationOverrides": {
             "applicationConfiguration": [{

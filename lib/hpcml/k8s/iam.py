@@ -1,15 +1,17 @@
 """Least-privilege IAM for the pipeline: one policy per IRSA role, the data scientist's
 role, the data bucket's policy (TLS only, SSE-KMS only) and the KMS key policy.
 
-Each role touches only the S3 prefixes its stage reads or writes:
+Each role touches only the S3 prefixes its stage reads, writes or deletes (the layout is
+:data:`hpcml.aws.account.S3_PREFIXES`, one data bucket):
 
-| role | reads | writes |
-| --- | --- | --- |
-| ``spark`` | ``raw/`` | ``processed/`` |
-| ``trainer`` | ``processed/``, ``checkpoints/`` | ``checkpoints/``, ``models/`` |
-| ``tuner`` | ``processed/`` | ``tuning/`` |
-| ``inference`` | ``models/`` | - |
-| ``data-scientist`` | every prefix | ``sandbox/`` |
+| role | reads | writes | deletes |
+| --- | --- | --- | --- |
+| ``spark`` | ``raw/``, ``processed/`` (a re-run reads its own manifest) | ``processed/``, ``logs/emr/`` | - |
+| ``trainer`` | ``processed/``, ``checkpoints/`` | ``checkpoints/``, ``models/`` | ``checkpoints/`` (rotation) |
+| ``tuner`` | ``processed/`` | ``tuning/`` | - |
+| ``inference`` | ``models/`` | - | - |
+| ``sagemaker`` (execution role) | ``processed/``, ``checkpoints/``, ``models/`` | ``checkpoints/``, ``models/`` | ``checkpoints/`` |
+| ``data-scientist`` | every prefix | ``sandbox/`` | ``sandbox/`` |
 
 Names follow :mod:`hpcml.k8s.cluster` (policy ``<cluster>-s3-<sa>`` attached to role
 ``<cluster>-<sa>``); ``render()`` writes them under ``manifests/iam/``.
@@ -20,20 +22,27 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from hpcml.aws.account import role_arn
+from hpcml.aws.account import S3_PREFIXES, data_bucket, role_arn
 from hpcml.cluster.spec import ClusterSpec, default_cluster
 from hpcml.specbase import fail
 
 VERSION = "2012-10-17"
-PREFIXES = ("raw", "processed", "checkpoints", "models", "tuning", "sandbox")
-#: (reads, writes) per workload ServiceAccount.
-ACCESS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "spark": (("raw",), ("processed",)),
-    "trainer": (("processed", "checkpoints"), ("checkpoints", "models")),
-    "tuner": (("processed",), ("tuning",)),
-    "inference": (("models",), ()),
+PREFIXES = S3_PREFIXES
+#: (reads, writes, deletes) per workload role: key prefixes under the data bucket (a prefix of
+#: the layout, optionally with a sub-folder such as ``logs/emr``).
+ACCESS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "spark": (("raw", "processed"), ("processed", "logs/emr"), ()),
+    "trainer": (("processed", "checkpoints"), ("checkpoints", "models"), ("checkpoints",)),
+    "tuner": (("processed",), ("tuning",), ()),
+    "inference": (("models",), (), ()),
+}
+#: Roles that are not Kubernetes ServiceAccounts: the SageMaker execution role (training job
+#: and hosted model), named ``<cluster>-sagemaker``.
+OTHER_ACCESS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
+    "sagemaker": (("processed", "checkpoints", "models"), ("checkpoints", "models"), ("checkpoints",)),
 }
 WRITE_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+DELETE_ACTIONS = ["s3:DeleteObject"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,7 @@ class IamSpec:
 
     def __post_init__(self) -> None:
         if not self.bucket:
-            object.__setattr__(self, "bucket", f"{self.cluster.name}-data-{self.cluster.account_id}")
+            object.__setattr__(self, "bucket", data_bucket(self.cluster.account_id, self.cluster.name))
         if not self.key_alias:
             object.__setattr__(self, "key_alias", f"alias/{self.cluster.name}-data")
         if not (3 <= len(self.bucket) <= 63) or not self.bucket.replace("-", "").isalnum() or self.bucket != self.bucket.lower():
@@ -66,9 +75,10 @@ class IamSpec:
         return f"arn:aws:s3:::{self.bucket}"
 
     def objects(self, prefix: str) -> str:
-        if prefix not in PREFIXES:
+        """``arn:aws:s3:::<bucket>/<prefix>/*``; ``prefix`` is a layout prefix, optionally with sub-folders."""
+        if prefix.split("/", 1)[0] not in PREFIXES:
             raise ValueError(f"unknown S3 prefix {prefix!r} (known: {', '.join(PREFIXES)})")
-        return f"{self.bucket_arn}/{prefix}/*"
+        return f"{self.bucket_arn}/{prefix.strip('/')}/*"
 
     @property
     def key_arn(self) -> str:
@@ -91,16 +101,20 @@ def _kms(spec: IamSpec, encrypt: bool) -> dict:
 
 
 def workload_policy(spec: IamSpec, sa: str) -> dict:
-    """Identity policy of the IRSA role of ServiceAccount ``sa``."""
-    if sa not in ACCESS:
-        raise ValueError(f"no S3 access defined for ServiceAccount {sa!r} (known: {', '.join(ACCESS)})")
-    reads, writes = ACCESS[sa]
-    stmts = [_list(spec, tuple(dict.fromkeys(reads + writes)), "ListOwnPrefixes"),
+    """Identity policy of the IRSA role of ServiceAccount ``sa`` (or of a role in :data:`OTHER_ACCESS`)."""
+    table = {**ACCESS, **OTHER_ACCESS}
+    if sa not in table:
+        raise ValueError(f"no S3 access defined for ServiceAccount {sa!r} (known: {', '.join(table)})")
+    reads, writes, deletes = table[sa]
+    stmts = [_list(spec, tuple(dict.fromkeys(reads + writes + deletes)), "ListOwnPrefixes"),
              {"Sid": "ReadInputs", "Effect": "Allow", "Action": "s3:GetObject",
               "Resource": [spec.objects(p) for p in reads]}]
     if writes:
         stmts.append({"Sid": "WriteOutputs", "Effect": "Allow", "Action": WRITE_ACTIONS,
                       "Resource": [spec.objects(p) for p in writes]})
+    if deletes:
+        stmts.append({"Sid": "DeleteRotated", "Effect": "Allow", "Action": DELETE_ACTIONS,
+                      "Resource": [spec.objects(p) for p in deletes]})
     stmts.append(_kms(spec, encrypt=bool(writes)))
     return {"Version": VERSION, "Statement": stmts}
 
@@ -135,7 +149,7 @@ def bucket_policy(spec: IamSpec) -> dict:
 def key_policy(spec: IamSpec) -> dict:
     """KMS key policy for the data key: account admins manage it; pipeline roles use it via S3 only."""
     c = spec.cluster
-    users = [spec.role_arn(sa) for sa in ACCESS] + [spec.role_arn("data-scientist")]
+    users = [spec.role_arn(sa) for sa in (*ACCESS, *OTHER_ACCESS)] + [spec.role_arn("data-scientist")]
     return {"Version": VERSION, "Statement": [
         {"Sid": "AccountAdministersKey", "Effect": "Allow",
          "Principal": {"AWS": f"arn:aws:iam::{c.account_id}:root"},
@@ -154,7 +168,18 @@ def policies(spec: IamSpec | None = None) -> dict[str, dict]:
     spec = spec or IamSpec()
     name = spec.cluster.name
     out = {f"{name}-s3-{sa}": workload_policy(spec, sa) for sa in spec.cluster.service_accounts}
+    out.update({f"{name}-{role}": workload_policy(spec, role) for role in OTHER_ACCESS})
     out[f"{name}-data-scientist"] = data_scientist_policy(spec)
+    return out
+
+
+def role_policies(spec: IamSpec | None = None) -> dict[str, str]:
+    """``{role ARN: the name of the identity policy it attaches}`` for every pipeline role."""
+    spec = spec or IamSpec()
+    name = spec.cluster.name
+    out = {spec.role_arn(sa): f"{name}-s3-{sa}" for sa in spec.cluster.service_accounts}
+    out.update({spec.role_arn(role): f"{name}-{role}" for role in OTHER_ACCESS})
+    out[spec.role_arn("data-scientist")] = f"{name}-data-scientist"
     return out
 
 

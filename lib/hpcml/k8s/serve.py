@@ -11,12 +11,17 @@ SageMaker requests is :func:`hpcml.serve.sagemaker.deploy`'s job.
 
 from __future__ import annotations
 
-from hpcml.aws.account import ecr_image, role_arn
+from hpcml.aws.account import ACCOUNT_ID, ecr_image, role_arn, s3_uri
 from hpcml.k8s.common import NAMESPACE, labels, meta, restricted_container, restricted_pod
 from hpcml.serve.spec import METRIC_INFLIGHT, SPEC_CONFIG_FIELDS, ServeSpec
 
 APP = "hpcml-serve"
 PORT = 8080
+#: The served model in the data bucket's ``models/`` prefix (the layout of
+#: :data:`hpcml.aws.account.S3_PREFIXES`), which the SageMaker execution role may read.
+MODEL_S3_URI = s3_uri("models", "best", "model.tar.gz", account_id=ACCOUNT_ID, folder=False)
+#: The spec the checked-in manifests and the SageMaker requests are rendered from.
+PRODUCTION_SPEC = ServeSpec(model_s3_uri=MODEL_S3_URI)
 
 CRD_REQUIRED = {
     ("autoscaling.k8s.io/v1", "VerticalPodAutoscaler"): ["spec.targetRef.name", "spec.updatePolicy.updateMode"],
@@ -203,7 +208,7 @@ def sagemaker_requests(spec: ServeSpec) -> dict[str, dict]:
 
 
 def render(spec: ServeSpec | None = None) -> dict:
-    spec = spec or ServeSpec()
+    spec = spec or PRODUCTION_SPEC
     out = {
         "serve/deployment.yaml": [deployment(spec)],
         "serve/service.yaml": [service(spec)],

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT
+from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT, INSTANCE_TYPES
 from hpcml.k8s.common import APP_UID, NAMESPACE, labels, meta, restricted_container, restricted_pod
 from hpcml.paths import SHARED_MOUNT
 from hpcml.train.spec import TrainSpec
@@ -51,11 +51,43 @@ CRD_REQUIRED = {
     ],
 }
 
-#: The production-sized job the checked-in manifests are rendered from.
+#: The CUDA training image (docker/Dockerfile.train-cuda: CUDA, cuDNN, NCCL, the EFA
+#: libfabric and aws-ofi-nccl; Horovod built with NCCL for GPU tensors) and the CPU one
+#: (docker/Dockerfile.train: Gloo only). GPU pods run the first, CPU pods the second.
+CUDA_IMAGE = "ghcr.io/example/hpcml-train-cuda:0.1.0"
+CPU_IMAGE = "ghcr.io/example/hpcml-train:0.1.0"
+#: EFA interfaces per instance type (the ``vpc.amazonaws.com/efa`` a whole-node pod requests;
+#: source: the EC2 User Guide's EFA "supported instance types" and network-card tables). Types
+#: without EFA (g4dn.xlarge, p3.8xlarge, ...) are absent: their pods request none.
+EFA_INTERFACES = {"c5n.18xlarge": 1, "g4dn.12xlarge": 1, "g4dn.metal": 1, "g5.12xlarge": 1, "g5.48xlarge": 1,
+                  "p3dn.24xlarge": 1, "p4d.24xlarge": 4, "p5.48xlarge": 32}
+#: EFA with GPUDirect RDMA (p4d/p5): libfabric may read/write GPU memory directly.
+EFA_RDMA_TYPES = ("p4d.24xlarge", "p5.48xlarge")
+#: Seconds between SIGTERM and SIGKILL for training pods. The preStop hook forwards SIGTERM to
+#: the ranks (PID 1 of a worker pod is sshd, not a rank) and waits while they checkpoint; the
+#: kubelet counts the hook's time inside this period. It must exceed the checkpoint time (the
+#: coherence test compares it with ResNet-50's checkpoint bytes at a write rate it measures) and
+#: stay under the two minutes between a Spot interruption notice and the reclaim.
+TERMINATION_GRACE_S = 90
+#: The share of a node's memory the MPIJob's worker pods request (the rest: kubelet, system
+#: reserve, page cache for the shards). With 6 cores per T4 rank it keeps the 8-GPU job inside
+#: the namespace quota (64 CPU, 256 GiB requests) instead of asking for 80 CPU and 288 GiB.
+MEMORY_FRACTION = 0.5
+
+#: The production-sized job the checked-in manifests are rendered from: 8 ranks x 1 T4 on two
+#: g4dn.12xlarge nodes (4 GPUs, 48 vCPUs, 1 EFA interface each). Six input-pipeline threads per
+#: rank, not ten: the quota grants the 8 GPUs with 64 CPUs, and a T4 rank's decode/augment
+#: pipeline needs a few cores, not a fifth of the node.
 PRODUCTION_SPEC = TrainSpec(
-    name="resnet50-train", world_size=8, threads_per_worker=10, arch="resnet50", epochs=90, batch_size=64,
+    name="resnet50-train", world_size=8, threads_per_worker=6, arch="resnet50", epochs=90, batch_size=64,
     lr=0.0125, warmup_epochs=5.0, weight_decay=5e-5, optimizer="sgd", fp16_allreduce=True,
-    checkpoint_every=500, metrics_port=9100, gpus_per_worker=1, instance_type="g4dn.12xlarge",
+    checkpoint_every=500, metrics_port=9100, gpus_per_worker=1, instance_type="g4dn.12xlarge", image=CUDA_IMAGE,
+)
+#: The CPU variant (Gloo, the CPU image, no GPU or EFA): 4 ranks on two c5.4xlarge-sized pods.
+CPU_SPEC = TrainSpec(
+    name="resnet50-train-cpu", world_size=4, threads_per_worker=7, arch="resnet50", epochs=90, batch_size=32,
+    lr=0.0125, warmup_epochs=5.0, weight_decay=5e-5, optimizer="sgd", checkpoint_every=500, metrics_port=9100,
+    gpus_per_worker=0, instance_type="c5.4xlarge", image=CPU_IMAGE,
 )
 
 
@@ -81,10 +113,54 @@ def checkpoint_pvc(spec: TrainSpec, size: str = "200Gi", storage_class: str = ST
                      "resources": {"requests": {"storage": size}}}}
 
 
+def efa_interfaces(spec: TrainSpec) -> int:
+    """EFA interfaces a whole-node worker pod of ``spec`` requests (0 where the type has none)."""
+    return EFA_INTERFACES.get(spec.instance_type, 0) if INSTANCE_TYPES[spec.instance_type]["efa"] else 0
+
+
+def comm_env(spec: TrainSpec) -> list[dict]:
+    """The ranks' environment: threads, and the collective backend's settings.
+
+    GPU jobs allreduce GPU tensors with NCCL (the CUDA image's Horovod is built with
+    ``HOROVOD_GPU_OPERATIONS=NCCL``; ``horovodrun --gloo`` only runs the control plane); on EFA
+    types NCCL goes through aws-ofi-nccl with libfabric's ``efa`` provider, with GPUDirect
+    RDMA on p4d/p5. CPU jobs allreduce with Gloo over TCP. ``horovodrun`` forwards the
+    launcher's environment to every rank over SSH, so the launcher carries these too (a
+    worker container's own environment is sshd's, not the ranks').
+    """
+    env = [{"name": "OMP_NUM_THREADS", "value": str(spec.threads_per_worker)}]
+    if spec.gpus_per_worker:
+        env += [{"name": "NCCL_DEBUG", "value": "WARN"}]
+        if efa_interfaces(spec):
+            env += [{"name": "FI_PROVIDER", "value": "efa"}]
+            if spec.instance_type in EFA_RDMA_TYPES:
+                env += [{"name": "FI_EFA_USE_DEVICE_RDMA", "value": "1"}]
+    else:
+        env += [{"name": "HOROVOD_CPU_OPERATIONS", "value": "GLOO"}]
+    return env
+
+
+def prestop_script(module: str = "hpcml.train.worker") -> str:
+    """Shell run by the worker pod's preStop hook: SIGTERM to every rank, then wait for them.
+
+    The kubelet signals PID 1 only, and PID 1 of a worker pod is sshd; the ranks are children
+    of its SSH sessions and would only see the session drop. A rank is a process one of whose
+    arguments is exactly ``module`` (``python -m hpcml.train.worker``), which the shell that
+    wraps it and this script itself are not. The kubelet kills whatever is left when
+    :data:`TERMINATION_GRACE_S` runs out.
+    """
+    pattern = module.replace(".", "[.]")
+    return (f"ranks() {{ for d in /proc/[0-9]*; do tr '\\0' '\\n' < \"$d/cmdline\" 2>/dev/null "
+            f"| grep -qx '{pattern}' && echo \"${{d#/proc/}}\"; done; }}\n"
+            "for p in $(ranks); do kill -TERM \"$p\" 2>/dev/null; done\n"
+            "while [ -n \"$(ranks)\" ]; do sleep 1; done\n")
+
+
 def _pod_spec(spec: TrainSpec, container: dict, volumes: list[dict], gpu: bool) -> dict:
     pod: dict = {
         "serviceAccountName": SERVICE_ACCOUNT, "automountServiceAccountToken": False,
         "priorityClassName": PRIORITY_CLASS, "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_S,
         "securityContext": restricted_pod(APP_UID),
         "containers": [container], "volumes": volumes,
     }
@@ -117,7 +193,7 @@ def launcher_template(spec: TrainSpec) -> dict:
     container = {
         "name": "launcher", "image": spec.image, "imagePullPolicy": "Always",
         "command": argv[:1], "args": argv[1:],
-        "env": [{"name": "HOROVOD_GLOO_TIMEOUT_SECONDS", "value": "300"}],
+        "env": [{"name": "HOROVOD_GLOO_TIMEOUT_SECONDS", "value": "300"}, *comm_env(spec)],
         "resources": {"requests": res, "limits": res},
         "securityContext": restricted_container(uid=None), "volumeMounts": _volume_mounts(shm=False),
     }
@@ -127,17 +203,19 @@ def launcher_template(spec: TrainSpec) -> dict:
 
 def worker_template(spec: TrainSpec) -> dict:
     """A Worker pod per node: sshd (uid 1000, port 2222) hosting ``slotsPerWorker`` ranks."""
-    lay = node_layout(spec)
+    lay = node_layout(spec, MEMORY_FRACTION)
     res = {"cpu": str(lay.cpus_per_node), "memory": f"{lay.memory_gib_per_node}Gi"}
     if lay.gpus_per_node:
         res["nvidia.com/gpu"] = str(lay.gpus_per_node)
+    if lay.gpus_per_node and efa_interfaces(spec):
+        res["vpc.amazonaws.com/efa"] = str(efa_interfaces(spec))  # the EFA device plugin's resource
     container = {
         "name": "worker", "image": spec.image, "imagePullPolicy": "Always",
         "command": ["/usr/sbin/sshd"], "args": ["-De", "-f", SSHD_CONFIG],
         "ports": [{"name": "ssh", "containerPort": SSH_PORT, "protocol": "TCP"}]
         + ([{"name": "metrics", "containerPort": spec.metrics_port, "protocol": "TCP"}] if spec.metrics_port else []),
-        "env": [{"name": "OMP_NUM_THREADS", "value": str(spec.threads_per_worker)},
-                {"name": "NCCL_DEBUG", "value": "WARN"}],
+        "env": comm_env(spec),
+        "lifecycle": {"preStop": {"exec": {"command": ["/bin/sh", "-c", prestop_script()]}}},
         "readinessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": 5},
         "livenessProbe": {"tcpSocket": {"port": SSH_PORT}, "periodSeconds": 20, "failureThreshold": 6},
         "resources": {"requests": res, "limits": dict(res)},  # Guaranteed QoS; GPUs: requests = limits
@@ -180,12 +258,13 @@ def pod_templates(spec: TrainSpec) -> list[dict]:
 
 
 def render(spec: TrainSpec | None = None) -> dict[str, object]:
-    """``{path under manifests/: documents}`` for the production training job."""
+    """``{path under manifests/: documents}`` for the production (GPU) training job and its CPU variant."""
     spec = spec or PRODUCTION_SPEC
     batch = batch_requests(spec)
     return {
         "train/checkpoint-pvc.yaml": [checkpoint_pvc(spec)],
         "train/mpijob.yaml": [spec_configmap(spec), mpijob(spec)],
+        "train/mpijob-cpu.yaml": [checkpoint_pvc(CPU_SPEC), spec_configmap(CPU_SPEC), mpijob(CPU_SPEC)],
         "train/batch-register-job-definition.json": batch["register_job_definition"],
         "train/batch-submit-job.json": batch["submit_job"],
         "train/train-spec.json": dataclasses.asdict(spec),

@@ -50,14 +50,16 @@ class SageMakerOptions:
     """Options of the ``sagemaker`` target.
 
     Attributes:
-        bucket: the S3 bucket of the dataset channel and the checkpoints.
+        bucket: the data bucket of the dataset channel (``processed/``) and the checkpoints
+            (``checkpoints/<job>/``), the layout of :data:`hpcml.aws.account.S3_PREFIXES`; the
+            SDK stages its code in the session's own bucket.
         role: the execution role ARN.
         image: the training image.
         spot: managed spot training (checkpoints make a reclaimed job resume).
         max_runtime_s: the job's run-time limit (spot: the wait limit is twice this).
     """
 
-    bucket: str = SAGEMAKER_BUCKET
+    bucket: str = account.data_bucket()
     role: str = SAGEMAKER_ROLE
     image: str = ECR_IMAGE
     spot: bool = True
@@ -94,9 +96,9 @@ def sagemaker_trainer(spec: TrainSpec, session: Any, source_dir: Path,
                         enable_managed_spot_training=o.spot),
         stopping_condition=StoppingCondition(max_runtime_in_seconds=o.max_runtime_s,
                                              **({"max_wait_time_in_seconds": 2 * o.max_runtime_s} if o.spot else {})),
-        checkpoint_config=CheckpointConfig(s3_uri=f"s3://{o.bucket}/{spec.name}/checkpoints",
+        checkpoint_config=CheckpointConfig(s3_uri=f"s3://{o.bucket}/checkpoints/{spec.name}/",
                                            local_path=SM_CHECKPOINTS),
-        input_data_config=[InputData(channel_name="train", data_source=f"s3://{o.bucket}/data/mnist/")],
+        input_data_config=[InputData(channel_name="train", data_source=f"s3://{o.bucket}/processed/mnist/")],
         environment={"OMP_NUM_THREADS": str(spec.threads_per_worker), "HPCML_SPEC": "spec.json"},
         tags=[{"key": "hpcml.io/stage", "value": "train"}],
     )
