@@ -51,7 +51,53 @@ def pinned(image: str, stages: set[str]) -> bool:
 
 
 def test_dockerfiles_exist():
-    assert {p.name for p in FILES} >= {"Dockerfile.train", "Dockerfile.serve"}
+    assert {p.name for p in FILES} >= {"Dockerfile.train", "Dockerfile.train-cuda", "Dockerfile.serve"}
+
+
+def _cuda_findings(text: str) -> list[str]:
+    """What a CUDA/NCCL training image must have: a pinned nvidia/cuda base with cuDNN (devel to
+    build, runtime to run), Horovod built with NCCL for GPU tensors, the EFA userspace from a
+    pinned installer without the kernel module (the host's), and no default uid-1000 user left."""
+    args, instr = parse(text)
+    images = base_images(text)
+    out = []
+    if not images or not all(i.startswith("nvidia/cuda:") and "cudnn" in i for i in images):
+        out.append(f"every stage must start from a pinned nvidia/cuda cudnn image, got {images}")
+    if not any("devel" in i for i in images[:-1]) or "runtime" not in images[-1]:
+        out.append("build on a -devel image, run on a -runtime image")
+    runs = " ".join(rest for op, rest in instr if op == "RUN")
+    if "HOROVOD_GPU_OPERATIONS=NCCL" not in runs:
+        out.append("Horovod must be built with HOROVOD_GPU_OPERATIONS=NCCL")
+    if not re.fullmatch(r"\d+\.\d+\.\d+", args.get("EFA_INSTALLER_VERSION", "")):
+        out.append("the EFA installer version must be pinned (ARG EFA_INSTALLER_VERSION=x.y.z)")
+    if "--skip-kmod" not in runs:
+        out.append("the EFA installer must skip the kernel module (--skip-kmod): the host provides it")
+    if "ofi-nccl" not in " ".join(rest for op, rest in instr if op == "ENV"):
+        out.append("the aws-ofi-nccl plugin must be on the library path")
+    if "userdel" not in runs:
+        out.append("remove the base image's default uid-1000 user before creating hpcml (uid 1000)")
+    return out
+
+
+def test_cuda_training_image():
+    """The GPU MPIJob's image (hpcml.k8s.train.CUDA_IMAGE) is built from this Dockerfile."""
+    from hpcml.k8s import train as kt
+
+    text = (DOCKER / "Dockerfile.train-cuda").read_text()
+    assert not _cuda_findings(text), _cuda_findings(text)
+    image = kt.CUDA_IMAGE.split(":")[0].rsplit("/", 1)[-1]
+    assert f"-t ghcr.io/example/{image}:" in text, "the Build line must tag the image the MPIJob runs"
+
+
+@pytest.mark.parametrize("change,finding", [
+    (("nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04", "python:3.11.11-slim-bookworm"), "nvidia/cuda"),
+    (("HOROVOD_GPU_OPERATIONS=NCCL", "HOROVOD_CPU_OPERATIONS=GLOO"), "NCCL"),
+    (("EFA_INSTALLER_VERSION=1.38.0", "EFA_INSTALLER_VERSION=latest"), "pinned"),
+    (("--skip-kmod", ""), "kernel module"),
+], ids=["cpu-base", "no-nccl", "efa-unpinned", "kmod"])
+def test_cuda_lint_catches_a_broken_image(change, finding):
+    text = (DOCKER / "Dockerfile.train-cuda").read_text().replace(*change)
+    assert any(finding in f for f in _cuda_findings(text))
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
