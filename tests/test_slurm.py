@@ -51,7 +51,8 @@ def test_render_slurm_conf_uses_node_and_state_dir(tmp_path):
     ({"cpus_per_task": -1}, "cpus_per_task"),
     ({"time_limit_min": 0}, "time_limit_min"),
     ({"array": "0-3; rm -rf /"}, "array"),
-], ids=["zero-tasks", "negative-cpus", "zero-time", "array-injection"])
+    ({"ntasks": 8, "nodes": 2, "ntasks_per_node": 3}, "ntasks_per_node"),
+], ids=["zero-tasks", "negative-cpus", "zero-time", "array-injection", "tasks-per-node-mismatch"])
 def test_batch_script_rejects(kw, field):
     with pytest.raises(ValueError, match=field):
         conf.batch_script("true", name="x", **kw)
@@ -66,6 +67,14 @@ def test_batch_script_directives():
     for d in ("--job-name=t", "--ntasks=2", "--time=5", "--array=0-3%2", "--gres=gpu:1"):
         assert f"#SBATCH {d}" in lines
     assert lines[-1] == "srun hostname" and "/s/" in text
+
+
+@pytest.mark.unit
+def test_batch_script_multi_node_sets_tasks_per_node():
+    """--ntasks-per-node makes Slurm set $SLURM_NTASKS_PER_NODE, which a multi-node host list needs."""
+    lines = conf.batch_script("true", name="t", nodes=2, ntasks=8, ntasks_per_node=4, exclusive=True).splitlines()
+    assert "#SBATCH --ntasks-per-node=4" in lines and "#SBATCH --exclusive" in lines
+    assert "#SBATCH --exclusive" not in conf.batch_script("true", name="t")
 
 
 @pytest.mark.unit

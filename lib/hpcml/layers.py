@@ -44,6 +44,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.aws.requests", "pure"),
     ("hpcml.cluster.slurm.conf", "pure"),
     ("hpcml.cluster.slurm.jobs", "pure"),
+    ("hpcml.cluster.pbs", "pure"),
     ("hpcml.train.targets.layout", "pure"),
     ("hpcml.train.models", "pure"),
     ("hpcml.train.loop", "pure"),

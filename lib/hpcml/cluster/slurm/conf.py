@@ -127,22 +127,34 @@ def batch_script(body: str, name: str, ntasks: int = 1, cpus_per_task: int = 1, 
                  stdout: Path | str | None = None, stderr: Path | str | None = None,
                  workdir: Path | str | None = None, array: str | None = None, mem_mb: int | None = None,
                  partition: str | None = None, nodes: int | None = None, gpus_per_node: int = 0,
-                 stamp_dir: Path | str | None = None) -> str:
+                 stamp_dir: Path | str | None = None, ntasks_per_node: int | None = None,
+                 exclusive: bool = False) -> str:
     """An ``sbatch`` script: ``#SBATCH`` directives, optional start/end stamps, then ``body``.
 
+    ``ntasks_per_node`` also sets ``$SLURM_NTASKS_PER_NODE`` in the job (Slurm sets it only when
+    the option is given), which a multi-node host list needs; ``exclusive`` keeps other jobs
+    off the allocated nodes.
+
     Raises:
-        ValueError: naming the argument when a count or the time limit is not positive.
+        ValueError: naming the argument when a count or the time limit is not positive, or
+            when ``ntasks_per_node`` does not fit ``ntasks`` over ``nodes``.
     """
     for field_name, v in (("ntasks", ntasks), ("cpus_per_task", cpus_per_task), ("time_limit_min", time_limit_min)):
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{field_name} must be a positive integer, got {v!r}")
+    if ntasks_per_node is not None and (not isinstance(ntasks_per_node, int) or ntasks_per_node < 1
+                                        or ntasks_per_node * (nodes or 1) != ntasks):
+        raise ValueError(f"ntasks_per_node must be a positive integer with ntasks_per_node x nodes == ntasks "
+                         f"({ntasks}), got {ntasks_per_node!r} x {nodes or 1}")
     if array is not None and not re.fullmatch(r"[0-9,\-:%]+", array):
         raise ValueError(f"array must look like '0-3', '1,5,7' or '0-15%4', got {array!r}")
     opts = [("job-name", name), ("partition", partition), ("nodes", nodes), ("ntasks", ntasks),
-            ("cpus-per-task", cpus_per_task), ("time", time_limit_min), ("mem", mem_mb),
+            ("ntasks-per-node", ntasks_per_node), ("cpus-per-task", cpus_per_task), ("time", time_limit_min), ("mem", mem_mb),
             ("gres", f"gpu:{gpus_per_node}" if gpus_per_node else None), ("array", array),
             ("output", stdout), ("error", stderr), ("chdir", workdir)]
     lines = ["#!/bin/bash"] + [f"#SBATCH --{k}={v}" for k, v in opts if v is not None]
+    if exclusive:
+        lines.append("#SBATCH --exclusive")
     if stamp_dir is not None:
         lines += [
             "# hpcml: stamp start/end times (submit-to-start latency, run time)",
