@@ -146,5 +146,156 @@ def test_storage_costs_respect_minimum(table):
 
 def test_assumptions_are_stated():
     a = models.assumptions(BASIS)
-    assert {"gpu_speed", "scaling", "spot", "serving", "billing"} <= set(a)
+    assert {"gpu_speed", "scaling_gpu", "scaling_cpu", "overlap", "image_size", "spot", "serving", "billing",
+            "commitments"} <= set(a)
     assert "V100" in a["gpu_ratio_values"]
+
+
+# ---- scaling from the interconnect model, per instance type -----------------------------------
+
+R50 = Basis(cpu_samples_per_s_per_core=2.0, scaling_efficiency_2=0.8, cpu_resnet50_img_s=2.0,
+            grad_bytes=25_557_032 * 4, batch_per_worker=256)
+
+
+def test_gpu_types_no_longer_scale_alike(table):
+    """The CPU 2-worker efficiency does not reach GPU types: p3.16xlarge (25 Gbit/s TCP) falls
+    behind p5 (3,200 Gbit/s EFA) across instances, inside one instance both ride NVLink."""
+    p3, p5 = table.get("p3.16xlarge"), table.get("p5.48xlarge")
+    e3_8, link3 = models.efficiency(p3, 8, R50)
+    e5_8, link5 = models.efficiency(p5, 8, R50)
+    assert (link3, link5) == ("TCP", "EFA")
+    assert e3_8 < e5_8 - 0.1
+    assert models.efficiency(p3, 1, R50)[0] > 0.95 and models.efficiency(p5, 1, R50)[0] > 0.95
+    low = Basis(2.0, 0.5, 2.0, grad_bytes=R50.grad_bytes, batch_per_worker=256)
+    assert models.efficiency(p5, 8, low) == models.efficiency(p5, 8, R50)  # the CPU measurement is not used
+
+
+def test_gpu_efficiency_is_the_interconnect_model_by_hand(table):
+    p3 = table.get("p3.16xlarge")
+    compute = 256 / models.GPU_RESNET50_IMG_S["V100"]
+    n, bw = 16, 25e9 / 8
+    comm = 2 * (n - 1) / n * R50.grad_bytes / bw + 2 * (n - 1) * 50e-6
+    assert models.efficiency(p3, 2, R50)[0] == pytest.approx(compute / (compute + comm))
+
+
+def test_overlap_never_lowers_efficiency(table):
+    from dataclasses import replace
+    for t in ("p3.16xlarge", "g4dn.12xlarge", "p4d.24xlarge"):
+        for k in (1, 2, 8):
+            off = models.efficiency(table.get(t), k, R50)[0]
+            on = models.efficiency(table.get(t), k, replace(R50, overlap=True))[0]
+            assert on >= off - 1e-12, (t, k)
+
+
+def test_cpu_types_scale_inside_as_measured_and_across_by_network(table):
+    c = table.get("c6i.32xlarge")  # 64 physical cores, EFA
+    inside = models.scaling_efficiency(64, 0.8)
+    assert models.efficiency(c, 1, R50) == (pytest.approx(inside), "measured (CPU cores)")
+    e2, link = models.efficiency(c, 2, R50)
+    assert link == "measured (CPU cores) + EFA" and e2 <= inside
+
+
+def test_scaling_table_has_both_overlap_forms(table):
+    rows = models.scaling_table(table, R50, ["p3.16xlarge", "p5.48xlarge"], ks=(1, 4))
+    assert len(rows) == 4 and all(r["efficiency_overlap"] >= r["efficiency_no_overlap"] for r in rows)
+
+
+# ---- Spot: the interval applied vs the formula's, the break-even by bisection --------------------
+
+def test_young_daly_interval_is_reported_uncapped_and_capped(table):
+    short = Workload("short", 200_000, 1)
+    s = models.spot_estimate(table.get("p3.8xlarge"), 2, short, R50, 0.001, 60, 300)
+    assert s.young_daly_interval_min == pytest.approx(models.young_daly_interval(60, 3600 / (2 * 0.001)) / 60)
+    assert s.interval_capped and s.checkpoint_interval_min == pytest.approx(s.on_demand_hours * 60)
+    long = Workload("long", 100_000_000, 10)
+    s2 = models.spot_estimate(table.get("p3.8xlarge"), 2, long, R50, 0.01, 60, 300)
+    assert not s2.interval_capped and s2.checkpoint_interval_min == pytest.approx(s2.young_daly_interval_min)
+
+
+def test_breakeven_rate_is_the_root(table):
+    inst, wl = table.get("p3.8xlarge"), Workload("big", 10_000_000, 10)
+    b = models.spot_breakeven(inst, 2, wl, R50, 60, 300)
+    assert b.rate_per_h is not None and 0 < b.rate_per_h < b.searched_up_to
+    at = lambda r: models.spot_estimate(inst, 2, wl, R50, r, 60, 300).saving_pct  # noqa: E731
+    assert at(b.rate_per_h * 0.99) > 0 > at(b.rate_per_h * 1.01)
+    assert "{spot_breakeven_rate_per_h" in models.breakeven_template(b)
+
+
+def test_breakeven_none_up_to_the_range_says_so(table):
+    inst, wl = table.get("p3.8xlarge"), Workload("big", 10_000_000, 10)
+    b = models.spot_breakeven(inst, 2, wl, R50, 60, 300, max_rate_per_h=0.01)
+    assert b.rate_per_h is None and b.searched_up_to == 0.01
+    tpl = models.breakeven_template(b)
+    assert "no break-even" in tpl and "{spot_breakeven_rate_per_h" not in tpl
+
+
+def test_sensitivity_table_rates_and_advisor_buckets(table):
+    rows = models.spot_sensitivity(table.get("p3.8xlarge"), 2, Workload("w", 10_000_000, 10), R50,
+                                   [0.0, models.rate_from_monthly_pct(10.0), 1.0], 60, 300)
+    assert [r["advisor_pct_per_month"] for r in rows][:2] == [0.0, pytest.approx(10.0)]
+    assert rows[0]["saving_pct"] > rows[1]["saving_pct"] > rows[2]["saving_pct"]
+    assert rows[0]["time_penalty_pct"] < rows[2]["time_penalty_pct"]
+
+
+# ---- what a run bills: commitments, Capacity Blocks, inter-AZ traffic, the serving bill ----------
+
+def test_purchase_options_price_every_market(table):
+    est = models.train_estimate(table.get("p5.48xlarge"), 2, Workload("w", 10_000_000, 1), R50)
+    row = models.purchase_options(table, est, 0.001, R50, Workload("w", 10_000_000, 1), 60, 300)
+    assert row["sp_compute_1yr_usd"] > row["sp_instance_3yr_usd"] > 0
+    assert row["sp_compute_3yr_usd"] == pytest.approx(round(est.cost_usd * (1 - 0.45), 2), abs=0.02)
+    assert row["capacity_block_billed_h"] == 48  # two instances, one whole day
+    assert row["capacity_block_usd"] == pytest.approx(39.33 * 48)
+    tpl, vals = models.purchase_summary(row)
+    assert "Capacity Block" in tpl.format(**vals)
+
+
+def test_purchase_options_without_a_block_or_spot_say_why(table):
+    est = models.train_estimate(table.get("hpc7a.96xlarge"), 1, WL, BASIS)
+    row = models.purchase_options(table, est, 0.001, BASIS, WL, 60, 300)
+    assert row["spot_usd"] is None and row["capacity_block_usd"] is None and row["sp_compute_1yr_usd"] is None
+    assert "no spot price" in row["notes"] and "no Capacity Block" in row["notes"]
+    tpl, vals = models.purchase_summary(row)
+    assert "no Capacity Block is sold" in tpl.format(**vals)
+
+
+@pytest.mark.parametrize("hours,instances,billed", [
+    (0.5, 1, 24), (24.0, 1, 24), (24.5, 3, 2 * 24 * 4), (15 * 24, 1, 21 * 24), (100, 64, 5 * 24 * 64),
+], ids=["half-hour", "one-day", "rounds-count-up", "week-steps", "max-count"])
+def test_capacity_block_bills_whole_days_and_offered_counts(table, hours, instances, billed):
+    assert table.capacity_block_billed_hours(hours, instances) == billed
+
+
+def test_capacity_block_limits(table):
+    with pytest.raises(ValueError, match="at most 64"):
+        table.capacity_block_billed_hours(1, 65)
+    with pytest.raises(ValueError, match="longest Capacity Block"):
+        table.capacity_block_billed_hours(200 * 24, 1)
+
+
+def test_inter_az_allreduce_bill_by_hand(table):
+    wl = Workload("w", 1_000_000, 1)
+    est = models.train_estimate(table.get("p4d.24xlarge"), 2, wl, R50)
+    out = models.inter_az_allreduce_usd(table, est, R50.grad_bytes, 256, wl)
+    steps = 1_000_000 / (16 * 256)
+    gb = steps * 2 * 15 / 16 * R50.grad_bytes / 1e9 * 2
+    assert out["usd_if_spread_over_azs"] == pytest.approx(gb * 0.01 * 2, rel=1e-3)
+    one = models.train_estimate(table.get("p4d.24xlarge"), 1, wl, R50)
+    assert models.inter_az_allreduce_usd(table, one, R50.grad_bytes, 256, wl)["usd_if_spread_over_azs"] == 0
+
+
+def test_serving_month_floor_alb_and_egress(table):
+    inst = table.get("c6i.xlarge")
+    low = models.serving_month(table, inst, 500.0, 1.0, 2, 3238, 265)
+    assert low.instances == 2 and low.floor_instances == 2  # minReplicas holds the floor
+    assert low.instances_usd == pytest.approx(0.17 * 2 * 730)
+    assert low.alb_hours_usd == pytest.approx(0.0225 * 730) and low.egress_usd == 0  # under the free 100 GB
+    high = models.serving_month(table, inst, 500.0, 2000.0, 2, 3238, 265)
+    assert high.instances == models.replicas_for(2000.0, 500.0, 0.6)
+    assert high.lcu_driver == "new connections" and high.lcus == pytest.approx(2000 / 25)
+    egress_gb = 2000 * 265 * 730 * 3600 / 1e9
+    assert high.egress_usd == pytest.approx((egress_gb - 100) * 0.09)
+    assert high.inter_az_usd == 0  # ALB to targets: no inter-AZ charge
+    assert high.total_usd == pytest.approx(high.instances_usd + high.alb_hours_usd + high.alb_lcu_usd + high.egress_usd)
+    keep_alive = models.serving_month(table, inst, 500.0, 2000.0, 2, 3238, 265, requests_per_connection=100)
+    assert keep_alive.lcu_driver == "processed bytes" and keep_alive.alb_lcu_usd < high.alb_lcu_usd

@@ -114,3 +114,49 @@ def test_parse_recorded_spot_history_takes_latest_per_az_then_median():
     assert spot["c6i.xlarge"]["spot"] == pytest.approx((0.0712 + 0.0669) / 2)
     with pytest.raises(ValueError, match="negative SpotPrice"):
         prices.parse_spot_history([{**resp["SpotPriceHistory"][0], "SpotPrice": "-1"}])
+
+
+# ---- commitments, Capacity Blocks, the load balancer and data transfer ---------------------------
+
+def test_priced_sections_are_sourced_and_dated(table):
+    data = json.loads(prices.SNAPSHOT.read_text())
+    for name in ("savings_plans", "capacity_blocks", "load_balancer", "data_transfer"):
+        sec = getattr(table, name)
+        assert sec and sec["source"] == data["sources"][data[name]["source"]], name
+        assert len(sec["source"]) > 60, name
+    assert "ESTIMATE" in table.savings_plans["source"]
+    assert "January 1, 2025" in table.capacity_blocks["source"]  # the page's own date is carried
+    assert "2025" in data["sources"]["aws-gpu-price-cut-2025"] and "45 %" in data["sources"]["aws-gpu-price-cut-2025"]
+
+
+@pytest.mark.parametrize("plan,disc", [("compute_1yr", 0.25), ("compute_3yr", 0.45), ("instance_1yr", 0.30),
+                                       ("instance_3yr", 0.50)])
+def test_savings_plan_rates_for_gpu_types(table, plan, disc):
+    for t in table.types(gpu=True):
+        assert table.savings_plan_rate(t, plan) == pytest.approx(table.get(t).on_demand * (1 - disc), abs=1e-4)
+
+
+def test_savings_plan_rate_refusals(table):
+    with pytest.raises(prices.MissingPriceError, match="c6i.xlarge"):
+        table.savings_plan_rate("c6i.xlarge", "compute_1yr")
+    with pytest.raises(ValueError, match="plan must be one of"):
+        table.savings_plan_rate("p5.48xlarge", "reserved_5yr")
+
+
+def test_capacity_blocks_only_for_p4d_and_p5(table):
+    assert table.capacity_block_rate("p5.48xlarge") == 39.33 and table.capacity_block_rate("p4d.24xlarge") == 14.75
+    assert table.capacity_block_rate("p3.16xlarge") is None
+
+
+@pytest.mark.parametrize("section,key,value,msg", [
+    ("load_balancer", "usd_per_hour", -1, "load_balancer: field 'usd_per_hour' must not be negative"),
+    ("data_transfer", "source", "nowhere", "data_transfer.source must name one of the sources"),
+    ("savings_plans", "discount_assumed", {"compute_1yr": 1.2}, "savings_plans.discount_assumed.compute_1yr"),
+], ids=["negative", "unsourced", "bad-discount"])
+def test_bad_sections_are_rejected(tmp_path, section, key, value, msg):
+    bad = json.loads(prices.SNAPSHOT.read_text())
+    bad[section][key] = value
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(bad))
+    with pytest.raises(ValueError, match=msg):
+        prices.load_snapshot(path)

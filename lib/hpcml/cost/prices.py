@@ -142,15 +142,68 @@ def make_record(rec: dict[str, Any], where: str = "price record") -> InstancePri
     )
 
 
+#: The Savings Plans the snapshot prices: (plan, term) keys of its ``discount_assumed``.
+SAVINGS_PLANS = ("compute_1yr", "compute_3yr", "instance_1yr", "instance_3yr")
+
+
 @dataclass
 class PriceTable:
-    """Instance prices and storage prices with their provenance."""
+    """Instance prices and storage prices with their provenance, plus the commitments
+    (Savings Plans, Capacity Blocks), the load balancer and data transfer, each section with
+    its ``source`` resolved to the text of :attr:`sources`."""
 
     instances: dict[str, InstancePrice]
     storage: dict[str, dict[str, Any]]
     compiled: str
     sources: dict[str, str] = field(default_factory=dict)
     origin: str = "snapshot"
+    savings_plans: dict[str, Any] = field(default_factory=dict)
+    capacity_blocks: dict[str, Any] = field(default_factory=dict)
+    load_balancer: dict[str, Any] = field(default_factory=dict)
+    data_transfer: dict[str, Any] = field(default_factory=dict)
+
+    def savings_plan_rate(self, instance_type: str, plan: str) -> float:
+        """USD per instance-hour under a Savings Plan (``compute_1yr``, ``compute_3yr``,
+        ``instance_1yr``, ``instance_3yr``), when the commitment is fully used.
+
+        Raises:
+            ValueError: an unknown plan.
+            MissingPriceError: the table holds no Savings Plan price for the type.
+        """
+        if plan not in SAVINGS_PLANS:
+            raise ValueError(f"plan must be one of {SAVINGS_PLANS}, got {plan!r}")
+        inst = self.get(instance_type)
+        disc = self.savings_plans.get("discount_assumed", {}).get(plan)
+        if disc is None or (self.savings_plans.get("applies_to") == "gpu" and not inst.gpus):
+            raise MissingPriceError(f"no {plan} Savings Plan price for {instance_type} in the table "
+                                    f"({self.savings_plans.get('applies_to', 'no')} types only)")
+        return round(inst.price("on_demand") * (1 - disc), 4)
+
+    def capacity_block_rate(self, instance_type: str) -> float | None:
+        """USD per instance-hour of a Capacity Block for ML, or ``None`` where none is sold."""
+        for r in self.capacity_blocks.get("rates", []):
+            if r["instance_type"] == instance_type:
+                return float(r["usd_per_instance_hour"])
+        return None
+
+    def capacity_block_billed_hours(self, hours: float, instances: int) -> float:
+        """Instance-hours a Capacity Block bills for a run of ``hours`` on ``instances``: the
+        block is bought up front in whole days (1-day steps up to 14 days, then 7-day steps),
+        for an instance count it offers (the next one up).
+
+        Raises:
+            ValueError: a run longer than the longest block, or more instances than the largest.
+        """
+        cb = self.capacity_blocks
+        counts = [c for c in cb["instance_counts"] if c >= instances]
+        if not counts:
+            raise ValueError(f"Capacity Blocks hold at most {max(cb['instance_counts'])} instances, asked {instances}")
+        days = max(1, math.ceil(hours / cb["day_hours"] - 1e-9))
+        if days > cb["max_days_in_1_day_steps"]:
+            days = math.ceil(days / cb["week_step_days"]) * cb["week_step_days"]
+        if days > cb["max_days"]:
+            raise ValueError(f"a run of {hours:.0f} h is longer than the longest Capacity Block ({cb['max_days']} days)")
+        return days * cb["day_hours"] * counts[0]
 
     def get(self, instance_type: str) -> InstancePrice:
         """The row of ``instance_type``; :class:`UnknownInstanceError` lists the known ones."""
@@ -208,7 +261,41 @@ def load_snapshot(path: Path | None = None) -> PriceTable:
     for s in data.get("storage", []):
         _num(s, "usd_per_gb_month", f"{path.name} storage {s.get('tier')}")
         storage[s["tier"]] = {**s, "source": sources.get(s.get("source"), s.get("source"))}
-    return PriceTable(instances, storage, data["compiled"], sources, origin="snapshot")
+    sections = {name: _section(data, name, sources, path.name) for name in _SECTIONS}
+    return PriceTable(instances, storage, data["compiled"], sources, origin="snapshot", **sections)
+
+
+#: The snapshot's priced sections beside instances and storage, and the numbers each must hold.
+_SECTIONS = {
+    "savings_plans": ("discount_assumed",),
+    "capacity_blocks": ("day_hours", "max_days_in_1_day_steps", "week_step_days", "max_days"),
+    "load_balancer": ("usd_per_hour", "usd_per_lcu_hour", "inter_az_to_targets_usd_per_gb"),
+    "data_transfer": ("inter_az_usd_per_gb_each_direction", "internet_egress_usd_per_gb",
+                      "internet_egress_free_gb_per_month", "ingress_usd_per_gb"),
+}
+
+
+def _section(data: dict, name: str, sources: dict[str, str], where: str) -> dict[str, Any]:
+    """One priced section, validated: a known source, non-negative numbers (discounts in [0, 1))."""
+    sec = dict(data.get(name) or {})
+    if not sec:
+        raise ValueError(f"{where}: section {name!r} is missing")
+    if sec.get("source") not in sources:
+        raise ValueError(f"{where}: {name}.source must name one of the sources, got {sec.get('source')!r}")
+    sec["source"] = sources[sec["source"]]
+    for key in _SECTIONS[name]:
+        if key == "discount_assumed":
+            for plan in SAVINGS_PLANS:
+                d = sec[key].get(plan)
+                if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 <= d < 1:
+                    raise ValueError(f"{where}: {name}.{key}.{plan} must be a discount in [0, 1), got {d!r}")
+        else:
+            _num(sec, key, f"{where} {name}")
+    for r in sec.get("rates", []):
+        _num(r, "usd_per_instance_hour", f"{where} {name} {r.get('instance_type')}")
+    for key, val in sec.get("lcu", {}).items():
+        _num(sec["lcu"], key, f"{where} {name}.lcu")
+    return sec
 
 
 # ---- live refresh (sent by hpcml.cost.price_refresh): request builders and response parsers ----
