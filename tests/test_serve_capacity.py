@@ -1,8 +1,9 @@
 """Capacity maths: replicas for a target load, and the HPA controller's formula."""
 
+import numpy as np
 import pytest
 
-from hpcml.serve import capacity
+from hpcml.serve import capacity, loadgen
 
 pytestmark = pytest.mark.unit
 
@@ -64,12 +65,56 @@ def test_hpa_rejects(kw, msg):
         capacity.hpa_desired_replicas(**kw)
 
 
-def test_simulated_hpa_scales_up_then_down():
+# One replica's measured curve: throughput, in-flight (Little's law), p99.
+CURVE = [capacity.LoadPoint(100, 1.0, 5.0), capacity.LoadPoint(180, 4.0, 20.0), capacity.LoadPoint(200, 16.0, 90.0)]
+
+
+@pytest.mark.parametrize("rate, want", [(0, 0.0), (50, 0.5), (100, 1.0), (140, 2.5), (200, 16.0),
+                                        (210, 16.0 + 10 * 15.0)],
+                         ids=["idle", "through-origin", "on-a-point", "between", "top", "saturated-queue-grows"])
+def test_inflight_at_reads_the_measured_curve(rate, want):
+    assert capacity.inflight_at(rate, list(reversed(CURVE))) == pytest.approx(want)
+
+
+def test_rate_at_inflight_inverts_it():
+    for rate in (50, 100, 140, 190):
+        assert capacity.rate_at_inflight(capacity.inflight_at(rate, CURVE), CURVE) == pytest.approx(rate)
+    assert capacity.rate_at_inflight(99.0, CURVE) == 200
+
+
+def test_load_curve_rejects_an_empty_curve():
+    with pytest.raises(ValueError, match="at least one point"):
+        capacity.load_curve([capacity.LoadPoint(0.0, 0.0, 1.0), capacity.LoadPoint(10.0, float("nan"), 1.0)])
+    with pytest.raises(ValueError, match="rate"):
+        capacity.inflight_at(-1, CURVE)
+
+
+def test_simulated_hpa_scales_up_then_down_on_the_measured_curve():
     load = [100] * 3 + [1000] * 6 + [100] * 3
-    steps = capacity.simulate_hpa(load, per_replica_rps=200, latency_s=0.02, target_inflight=4, max_replicas=20)
+    steps = capacity.simulate_hpa(load, CURVE, target_inflight=4, max_replicas=20)
     peak = max(s.replicas for s in steps)
     assert peak >= capacity.replicas_for(1000, 200, 1.0)
     assert steps[-1].replicas < peak
+    # the in-flight level and p99 of each step come from the curve at the per-pod rate
+    first_full = steps[3]
+    assert first_full.rps_per_pod == pytest.approx(1000 / first_full.replicas)
+    assert first_full.inflight_per_pod == pytest.approx(capacity.inflight_at(first_full.rps_per_pod, CURVE))
+    settled = steps[8]
+    assert settled.rps_per_pod <= 180 and settled.p99_ms_measured <= 20.0
+    assert steps[3].p99_ms_measured == float("inf") or steps[3].rps_per_pod <= 200
+
+
+def test_simulated_hpa_holds_when_the_target_matches_the_load():
+    steps = capacity.simulate_hpa([360.0] * 4, CURVE, target_inflight=4, start_replicas=2, min_replicas=2)
+    assert [s.replicas for s in steps] == [2, 2, 2, 2] and steps[0].inflight_per_pod == pytest.approx(4.0)
+
+
+@pytest.mark.parametrize("n, u, want", [(10, 0.7, 3), (8, 0.7, 2), (2, 0.7, 0), (4, 0.5, 2), (5, 1.0, 0), (0, 0.7, 0)])
+def test_replicas_lost_tolerated(n, u, want):
+    assert capacity.replicas_lost_tolerated(n, u) == want
+    if n:  # losing one more than tolerated pushes the survivors past capacity
+        assert n * u / (n - want) <= 1 + 1e-9
+        assert want + 1 >= n or n * u / (n - want - 1) > 1
 
 
 @pytest.mark.parametrize("overhead,m1,mb,want", [
@@ -88,3 +133,35 @@ def test_batching_gain_bound(overhead, m1, mb, want):
 def test_batching_gain_bound_rejects(args, msg):
     with pytest.raises(ValueError, match=msg):
         capacity.batching_gain_bound(*args)
+
+
+def _run(c, rps, p99, errors=0):
+    lat = np.full(100, p99)
+    return loadgen.LoadResult("closed", c, None, 100 + errors, 100, {"x": errors} if errors else {}, 100 / rps, lat)
+
+
+def test_capacity_at_slo_bracketed():
+    runs = [_run(1, 100, 2), _run(4, 300, 10), _run(16, 500, 40), _run(64, 520, 120)]
+    cap = loadgen.capacity_at_slo(list(reversed(runs)), 50.0)
+    assert (cap.max_rps, cap.concurrency, cap.is_lower_bound) == (pytest.approx(500), 16, False)
+    assert (cap.first_miss_concurrency, cap.first_miss_rps, cap.first_miss_p99_ms) == (64, pytest.approx(520), 120)
+
+
+def test_capacity_at_slo_lower_bound_when_never_crossed():
+    cap = loadgen.capacity_at_slo([_run(1, 100, 2), _run(4, 300, 10)], 50.0)
+    assert (cap.max_rps, cap.concurrency, cap.is_lower_bound) == (pytest.approx(300), 4, True)
+    assert cap.first_miss_concurrency is None
+
+
+def test_capacity_at_slo_errors_and_nothing_met():
+    cap = loadgen.capacity_at_slo([_run(1, 100, 2), _run(4, 300, 10, errors=3)], 50.0)
+    assert (cap.concurrency, cap.is_lower_bound, cap.first_miss_concurrency) == (1, False, 4)
+    none = loadgen.capacity_at_slo([_run(1, 100, 60)], 50.0)
+    assert (none.max_rps, none.concurrency, none.is_lower_bound, none.first_miss_p99_ms) == (0.0, None, False, 60)
+
+
+def test_little_law_and_points():
+    r = _run(8, 400, 20)
+    assert r.mean_ms() == 20 and r.inflight() == pytest.approx(8.0)
+    assert r.summary()["inflight"] == 8.0 and r.summary()["mean_ms"] == 20.0
+    assert loadgen.load_points([r]) == [capacity.LoadPoint(pytest.approx(400), pytest.approx(8.0), 20.0)]

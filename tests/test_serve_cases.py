@@ -1,10 +1,12 @@
 """The batching case of notebook 04 (hpcml.serve.cases): metrics, the "when batching pays"
 rows and sentences, from hand-made timings and comparisons (no server)."""
 
+import math
 from pathlib import Path
 
 import pytest
 
+from hpcml import claims
 from hpcml.report import Metric
 from hpcml.serve import cases
 from hpcml.serve.capacity import batching_gain_bound
@@ -13,20 +15,25 @@ from hpcml.serve.export import RuntimeTiming
 pytestmark = pytest.mark.unit
 
 
-def _sat(ratio, p99_b, p99_1, mean_batch=4.0):
-    return {"batched": {"rps": 100.0 * ratio, "p50_ms": 1.0, "p99_ms": p99_b, "errors": 0, "ok": 10, "mean_batch": mean_batch},
-            "size1": {"rps": 100.0, "p50_ms": 1.0, "p99_ms": p99_1, "errors": 0, "ok": 10, "mean_batch": 1.0},
+def _sat(ratio, p99_b, p99_1, mean_batch=4.0, cpu=None):
+    """A comparison result; ``cpu``: (server ms/req size 1, batched, client ms/req size 1, batched)."""
+    s1, sb, c1, cb = cpu or (3.0, 1.5, 1.0, 0.5)
+    return {"batched": {"rps": 100.0 * ratio, "p50_ms": 1.0, "p99_ms": p99_b, "errors": 0, "ok": 10, "mean_batch": mean_batch,
+                        "server_cpu_ms_per_req": sb, "client_cpu_ms_per_req": cb},
+            "size1": {"rps": 100.0, "p50_ms": 1.0, "p99_ms": p99_1, "errors": 0, "ok": 10, "mean_batch": 1.0,
+                      "server_cpu_ms_per_req": s1, "client_cpu_ms_per_req": c1},
             "ratio": ratio}
 
 
-def _case(name="resnet18", b1=2.0, b32=16.0, sat=None, concurrency=32):
-    timings = [RuntimeTiming(name, 1, b1, b1 * 1e3), RuntimeTiming(name, 32, b32, b32 * 1e3 / 32)]
+def _case(name="resnet18", b1=2.0, b32=16.0, sat=None, concurrency=32, b4=4.0):
+    timings = [RuntimeTiming(name, 1, b1, b1 * 1e3), RuntimeTiming(name, 4, b4, b4 * 1e3 / 4),
+               RuntimeTiming(name, 32, b32, b32 * 1e3 / 32)]
     return cases.BatchingCase(name, Path(f"/x/{name}.onnx"), timings, sat or _sat(3.2, 40.0, 50.0), concurrency)
 
 
 def test_case_model_ms_and_sides():
     c = _case()
-    assert c.model_ms() == {1: 2.0, 32: 16.0}
+    assert c.model_ms() == {1: 2.0, 4: 4.0, 32: 16.0}
     assert c.sides() == {"batched": c.saturation["batched"], "size1": c.saturation["size1"]}
 
 
@@ -37,18 +44,48 @@ def test_case_metrics_names_and_values():
     assert [(m.name, m.unit, m.headline) for m in ms] == [
         ("batching_throughput_ratio_compute_bound", "x", True), ("p99_ms_batched_compute_bound", "ms", False),
         ("p99_ms_unbatched_compute_bound", "ms", False), ("heavy_model_time_ms", "ms per call", False)]
-    assert [m.value for m in ms] == [3.2, 40.0, 50.0, {1: 2.123, 32: 16.0}]
+    assert [m.value for m in ms] == [3.2, 40.0, 50.0, {1: 2.123, 4: 4.0, 32: 16.0}]
     assert ms[0].description == "resnet18: batching vs batch size 1 at 32 clients, interleaved"
     assert ms[3].description == "resnet18 ONNX Runtime, 1 thread, by batch size"
 
 
-def test_pays_row_against_the_amdahl_bound():
+@pytest.mark.parametrize("mean, want", [(4.0, 4), (3.6, 4), (0.2, 1), (40.0, 32), (float("nan"), 32)],
+                         ids=["exact", "rounded", "floor-1", "cap-timed", "no-calls"])
+def test_effective_batch(mean, want):
+    assert cases.effective_batch(_case(sat=_sat(3.2, 40.0, 50.0, mean))) == want
+
+
+def test_pays_row_uses_the_batch_the_server_formed_and_the_cpu_split():
     row = cases.pays_row(_case(), overhead_ms=1.5, batch=32)
-    assert row == {"model": "resnet18", "overhead_ms": 1.5, "model_ms_b1": 2.0, "model_ms_per_row_b": 0.5,
-                   "model_speedup_x": 4.0, "model_only_estimate_x": batching_gain_bound(1.5, 2.0, 0.5),
-                   "measured_x": 3.2, "mean_batch": 4.0, "p99_batched_ms": 40.0, "p99_size1_ms": 50.0,
-                   "reached_3x": True}
-    assert row["model_only_estimate_x"] == pytest.approx(3.5 / 2.0)
+    # the server formed batches of 4: 4 ms per call, 1 ms per row, not 32-row's 0.5 ms
+    assert row["effective_batch"] == 4 and row["model_ms_per_row_eff"] == 1.0
+    assert row["model_speedup_x"] == 4.0 and row["model_speedup_at_mean_batch_x"] == 2.0
+    assert row["model_only_estimate_x"] == pytest.approx(batching_gain_bound(1.5, 2.0, 1.0)) == pytest.approx(3.5 / 2.5)
+    # server CPU per request minus the model's per-row time: 3.0 - 2.0 at batch 1, 1.5 - 1.0 batched
+    assert row["non_model_cpu_ms_size1"] == pytest.approx(1.0) and row["non_model_cpu_ms_batched"] == pytest.approx(0.5)
+    assert row["cpu_estimate_x"] == pytest.approx((3.0 + 1.0) / (1.5 + 0.5))
+    assert row["measured_x"] == 3.2 and row["reached_3x"] is True
+
+
+def test_measured_gain_can_exceed_the_model_only_estimate():
+    """The case the old "ceiling" wording got wrong: a model that barely batches (speed-up 1.1x at
+    the formed batch) on a server whose non-model cost per request halves with batching."""
+    sat = _sat(1.9, 20.0, 30.0, 8.0, cpu=(1.2, 0.65, 0.3, 0.15))
+    c = cases.BatchingCase("MNIST cnn", Path("/x/m.onnx"), [RuntimeTiming("m", 1, 0.1, 100.0),
+                           RuntimeTiming("m", 8, 0.8 / 1.1, 0.8 / 1.1 / 8 * 1e3), RuntimeTiming("m", 32, 2.4, 75.0)], sat, 64)
+    row = cases.pays_row(c, overhead_ms=1.0, batch=32)
+    assert row["measured_x"] > row["model_speedup_at_mean_batch_x"] > 1 > 0.5
+    assert row["measured_x"] > row["model_only_estimate_x"]
+    assert row["non_model_cpu_ms_batched"] < row["non_model_cpu_ms_size1"]
+    assert row["cpu_estimate_x"] == pytest.approx(1.5 / 0.8)
+
+
+def test_pays_row_without_cpu_numbers_gives_nan():
+    sat = _sat(3.2, 40.0, 50.0)
+    for side in ("batched", "size1"):
+        del sat[side]["server_cpu_ms_per_req"], sat[side]["client_cpu_ms_per_req"]
+    row = cases.pays_row(_case(sat=sat), 1.5, 32)
+    assert math.isnan(row["cpu_estimate_x"]) and math.isnan(row["non_model_cpu_ms_batched"])
 
 
 @pytest.mark.parametrize("sat, reached", [(_sat(3.0, 50.0, 50.0), True), (_sat(2.9, 10.0, 50.0), False),
@@ -58,11 +95,16 @@ def test_reached_3x_needs_gain_and_no_worse_p99(sat, reached):
     assert cases.pays_row(_case(sat=sat), 1.0, 32)["reached_3x"] is reached
 
 
-def test_pays_rows_and_lines():
-    rows = cases.pays_rows([_case("MNIST cnn", 0.1, 0.8, _sat(1.2, 30.0, 31.0, 8.04)), _case()], 1.5, 32)
-    assert [r["model"] for r in rows] == ["MNIST cnn", "resnet18"]
-    lines = cases.pays_lines(rows)
-    assert lines[0] == ("MNIST cnn: model 0.100 ms/image alone vs per-request overhead 1.500 ms -> model batch "
-                        f"speed-up 4.00x, model-only estimate {batching_gain_bound(1.5, 0.1, 0.025):.2f}x, measured "
-                        "1.20x at mean batch 8.0 (p99 30 vs 31 ms); issue's 3x target not reached")
-    assert lines[1].endswith("measured 3.20x at mean batch 4.0 (p99 40 vs 50 ms); issue's 3x target reached")
+def test_pays_metrics_and_claim():
+    rows = cases.pays_rows([_case("MNIST cnn", 0.1, 0.8, _sat(1.2, 30.0, 31.0, 4.0), b4=0.2), _case(), _case("mlp")], 1.5, 32)
+    ms = cases.pays_metrics(rows)
+    names = [m.name for m in ms]
+    assert "model_only_estimate_x" in names and "cpu_estimate_x_compute_bound" in names
+    assert "non_model_cpu_ms_batched_weight_bound" in names and len(ms) == 3 * len(cases.PAYS_METRICS)
+    with pytest.raises(ValueError, match="2 rows but 3 kinds"):
+        cases.pays_metrics(rows[:2])
+    template, values = cases.pays_claim(rows)
+    text = claims.render(template, values)
+    assert text.count("\n") == 2 and text.startswith("- **MNIST cnn**: the model alone takes 0.100 ms for one image")
+    assert "model speed-up of 2.00× there (4.00× at `max_batch_size`)" in text
+    assert "all CPU per request fell 2.00×." in text

@@ -8,6 +8,7 @@ state), because this machine is shared and noisy.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from hpcml import paths
 from hpcml.serve import export, loadgen, protocol
 from hpcml.serve.process import ServerProcess
-from hpcml.serve.spec import METRIC_BATCH_SIZE
+from hpcml.serve.spec import METRIC_BATCH_SIZE, METRIC_MODEL_SECONDS
 
 INFER = "/v2/models/mnist/infer"
 
@@ -27,6 +28,68 @@ def find_model() -> Path | None:
         if p.exists():
             return p
     return None
+
+
+#: Where each model 04 may serve or compare against comes from, by its folder under ``paths.models_dir()``.
+MODEL_SOURCES = {"best": "03's tuned model (promoted: it beat 02's CNN on validation)", "cnn": "02's CNN",
+                 "tuned": "03's tuned model"}
+#: The metric each comparison model's accuracy, measured in 04 on the served model's test rows, is recorded as.
+SAME_ROWS_METRIC = {"cnn": "cnn02_test_accuracy_same_rows", "tuned": "tuned03_test_accuracy_same_rows"}
+
+
+def model_source(model_path: Path, artifact: dict) -> str:
+    """Which stage produced ``model_path``: 03's tuned model, 02's CNN, or 04's quick fallback."""
+    if (artifact.get("metrics") or {}).get("trained_by") == "04_serving quick_model":
+        return "04's quick CNN (no trained model was found)"
+    return MODEL_SOURCES.get(Path(model_path).parent.name, str(model_path))
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Share of ``x`` the eager PyTorch ``model`` classifies as ``y``."""
+    import torch
+
+    with torch.no_grad():
+        pred = model(torch.from_numpy(export.as_images(x))).argmax(1).numpy()
+    return float((pred == np.asarray(y)).mean())
+
+
+def served_vs_others(model_path: Path, model, x: np.ndarray, y: np.ndarray) -> dict:
+    """The served model's test accuracy beside 02's CNN's and 03's tuned model's, all measured here
+    on the same rows (a model that is missing, or is the file served, is left out).
+
+    Returns:
+        ``{"source", "test_rows", "served_test_accuracy", "others": {"cnn"|"tuned": accuracy}}``.
+    """
+    served = Path(model_path).resolve()
+    others = {}
+    for sub in SAME_ROWS_METRIC:
+        p = paths.models_dir() / sub / "model.pt"
+        if p.exists() and p.resolve() != served and p.read_bytes() != served.read_bytes():
+            others[sub] = accuracy(export.load_artifact(p)[0], x, y)
+    _, artifact = export.load_artifact(model_path)
+    return {"source": model_source(model_path, artifact), "test_rows": int(len(x)),
+            "served_test_accuracy": accuracy(model, x, y), "others": others}
+
+
+def say_served(served: dict):
+    """Record which model 04 serves and its accuracy against the others, decide the comparison
+    (``report.conclude``) and render the sentence (``report.say``)."""
+    from hpcml import report
+
+    report.record("served_model_source", served["source"], description="the model notebook 04 serves")
+    report.record("served_test_accuracy", served["served_test_accuracy"], unit="fraction",
+                  description=f"test accuracy of the served model, measured in 04 on {served['test_rows']} test rows")
+    parts, values = [], {"source": served["source"], "n": served["test_rows"]}
+    for sub, acc in served["others"].items():
+        name = SAME_ROWS_METRIC[sub]
+        report.record(name, acc, unit="fraction", description=f"{MODEL_SOURCES[sub]}, scored in 04 on the same rows")
+        word = report.conclude(f"served_vs_{sub}", f"served_test_accuracy >= {name}", "at least as accurate as",
+                               "less accurate than")
+        parts.append(f"{word} {MODEL_SOURCES[sub]} ({{{name}:.4f}})")
+    text = "04 serves **{source}**: test accuracy {served_test_accuracy:.4f} on {n:,} test rows, scored here"
+    text += (", " + "; ".join(f"so it is {p}" for p in parts) + " on the same rows.") if parts else \
+        " (no other trained model is there to compare against)."
+    return report.say(text, **values)
 
 
 def dataset_dir() -> Path | None:
@@ -65,8 +128,8 @@ def quick_model(epochs: int = 1, n_shards: int = 2, seed: int = 0) -> Path:
     return out
 
 
-def test_set(limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Up to ``limit`` rows of the data set's test split (normalised pixels, labels)."""
+def test_set(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``limit`` rows (all when ``None``) of the data set's test split (normalised pixels, labels)."""
     ds = dataset_dir()
     if ds is None:
         raise RuntimeError("no data set: run notebooks/01_spark_preprocessing.ipynb first")
@@ -126,6 +189,55 @@ def curve(srv: ServerProcess, bodies: list[bytes], concurrencies: list[int], n_r
     return loadgen.sweep(srv.url + INFER, bodies, concurrencies, n_requests, duration_s)
 
 
+def capacity_search(srv: ServerProcess, bodies: list, concurrencies: list[int], n_requests: int, duration_s: float,
+                    p99_ms: float, max_concurrency: int) -> list[loadgen.LoadResult]:
+    """The closed-loop curve at ``concurrencies``, extended until p99 crosses ``p99_ms`` (bounded).
+
+    While the highest concurrency run so far still meets the objective
+    (:func:`~hpcml.serve.loadgen.meets`), the concurrency doubles, up to ``max_concurrency``.
+    :func:`~hpcml.serve.loadgen.capacity_at_slo` then says whether the objective was crossed
+    (the best rate is bracketed) or the search hit its bound (the best rate is a lower bound).
+
+    Returns:
+        One result per concurrency, in increasing order of clients.
+    """
+    if max_concurrency < max(concurrencies):
+        raise ValueError(f"max_concurrency ({max_concurrency}) must be >= the largest concurrency ({max(concurrencies)})")
+    results = sorted(curve(srv, bodies, sorted(concurrencies), n_requests, duration_s), key=lambda r: r.concurrency)
+    c = results[-1].concurrency
+    while loadgen.meets(results[-1], p99_ms) and c * 2 <= max_concurrency:
+        c *= 2
+        results.append(loadgen.closed_loop(srv.url + INFER, bodies, c, n_requests=n_requests, duration_s=duration_s))
+    return results
+
+
+def say_capacity(cap: loadgen.SloCapacity, workers: int, max_concurrency: int, p99_ms: float):
+    """The sentence that states one replica's capacity at the p99 objective, and whether it is
+    bracketed or a lower bound (``report.say``)."""
+    from hpcml import report
+
+    if cap.concurrency is None:
+        return report.say("No load level met p99 ≤ {slo:g} ms without errors (the lowest, {c} clients, had p99 "
+                          "{p99:.1f} ms): this replica has no capacity at the objective.",
+                          slo=p99_ms, c=cap.first_miss_concurrency, p99=cap.first_miss_p99_ms)
+    head = ("One replica ({workers} worker processes) sustained **{rps:,.0f} req/s** with p99 ≤ {slo:g} ms and no "
+            "errors, at {c} clients; ")
+    vals = dict(workers=workers, rps=cap.max_rps, slo=p99_ms, c=cap.concurrency)
+    if cap.is_lower_bound:
+        return report.say(head + "p99 still met the objective at every concurrency up to the search's bound of "
+                          "{bound} clients, so this is a **lower bound** on the capacity at the objective.",
+                          bound=max_concurrency, **vals)
+    return report.say(head + "at {c2} clients p99 crossed the objective ({p99b:.1f} ms at {rps2:,.0f} req/s), so the "
+                      "capacity at the objective is bracketed by the grid: more clients only queue.",
+                      c2=cap.first_miss_concurrency, p99b=cap.first_miss_p99_ms, rps2=cap.first_miss_rps, **vals)
+
+
+def request_bytes(x: np.ndarray) -> dict[str, int]:
+    """Size of a one-image inference request body in each encoding (bytes)."""
+    body_b, _ = protocol.make_binary_infer_request(x[:1])
+    return {"json": len(protocol.make_infer_body(x[:1])), "binary": len(body_b)}
+
+
 def batch_histogram(srv: ServerProcess) -> dict[str, float]:
     """Cumulative :data:`~hpcml.serve.spec.METRIC_BATCH_SIZE` buckets from the server's /metrics."""
     import urllib.request
@@ -181,7 +293,11 @@ def batching_at_saturation(model_file: Path, bodies: list, concurrency: int, n_r
     Returns:
         ``{"batched": {...}, "size1": {...}, "ratio": rps_batched / rps_size1}``; each side has
         ``rps`` (mean over rounds), ``p50_ms``/``p99_ms`` (over all its requests), ``errors``,
-        and ``mean_batch`` (rows per model call, from the server's own histogram).
+        ``mean_batch`` (rows per model call, from the server's own histogram), and where the
+        CPU went per answered request: ``server_cpu_ms_per_req`` (supervisor and workers, all
+        threads), ``client_cpu_ms_per_req`` (this process, which runs the load generator) and
+        ``model_wall_ms_per_row`` (the server's own model-time histogram over its rows; wall
+        time, so it includes waiting for a core).
     """
     with ServerProcess.start(model_file, workers=workers, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                              frontend=frontend) as sb, \
@@ -191,28 +307,52 @@ def batching_at_saturation(model_file: Path, bodies: list, concurrency: int, n_r
             loadgen.closed_loop(srv.url + INFER, bodies, concurrency, n_requests=concurrency * 5, duration_s=1)
         before = {k: _batch_totals(srv) for k, srv in servers.items()}
         runs: dict[str, list] = {k: [] for k in servers}
+        cpu = {k: {"server_s": 0.0, "client_s": 0.0} for k in servers}
         for _ in range(rounds):
             for k, srv in servers.items():
+                s0, c0 = server_cpu_s(srv), time.process_time()
                 runs[k].append(loadgen.closed_loop(srv.url + INFER, bodies, concurrency, n_requests, duration_s))
+                cpu[k]["server_s"] += server_cpu_s(srv) - s0
+                cpu[k]["client_s"] += time.process_time() - c0
         out = {}
         for k, srv in servers.items():
-            rows, calls = (a - b for a, b in zip(_batch_totals(srv), before[k]))
-            out[k] = dict(_combine(runs[k]), mean_batch=rows / calls if calls else float("nan"))
+            totals = _batch_totals(srv)
+            rows, calls, model_s = (a - b for a, b in zip(totals, before[k]))
+            done = sum(r.ok for r in runs[k])
+            out[k] = dict(_combine(runs[k]), mean_batch=rows / calls if calls else float("nan"),
+                          server_cpu_ms_per_req=1e3 * cpu[k]["server_s"] / done if done else float("nan"),
+                          client_cpu_ms_per_req=1e3 * cpu[k]["client_s"] / done if done else float("nan"),
+                          model_wall_ms_per_row=1e3 * model_s / rows if rows else float("nan"))
     out["ratio"] = out["batched"]["rps"] / out["size1"]["rps"] if out["size1"]["rps"] else float("nan")
     return out
 
 
-def _batch_totals(srv: ServerProcess) -> tuple[float, float]:
-    """(rows, model calls) so far, from the :data:`~hpcml.serve.spec.METRIC_BATCH_SIZE` sum and count."""
+def _batch_totals(srv: ServerProcess) -> tuple[float, float, float]:
+    """(rows, model calls, model seconds) so far, from the :data:`~hpcml.serve.spec.METRIC_BATCH_SIZE`
+    sum and count and the :data:`~hpcml.serve.spec.METRIC_MODEL_SECONDS` sum."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(srv.url + "/metrics", timeout=10).read().decode()
-    rows, calls = f"{METRIC_BATCH_SIZE}_sum", f"{METRIC_BATCH_SIZE}_count"
+    rows, calls, secs = f"{METRIC_BATCH_SIZE}_sum", f"{METRIC_BATCH_SIZE}_count", f"{METRIC_MODEL_SECONDS}_sum"
     vals = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
-            if s.name in (rows, calls)}
-    return vals.get(rows, 0.0), vals.get(calls, 0.0)
+            if s.name in (rows, calls, secs)}
+    return vals.get(rows, 0.0), vals.get(calls, 0.0), vals.get(secs, 0.0)
+
+
+def server_cpu_s(srv: ServerProcess) -> float:
+    """CPU seconds (user + system, all threads) the server's supervisor and workers have used so far."""
+    import psutil
+
+    total = 0.0
+    for pid in [srv.proc.pid, *srv.worker_pids()]:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:  # a worker that just exited
+            continue
+        total += t.user + t.system
+    return total
 
 
 def compute_bound_model(arch: str, out_dir: Path, seed: int = 0, **kw) -> Path:
@@ -239,8 +379,6 @@ def save_results(name: str, obj) -> Path:
 
 def decode_cost_us(x: np.ndarray, repeats: int = 300) -> dict[str, float]:
     """Median server-side parse time of one single-image request, JSON vs binary body (µs)."""
-    import time
-
     body_j = protocol.make_infer_body(x[:1])
     body_b, hdr = protocol.make_binary_infer_request(x[:1])
     hl = hdr["Inference-Header-Content-Length"]

@@ -1,6 +1,10 @@
 """Capacity maths for autoscaling: replicas for a target load, and what the HPA computes.
 
-Pure functions, no I/O. The HPA formula is the one the Kubernetes horizontal pod
+Pure functions, no I/O. One replica's measured curve (:class:`LoadPoint`: throughput, mean
+in-flight requests by Little's law, p99 at each load level) sizes everything: the in-flight
+level at a given per-pod rate (:func:`inflight_at`), the rate at a given in-flight target
+(:func:`rate_at_inflight`), and the HPA replay of a load trace (:func:`simulate_hpa`). The HPA
+formula is the one the Kubernetes horizontal pod
 autoscaler controller uses (``pkg/controller/podautoscaler``)::
 
     desiredReplicas = ceil(currentReplicas * currentMetricValue / desiredMetricValue)
@@ -46,6 +50,19 @@ def replicas_for(target_rps: float, per_replica_rps: float, utilisation: float =
     return max(min_replicas, need)
 
 
+def replicas_lost_tolerated(replicas: int, utilisation: float) -> int:
+    """How many of ``replicas`` (each loaded to ``utilisation`` of its capacity) can disappear, by
+    preemption or a drain, before the survivors are pushed past their capacity.
+
+    The load ``N·u·C`` spread over ``N - k`` survivors stays within ``C`` while ``k ≤ N(1 - u)``.
+    """
+    if replicas < 0:
+        raise ValueError(f"replicas must be >= 0, got {replicas}")
+    if not 0 < utilisation <= 1:
+        raise ValueError(f"utilisation must be in (0, 1], got {utilisation}")
+    return max(0, math.floor(round(replicas * (1 - utilisation), 9)))
+
+
 def hpa_desired_replicas(current_replicas: int, current_value: float, target_value: float,
                          min_replicas: int = 1, max_replicas: int = 100,
                          tolerance: float = HPA_TOLERANCE) -> int:
@@ -84,32 +101,100 @@ def hpa_multi_metric(current_replicas: int, metrics: list[tuple[float, float]], 
     return max(hpa_desired_replicas(current_replicas, c, t, min_replicas, max_replicas) for c, t in metrics)
 
 
+#: The latency objective the serving capacity is measured against (p99, ms).
+SLO_P99_MS = 50.0
+
+
+@dataclass(frozen=True)
+class LoadPoint:
+    """One replica measured at one load level.
+
+    Attributes:
+        rps: throughput it sustained (requests/s).
+        inflight: mean requests in the system, ``rps × mean latency`` (Little's law).
+        p99_ms: its p99 latency.
+    """
+
+    rps: float
+    inflight: float
+    p99_ms: float
+
+
+def load_curve(points: list[LoadPoint]) -> list[LoadPoint]:
+    """``points`` sorted by throughput, each with a finite rate and in-flight level.
+
+    Raises:
+        ValueError: no usable point.
+    """
+    good = sorted((p for p in points if math.isfinite(p.rps) and p.rps > 0 and math.isfinite(p.inflight)),
+                  key=lambda p: p.rps)
+    if not good:
+        raise ValueError("the load curve needs at least one point with a throughput > 0 and a finite in-flight level")
+    return good
+
+
+def inflight_at(rate: float, points: list[LoadPoint], period_s: float = 15.0) -> float:
+    """Mean in-flight requests of one replica offered ``rate`` requests/s, from its measured curve.
+
+    Up to the highest measured throughput the level is interpolated linearly between the
+    measured points (through the origin). Above it the replica is saturated: requests arrive
+    faster than it answers, so the queue grows by the excess every second; the level returned
+    is the one after ``period_s`` (one HPA sync period) of that growth.
+    """
+    if rate < 0 or not math.isfinite(rate):
+        raise ValueError(f"rate must be a finite number >= 0, got {rate}")
+    pts = load_curve(points)
+    xs, ys = [0.0] + [p.rps for p in pts], [0.0] + [p.inflight for p in pts]
+    if rate <= xs[-1]:
+        i = next(k for k in range(1, len(xs)) if rate <= xs[k])
+        x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+        return y0 if x1 == x0 else y0 + (y1 - y0) * (rate - x0) / (x1 - x0)
+    return ys[-1] + (rate - xs[-1]) * period_s
+
+
+def rate_at_inflight(inflight: float, points: list[LoadPoint]) -> float:
+    """The throughput at which one replica holds ``inflight`` requests, from its measured curve
+    (the inverse of :func:`inflight_at` below saturation; the top measured rate above it)."""
+    pts = load_curve(points)
+    xs, ys = [0.0] + [p.rps for p in pts], [0.0] + [p.inflight for p in pts]
+    for i in range(1, len(xs)):
+        if inflight <= ys[i]:
+            y0, y1 = ys[i - 1], ys[i]
+            return xs[i] if y1 == y0 else xs[i - 1] + (xs[i] - xs[i - 1]) * (inflight - y0) / (y1 - y0)
+    return xs[-1]
+
+
 @dataclass
 class ScaleStep:
     t_s: float
     load_rps: float
     replicas: int
+    rps_per_pod: float
     inflight_per_pod: float
+    p99_ms_measured: float
 
 
-def simulate_hpa(load_rps: list[float], per_replica_rps: float, latency_s: float, target_inflight: float,
-                 start_replicas: int = 1, min_replicas: int = 1, max_replicas: int = 20,
-                 period_s: float = 15.0) -> list[ScaleStep]:
-    """Replay a load trace through the HPA on the in-flight-requests metric.
+def simulate_hpa(load_rps: list[float], points: list[LoadPoint], target_inflight: float, start_replicas: int = 1,
+                 min_replicas: int = 1, max_replicas: int = 20, period_s: float = 15.0) -> list[ScaleStep]:
+    """Replay a load trace through the HPA on the in-flight-requests metric, using the replica's
+    measured curve at each offered load.
 
-    Per pod in-flight requests follow Little's law, ``L = λ·W`` with ``λ`` the per-pod
-    arrival rate and ``W`` the per-request latency (inflated as utilisation nears 1,
-    M/M/1-style: ``W / (1 - ρ)``, capped). New replicas count from the next period (an
+    Each period the load spreads evenly over the replicas; the per-pod in-flight level is read
+    off the measured curve at that per-pod rate (:func:`inflight_at`, Little's law on measured
+    throughput and latency, a growing queue beyond the highest measured rate), and so is the
+    p99 of the nearest measured point at or above that rate (``inf`` beyond the curve). The HPA
+    formula then gives the next period's replicas (new replicas count from the next period: an
     optimistic cold start of one period).
     """
-    if per_replica_rps <= 0 or latency_s <= 0 or target_inflight <= 0:
-        raise ValueError("per_replica_rps, latency_s and target_inflight must be > 0")
+    if target_inflight <= 0:
+        raise ValueError(f"target_inflight must be > 0, got {target_inflight}")
+    pts = load_curve(points)
     steps, replicas = [], start_replicas
     for i, lam in enumerate(load_rps):
         per_pod = lam / max(replicas, 1)
-        rho = min(per_pod / per_replica_rps, 0.95)
-        inflight = per_pod * latency_s / (1 - rho)
-        steps.append(ScaleStep(i * period_s, lam, replicas, inflight))
+        inflight = inflight_at(per_pod, pts, period_s)
+        p99 = next((p.p99_ms for p in pts if p.rps >= per_pod), math.inf)
+        steps.append(ScaleStep(i * period_s, lam, replicas, per_pod, inflight, p99))
         replicas = hpa_desired_replicas(replicas, inflight, target_inflight, min_replicas, max_replicas)
     return steps
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from hpcml.serve.capacity import LoadPoint
+
 
 @dataclass
 class LoadResult:
@@ -51,11 +53,24 @@ class LoadResult:
     def pct(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if len(self.latencies_ms) else float("nan")
 
+    def mean_ms(self) -> float:
+        """Mean latency of the successful requests (ms); NaN when there were none."""
+        return float(np.mean(self.latencies_ms)) if len(self.latencies_ms) else float("nan")
+
+    def inflight(self) -> float:
+        """Mean requests in the system, by Little's law ``L = X · W`` (throughput × mean latency).
+
+        In a closed loop this is close to the number of clients (each has one request open at a
+        time); in an open loop it is what queueing made of the arrival rate.
+        """
+        return self.throughput * self.mean_ms() / 1e3
+
     def summary(self) -> dict:
         return {"mode": self.mode, "concurrency": self.concurrency, "rate": self.rate, "sent": self.sent,
                 "ok": self.ok, "errors": self.error_count, "error_kinds": dict(self.errors),
                 "duration_s": round(self.duration_s, 3), "rps": round(self.throughput, 1),
-                "p50_ms": round(self.pct(50), 2), "p95_ms": round(self.pct(95), 2), "p99_ms": round(self.pct(99), 2)}
+                "mean_ms": round(self.mean_ms(), 2), "p50_ms": round(self.pct(50), 2), "p95_ms": round(self.pct(95), 2),
+                "p99_ms": round(self.pct(99), 2), "inflight": round(self.inflight(), 2)}
 
 
 def _in_thread(coro_fn, *args):
@@ -215,7 +230,54 @@ def sweep(url: str, bodies: list[bytes], concurrencies: list[int], n_requests: i
     return [closed_loop(url, bodies, c, n_requests=n_requests, duration_s=duration_s, **kw) for c in concurrencies]
 
 
+def load_points(results: list[LoadResult]) -> list[LoadPoint]:
+    """Each run as a :class:`~hpcml.serve.capacity.LoadPoint` (throughput, Little's-law in-flight, p99)."""
+    return [LoadPoint(r.throughput, r.inflight(), r.pct(99)) for r in results if r.ok]
+
+
+def meets(result: LoadResult, p99_ms: float) -> bool:
+    """The run answered, with no errors, and its p99 stayed ≤ ``p99_ms``."""
+    return bool(result.ok) and result.error_count == 0 and result.pct(99) <= p99_ms
+
+
 def max_rps_under(results: list[LoadResult], p99_ms: float) -> float:
     """Highest throughput among runs whose p99 stayed ≤ ``p99_ms`` and had no errors (0 if none)."""
-    good = [r.throughput for r in results if r.ok and r.error_count == 0 and r.pct(99) <= p99_ms]
-    return max(good, default=0.0)
+    return max((r.throughput for r in results if meets(r, p99_ms)), default=0.0)
+
+
+@dataclass(frozen=True)
+class SloCapacity:
+    """The best measured rate that met a p99 objective, and whether the search bracketed it.
+
+    Attributes:
+        max_rps: highest throughput among the runs that met the objective (0 if none did).
+        concurrency: the clients of that run (``None`` if none met it).
+        is_lower_bound: no run at a higher concurrency missed the objective, so the real
+            capacity at the objective may be higher than ``max_rps`` (the search stopped at
+            its bound before p99 crossed the objective).
+        first_miss_concurrency: the lowest concurrency above the best run that missed it.
+        first_miss_rps / first_miss_p99_ms: that run's throughput and p99.
+    """
+
+    max_rps: float
+    concurrency: int | None
+    is_lower_bound: bool
+    first_miss_concurrency: int | None = None
+    first_miss_rps: float | None = None
+    first_miss_p99_ms: float | None = None
+
+
+def capacity_at_slo(results: list[LoadResult], p99_ms: float) -> SloCapacity:
+    """:class:`SloCapacity` of closed-loop ``results`` (any order) against ``p99_ms``."""
+    runs = sorted((r for r in results if r.concurrency is not None), key=lambda r: r.concurrency)
+    good = [r for r in runs if meets(r, p99_ms)]
+    if not good:
+        miss = runs[0] if runs else None
+        return SloCapacity(0.0, None, False, miss and miss.concurrency, miss and miss.throughput,
+                           miss and miss.pct(99))
+    best = max(good, key=lambda r: r.throughput)
+    misses = [r for r in runs if r.concurrency > best.concurrency and not meets(r, p99_ms)]
+    if not misses:
+        return SloCapacity(best.throughput, best.concurrency, True)
+    m = misses[0]
+    return SloCapacity(best.throughput, best.concurrency, False, m.concurrency, m.throughput, m.pct(99))
