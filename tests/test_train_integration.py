@@ -4,6 +4,7 @@ and the benchmark drivers."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import urllib.request
@@ -101,6 +102,36 @@ def test_corrupt_checkpoint_refuses_to_resume(ds2, tmp_path):
     (out / "checkpoints" / "ckpt-00000001.pt").write_bytes(b"garbage")
     with pytest.raises(TrainJobError, match="corrupt"):
         run_local(_spec(ds2, out), timeout_s=120, on_progress=None)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_checkpoints_every_rank_at_one_step_and_the_run_resumes(ds2, tmp_path):
+    """A Spot notice or a pod deletion sends SIGTERM: the worker finishes its step, writes a
+    checkpoint, exits with EXIT_PREEMPTED; a restart resumes from that checkpoint."""
+    import signal
+
+    from hpcml.train.worker import EXIT_PREEMPTED
+
+    spec = _spec(ds2, tmp_path / "run", epochs=40, checkpoint_every=0)  # no periodic checkpoint at all
+    job = start_local(spec, on_progress=None)
+    try:
+        job.wait_for(lambda e: e.get("event") == "epoch", 40)
+        job.kill_worker(1, signal.SIGTERM)  # one rank only: the other learns it through the allreduce
+        job.proc.wait(timeout=30)
+    finally:
+        job.kill()
+    log = job.log_path.read_text(encoding="utf-8", errors="replace")
+    pre = [e for e in job.events if e.get("event") == "preempted"]
+    assert len(pre) == 1 and pre[0]["signal"] == "SIGTERM", log[-2000:]
+    assert job.proc.returncode != 0  # horovodrun reports the ranks' non-zero exit
+    assert "stopped on SIGTERM" in log and f"status code {EXIT_PREEMPTED}" in log, log[-2000:]
+    state = ck.resume_state(tmp_path / "run" / "checkpoints")
+    assert state is not None and state["step"] == pre[0]["step"]
+    assert 6 <= state["step"] < 40 * 6  # after the first epoch, before the end
+    assert [e["event"] for e in job.events if e.get("event") == "checkpoint"] == ["checkpoint"]
+    again = run_local(dataclasses.replace(spec, epochs=state["epoch"] + 1), timeout_s=40, on_progress=None)
+    assert again["resumed_from_step"] == state["step"]
+    assert again["epochs_run"] == state["epoch"] + 1 and again["steps"] == (state["epoch"] + 1) * 6
 
 
 @pytest.mark.slow

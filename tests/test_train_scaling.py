@@ -84,3 +84,17 @@ def test_headline_and_chart_title(runs):
                                    "-> Horovod reaches 89% of what two independent processes get")
     assert scaling.chart_title(s, "resnet50") == ("resnet50 synthetic: efficiency 0.80 (50 ms cycle), 0.60 (1 ms), "
                                                   "ceiling 0.90")
+
+
+def test_pinning_comparison_ratio_and_its_interval(runs):
+    pin = scaling.pinning_comparison(runs.pinned, runs.unpinned)
+    assert pin["ratio"] == pytest.approx(16.0 / 14.0)
+    assert pin["pinned_img_per_s"] == 16.0 and pin["unpinned_img_per_s"] == 14.0
+    # each total: sqrt(2) * 0.1 * per-rank value, i.e. 0.1/sqrt(2) relative; the ratio adds both in quadrature
+    rel = 0.1 / 2 ** 0.5
+    assert pin["ci95"] == pytest.approx(16.0 / 14.0 * (2 * rel ** 2) ** 0.5)
+
+
+def test_ratio_with_ci95_refuses_non_positive_values():
+    with pytest.raises(ValueError, match="positive"):
+        scaling.ratio_with_ci95((1.0, 0.1), (0.0, 0.1))

@@ -355,3 +355,32 @@ def test_projected_checkpoint_s_refuses_a_non_positive_rate(rate):
 def test_projected_checkpoint_s_refuses_negative_bytes():
     with pytest.raises(ValueError, match="nbytes must be >= 0"):
         ck.projected_checkpoint_s(1e6, nbytes=-1)
+
+
+def test_stop_request_records_the_first_signal_and_survives_it():
+    import os
+    import signal
+
+    from hpcml.train.worker import EXIT_PREEMPTED, StopRequest
+
+    old = signal.getsignal(signal.SIGTERM)
+    try:
+        stop = StopRequest().install()
+        assert stop.signum is None
+        os.kill(os.getpid(), signal.SIGTERM)  # this process keeps running: the handler only records
+        assert stop.signum == signal.SIGTERM and stop.received_at is not None
+        first = stop.received_at
+        stop(signal.SIGTERM, None)
+        assert stop.received_at == first
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert EXIT_PREEMPTED == 143
+
+
+def test_checkpoint_write_summary_is_total_bytes_over_total_seconds():
+    from hpcml.train.worker import checkpoint_write_summary
+
+    assert checkpoint_write_summary([]) is None
+    s = checkpoint_write_summary([{"bytes": 1_000_000, "seconds": 0.5}, {"bytes": 3_000_000, "seconds": 1.5}])
+    assert s["count"] == 2 and s["bytes_total"] == 4_000_000 and s["mean_bytes"] == 2_000_000
+    assert s["bytes_per_s"] == pytest.approx(2e6)

@@ -10,6 +10,7 @@ and the metrics (:func:`metrics`, recorded with :func:`hpcml.report.record_all`)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,3 +157,31 @@ def chart_title(s: ScalingSummary, arch: str) -> str:
     """The title of the per-rank chart."""
     return (f"{arch} synthetic: efficiency {s.efficiency:.2f} ({s.runs.cycle}), {s.efficiency_default_cycle:.2f} "
             f"(1 ms), ceiling {s.ceiling:.2f}")
+
+
+def total_with_ci95(run: dict[str, Any]) -> tuple[float, float]:
+    """(total img/s, its 95 % half-width) of one synthetic run: the sum over ranks, with the
+    ranks' half-widths (Horovod's 1.96σ over the timed iterations) added in quadrature."""
+    per = run["synthetic"]["per_rank"]
+    return (float(sum(p["img_per_s"] for p in per)), math.sqrt(sum(p["conf95"] ** 2 for p in per)))
+
+
+def ratio_with_ci95(a: tuple[float, float], b: tuple[float, float]) -> tuple[float, float]:
+    """``a / b`` and its 95 % half-width from the two (value, half-width) pairs
+    (first-order propagation of relative errors, independent runs)."""
+    (va, ha), (vb, hb) = a, b
+    if va <= 0 or vb <= 0:
+        raise ValueError(f"ratio_with_ci95: values must be positive, got {va} and {vb}")
+    r = va / vb
+    return r, r * math.sqrt((ha / va) ** 2 + (hb / vb) ** 2)
+
+
+def pinning_comparison(pinned: dict[str, Any], unpinned: dict[str, Any]) -> dict[str, float]:
+    """Pinned / unpinned total img/s of the same synthetic benchmark, with its 95 % half-width.
+
+    Returns:
+        ``{"ratio", "ci95", "pinned_img_per_s", "unpinned_img_per_s"}``.
+    """
+    p, u = total_with_ci95(pinned), total_with_ci95(unpinned)
+    ratio, hw = ratio_with_ci95(p, u)
+    return {"ratio": ratio, "ci95": hw, "pinned_img_per_s": p[0], "unpinned_img_per_s": u[0]}

@@ -9,6 +9,13 @@ epoch (``HPCML {...}``), writes atomic checkpoints every K steps, the final metr
 and the model artifact. A NaN loss stops every rank before the poisoned update, naming
 the step and the last good checkpoint. With ``metrics_port`` set each rank serves its
 Prometheus metrics (:mod:`hpcml.train.exporter`).
+
+Preemption: SIGTERM (a Spot reclaim's notice, a pod deletion, ``scancel``) does not kill a
+rank. Its handler only sets a flag; the flag rides on the step's loss allreduce, so every
+rank learns at the same step that some rank was asked to stop. They finish that step,
+write one checkpoint (atomic, as above), wait for each other, and exit with
+:data:`EXIT_PREEMPTED` after rank 0 prints a ``preempted`` event naming the step and the
+file. A restart resumes from it.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,6 +41,41 @@ from hpcml.train.spec import TrainSpec
 
 PREFIX = "HPCML "
 ERROR_PREFIX = "HPCML-ERROR "
+#: Exit status of a rank that checkpointed and stopped on SIGTERM: 128 + 15, what a shell
+#: and the kubelet report for a process ended by SIGTERM, so a scheduler retries the job.
+EXIT_PREEMPTED = 128 + signal.SIGTERM
+
+
+class Preempted(Exception):
+    """Every rank stopped after a SIGTERM, with the checkpoint written at ``step``."""
+
+    def __init__(self, step: int, checkpoint: str | None, signum: int):
+        super().__init__(f"stopped on {signal.Signals(signum).name} after step {step}; checkpoint: {checkpoint}")
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
+
+
+class StopRequest:
+    """The SIGTERM handler's state: the signal received (``None`` until one arrives).
+
+    The handler does nothing but record it; the training loop acts at a step boundary, where
+    every rank can agree on it (:func:`hvd_step`).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.received_at: float | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum, self.received_at = signum, time.monotonic()
+
+    def install(self, signals: tuple[int, ...] = (signal.SIGTERM,)) -> "StopRequest":
+        """Make this object the handler of ``signals`` (main thread only); returns self."""
+        for s in signals:
+            signal.signal(s, self)
+            # restart interrupted system calls: the C++ threads (Gloo, NCCL) must not see EINTR
+            signal.siginterrupt(s, False)
+        return self
 
 
 def emit(event: dict[str, Any], error: bool = False) -> None:
@@ -58,21 +101,25 @@ class Timers(dict):
 
 
 def hvd_step(hvd: Any, model: torch.nn.Module, opt: Any, xb: torch.Tensor, yb: torch.Tensor,
-             timers: Timers) -> float:
-    """One data-parallel step; returns the loss averaged over ranks.
+             timers: Timers, stop_requested: bool = False) -> tuple[float, bool]:
+    """One data-parallel step; returns (the loss averaged over ranks, whether any rank asked to stop).
 
     The gradient allreduces start from backward hooks while backward still runs; the
-    loss allreduce is queued behind them (fused in the same cycle). ``synchronize()``
-    is timed separately: that is the communication the backward pass did not hide.
+    loss allreduce is queued behind them (fused in the same cycle). It carries this rank's
+    stop flag beside the loss, so all ranks learn of a SIGTERM at the same step at no extra
+    collective. ``synchronize()`` is timed separately: that is the communication the
+    backward pass did not hide.
     """
     t0 = time.perf_counter()
     opt.zero_grad()  # Horovod's wrapper takes no set_to_none (torch's default is True)
     loss = torch.nn.functional.cross_entropy(model(xb), yb)
     loss.backward()
-    h = hvd.allreduce_async(loss.detach(), name="loss", op=hvd.Average)
+    carried = torch.stack([loss.detach().float(), torch.tensor(1.0 if stop_requested else 0.0)])
+    h = hvd.allreduce_async(carried, name="loss", op=hvd.Average)
     t1 = time.perf_counter()
     opt.synchronize()
-    avg = float(hvd.synchronize(h))
+    reduced = hvd.synchronize(h)
+    avg, stop_any = float(reduced[0]), float(reduced[1]) > 0
     t2 = time.perf_counter()
     if math.isfinite(avg):
         with opt.skip_synchronize():
@@ -81,7 +128,7 @@ def hvd_step(hvd: Any, model: torch.nn.Module, opt: Any, xb: torch.Tensor, yb: t
     timers["compute"] += t1 - t0
     timers["allreduce"] += t2 - t1
     timers["optimizer"] += t3 - t2
-    return avg
+    return avg, stop_any
 
 
 def _gather(hvd: Any, model: torch.nn.Module) -> list[dict[str, Any]]:
@@ -116,8 +163,10 @@ def _load_rank_data(hvd: Any, dataset_dir: Path, elastic: bool) -> tuple[np.ndar
 class Trainer:
     """Holds one rank's run: model, optimiser, data, position, history."""
 
-    def __init__(self, spec: TrainSpec, hvd: Any):
+    def __init__(self, spec: TrainSpec, hvd: Any, stop: StopRequest | None = None):
         self.spec, self.hvd = spec, hvd
+        self.stop = stop or StopRequest()
+        self.ckpt_writes: list[dict[str, float]] = []
         self.out = spec.resolved_out_dir()
         self.ckpt_dir = self.out / "checkpoints"
         self.dataset_dir = spec.resolved_dataset_dir()
@@ -178,15 +227,36 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------
     def checkpoint(self) -> None:
+        """Rank 0 writes the checkpoint (every rank takes part: the rank-local state is gathered).
+
+        The write (serialise, write, fsync, rename, pointer) is timed; its bytes and seconds
+        go into the event and the run's ``checkpoint_writes`` (the measured write rate).
+        """
         per_rank = _gather(self.hvd, self.model)
         if self.hvd.rank() == 0:
+            t0 = time.perf_counter()
             path = ck.save_checkpoint(self.ckpt_dir, {
                 "step": self.step, "epoch": self.epoch, "batch": self.batch, "history": self.history,
                 "epoch_loss": self.epoch_loss, "epoch_batches": self.epoch_batches,
                 "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                 "per_rank": per_rank, "world_size": self.hvd.size(), "spec": self.spec.to_dict()})
+            write_s = time.perf_counter() - t0
+            nbytes = path.stat().st_size
+            self.ckpt_writes.append({"bytes": nbytes, "seconds": write_s})
             self.last_ckpt = str(path)
-            emit({"event": "checkpoint", "step": self.step, "path": str(path)})
+            emit({"event": "checkpoint", "step": self.step, "path": str(path), "bytes": nbytes, "write_s": write_s})
+
+    def preempt(self, checkpointed: bool) -> None:
+        """Every rank saw a stop request at this step: checkpoint (unless this step just
+        did), wait until rank 0 has written it, then raise :class:`Preempted`."""
+        if not checkpointed:
+            self.checkpoint()
+        self.hvd.barrier()  # no rank exits (and gets the job torn down) before the file is on disk
+        signum = self.stop.signum or signal.SIGTERM
+        if self.hvd.rank() == 0:
+            emit({"event": "preempted", "signal": signal.Signals(signum).name, "step": self.step,
+                  "checkpoint": self.last_ckpt})
+        raise Preempted(self.step, self.last_ckpt, signum)
 
     # -- loop -------------------------------------------------------------------------
     def run_epoch(self, commit: Any = None) -> bool:
@@ -207,7 +277,8 @@ class Trainer:
             loop.set_lr(self.opt, loop.lr_at(self.epoch + self.batch / self.steps_per_epoch, spec.lr,
                                              hvd.size(), spec.warmup_epochs, spec.epochs, self.schedule))
             ar0 = self.timers["allreduce"]
-            loss = hvd_step(hvd, self.model, self.opt, xb, yb, self.timers)
+            loss, stop = hvd_step(hvd, self.model, self.opt, xb, yb, self.timers,
+                                  stop_requested=self.stop.signum is not None)
             if not math.isfinite(loss):
                 raise loop.NaNLossError(self.step + 1, loss, self.last_ckpt)
             dt = time.perf_counter() - t0
@@ -221,10 +292,13 @@ class Trainer:
                 self.ab.record(dt)
             if self.exporter and self.exporter.enabled:
                 self.exporter.observe(self.step, dt, self.timers["allreduce"] - ar0, len(yb), loss)
-            if spec.checkpoint_every and self.step % spec.checkpoint_every == 0:
+            periodic = bool(spec.checkpoint_every and self.step % spec.checkpoint_every == 0)
+            if periodic:
                 self.checkpoint()
                 if commit is not None:
                     commit()
+            if stop:
+                self.preempt(checkpointed=periodic)
         return True
 
     def end_epoch(self) -> None:
@@ -256,7 +330,8 @@ class Trainer:
                    "epochs_run": len(self.history), "steps": self.step, "world_size": hvd.size(),
                    "train_samples_per_s": self.samples / max(split["train_s"], 1e-9),
                    "time_split": split, "resumed_from_step": self.resumed_from,
-                   "history": self.history, "model_config": self.mcfg}
+                   "history": self.history, "model_config": self.mcfg,
+                   "checkpoint_writes": checkpoint_write_summary(self.ckpt_writes)}
         if self.ab:
             self.exporter.set_enabled(True)
             try:
@@ -272,6 +347,18 @@ class Trainer:
             atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2, default=float))
             emit({"event": "done", **{k: v for k, v in metrics.items() if k != "history"}})
         return metrics
+
+
+def checkpoint_write_summary(writes: list[dict[str, float]]) -> dict[str, Any] | None:
+    """Rank 0's checkpoint writes of this process: count, bytes, seconds and the rate
+    (total bytes / total seconds, in bytes/s); None when it wrote none."""
+    if not writes:
+        return None
+    nbytes = sum(w["bytes"] for w in writes)
+    secs = sum(w["seconds"] for w in writes)
+    return {"count": len(writes), "bytes_total": nbytes, "seconds_total": secs,
+            "mean_bytes": nbytes / len(writes), "bytes_per_s": nbytes / secs if secs > 0 else None,
+            "writes": writes}
 
 
 def _train_fixed(t: Trainer) -> dict[str, Any]:
@@ -327,13 +414,14 @@ def run(spec: TrainSpec) -> dict[str, Any]:
     """Run this rank of the job described by ``spec`` (inside horovodrun)."""
     import horovod.torch as hvd
 
+    stop = StopRequest().install()  # before anything slow: a SIGTERM from here on is caught
     hvd.init()
     torch.set_num_threads(spec.threads_per_worker)
     cores = pin_cpus(hvd.local_rank(), spec.threads_per_worker) if spec.pin_cpus else None
     out = spec.resolved_out_dir()
     (out / "pids").mkdir(parents=True, exist_ok=True)
     (out / "pids" / f"rank-{hvd.rank()}.pid").write_text(str(os.getpid()))
-    t = Trainer(spec, hvd)
+    t = Trainer(spec, hvd, stop)
     if hvd.rank() == 0:
         emit({"event": "start", "world_size": hvd.size(), "threads": spec.threads_per_worker,
               "cores_rank0": cores, "steps_per_epoch": t.steps_per_epoch, "elastic": spec.elastic})
@@ -360,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = TrainSpec.from_json(args.spec)
         run(spec)
+    except Preempted as e:
+        print(f"hpcml worker: {e}", file=sys.stderr, flush=True)
+        return EXIT_PREEMPTED
     except loop.NaNLossError as e:
         emit({"error": "nan_loss", "step": e.step, "checkpoint": e.checkpoint, "message": str(e)}, error=True)
         return 3
