@@ -119,3 +119,46 @@ def test_client_reports_an_unreachable_server():
     c = prom.PromClient(f"http://127.0.0.1:{free_port()}", timeout_s=2)
     with pytest.raises(prom.PromQueryError, match="cannot reach Prometheus"):
         c.query("up")
+
+
+TRAINER = """
+import sys, time
+from prometheus_client import Counter, Gauge, start_http_server
+samples = Counter("hpcml_train_samples", "samples", ["rank"]).labels("0")
+last = Gauge("hpcml_train_last_step_timestamp_seconds", "last step", ["rank"]).labels("0")
+start_http_server(int(sys.argv[1]), addr="127.0.0.1")
+time.sleep(float(sys.argv[2]))            # start-up: scraped, no step yet
+t_end = time.time() + float(sys.argv[3])  # train: 64 samples every 0.1 s = 640 samples/s
+while time.time() < t_end:
+    time.sleep(0.1); samples.inc(64); last.set(time.time())
+time.sleep(60)                            # linger: still scraped, the counter flat
+"""
+
+
+@pytest.mark.integration
+def test_rate_inside_the_training_window_is_the_training_rate_and_after_it_is_zero(build_tmp):
+    """The 05 bug and its fix against a real Prometheus: a rate() whose window starts after
+    training reads 0; evaluated at the last step over the scraped training interval it reads
+    the rate the job ran at."""
+    from hpcml.monitor import signals
+
+    port = free_port()
+    p = prom.Prometheus.start({"train": []})
+    p.set_targets("train", [f"127.0.0.1:{port}"], labels={"run": "fake"})
+    t0 = time.time()
+    job = subprocess.Popen([sys.executable, "-c", TRAINER, str(port), "3", "6"])
+    try:
+        c = p.client
+        c.wait_for('up{job="train"}', lambda v: v == 1, timeout_s=30)
+        time.sleep(max(0.0, t0 + 17 - time.time()))  # start-up, 6 s of training, then > 5 s of linger
+        now = time.time()
+        assert c.scalar('sum(rate(hpcml_train_samples_total{run="fake"}[5s]))') == 0.0  # after training: flat
+        raw = c.samples('hpcml_train_last_step_timestamp_seconds{job="train", run="fake"}', at=now, range_s=now - t0 + 5)
+        w = signals.training_window(raw)
+        assert 3.0 < w.seconds <= 6.5 and w.scrapes["0"] >= 3, w
+        rate = c.scalar_at(signals.rate_query("fake", w.range_ms), w.end)
+        assert rate == pytest.approx(640.0, rel=0.15), (rate, w)
+    finally:
+        p.stop()
+        job.kill()
+        job.wait()

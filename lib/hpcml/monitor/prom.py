@@ -229,12 +229,40 @@ class PromClient:
         return [{"metric": r["metric"], "ts": float(r["value"][0]), "value": float(r["value"][1])}
                 for r in data["result"]]
 
+    def samples(self, selector: str, at: float, range_s: float, label: str = "rank") -> dict[str, list[tuple[float, float]]]:
+        """The raw scraped samples of ``selector`` in the ``range_s`` seconds before ``at``
+        (a range-vector query: real scrape timestamps, no evaluation steps, no staleness
+        markers), as ``{value of label: [(time, value), ...]}``.
+
+        Raises:
+            PromQueryError: a bad selector, or two series with the same ``label`` value.
+        """
+        data = self._get("/api/v1/query", query=f"{selector}[{max(1, int(range_s * 1000))}ms]", time=at)
+        out: dict[str, list[tuple[float, float]]] = {}
+        for r in data["result"]:
+            key = r["metric"].get(label, "?")
+            if key in out:
+                raise PromQueryError(f"{selector!r}: several series with {label}={key!r}; narrow the selector")
+            out[key] = [(float(t), float(v)) for t, v in r["values"]]
+        return out
+
     def scalar(self, expr: str, default: float = float("nan")) -> float:
         """The single value of ``expr`` (``default`` when the vector is empty)."""
         res = self.query(expr)
         if len(res) > 1:
             raise PromQueryError(f"{expr!r} returned {len(res)} series; aggregate it to one (sum/max …)")
         return res[0]["value"] if res else default
+
+    def scalar_at(self, expr: str, at: float) -> float:
+        """The single value of ``expr`` evaluated at unix time ``at``.
+
+        Raises:
+            PromQueryError: the result is empty or holds more than one series.
+        """
+        res = self.query(expr, at)
+        if len(res) != 1:
+            raise PromQueryError(f"{expr!r} at {at}: {len(res)} series, expected exactly one")
+        return res[0]["value"]
 
     def query_range(self, expr: str, start: float, end: float, step: float = 1.0, label: str | None = None):
         """Range query as a DataFrame: index = time (UTC), one column per series.
