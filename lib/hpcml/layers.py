@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.monitor.dashboard", "pure"),
     ("hpcml.monitor.shipping", "pure"),
     ("hpcml.monitor.plots", "pure"),
+    ("hpcml.monitor.signals", "pure"),
     ("hpcml.cost.models", "pure"),
     ("hpcml.cost.prices", "pure"),
     ("hpcml.cost.plots", "pure"),

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from hpcml.aws.account import ACCOUNT_ID, REGION
@@ -28,6 +29,11 @@ class MonitorSpec:
     Args:
         release: the kube-prometheus-stack release label its Prometheus selects objects by.
         scrape_interval: scrape interval of the monitors.
+        scrape_timeout: how long a scrape may take before it counts as failed (what a vanished
+            node costs each scrape: it does not refuse, it times out).
+        evaluation_interval: how often the cluster's Prometheus evaluates the rules. This
+            project sets none, so it is the Prometheus Operator's default (``30s``, see
+            ``evaluationInterval`` in the operator's ``PrometheusSpec``).
         serve_app / serve_port_name: the inference Service (hpcml.k8s.serve) and its port name.
         train_slots_per_worker: ranks per MPIJob worker pod (one metrics port each).
         train_metrics_port: base port of the training exporter.
@@ -39,6 +45,8 @@ class MonitorSpec:
 
     release: str = "kube-prometheus-stack"
     scrape_interval: str = "15s"
+    scrape_timeout: str = "10s"
+    evaluation_interval: str = "30s"
     serve_app: str = "hpcml-serve"
     serve_port_name: str = "http"
     train_slots_per_worker: int = 4
@@ -64,5 +72,8 @@ class MonitorSpec:
             img = getattr(self, f)
             if ":latest" in img or ":" not in img.rsplit("/", 1)[-1]:
                 raise fail(self, f, "an image pinned to a tag other than latest", img)
+        for f in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
+            if not re.fullmatch(r"([0-9]+(ms|s|m|h))+", getattr(self, f)):
+                raise fail(self, f, "a Prometheus duration like '15s' or '1m'", getattr(self, f))
         if not self.log_group.startswith("/"):
             raise fail(self, "log_group", "a path-like name starting with '/'", self.log_group)
