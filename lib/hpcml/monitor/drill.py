@@ -6,7 +6,10 @@ Horovod training job and the inference server, plus the drills run against them.
   registered as scrape targets once their ports answer, and removed when the job ends
   (what Kubernetes service discovery does for a finished pod).
 * :func:`exporter_overhead` — the exporter switched off and on in blocks of steps inside one
-  run (ABBA), per-step time side by side; then an ordinary watched run.
+  run (ABBA), per-step time side by side; then an ordinary watched run, long enough to be
+  scraped many times while it trains.
+* :func:`training_rate` — the watched run's per-rank rate, measured inside its training
+  window, beside the trainer's own throughput.
 * :class:`BackgroundLoad` — open-loop load on the server from a thread.
 * :func:`latency_drill` — inject latency through ``POST /admin/latency`` and time the
   alert going inactive -> pending -> firing (and back after clearing).
@@ -26,7 +29,7 @@ from typing import Any
 
 from hpcml import paths
 from hpcml.proc import free_port, port_open
-from hpcml.monitor import logs, rules
+from hpcml.monitor import logs, rules, signals
 from hpcml.monitor.node import NodeSampler
 from hpcml.monitor.prom import Prometheus
 
@@ -41,6 +44,8 @@ class Stack:
     node: NodeSampler
     log: Any
     started_at: float = field(default_factory=time.time)
+    #: Prometheus' scrape and rule-evaluation interval (one value for both here).
+    scrape_interval: str = "1s"
 
     @classmethod
     def start(cls, thresholds: rules.Thresholds = rules.DRILL, run_id: str | None = None,
@@ -58,7 +63,7 @@ class Stack:
             raise
         log = logs.get_logger("monitor", run_id=run_id)
         log.info("prometheus started", extra={"url": prom.url, "node_sampler": node.url, "rules": str(rule_file)})
-        return cls(prom, node, log)
+        return cls(prom, node, log, scrape_interval=scrape_interval)
 
     @property
     def client(self):
@@ -116,7 +121,7 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600, take_snapsh
 
 
 def exporter_overhead(stack: Stack, spec, block_steps: int = 20, ab_epochs: int | None = None,
-                      timeout_s: float = 600) -> dict[str, Any]:
+                      timeout_s: float = 600, watch_min_train_s: float = 0.0) -> dict[str, Any]:
     """The exporter's cost on training throughput, A/B **inside one run**, then a watched run.
 
     Separate runs with and without the exporter differ by more than the exporter costs (process
@@ -126,9 +131,14 @@ def exporter_overhead(stack: Stack, spec, block_steps: int = 20, ab_epochs: int 
     in ABBA order; the per-step times of the two arms are compared (ratio of means). A second,
     ordinary run with the exporter always on is the one the rest of the notebook queries.
 
+    ``watch_min_train_s``: the watched run gets as many epochs as keep it training that long
+    at the A/B run's step time (at least ``spec.epochs``), so Prometheus scrapes it many times
+    while it trains (:func:`training_rate` needs two scrapes per rank inside training).
+
     Returns:
         The A/B summary (``blocks``, ``mean_step_on_s``, ``mean_step_off_s``, ``overhead_pct``,
-        ``steps_on``, ``steps_off``) plus ``"last_on"``: :func:`train_watched` of the watched run.
+        ``steps_on``, ``steps_off``) plus ``"last_on"``: :func:`train_watched` of the watched run,
+        and ``"watch_epochs"``: its epochs.
     """
     if block_steps < 1:
         raise ValueError(f"block_steps must be >= 1, got {block_steps}")
@@ -143,7 +153,75 @@ def exporter_overhead(stack: Stack, spec, block_steps: int = 20, ab_epochs: int 
     ab = res["metrics"].get("exporter_ab")
     if not ab or "error" in ab:
         raise RuntimeError(f"exporter A/B run gave no result: {(ab or {}).get('error', 'no exporter_ab in metrics')}")
-    return {**ab, "ab_run": res, "last_on": train_watched(stack, spec, timeout_s)}
+    m = res["metrics"]
+    epochs = signals.epochs_for(watch_min_train_s, ab["mean_step_on_s"], m["steps"] / max(m["epochs_run"], 1),
+                                at_least=spec.epochs)
+    watch = replace(spec, epochs=epochs)
+    return {**ab, "ab_run": res, "watch_epochs": epochs, "last_on": train_watched(stack, watch, timeout_s)}
+
+
+def training_rate(stack: Stack, watched: dict[str, Any]) -> dict[str, Any]:
+    """Per-rank samples/s of a watched run as Prometheus measured it *while it trained*, beside
+    the trainer's own throughput, and the step-time p99 and allreduce share over the same window.
+
+    The interval comes from the exporter's last-step-timestamp gauge
+    (:func:`hpcml.monitor.signals.training_window`); every query is evaluated at the run's last
+    step over a range that reaches back to its first scraped step, restricted to this run's
+    series (``run`` label), so neither the A/B run nor the idle linger after training enters.
+
+    Returns:
+        ``{"window": TrainingWindow, "queries": {name: PromQL}, "per_rank": {rank: samples/s},
+        "own_per_rank": samples/s, "ratio": {rank: Prometheus / own}, "allreduce_share",
+        "step_p99_s"}``.
+
+    Raises:
+        hpcml.monitor.signals.TrainingNotScraped: Prometheus did not see the run train.
+    """
+    from hpcml.train.spec import METRIC_ALLREDUCE_SECONDS, METRIC_LAST_STEP_TS, METRIC_STEP_SECONDS
+
+    c, spec = stack.client, watched["spec"]
+    sel = f'{{job="train", run="{spec.name}"}}'
+    raw = c.samples(METRIC_LAST_STEP_TS + sel, at=watched["end"], range_s=watched["end"] - watched["start"] + 5)
+    w = signals.training_window(raw)
+    r = f"[{w.range_ms}ms]"
+    q = {"rate": signals.rate_query(spec.name, w.range_ms),
+         "allreduce_share": f"sum(increase({METRIC_ALLREDUCE_SECONDS}_sum{sel}{r})) / "
+                            f"sum(increase({METRIC_STEP_SECONDS}_sum{sel}{r}))",
+         "step_p99": f"histogram_quantile(0.99, sum by (le) (increase({METRIC_STEP_SECONDS}_bucket{sel}{r})))"}
+    per_rank = {x["metric"].get("rank", "?"): x["value"] for x in c.query(q["rate"], at=w.end)}
+    own = watched["metrics"]["train_samples_per_s"] / spec.world_size
+    return {"window": w, "queries": q, "per_rank": per_rank, "own_per_rank": own,
+            "ratio": signals.agreement(per_rank, own),
+            "allreduce_share": c.scalar_at(q["allreduce_share"], w.end),
+            "step_p99_s": c.scalar_at(q["step_p99"], w.end)}
+
+
+def training_rate_metrics(tr: dict[str, Any]) -> list:
+    """The metrics of :func:`training_rate`, to record (``report.record_all``)."""
+    from hpcml.report import Metric
+
+    w, per_rank, ratio = tr["window"], tr["per_rank"], tr["ratio"]
+    return [
+        Metric("train_samples_per_s_prom", round(sum(per_rank.values()), 1), "samples/s",
+               f"sum over ranks of {tr['queries']['rate']} evaluated at the last step (range: the scraped "
+               "training interval)"),
+        Metric("train_samples_per_s_prom_min_rank", round(min(per_rank.values()), 1), "samples/s",
+               "the slowest rank's rate over the same window"),
+        Metric("train_samples_per_s_own", round(tr["own_per_rank"] * len(per_rank), 1), "samples/s",
+               "the trainer's own count: samples over the time spent inside steps (train_samples_per_s)"),
+        Metric("train_rate_prom_over_own_min", round(min(ratio.values()), 3), "",
+               "lowest per-rank ratio of Prometheus' rate to the trainer's own per-rank throughput"),
+        Metric("train_rate_prom_over_own_max", round(max(ratio.values()), 3), "",
+               "highest per-rank ratio of Prometheus' rate to the trainer's own per-rank throughput"),
+        Metric("train_rate_window_s", round(w.seconds, 2), "s", "first scraped step to last step, all ranks"),
+        Metric("train_rate_window_scrapes_min", min(w.scrapes.values()), "", "scrapes of the least-seen rank inside it"),
+        Metric("train_allreduce_share", round(tr["allreduce_share"], 4), "",
+               "time blocked in the allreduce over step time, same window"),
+        Metric("train_step_p99_ms", round(tr["step_p99_s"] * 1000, 1), "ms",
+               "histogram_quantile(0.99) of the step-time buckets, same window"),
+        Metric("train_last_step_spread_ms", round(w.last_step_spread_s * 1000, 1), "ms",
+               "how far apart the ranks' last steps were (hpcml_train_last_step_timestamp_seconds)"),
+    ]
 
 
 class BackgroundLoad:

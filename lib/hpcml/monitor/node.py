@@ -170,7 +170,7 @@ class NodeCollector:
         n = GaugeMetricFamily(NODE_PREFIX + "gpus", "NVIDIA GPUs seen")
         n.add_metric([], len(gpus))
         yield n
-        for key, name, doc in (("util_ratio", "gpu_utilization_ratio", "GPU busy fraction (0-1)"),
+        for key, name, doc in (("util_ratio", "gpu_utilization_ratio", "share of the sample period in which any kernel ran (NVML utilization.gpu, 0-1): not SM occupancy"),
                                ("mem_used_bytes", "gpu_memory_used_bytes", "GPU memory in use"),
                                ("mem_total_bytes", "gpu_memory_total_bytes", "GPU memory"),
                                ("temp_celsius", "gpu_temperature_celsius", "GPU temperature"),

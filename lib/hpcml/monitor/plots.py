@@ -30,17 +30,23 @@ def series(client, name: str, start: float, end: float, window: str = "5s", labe
 
 
 def overview(client, train: tuple[float, float], serve: tuple[float, float], drill: dict[str, Any],
-             session: tuple[float, float], window: str = "5s"):
-    """2x2 figure: per-rank training throughput, node CPU/memory, serving latency with the
-    drill's injection/pending/firing marks, serving request rate by code."""
+             session: tuple[float, float], window: str = "5s", train_window: tuple[float, float] | None = None):
+    """2x2 figure: per-rank training throughput (``train_window``, when given, shaded: the
+    interval the measured rate covers), node CPU/memory, serving latency with the drill's
+    injection/pending/firing marks, serving request rate by code."""
     import matplotlib.pyplot as plt
     import pandas as pd
 
+    to_dt = lambda t: pd.to_datetime(t, unit="s", utc=True)  # noqa: E731
     fig, ax = plt.subplots(2, 2, figsize=(12, 7))
     tr = series(client, "train_rank", *train, window, label="rank")
-    tr.plot(ax=ax[0, 0], legend=True)
-    ax[0, 0].set(title="Training throughput per rank", ylabel="samples/s")
-    ax[0, 0].legend([f"rank {c}" for c in tr.columns], fontsize=8)
+    for rank in tr.columns:
+        ax[0, 0].plot(tr.index, tr[rank], label=f"rank {rank}")
+    if train_window is not None:
+        ax[0, 0].axvspan(to_dt(train_window[0]), to_dt(train_window[1]), color="tab:green", alpha=0.12,
+                         label="scraped while training")
+    ax[0, 0].set(title=f"Training throughput per rank (rate over {window})", ylabel="samples/s")
+    ax[0, 0].legend(fontsize=8)
     cpu = series(client, "node_cpu_busy", *session, window)
     mem = series(client, "node_mem_used", *session, window)
     ax[0, 1].plot(cpu.index, cpu.iloc[:, 0], label="CPU busy %") if not cpu.empty else None
@@ -51,7 +57,6 @@ def overview(client, train: tuple[float, float], serve: tuple[float, float], dri
         s = series(client, name, *serve, window)
         if not s.empty:
             ax[1, 0].plot(s.index, s.iloc[:, 0] * 1000, style, label=name.split("_")[1])
-    to_dt = lambda t: pd.to_datetime(t, unit="s", utc=True)  # noqa: E731
     ax[1, 0].axvspan(to_dt(drill["inject_at"]), to_dt(drill["cleared_at"]), color="tab:red", alpha=0.12,
                      label="latency injected")
     for state, color in (("pending", "tab:orange"), ("firing", "tab:red")):

@@ -19,6 +19,20 @@ Alerts:
 ``HpcmlNodeMemoryPressure``     available / total memory below a ratio
 ``HpcmlTargetDown``             a scrape target is down (``up == 0``)
 ==============================  ===========================================================
+
+What the GPU rules read. ``DCGM_FI_DEV_GPU_UTIL`` (nvidia-smi's "GPU-Util", NVML's
+``utilization.gpu``) is the percentage of the sample period during which *at least one kernel*
+was running: not how many SMs worked, nor how full they were. One small kernel kept in flight
+reads as fully "utilised", and so does an NCCL kernel spinning on a peer that never answers.
+A *low* value is therefore a sound sign of an idle GPU (nothing ran), which is what
+``HpcmlGpuIdleDuringTraining`` and ``HpcmlGpuUtilisationDrop`` use it for, and it is in
+dcgm-exporter's default counter set that ``manifests/monitoring`` deploys. It cannot say a GPU
+is *well* used, and it stays high through an NCCL hang (``HpcmlTrainingStalled`` catches that).
+For efficiency, DCGM's profiling fields answer different questions: ``DCGM_FI_PROF_SM_ACTIVE``
+(the fraction of cycles an SM has at least one warp resident, averaged over all SMs),
+``DCGM_FI_PROF_SM_OCCUPANCY`` (resident warps over the maximum an SM holds: how full the busy
+SMs are) and ``DCGM_FI_PROF_DRAM_ACTIVE`` (the fraction of cycles device memory is sending or
+receiving data). They need the exporter's profiling counters enabled (not in its default CSV).
 """
 
 from __future__ import annotations
@@ -57,7 +71,8 @@ class Thresholds:
         error_for: duration for the error-ratio alert.
         train_stall_s: seconds without a completed step before a rank counts as stalled.
         train_stall_for: duration for the stall alert.
-        gpu_util_low_pct: DCGM utilisation (percent) below which a training GPU is idle.
+        gpu_util_low_pct: ``DCGM_FI_DEV_GPU_UTIL`` (percent of time any kernel ran) below which
+            a training GPU counts as idle.
         gpu_drop_ratio: fire when utilisation falls below this share of its level over ``gpu_baseline``.
         gpu_baseline: the look-back the drop is compared with.
         gpu_for: duration for the GPU alerts.
