@@ -125,3 +125,5 @@ def test_comparison_table_names_both_schedulers():
     joined = " ".join(r["PBS Pro"] + r["Slurm"] for r in rows)
     for word in ("qsub", "qstat", "-J 0-15", "sbatch", "squeue", "--array=0-15%4", "select=", "--ntasks-per-node"):
         assert word in joined
+    table = pbs.slurm_equivalents_markdown().splitlines()
+    assert table[0] == "| concept | PBS Pro | Slurm |" and len(table) == len(rows) + 2

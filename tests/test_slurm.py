@@ -78,6 +78,16 @@ def test_batch_script_multi_node_sets_tasks_per_node():
 
 
 @pytest.mark.unit
+def test_wave_medians_group_in_submit_order():
+    assert bench.wave_medians([0.7, 0.72, 1.7, 1.68, 2.67, 2.66], 2) == pytest.approx([0.71, 1.69, 2.665])
+    assert bench.wave_medians([0.5, 0.6, 0.7], 4) == [0.6]
+    with pytest.raises(ValueError, match="per_wave"):
+        bench.wave_medians([1.0], 0)
+    with pytest.raises(ValueError, match="latencies"):
+        bench.wave_medians([], 2)
+
+
+@pytest.mark.unit
 def test_parse_scontrol_records_and_summary(tmp_path):
     out = tmp_path / "o.out"
     out.write_text("\n".join(f"line {i}" for i in range(30)) + "\n")

@@ -244,3 +244,10 @@ def slurm_equivalents() -> list[dict[str, str]]:
         ("GPU discovery", "a site-defined `ngpus` count per vnode", "`gres.conf` (`AutoDetect=nvml`)"),
     ]
     return [{"concept": c, "PBS Pro": p, "Slurm": s} for c, p, s in rows]
+
+
+def slurm_equivalents_markdown() -> str:
+    """:func:`slurm_equivalents` as a Markdown table (the notebook displays it)."""
+    rows = slurm_equivalents()
+    head = "| " + " | ".join(rows[0]) + " |\n| " + " | ".join("---" for _ in rows[0]) + " |\n"
+    return head + "\n".join("| " + " | ".join(r.values()) + " |" for r in rows) + "\n"

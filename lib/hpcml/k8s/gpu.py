@@ -273,7 +273,7 @@ def _smoke_job(name: str, limits: dict | None = None, claim_template_name: str |
     lab = labels(name, "train", "gpu-smoke")
     return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta(name, NAMESPACE, lab),
             "spec": {"backoffLimit": 0, "ttlSecondsAfterFinished": 3600, "activeDeadlineSeconds": 600,
-                     "template": {"metadata": {"labels": lab}, "spec": pod}}}
+                     "template": {"metadata": {"labels": dict(lab)}, "spec": pod}}}
 
 
 def dra_objects() -> list[dict]:

@@ -26,3 +26,18 @@ def measure_jobs(cl: SlurmCluster, n_jobs: int, body: str = "true", timeout_s: f
     return {"job_ids": ids, "latencies_s": lat, "median_s": statistics.median(lat) if lat else None,
             "jobs_per_minute": 60 * sum(r.ok for r in results) / makespan, "makespan_s": makespan,
             "states": [r.state for r in results]}
+
+
+def wave_medians(latencies_s: list[float], per_wave: int) -> list[float]:
+    """Median latency of each consecutive group of ``per_wave`` jobs, in submit order.
+
+    With one-core jobs on a node of ``per_wave`` cores, group *k* is the *k*-th wave that can
+    run at once; comparing the first group with the last shows whether latency grows with
+    queue position.
+
+    Raises:
+        ValueError: no latencies, or ``per_wave`` below 1.
+    """
+    if per_wave < 1 or not latencies_s:
+        raise ValueError(f"need latencies and per_wave >= 1, got {len(latencies_s)} latencies, per_wave={per_wave}")
+    return [statistics.median(latencies_s[i:i + per_wave]) for i in range(0, len(latencies_s), per_wave)]
