@@ -122,7 +122,10 @@ def spark_driver_role() -> list[dict]:
 
 # ---- network policies ---------------------------------------------------------------------
 def _np(name: str, selector: dict, types: list[str], ingress=None, egress=None) -> dict:
-    spec: dict = {"podSelector": {"matchLabels": selector} if selector else {}, "policyTypes": types}
+    """A NetworkPolicy in the workload namespace; ``selector`` is matchLabels, or a whole
+    LabelSelector when it has ``matchExpressions``."""
+    pod_sel = selector if "matchExpressions" in selector else {"matchLabels": selector} if selector else {}
+    spec: dict = {"podSelector": pod_sel, "policyTypes": types}
     if ingress is not None:
         spec["ingress"] = ingress
     if egress is not None:
@@ -147,19 +150,23 @@ def network_policies() -> list[dict]:
             "ports": [{"protocol": "UDP", "port": 53}, tcp(53)]}]),
         # S3 (and ECR/STS) over HTTPS for the stages that read/write data; the node metadata
         # service stays closed (IRSA gives credentials through the web-identity token instead).
-        *[_np(f"allow-https-egress-{s}", {"hpcml.io/stage": s}, ["Egress"], egress=[{
-            "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}], "ports": [tcp(443)]}])
-          for s in ("data", "train", "tune")],
+        *[_np(f"allow-https-egress-{s}", {"matchLabels": {"hpcml.io/stage": s}, "matchExpressions": [
+            {"key": "app.kubernetes.io/component", "operator": "NotIn", "values": ["database"]}]},
+            ["Egress"], egress=[{
+                "to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}], "ports": [tcp(443)]}])
+          for s in ("data", "train", "tune")],  # the tuning database needs no internet
         # Spark driver <-> executors, Horovod/Gloo rings and MPI's SSH between trainer pods.
         _np("allow-spark-peers", {"hpcml.io/stage": "data"}, ["Ingress", "Egress"],
             ingress=[{"from": [stage("data")]}], egress=[{"to": [stage("data")]}]),
         _np("allow-trainer-peers", {"hpcml.io/stage": "train"}, ["Ingress", "Egress"],
             ingress=[{"from": [stage("train")]}], egress=[{"to": [stage("train")]}]),
-        _np("allow-tuner-to-postgresql", {"hpcml.io/stage": "tune"}, ["Egress"],
+        # The study database: the Optuna workers only (Katib trials keep no Optuna study).
+        _np("allow-tuner-to-postgresql", {"app.kubernetes.io/name": "optuna-worker"}, ["Egress"],
             egress=[{"to": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "postgresql"}}}],
                      "ports": [tcp(5432)]}]),
         _np("allow-postgresql-from-tuners", {"app.kubernetes.io/name": "postgresql"}, ["Ingress"],
-            ingress=[{"from": [stage("tune")], "ports": [tcp(5432)]}]),
+            ingress=[{"from": [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "optuna-worker"}}}],
+                      "ports": [tcp(5432)]}]),
         # The ALB (target-type ip) connects from its own addresses in the VPC, not from a pod:
         # admit the VPC range on the serving port only. Pods have VPC addresses too (vpc-cni),
         # so this also admits other pods to port 8080 of the inference pods, and nothing else.
