@@ -46,7 +46,7 @@ def test_case_metrics_names_and_values():
         ("p99_ms_unbatched_compute_bound", "ms", False), ("heavy_model_time_ms", "ms per call", False)]
     assert [m.value for m in ms] == [3.2, 40.0, 50.0, {1: 2.123, 4: 4.0, 32: 16.0}]
     assert ms[0].description == "resnet18: batching vs batch size 1 at 32 clients, interleaved"
-    assert ms[3].description == "resnet18 ONNX Runtime, 1 thread, by batch size"
+    assert ms[3].description == "resnet18 ONNX Runtime, 1 thread, CPU time per call by batch size"
 
 
 @pytest.mark.parametrize("mean, want", [(4.0, 4), (3.6, 4), (0.2, 1), (40.0, 32), (float("nan"), 32)],
@@ -105,6 +105,6 @@ def test_pays_metrics_and_claim():
         cases.pays_metrics(rows[:2])
     template, values = cases.pays_claim(rows)
     text = claims.render(template, values)
-    assert text.count("\n") == 2 and text.startswith("- **MNIST cnn**: the model alone takes 0.100 ms for one image")
+    assert text.count("\n") == 2 and text.startswith("- **MNIST cnn**: the model alone costs 0.100 ms of CPU for one image")
     assert "model speed-up of 2.00× there (4.00× at `max_batch_size`)" in text
     assert "all CPU per request fell 2.00×." in text

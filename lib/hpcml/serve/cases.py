@@ -13,6 +13,7 @@ ceiling on the end-to-end gain: batching also amortises server work paid once pe
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ def case_metrics(case: BatchingCase, kind: str, model_time_metric: str) -> list[
         Metric(f"p99_ms_batched_{kind}", sat["batched"]["p99_ms"], unit="ms"),
         Metric(f"p99_ms_unbatched_{kind}", sat["size1"]["p99_ms"], unit="ms"),
         Metric(model_time_metric, {t.batch: round(t.ms_per_batch, 3) for t in case.timings}, unit="ms per call",
-               description=f"{case.name} ONNX Runtime, 1 thread, by batch size"),
+               description=f"{case.name} ONNX Runtime, 1 thread, CPU time per call by batch size"),
     ]
 
 
@@ -136,7 +137,9 @@ def effective_batch(case: BatchingCase) -> int:
 def time_case(name: str, model_file: Path, fn, x: np.ndarray, saturation: dict[str, Any], concurrency: int,
               batch: int, repeats: int = 30) -> BatchingCase:
     """A :class:`BatchingCase` whose model is timed at batch 1, at the batch the server formed
-    (:func:`effective_batch`) and at ``batch`` (the server's ``max_batch_size``).
+    (:func:`effective_batch`) and at ``batch`` (the server's ``max_batch_size``), in CPU time of
+    the calling thread (``time.thread_time``): the model's cost, comparable with the servers'
+    CPU per request, and unaffected by whatever else runs on the machine.
 
     Args:
         fn: the model's runtime function (``export.load_runtime``), one thread.
@@ -144,8 +147,8 @@ def time_case(name: str, model_file: Path, fn, x: np.ndarray, saturation: dict[s
     """
     first = BatchingCase(name, model_file, [export.RuntimeTiming(name, batch, 1.0, 1.0)], saturation, concurrency)
     sizes = tuple(sorted({1, effective_batch(first), batch}))
-    return BatchingCase(name, model_file, export.benchmark_runtimes({name: fn}, x, sizes, repeats=repeats),
-                        saturation, concurrency)
+    timings = export.benchmark_runtimes({name: fn}, x, sizes, repeats=repeats, clock=time.thread_time)
+    return BatchingCase(name, model_file, timings, saturation, concurrency)
 
 
 def pays_row(case: BatchingCase, overhead_ms: float, batch: int) -> dict[str, Any]:
@@ -239,7 +242,7 @@ def pays_claim(rows: Sequence[dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     for i, row in enumerate(rows):
         values.update({f"{k}_{i}": v for k, v in row.items() if k != "model"})
         items.append(
-            f"- **{row['model']}**: the model alone takes {{model_ms_b1_{i}:.3f}} ms for one image and "
+            f"- **{row['model']}**: the model alone costs {{model_ms_b1_{i}:.3f}} ms of CPU for one image and "
             f"{{model_ms_per_row_eff_{i}:.3f}} ms per image at the batch the server formed (mean "
             f"{{mean_batch_{i}:.1f}} rows), a model speed-up of {{model_speedup_at_mean_batch_x_{i}:.2f}}× there "
             f"({{model_speedup_x_{i}:.2f}}× at `max_batch_size`). Model-only estimate "
