@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 DEVICE_PLUGIN = ("kube-system", "nvidia-device-plugin-daemonset")
+#: The device plugin the GPU Operator runs instead (manifests/gpu/gpu-operator-clusterpolicy.yaml).
+OPERATOR_DEVICE_PLUGIN = ("gpu-operator", "nvidia-device-plugin-daemonset")
 
 
 class KubeError(RuntimeError):
@@ -256,10 +258,14 @@ def inspect(context: str = "") -> str:
     kc = connect(context)
     nodes = list_nodes(kc)
     dp = device_plugin_status(kc)
+    if not dp.found:  # the GPU Operator's, when it manages the node stack
+        op = device_plugin_status(kc, *OPERATOR_DEVICE_PLUGIN)
+        dp = op if op.found else dp
     lines = [f"context {kc.context} ({kc.server}): {len(nodes)} nodes, "
              f"{sum(n.gpus for n in nodes)} allocatable nvidia.com/gpu"]
     lines += [f"  {n.name} {'Ready' if n.ready else 'NotReady'} {n.instance_type or '-'} cpu={n.cpu} "
               f"mem={n.memory_gib}Gi gpu={n.gpus} taints={','.join(n.taints) or '-'}" for n in nodes]
     lines.append(f"device plugin {dp.namespace}/{dp.name}: " + (
-        f"{dp.ready}/{dp.desired} ready" if dp.found else "not installed (apply manifests/cluster/nvidia-device-plugin.yaml)"))
+        f"{dp.ready}/{dp.desired} ready" if dp.found else "not installed (apply manifests/cluster/nvidia-device-plugin.yaml, "
+                                                         "or the GPU Operator with manifests/gpu/)"))
     return "\n".join(lines)
