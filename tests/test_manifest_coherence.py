@@ -391,3 +391,36 @@ def test_prestop_hook_forwards_sigterm_and_waits(tmp_path):
             os.kill(rank.pid, signal.SIGKILL)
             rank.wait()
     assert worker(OUT)["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1] == kt.prestop_script()
+
+
+# ---- resilience across AZs ------------------------------------------------------------------------
+def test_resilience_across_zones():
+    assert co.resilience_problems(OUT) == []
+
+
+def _soft_zone_spread(out):
+    for t in doc(out, "serve/deployment.yaml", "Deployment")["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+        t["whenUnsatisfiable"] = "ScheduleAnyway"
+        t.pop("minDomains", None)
+
+
+def _one_nat(out):
+    out["eks/cluster.yaml"]["vpc"]["nat"]["gateway"] = "Single"
+
+
+def _efa_across_zones(out):
+    for ng in out["eks/cluster.yaml"]["managedNodeGroups"]:
+        ng.pop("availabilityZones", None)
+
+
+def _no_training_pdb(out):
+    out["cluster/pdb-training.yaml"] = []
+
+
+@pytest.mark.parametrize("mutate,finding", [
+    (_soft_zone_spread, "no hard zone spread"), (_one_nat, "single NAT gateway"),
+    (_efa_across_zones, "EFA across AZs"), (_no_training_pdb, "no PodDisruptionBudget protects it"),
+], ids=["soft-spread", "one-nat", "efa-multi-az", "no-training-pdb"])
+def test_resilience_check_catches(mutate, finding):
+    probs = co.resilience_problems(broken(mutate))
+    assert any(finding in p for p in probs), probs

@@ -20,7 +20,9 @@ problems it finds, one sentence each; an empty list means the invariant holds:
   of their instance type (none where the type has none); CPU pods stay off GPU nodes;
 * :func:`grace_problems` — training pods' termination grace period exceeds the checkpoint time
   with a margin, stays inside a Spot interruption notice, and a worker pod whose PID 1 is sshd
-  forwards SIGTERM to its ranks in a preStop hook.
+  forwards SIGTERM to its ranks in a preStop hook;
+* :func:`resilience_problems` — two or more AZs with a NAT gateway each, EFA node groups in one
+  AZ, serving replicas spread hard over zones with a PodDisruptionBudget, training pods under one.
 
 :data:`CHECKS` names them; :func:`run` runs one on the current rendering. Pure: reads the
 rendered objects (and, for the image check, the Dockerfiles' text it is given).
@@ -599,6 +601,46 @@ def grace_problems(out: dict[str, Any], checkpoint_s: float, factor: float = GRA
     return probs
 
 
+# ---- resilience across availability zones ---------------------------------------------------------
+ZONE_KEY = "topology.kubernetes.io/zone"
+
+
+def resilience_problems(out: dict[str, Any]) -> list[str]:
+    """What an AZ outage or a drain would break: a cluster in one AZ or behind one NAT gateway,
+    an EFA node group spread over AZs (EFA needs one placement group, so one AZ), a multi-replica
+    Deployment with no hard zone spread or no PodDisruptionBudget, and training pods that no
+    PodDisruptionBudget protects."""
+    probs = []
+    for cfg in _of_kind(out, "ClusterConfig"):
+        zones = cfg.get("availabilityZones", [])
+        if len(zones) < 2:
+            probs.append(f"ClusterConfig: {len(zones)} availability zone(s); EKS and serving need two or more")
+        if cfg.get("vpc", {}).get("nat", {}).get("gateway") != "HighlyAvailable":
+            probs.append("ClusterConfig: a single NAT gateway: losing its AZ cuts the other AZs' egress")
+        for ng in cfg.get("managedNodeGroups", []):
+            if ng.get("efaEnabled") and len(ng.get("availabilityZones", zones)) != 1:
+                probs.append(f"node group {ng['name']}: EFA across AZs (a cluster placement group lives in one AZ)")
+    pdbs = _of_kind(out, "PodDisruptionBudget")
+    hpa_min = {h["spec"]["scaleTargetRef"]["name"]: h["spec"].get("minReplicas", 1)
+               for h in _of_kind(out, "HorizontalPodAutoscaler")}
+    for d in _of_kind(out, "Deployment"):
+        name, tpl = d["metadata"]["name"], d["spec"]["template"]
+        if max(d["spec"].get("replicas", 1), hpa_min.get(name, 0)) < 2:
+            continue
+        zone = [t for t in tpl["spec"].get("topologySpreadConstraints", []) if t["topologyKey"] == ZONE_KEY]
+        if not any(t.get("whenUnsatisfiable") == "DoNotSchedule" and t.get("minDomains", 1) >= 2 for t in zone):
+            probs.append(f"Deployment/{name}: no hard zone spread over two or more zones "
+                         "(a soft one lets every replica land in one AZ)")
+        if not any(selector_matches(p["spec"]["selector"], tpl["metadata"]["labels"]) for p in pdbs):
+            probs.append(f"Deployment/{name}: no PodDisruptionBudget, so a node-group upgrade may drain every replica")
+    for job in _of_kind(out, "MPIJob"):
+        for role, rs in job["spec"]["mpiReplicaSpecs"].items():
+            if not any(selector_matches(p["spec"]["selector"], rs["template"]["metadata"].get("labels", {}))
+                       for p in pdbs):
+                probs.append(f"MPIJob/{job['metadata']['name']} {role}: no PodDisruptionBudget protects it")
+    return probs
+
+
 # ---- the registry --------------------------------------------------------------------------------
 def dockerfile_texts() -> dict[str, str]:
     """``{path: text}`` of the project's Dockerfiles (for :func:`gpu_problems`)."""
@@ -617,6 +659,7 @@ CHECKS: dict[str, tuple[str, Callable[..., list[str]]]] = {
     "gpu": ("GPU pods run a CUDA image and request their instance type's EFA",
             lambda out: gpu_problems(out, dockerfile_texts())),
     "grace": ("training pods' grace period covers a checkpoint and reaches the ranks", grace_problems),
+    "resilience": ("AZ spread, NAT per AZ, EFA in one AZ, PDBs for serving and training", resilience_problems),
 }
 
 

@@ -17,6 +17,8 @@ from hpcml.serve.spec import METRIC_INFLIGHT, SPEC_CONFIG_FIELDS, ServeSpec
 
 APP = "hpcml-serve"
 PORT = 8080
+#: The fewest availability zones the serving replicas spread over (the HPA's minimum is 2).
+ZONES_MIN = 2
 #: The served model in the data bucket's ``models/`` prefix (the layout of
 #: :data:`hpcml.aws.account.S3_PREFIXES`), which the SageMaker execution role may read.
 MODEL_S3_URI = s3_uri("models", "best", "model.tar.gz", account_id=ACCOUNT_ID, folder=False)
@@ -81,9 +83,11 @@ def deployment(spec: ServeSpec) -> dict:
                     "securityContext": restricted_pod(),
                     "containers": [container(spec)],
                     "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "256Mi"}}],
+                    # Zones: a hard spread over at least two (an AZ outage leaves replicas; minDomains
+                    # makes the autoscaler open a second zone instead of stacking one). Nodes: soft.
                     "topologySpreadConstraints": [
-                        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
-                         "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": sel}},
+                        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "minDomains": ZONES_MIN,
+                         "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": sel}},
                         {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
                          "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": sel}},
                     ],
