@@ -57,14 +57,15 @@ def _upstream(params02):
     for nb, names in measured.READS.items():
         report.begin(nb, params=params02 if nb.startswith("02") else {})
         for n in names:
-            report.record(n, {"node_cpus": 2, "dataset_rows_clean": 1000}.get(n, 5.0))
+            report.record(n, {"node_cpus": 2, "dataset_rows_clean": 1000,
+                              "encoding_rps": {"json": 300.0, "binary": 420.0}}.get(n, 5.0))
 
 
 def test_read_projects_and_records_where_each_number_came_from(build_tmp):
     _upstream({"world_size": 2, "bench_image_size": 128})
     m = measured.read()
     assert m.resnet50_measured_px == 128 and m.resnet50_img_s_224 < m.resnet50_img_s_per_worker
-    assert m.checkpoint_projection_s == 5.0
+    assert m.checkpoint_projection_s == 5.0 and m.serve_encoding == "binary"
     assert {"params.bench_image_size", "checkpoint_projection_resnet50_s", "resnet50_img_s_224"} <= \
         {p["metric"] for p in m.provenance}
 

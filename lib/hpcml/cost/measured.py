@@ -24,10 +24,11 @@ READS: dict[str, tuple[str, ...]] = {
     "01_spark_preprocessing": ("dataset_rows_clean",),
     "02_horovod_training": ("train_samples_per_s", "scaling_efficiency", "resnet50_img_per_s_per_worker",
                             "checkpoint_projection_resnet50_s"),
-    "04_serving": ("max_rps_at_p99_50ms",),
+    "04_serving": ("max_rps_at_p99_50ms", "encoding_rps"),
 }
 #: Parameters of 02 this module reads (recorded by ``report.begin``).
-READS_PARAMS: dict[str, tuple[str, ...]] = {"02_horovod_training": ("world_size", "bench_image_size")}
+READS_PARAMS: dict[str, tuple[str, ...]] = {
+    "02_horovod_training": ("world_size", "bench_image_size", "width", "batch_size")}
 #: The parameter of 02 that holds the number of workers behind ``train_samples_per_s``: the
 #: notebook's ``TrainSpec.world_size``, recorded among its params under that field's name.
 WORLD_SIZE_PARAM = TrainSpec.__dataclass_fields__["world_size"].name
@@ -96,6 +97,7 @@ class Measured:
     resnet50_projection: str
     checkpoint_projection_s: float
     serve_max_rps: float
+    serve_encoding: str
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
     def cnn_basis(self, width: int, batch_per_worker: int, overlap: bool = False) -> Basis:
@@ -146,6 +148,11 @@ def image_size(notebook: str = "02_horovod_training") -> int:
     return _int_param(notebook, IMAGE_SIZE_PARAM)
 
 
+def cnn_shape(notebook: str = "02_horovod_training") -> tuple[int, int]:
+    """The CNN 02 trained: its recorded ``width`` and per-worker ``batch_size`` parameters."""
+    return _int_param(notebook, "width"), _int_param(notebook, "batch_size")
+
+
 def project_to_224(img_s: float, measured_px: int) -> tuple[float, str]:
     """``img_s`` measured at ``measured_px`` carried to :data:`WORKLOAD_IMAGE_SIZE` px, and how.
 
@@ -176,6 +183,7 @@ def read() -> Measured:
         resnet50_img_s_per_worker=r50, resnet50_measured_px=px, resnet50_img_s_224=r50_224, resnet50_projection=how,
         checkpoint_projection_s=float(g("02_horovod_training", "checkpoint_projection_resnet50_s")),
         serve_max_rps=float(g("04_serving", "max_rps_at_p99_50ms")),
+        serve_encoding=serving_encoding(g("04_serving", "encoding_rps")),
         provenance=prov,
     )
     prov += [{"notebook": "02_horovod_training", "metric": f"params.{WORLD_SIZE_PARAM}", "value": m.cnn_workers,
@@ -184,6 +192,14 @@ def read() -> Measured:
              {"notebook": "06 (projection)", "metric": "resnet50_img_s_224", "value": round(r50_224, 4),
               "unit": "img/s", "how": how}]
     return m
+
+
+def serving_encoding(encoding_rps: dict[str, float]) -> str:
+    """The request encoding 04 served with: the faster of the ones it compared (04 keeps it)."""
+    if not isinstance(encoding_rps, dict) or not encoding_rps:
+        raise report.MissingMetricsError(f"04_serving recorded encoding_rps as {encoding_rps!r}, expected "
+                                         "{encoding: req/s}: re-run notebooks/04_serving.ipynb")
+    return max(encoding_rps, key=encoding_rps.get)
 
 
 def hpa_min_replicas() -> int:

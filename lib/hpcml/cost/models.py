@@ -390,7 +390,7 @@ def purchase_summary(row: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     if "spot_usd" in vals:
         parts.append("Spot {spot_usd:,.0f} USD expected (estimated Spot price, interruptions included)")
     if "sp_instance_3yr_usd" in vals:
-        parts.append("{sp_compute_1yr_usd:,.0f} to {sp_instance_3yr_usd:,.0f} USD under a Savings Plan "
+        parts.append("between {sp_instance_3yr_usd:,.0f} and {sp_compute_1yr_usd:,.0f} USD under a Savings Plan "
                      "(estimated rates, only if the commitment is used all term)")
     if "capacity_block_usd" in vals:
         vals["cb_ratio"] = vals["capacity_block_usd"] / vals["on_demand_usd"]

@@ -186,6 +186,33 @@ class PriceTable:
                 return float(r["usd_per_instance_hour"])
         return None
 
+    def commitment_rows(self) -> list[dict[str, Any]]:
+        """Per GPU type: On-Demand, each Savings Plan rate and the Capacity Block rate (USD/h)."""
+        rows = []
+        for t in self.types(gpu=True):
+            row: dict[str, Any] = {"instance_type": t, "on_demand_usd_h": self.get(t).on_demand}
+            row.update({f"sp_{plan}_usd_h": self.savings_plan_rate(t, plan) for plan in SAVINGS_PLANS})
+            row["capacity_block_usd_h"] = self.capacity_block_rate(t)
+            row["capacity_block_region"] = next((r["region"] for r in self.capacity_blocks.get("rates", [])
+                                                 if r["instance_type"] == t), None)
+            rows.append(row)
+        return rows
+
+    def service_rows(self) -> list[dict[str, Any]]:
+        """The load balancer's and data transfer's prices, one row each, with their source."""
+        lb, dt = self.load_balancer, self.data_transfer
+        return [
+            {"item": "ALB, per hour", "usd": lb["usd_per_hour"], "unit": "per ALB-hour", "source": lb["source"]},
+            {"item": "ALB, per LCU", "usd": lb["usd_per_lcu_hour"], "unit": "per LCU-hour", "source": lb["source"]},
+            {"item": "ALB to targets across AZs", "usd": lb["inter_az_to_targets_usd_per_gb"], "unit": "per GB",
+             "source": lb["source"]},
+            {"item": "inter-AZ, each direction", "usd": dt["inter_az_usd_per_gb_each_direction"], "unit": "per GB",
+             "source": dt["source"]},
+            {"item": "internet egress (after the free tier)", "usd": dt["internet_egress_usd_per_gb"], "unit": "per GB",
+             "source": dt["source"]},
+            {"item": "internet ingress", "usd": dt["ingress_usd_per_gb"], "unit": "per GB", "source": dt["source"]},
+        ]
+
     def capacity_block_billed_hours(self, hours: float, instances: int) -> float:
         """Instance-hours a Capacity Block bills for a run of ``hours`` on ``instances``: the
         block is bought up front in whole days (1-day steps up to 14 days, then 7-day steps),
