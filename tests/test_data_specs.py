@@ -201,6 +201,60 @@ def test_shuffle_partitions_rejects_bad_sizes():
         shuffle_partitions(100, 0)
 
 
+PLAN = """== Physical Plan ==
+AdaptiveSparkPlan isFinalPlan=false
++- Sort [split#23 ASC NULLS FIRST], false, 0
+   +- Exchange hashpartitioning(split#23, shard#584, 6), REPARTITION_BY_NUM, [plan_id=547]
+      +- Window [row_number() windowspecdefinition(split#23, bucket#24, h#22L ASC NULLS FIRST)]
+         +- Exchange hashpartitioning(split#23, bucket#24, 29), ENSURE_REQUIREMENTS, [plan_id=542]
+            :     +- Filter (isnotnull(value#0) AND NOT (value#0 = label,px0,px1,px2,px3,px4,px5,px6,px7,px8,px9,px10))
+               +- Project [CASE WHEN EndsWith(value#0, \r
+) THEN substring(value#0, 1, (length(value#0) - 1)) ELSE value#0 END AS tokens#5]
+                  +- Exchange hashpartitioning(reason#8, pixels#14, 29), ENSURE_REQUIREMENTS, [plan_id=151]
+"""
+
+
+def test_hash_exchanges_reads_keys_count_and_origin():
+    from hpcml.data.transforms import hash_exchanges
+
+    assert hash_exchanges(PLAN) == [("split, shard", 6, "REPARTITION_BY_NUM"),
+                                    ("split, bucket", 29, "ENSURE_REQUIREMENTS"),
+                                    ("reason, pixels", 29, "ENSURE_REQUIREMENTS")]
+    assert hash_exchanges("== Physical Plan ==\n*(1) Range (0, 10)") == []
+    from hpcml.data.transforms import exchange_partitions
+
+    assert exchange_partitions(PLAN + PLAN.replace("29", "200")) == {"split, shard": 6, "split, bucket": 29, "reason, pixels": 29}
+
+
+def test_abridge_plan_cuts_long_lines_and_literal_spills():
+    from hpcml.data.transforms import abridge_plan
+
+    short = abridge_plan(PLAN, width=60)
+    lines = short.splitlines()
+    assert all(len(ln) <= 60 for ln in lines)
+    assert not any(ln.lstrip().startswith(") THEN") for ln in lines)  # the spilled literal is gone
+    assert lines[0] == "== Physical Plan ==" and lines[-1].lstrip().startswith("+- Exchange")
+    assert [ln for ln in lines if ln.endswith("…")], "long lines are marked as cut"
+    assert abridge_plan("a\n+- b", width=60) == "a\n+- b"
+
+
+def test_bench_metrics_partitions_and_memory_per_row():
+    from hpcml.data import viz
+
+    res = {10**5: [{"engine": "spark", "rows_per_s": 1e4, "peak_rss_bytes": 3 * 2**30, "shuffle_partitions": 4,
+                    "stages": {"stats": 1.0}},
+                   {"engine": "pandas", "rows_per_s": 2e4, "peak_rss_bytes": 2**30}],
+           10**6: [{"engine": "spark", "rows_per_s": 2e4, "peak_rss_bytes": 4 * 2**30, "shuffle_partitions": 29,
+                    "stages": {"stats": 2.0}},
+                   {"engine": "pandas", "rows_per_s": 2e4, "peak_rss_bytes": 2 * 2**30}]}
+    m = viz.bench_metrics(res)
+    assert m["spark_shuffle_partitions_100k"] == (4, "partitions") and m["spark_shuffle_partitions_1m"] == (29, "partitions")
+    assert "pandas_shuffle_partitions_1m" not in m
+    # the same 1 GiB more over 900k more rows for both, though the ratios differ (4/3 against 2)
+    assert m["spark_peak_bytes_per_row"] == m["pandas_peak_bytes_per_row"] == (2**30 / 900_000, "B/row")
+    assert m["spark_peak_memory_growth"] == (4 / 3, "x") and m["pandas_peak_memory_growth"] == (2.0, "x")
+
+
 def test_parquet_digests_split_data_from_footer(tmp_path):
     """Same rows, different footer metadata: the file digests differ, the data digests do not."""
     import pyarrow as pa

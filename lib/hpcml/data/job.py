@@ -102,6 +102,24 @@ def _sql_conf(spark, conf: dict[str, str]) -> Iterator[None]:
                 spark.conf.set(k, v)
 
 
+@contextmanager
+def sized_shuffle(spark, files: Sequence[Path]) -> Iterator[int]:
+    """Run the block with ``spark.sql.shuffle.partitions`` sized to the input, and yield that count.
+
+    The count is :func:`hpcml.data.transforms.shuffle_partitions` of the files' bytes and the
+    session's default parallelism. Every exchange Spark plans inside the block to satisfy an
+    operator (``ENSURE_REQUIREMENTS``: the de-duplication ``groupBy``, the shard window) gets
+    it; a ``repartition(n, …)`` keeps its own ``n``. A DataFrame is planned once, at its first
+    action or ``explain()``, so one planned inside the block keeps the count afterwards, and a
+    ``persist()`` inside the block fixes the cached plan's count. :func:`run_job` runs inside
+    it; notebook 01 explains its plans inside it, so they show the job's count. The session's
+    own value is put back afterwards.
+    """
+    partitions = transforms.shuffle_partitions(transforms.file_bytes(files), spark.sparkContext.defaultParallelism)
+    with _sql_conf(spark, {"spark.sql.shuffle.partitions": str(partitions)}):
+        yield partitions
+
+
 def _empty_shard(path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -205,7 +223,8 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
             ``"before_publish"``); tests raise from it to simulate a crash.
 
     Returns:
-        The manifest (also written to ``out_dir/_manifest.json``), plus ``"seconds"`` per stage.
+        The manifest (also written to ``out_dir/_manifest.json``), plus ``"seconds"`` per stage
+        and ``"shuffle_partitions"``, the count :func:`sized_shuffle` gave the job.
 
     Raises:
         DataInputError: bad inputs or arguments (missing/unreadable file, schema mismatch, n_shards < 1).
@@ -217,10 +236,8 @@ def run_job(inputs, out_dir: Path, n_shards: int, spark=None, val_frac: float = 
     spark = spark or get_session()
     plan = transforms.build_plan(spark, inputs, n_shards, val_frac, test_frac, seed)
     times: dict[str, float] = {}
-    cores = spark.sparkContext.defaultParallelism
-    partitions = transforms.shuffle_partitions(transforms.file_bytes(plan["files"]), cores)
     # shuffle partitions sized to this job's input, for this job only
-    with _lock(out_dir), _sql_conf(spark, {"spark.sql.shuffle.partitions": str(partitions)}):
+    with _lock(out_dir), sized_shuffle(spark, plan["files"]) as partitions:
         for stale in out_dir.parent.glob(f".{out_dir.name}.tmp-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"

@@ -6,7 +6,8 @@ settings into the SparkApplication.
 
 Masters:
     * ``local[*]`` (default): the driver is the only JVM; UI off, bound to loopback,
-      200 shuffle partitions that AQE coalesces to ~64 MB each, spill under ``build/spark-tmp``.
+      200 shuffle partitions (Spark's default), which AQE may merge after the map side, spill
+      under ``build/spark-tmp``.
     * ``spark://host:7077``: a standalone cluster; executor cores/memory from the args.
     * ``k8s://https://<api-server>``: Spark on Kubernetes — namespace ``hpcml``,
       service account ``spark`` (IRSA for S3), the ``hpcml-spark`` image, executor
@@ -70,10 +71,14 @@ def session_conf(master: str = "local[*]", cores: int | None = None, driver_memo
         conf.update({
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
-            # An upper bound for ad-hoc queries: AQE coalesces a small shuffle into partitions of
-            # about 64 MB, but it can only merge, never split. A fixed 2 x cores (4 here) made each
-            # cached partition ~8 GB at 10M rows and ran the 6 GB driver heap out of memory. The
-            # preprocessing job sets its own count from its input size (job.shuffle_partitions).
+            # An upper bound for ad-hoc queries. AQE merges small shuffle partitions after the map
+            # side: with parallelismFirst (the default) toward total size / default parallelism,
+            # at most the 64 MB advisory size and at least 1 MB each. It never splits an
+            # aggregation's partitions, and it leaves a cached query's partitions as planned
+            # (spark.sql.optimizer.canChangeCachedPlanOutputPartitioning is false). A fixed
+            # 2 x cores (4 here) made each cached partition ~8 GB at 10M rows and ran the 6 GB
+            # driver heap out of memory. The preprocessing job sets its own count from its
+            # input size (job.sized_shuffle, transforms.shuffle_partitions).
             "spark.sql.shuffle.partitions": str(max(200, 2 * cores)),
             "spark.sql.adaptive.coalescePartitions.enabled": "true",
             "spark.default.parallelism": str(max(2, cores)),

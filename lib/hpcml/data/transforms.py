@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -204,10 +205,10 @@ def split_stats(split_df) -> list[dict]:
     """Two small aggregations: rows and input copies per (split, label, bucket); the sum and sum
     of squares of every pixel value of the train split (the only split normalisation is fit on).
 
-    Pixel sums come from ``explode`` (code-generated) rather than an ``aggregate`` lambda over
-    each array, which Spark evaluates element by element in interpreted mode, and into one
-    global sum: grouped by label, every one of the 784 values per row went through a hash
-    lookup (1M rows: 1.9 s instead of 5.1-6.0 s).
+    Pixel sums come from ``explode`` + ``sum`` rather than an ``aggregate`` lambda over each
+    array (slower when measured, commit bc20906; in Spark 4.3 neither is a ``CodegenFallback``),
+    and into one global sum: grouped by label, every one of the 784 values per row went
+    through a hash lookup (1M rows: 1.9 s instead of 5.1-6.0 s, commit 9df76cd).
 
     Returns:
         Rows as dicts ``{"split", "label", "bucket", "rows", "copies", "s", "ss"}``; the train
@@ -313,9 +314,13 @@ def shuffle_partitions(input_bytes: int, cores: int, target_bytes: int = 64 * 2*
     of input (the shuffled rows, text plus parsed pixels, are larger still), at least
     2 x ``cores`` so every core has work, at most ``cap``.
 
-    AQE can merge small shuffle partitions but never split big ones, so the count must
-    follow the data: a fixed 4 made 8 GB cached partitions at 10M rows (a driver-heap OOM),
-    a fixed 200 made 100k rows 2.6x slower than 4 (tiny tasks, each with its overhead).
+    The count must follow the data because nothing else will. The de-duplication shuffle
+    feeds the cache, and Spark plans a cached query with AQE's partition coalescing off
+    (``spark.sql.optimizer.canChangeCachedPlanOutputPartitioning`` is false by default), so
+    that exchange keeps exactly this count; and for an aggregation AQE can only merge
+    partitions, never split them. A fixed 4 made 8 GB cached partitions at 10M rows (a
+    driver-heap OOM, commit 7162a07), a fixed 200 made 100k rows 2.6x slower than 4 (tiny
+    tasks, each with its overhead, commit 1e4fb14).
     """
     if input_bytes < 0 or cores < 1:
         raise ValueError(f"need input_bytes >= 0 and cores >= 1, got {input_bytes} and {cores}")
@@ -382,3 +387,41 @@ def finish_plan(plan: dict, n_shards: int) -> dict:
 
 def file_bytes(files: Sequence[Path]) -> int:
     return sum(os.path.getsize(f) for f in files)
+
+
+def explain_text(df, mode: str = "simple") -> str:
+    """What ``df.explain(mode)`` prints, as a string (the plan is made now if it was not yet)."""
+    return df.sparkSession._jvm.PythonSQLUtils.explainString(df._jdf.queryExecution(), mode)
+
+
+_HASH_EXCHANGE = re.compile(r"Exchange hashpartitioning\((?P<keys>.*?), (?P<n>\d+)\), (?P<origin>[A-Z_]+)")
+
+
+def hash_exchanges(plan_text: str) -> list[tuple[str, int, str]]:
+    """``(keys, partitions, origin)`` of each ``Exchange hashpartitioning`` line in an explain
+    string, in order (pure). ``keys`` drop Spark's ``#id`` suffixes; ``origin`` is
+    ``ENSURE_REQUIREMENTS`` for an exchange an operator needed (sized by
+    ``spark.sql.shuffle.partitions``) or e.g. ``REPARTITION_BY_NUM`` for a ``repartition(n, …)``.
+    A plan that has run lists its exchanges twice (final plan and initial plan)."""
+    return [(re.sub(r"#\d+L?", "", m["keys"]), int(m["n"]), m["origin"]) for m in _HASH_EXCHANGE.finditer(plan_text)]
+
+
+def exchange_partitions(plan_text: str) -> dict[str, int]:
+    """``{keys: partitions}`` of the hash exchanges in an explain string, the first of each key
+    set (:func:`hash_exchanges`; pure): ``{"split, bucket": 4, …}``."""
+    out: dict[str, int] = {}
+    for keys, n, _ in hash_exchanges(plan_text):
+        out.setdefault(keys, n)
+    return out
+
+
+def abridge_plan(plan_text: str, width: int = 150) -> str:
+    """``plan_text`` with every line cut to ``width`` characters (``…`` marks a cut) and the
+    lines a long literal spilled onto dropped: the header filter repeats all 785 column
+    names and the parse expressions run to pages, which hides the plan's shape (pure)."""
+    out = []
+    for line in plan_text.splitlines():
+        if out and not re.match(r"^\s*(\+-|:|==|\w)", line):
+            continue  # a continuation of the previous node's text (a newline inside a literal)
+        out.append(line if len(line) <= width else line[:width - 1] + "…")
+    return "\n".join(out)

@@ -95,7 +95,10 @@ def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple]:
 
     ``spark_vs_pandas_speedup`` is Spark's rows/s over pandas' at the largest size both ran;
     ``spark_vs_fastest_ratio`` is Spark's rows/s over the fastest engine's at the largest size;
-    ``spark_stage_seconds_<size>`` is where the job's time went (``run_job``'s stages).
+    ``spark_stage_seconds_<size>`` is where the job's time went (``run_job``'s stages);
+    ``spark_shuffle_partitions_<size>`` the shuffle partitions the job sized for that input;
+    ``<engine>_peak_memory_growth`` and ``<engine>_peak_bytes_per_row`` compare an engine's
+    peak memory at its largest and smallest size (:func:`memory_growth`).
     """
     out: dict[str, tuple] = {}
     for size, rs in sorted(results.items()):
@@ -106,12 +109,16 @@ def bench_metrics(results: dict[int, list[dict]]) -> dict[str, tuple]:
             if "stages" in r:
                 out[f"{r['engine']}_stage_seconds_{size_label(size)}"] = (
                     {k: round(v, 1) for k, v in r["stages"].items()}, "s")
+            if "shuffle_partitions" in r:
+                out[f"{r['engine']}_shuffle_partitions_{size_label(size)}"] = (r["shuffle_partitions"], "partitions")
     both = [s for s, rs in results.items() if {"spark", "pandas"} <= {r["engine"] for r in rs if "rows_per_s" in r}]
     if both:
         rs = {r["engine"]: r for r in results[max(both)]}
         out["spark_vs_pandas_speedup"] = (rs["spark"]["rows_per_s"] / rs["pandas"]["rows_per_s"], "x")
     for e, (lo, hi, grow) in memory_growth(results).items():
         out[f"{e}_peak_memory_growth"] = (grow, "x")
+    for e, per_row in memory_per_row(results).items():
+        out[f"{e}_peak_bytes_per_row"] = (per_row, "B/row")
     top = {r["engine"]: r["rows_per_s"] for r in results[max(results)] if "rows_per_s" in r}
     if "spark" in top:
         out["spark_vs_fastest_ratio"] = (top["spark"] / max(top.values()), "x")
@@ -143,6 +150,18 @@ def memory_growth(results: dict[int, list[dict]]) -> dict[str, tuple[int, int, f
         if len(peaks) >= 2:
             lo, hi = min(peaks), max(peaks)
             out[e] = (lo, hi, peaks[hi] / peaks[lo])
+    return out
+
+
+def memory_per_row(results: dict[int, list[dict]]) -> dict[str, float]:
+    """``{engine: (peak at its largest size - peak at its smallest) / (largest - smallest)}``: the
+    bytes of peak memory each extra input row cost. Unlike the ratio of :func:`memory_growth`,
+    it does not depend on what the process held before the first row (an interpreter, a JVM
+    heap already grown by earlier jobs)."""
+    out = {}
+    for e, (lo, hi, _) in memory_growth(results).items():
+        peak = {n: r["peak_rss_bytes"] for n, rs in results.items() for r in rs if r["engine"] == e and "peak_rss_bytes" in r}
+        out[e] = (peak[hi] - peak[lo]) / (hi - lo)
     return out
 
 
