@@ -11,7 +11,9 @@ start excluded, but its first job pays JIT compilation and query code generation
 or, when a session is passed, in that already-used session ("warm": the steady state a
 long-lived driver or a notebook sees). Peak memory is the RSS of the process tree (Python +
 Spark's JVM) sampled every 50 ms with psutil; in-session that tree is the caller's, so its
-peak includes what the caller already held. Rows/s counts raw input lines over the
+peak includes what the caller already held (a JVM heap that earlier jobs grew, which the JVM
+does not hand back): compare engines by the bytes each extra row cost
+(:func:`hpcml.data.viz.memory_per_row`) rather than by the ratio of two peaks. Rows/s counts raw input lines over the
 transform's wall time.
 
 pandas reads in chunks but holds the whole clean table in memory (uint8, 785 B a row) and
@@ -136,7 +138,8 @@ def _spark(lake: Path, out: Path, n_shards: int, spark=None) -> dict:
     spark = spark or get_session()
     t0 = time.perf_counter()
     m = run_job(lake, out, n_shards, spark=spark)
-    return {"seconds": time.perf_counter() - t0, "counts": m["counts"], "stages": m["seconds"]}
+    return {"seconds": time.perf_counter() - t0, "counts": m["counts"], "stages": m["seconds"],
+            "shuffle_partitions": m["shuffle_partitions"]}
 
 
 def _pandas(lake: Path, out: Path, n_shards: int, chunk_rows: int = 50_000) -> dict:

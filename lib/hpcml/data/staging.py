@@ -7,9 +7,13 @@ raw prefix to the node's local disk (NVMe) first — no s3a connector needed her
 
 Lake layout (one bucket per account)::
 
-    s3://hpcml-data-<account>/raw/mnist/part-00000.csv …      landed as-is (bronze)
-    s3://hpcml-data-<account>/curated/mnist/{train,val,test}/  Parquet shards (gold)
-    s3://hpcml-data-<account>/quarantine/mnist/                rejected rows with reason
+    s3://hpcml-data-<account>/raw/mnist/part-00000.csv …        landed as-is (bronze)
+    s3://hpcml-data-<account>/processed/mnist/{train,val,test}/  Parquet shards (gold)
+    s3://hpcml-data-<account>/processed/mnist/_quarantine/       rejected rows with reason
+    s3://hpcml-data-<account>/processed/mnist/_manifest.json     uploaded last
+
+The Spark role reads ``raw/`` and writes ``processed/`` only (:mod:`hpcml.k8s.iam`), so the
+job's whole output, quarantine included, sits under ``processed/``.
 """
 
 from __future__ import annotations
