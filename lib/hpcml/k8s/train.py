@@ -69,6 +69,9 @@ EFA_RDMA_TYPES = ("p4d.24xlarge", "p5.48xlarge")
 #: coherence test compares it with ResNet-50's checkpoint bytes at a write rate it measures) and
 #: stay under the two minutes between a Spot interruption notice and the reclaim.
 TERMINATION_GRACE_S = 90
+#: Karpenter does not voluntarily disrupt (consolidate, replace on drift) a node running these
+#: pods; the PodDisruptionBudget (maxUnavailable 0) does the same for drains.
+NO_DISRUPT = {"karpenter.sh/do-not-disrupt": "true"}
 #: The share of a node's memory the MPIJob's worker pods request (the rest: kubelet, system
 #: reserve, page cache for the shards). With 6 cores per T4 rank it keeps the 8-GPU job inside
 #: the namespace quota (64 CPU, 256 GiB requests) instead of asking for 80 CPU and 288 GiB.
@@ -197,7 +200,7 @@ def launcher_template(spec: TrainSpec) -> dict:
         "resources": {"requests": res, "limits": res},
         "securityContext": restricted_container(uid=None), "volumeMounts": _volume_mounts(shm=False),
     }
-    return {"metadata": {"labels": _labels(spec, "launcher")},
+    return {"metadata": {"labels": _labels(spec, "launcher"), "annotations": dict(NO_DISRUPT)},
             "spec": _pod_spec(spec, container, _volumes(spec, None), gpu=False)}
 
 
@@ -221,7 +224,7 @@ def worker_template(spec: TrainSpec) -> dict:
         "resources": {"requests": res, "limits": dict(res)},  # Guaranteed QoS; GPUs: requests = limits
         "securityContext": restricted_container(uid=None), "volumeMounts": _volume_mounts(shm=True),
     }
-    return {"metadata": {"labels": _labels(spec, "worker")},
+    return {"metadata": {"labels": _labels(spec, "worker"), "annotations": dict(NO_DISRUPT)},
             "spec": _pod_spec(spec, container, _volumes(spec, lay.shm_gib), gpu=bool(lay.gpus_per_node))}
 
 
