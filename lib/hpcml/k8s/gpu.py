@@ -116,7 +116,6 @@ def cluster_policy(mig_strategy: str = "mixed") -> dict:
             "dcgm": {"enabled": False},
             "dcgmExporter": {"enabled": False},
             "nodeStatusExporter": {"enabled": True},
-            "validator": {"plugin": {"env": [{"name": "WITH_WORKLOAD", "value": "false"}]}},
         },
     }
 
