@@ -56,10 +56,11 @@ def test_batching_at_saturation_reports_both_sides(tmp_path, tiny_cnn):
     f = export.to_onnx(tiny_cnn(), tmp_path / "m.onnx")
     x = np.random.default_rng(0).normal(size=(16, 784)).astype(np.float32)
     out = bench.batching_at_saturation(f, bench.bodies_for(x, encoding="binary"), concurrency=16, n_requests=300,
-                                       duration_s=5, workers=1, max_batch_size=16, rounds=1)
+                                       duration_s=5, workers=1, max_batch_size=16, rounds=2)
     assert out["size1"]["mean_batch"] == 1.0 and out["batched"]["mean_batch"] > 1.0
     assert out["batched"]["errors"] == out["size1"]["errors"] == 0
     assert out["ratio"] == pytest.approx(out["batched"]["rps"] / out["size1"]["rps"])
+    assert len(out["ratio_rounds"]) == 2 and out["ratio_ci95"] >= 0
     for side in ("batched", "size1"):  # where the CPU of one request went, measured on each server
         assert out[side]["server_cpu_ms_per_req"] > 0 and out[side]["client_cpu_ms_per_req"] > 0
         assert 0 < out[side]["model_wall_ms_per_row"] < out[side]["p99_ms"]
@@ -77,6 +78,12 @@ def test_capacity_search_extends_until_the_objective_is_crossed(tmp_path, tiny_c
     assert loadgen.capacity_at_slo(never, 1e9).is_lower_bound
     assert [r.concurrency for r in at_once] == [1, 2]  # already over the objective: no extension
     assert loadgen.capacity_at_slo(at_once, 1e-6).concurrency is None
+
+
+def test_ci95_half_width():
+    assert np.isnan(bench.ci95_half_width([1.0])) and np.isnan(bench.ci95_half_width([1.0, float("nan")]))
+    assert bench.ci95_half_width([2.0, 2.0, 2.0]) == 0.0
+    assert bench.ci95_half_width([1.0, 3.0]) == pytest.approx(12.706 * np.sqrt(2) / np.sqrt(2), rel=1e-3)
 
 
 def test_bodies_for_rejects_unknown_encoding():

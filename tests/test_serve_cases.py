@@ -22,7 +22,7 @@ def _sat(ratio, p99_b, p99_1, mean_batch=4.0, cpu=None):
                         "server_cpu_ms_per_req": sb, "client_cpu_ms_per_req": cb},
             "size1": {"rps": 100.0, "p50_ms": 1.0, "p99_ms": p99_1, "errors": 0, "ok": 10, "mean_batch": 1.0,
                       "server_cpu_ms_per_req": s1, "client_cpu_ms_per_req": c1},
-            "ratio": ratio}
+            "ratio": ratio, "ratio_ci95": 0.1}
 
 
 def _case(name="resnet18", b1=2.0, b32=16.0, sat=None, concurrency=32, b4=4.0):
@@ -42,11 +42,12 @@ def test_case_metrics_names_and_values():
     ms = cases.case_metrics(c, "compute_bound", "heavy_model_time_ms")
     assert all(isinstance(m, Metric) for m in ms)
     assert [(m.name, m.unit, m.headline) for m in ms] == [
-        ("batching_throughput_ratio_compute_bound", "x", True), ("p99_ms_batched_compute_bound", "ms", False),
+        ("batching_throughput_ratio_compute_bound", "x", True), ("batching_throughput_ratio_compute_bound_ci95", "x", False),
+        ("p99_ms_batched_compute_bound", "ms", False),
         ("p99_ms_unbatched_compute_bound", "ms", False), ("heavy_model_time_ms", "ms per call", False)]
-    assert [m.value for m in ms] == [3.2, 40.0, 50.0, {1: 2.123, 4: 4.0, 32: 16.0}]
+    assert [m.value for m in ms] == [3.2, 0.1, 40.0, 50.0, {1: 2.123, 4: 4.0, 32: 16.0}]
     assert ms[0].description == "resnet18: batching vs batch size 1 at 32 clients, interleaved"
-    assert ms[3].description == "resnet18 ONNX Runtime, 1 thread, CPU time per call by batch size"
+    assert ms[4].description == "resnet18 ONNX Runtime, 1 thread, CPU time per call by batch size"
 
 
 @pytest.mark.parametrize("mean, want", [(4.0, 4), (3.6, 4), (0.2, 1), (40.0, 32), (float("nan"), 32)],
@@ -108,3 +109,25 @@ def test_pays_metrics_and_claim():
     assert text.count("\n") == 2 and text.startswith("- **MNIST cnn**: the model alone costs 0.100 ms of CPU for one image")
     assert "model speed-up of 2.00× there (4.00× at `max_batch_size`)" in text
     assert "all CPU per request fell 2.00×." in text
+
+
+def test_saturation_load_needs_two_rounds():
+    with pytest.raises(ValueError, match="rounds must be >= 2"):
+        cases.SaturationLoad([], 10, 1.0, 1, 8, 0.0, "asgi", rounds=1)
+
+
+@pytest.mark.parametrize("ratio, ci, verdict", [(3.5, 0.4, "met"), (3.5, 0.6, "undecided"), (2.0, 0.5, "missed"),
+                                                (3.2, 0.1, "met")], ids=["met", "undecided", "missed", "edge"])
+def test_say_pays_verdict_uses_the_interval(build_tmp, ratio, ci, verdict):
+    from hpcml import report
+
+    report.begin("04_serving", params={})
+    sat = _sat(ratio, 40.0, 50.0)
+    sat["ratio_ci95"] = ci
+    c = _case(sat=sat)
+    rows = cases.pays_rows([c], 1.5, 32)
+    report.record_all(cases.case_metrics(c, "compute_bound", "heavy_model_time_ms"))
+    report.record_all(cases.pays_metrics(rows, ["_compute_bound"]))
+    text = cases.say_pays(rows, 3, ["_compute_bound"])._repr_markdown_()
+    assert text.endswith(f"is **{verdict}**: the gain's 95 % interval is ± {ci:.2f} over 3 interleaved rounds.")
+    report.check_conclusions()

@@ -291,7 +291,8 @@ def batching_at_saturation(model_file: Path, bodies: list, concurrency: int, n_r
     over both sides.
 
     Returns:
-        ``{"batched": {...}, "size1": {...}, "ratio": rps_batched / rps_size1}``; each side has
+        ``{"batched": {...}, "size1": {...}, "ratio": rps_batched / rps_size1, "ratio_rounds": the
+        ratio of each interleaved round, "ratio_ci95": the 95 % half-width over rounds}``; each side has
         ``rps`` (mean over rounds), ``p50_ms``/``p99_ms`` (over all its requests), ``errors``,
         ``mean_batch`` (rows per model call, from the server's own histogram), and where the
         CPU went per answered request: ``server_cpu_ms_per_req`` (supervisor and workers, all
@@ -324,7 +325,20 @@ def batching_at_saturation(model_file: Path, bodies: list, concurrency: int, n_r
                           client_cpu_ms_per_req=1e3 * cpu[k]["client_s"] / done if done else float("nan"),
                           model_wall_ms_per_row=1e3 * model_s / rows if rows else float("nan"))
     out["ratio"] = out["batched"]["rps"] / out["size1"]["rps"] if out["size1"]["rps"] else float("nan")
+    out["ratio_rounds"] = [b.throughput / a.throughput if a.throughput else float("nan")
+                           for b, a in zip(runs["batched"], runs["size1"])]
+    out["ratio_ci95"] = ci95_half_width(out["ratio_rounds"])
     return out
+
+
+def ci95_half_width(values: list[float]) -> float:
+    """Half-width of the 95 % Student-t interval of the mean of ``values`` (NaN below two values)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or not np.all(np.isfinite(v)):
+        return float("nan")
+    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def _batch_totals(srv: ServerProcess) -> tuple[float, float, float]:
