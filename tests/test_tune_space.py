@@ -226,3 +226,16 @@ def test_promote_copies_or_removes_the_served_model(tmp_path):
     lost = promote({"val_accuracy": 0.97, "path": str(tuned_file)}, base, best_path=best)
     assert lost == {"promoted": False, "served_model": "baseline", "served_path": base["path"]}
     assert not best.exists()  # a model promoted by an earlier run is not served after a loss
+
+
+def test_saving_in_epochs_and_flops():
+    from hpcml.tune.bench import saving
+
+    rows = [{"sampler": "tpe", "pruner": "sha", "epochs": 20, "train_gflop": 4.0, "best_val_accuracy": 0.90},
+            {"sampler": "tpe", "pruner": "none", "epochs": 60, "train_gflop": 6.0, "best_val_accuracy": 0.91}]
+    s = saving(rows, "tpe", "sha")
+    assert s["compute_saving"] == 3.0 and s["flops_saving"] == 1.5  # pruning stopped the cheap trials
+    assert s["accuracy_gap"] == pytest.approx(0.01)
+    assert "flops_saving" not in saving([{k: v for k, v in r.items() if k != "train_gflop"} for r in rows], "tpe", "sha")
+    with pytest.raises(ValueError, match="lack"):
+        saving(rows, "random", "sha")

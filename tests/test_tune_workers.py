@@ -157,6 +157,12 @@ def test_pruning_stops_trials_early(dataset, tmp_path):
     for t in st.trials:
         if t.state.name == "PRUNED":
             assert t.user_attrs["epochs_run"] < 4 and len(t.intermediate_values) == t.user_attrs["epochs_run"]
+    from hpcml.train.models import make_model, train_flops_per_sample
+    from hpcml.tune.bench import study_train_flops
+
+    per_epoch_row = study_train_flops(st, spec, 200) / (s["epochs"] * 200)  # mean FLOPs per sample of the trials
+    lo, hi = (train_flops_per_sample(make_model("cnn", width=w, depth=1, dropout=0.0), (1, 28, 28)) for w in (4, 8))
+    assert lo <= per_epoch_row * (1 + 1e-9) and per_epoch_row <= hi * (1 + 1e-9) and lo < hi
 
 
 def test_killed_worker_leaves_storage_loadable(dataset, tmp_path, build_tmp):

@@ -51,13 +51,38 @@ def best_so_far(study: Any) -> list[tuple[int, float]]:
     return out
 
 
+def study_train_flops(study: Any, spec: TuneSpec, train_rows: int) -> float:
+    """Training FLOPs a study spent: per trial, ``epochs_run`` × ``train_rows`` × the FLOPs of one
+    training step per sample of its model (forward + backward, counted by torch's
+    ``FlopCounterMode``; validation passes not counted). Pruned and failed trials count too.
+
+    Epochs alone weigh a width-4 and a width-16 model the same; this weighs each by its size.
+    """
+    import json
+
+    from hpcml.train.models import build_from_config, model_config_from, train_flops_per_sample
+
+    per_sample: dict[str, float] = {}
+    total = 0.0
+    for t in study.get_trials(deepcopy=False):
+        epochs = int(t.user_attrs.get("epochs_run", 0))
+        if not epochs:
+            continue
+        mcfg = model_config_from(trial_config(spec, t.params))
+        key = json.dumps(mcfg, sort_keys=True)
+        if key not in per_sample:
+            per_sample[key] = float(train_flops_per_sample(build_from_config(mcfg), (1, 28, 28)))
+        total += epochs * int(train_rows) * per_sample[key]
+    return total
+
+
 def compare(spec: TuneSpec, variants: Sequence[tuple[str, str]] = DEFAULT_VARIANTS, threads: int | None = None,
             data: tuple | None = None, folder: Path | None = None) -> tuple[list[dict], dict[str, Any]]:
     """Run one study per (sampler, pruner) with the same trial budget, seed and data.
 
     Returns:
-        ``(rows, studies)``: one row per variant (``sampler, pruner, epochs, best_val_accuracy,
-        complete, pruned, fail, wall_s``) and the studies by ``"sampler+pruner"``.
+        ``(rows, studies)``: one row per variant (``sampler, pruner, epochs, train_gflop,
+        best_val_accuracy, complete, pruned, fail, wall_s``) and the studies by ``"sampler+pruner"``.
     """
     data = data if data is not None else load_data(spec)
     rows, studies = [], {}
@@ -68,6 +93,7 @@ def compare(spec: TuneSpec, variants: Sequence[tuple[str, str]] = DEFAULT_VARIAN
         study = run_study(s, threads=threads, data=data)
         summ = summarize(study)
         rows.append({"variant": key, "sampler": sampler, "pruner": pruner, "epochs": summ["epochs"],
+                     "train_gflop": study_train_flops(study, s, len(data[0][1])) / 1e9,
                      "best_val_accuracy": summ["best_value"], "complete": summ["complete"],
                      "pruned": summ["pruned"], "fail": summ["fail"], "wall_s": time.perf_counter() - t0})
         studies[key] = study
@@ -75,14 +101,18 @@ def compare(spec: TuneSpec, variants: Sequence[tuple[str, str]] = DEFAULT_VARIAN
 
 
 def saving(rows: Sequence[dict], sampler: str, pruner: str) -> dict:
-    """Compute saving of ``pruner`` vs ``none`` for one sampler: epochs ratio and accuracy gap."""
+    """Compute saving of ``pruner`` vs ``none`` for one sampler: the epochs ratio
+    (``compute_saving``), the training-FLOPs ratio when the rows carry ``train_gflop``
+    (``flops_saving``), and the accuracy gap (none minus pruned)."""
     by = {(r["sampler"], r["pruner"]): r for r in rows}
     if (sampler, pruner) not in by or (sampler, "none") not in by:
         raise ValueError(f"rows lack {sampler}+{pruner} or {sampler}+none: have {sorted(by)}")
     p, n = by[(sampler, pruner)], by[(sampler, "none")]
     return {"compute_saving": n["epochs"] / max(p["epochs"], 1),
             "accuracy_gap": (n["best_val_accuracy"] or 0.0) - (p["best_val_accuracy"] or 0.0),
-            "epochs_pruning": p["epochs"], "epochs_no_pruning": n["epochs"]}
+            "epochs_pruning": p["epochs"], "epochs_no_pruning": n["epochs"],
+            **({"flops_saving": n["train_gflop"] / p["train_gflop"]}
+               if p.get("train_gflop") and n.get("train_gflop") is not None else {})}
 
 
 def seed_noise(spec: TuneSpec, params: dict, seeds: Sequence[int] = (0, 1, 2), threads: int | None = None,
