@@ -369,6 +369,17 @@ TARGETS: list[tuple[str, str, float, str, tuple[str, str] | None]] = [
 ]
 
 
+def _test_rows() -> int | None:
+    """Rows of the test split in the pipeline's dataset manifest (what 02 evaluates on), if built."""
+    from hpcml.data.spec import MANIFEST
+
+    f = paths.dataset_dir() / MANIFEST
+    try:
+        return int(json.loads(f.read_text())["splits"]["test"]["rows"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return None
+
+
 def _half_width(nb: str, value: float, interval: tuple[str, str] | None) -> tuple[float | None, str]:
     """(95 % half-width or None, how it was obtained) for one target's recorded value."""
     import math
@@ -380,10 +391,13 @@ def _half_width(nb: str, value: float, interval: tuple[str, str] | None) -> tupl
     if kind == "exact":
         return 0.0, f"exact ({arg})"
     m = metrics.get(arg, {}).get("value")
-    if not isinstance(m, numbers.Number) or isinstance(m, bool) or not math.isfinite(m):
+    source = "test samples"
+    if kind == "binomial" and not isinstance(m, numbers.Number):
+        m, source = _test_rows(), "test rows in the dataset manifest"
+    if not isinstance(m, numbers.Number) or isinstance(m, bool) or not math.isfinite(m) or m <= 0:
         return None, f"no interval recorded ({arg} missing)"
     if kind == "binomial":
-        return 1.96 * math.sqrt(max(value * (1 - value), 0.0) / m), f"binomial over {int(m):,} test samples"
+        return 1.96 * math.sqrt(max(value * (1 - value), 0.0) / m), f"binomial over {int(m):,} {source}"
     return float(m), f"recorded ({arg})"
 
 
