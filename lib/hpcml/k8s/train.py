@@ -12,8 +12,14 @@ Service and an SSH key Secret (mounted at ``sshAuthMountPath``) and a hostfile
 ``launcherCreationPolicy: WaitForWorkersReady`` the Launcher pod starts only once every
 worker is Ready (here: its sshd answers on port 2222), so ``horovodrun`` never races pod
 start-up. The launcher runs ``horovodrun --gloo --hostfile /etc/mpi/hostfile -p 2222``,
-which starts ``slotsPerWorker`` ranks in each worker pod over SSH (Gloo rendezvous; the
-image's Horovod is built with Gloo).
+which starts ``slotsPerWorker`` ranks in each worker pod over SSH (Gloo rendezvous and
+control plane). GPU jobs run :data:`CUDA_IMAGE`, whose Horovod allreduces GPU tensors with NCCL
+(over EFA through aws-ofi-nccl where the instance type has EFA: the worker pods then request
+``vpc.amazonaws.com/efa``); CPU jobs (:data:`CPU_SPEC`) run :data:`CPU_IMAGE` with Gloo.
+
+Stopping: the pods get :data:`TERMINATION_GRACE_S` seconds; the worker's preStop hook
+(:func:`prestop_script`) forwards SIGTERM from sshd (PID 1) to the ranks, which checkpoint
+and exit, and waits for them.
 
 Security: pods satisfy Pod Security Admission ``restricted`` (non-root uid 1000, no privilege
 escalation, all capabilities dropped, RuntimeDefault seccomp, read-only root filesystem: the
