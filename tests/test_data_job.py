@@ -179,6 +179,29 @@ def test_cached_rows_carry_their_hash(spark, bad_lake):
         plan["grouped"].unpersist()
 
 
+def test_plans_made_inside_sized_shuffle_use_the_jobs_partition_count(spark, bad_lake, built):
+    """What notebook 01 prints: a plan explained inside job.sized_shuffle shows run_job's count
+    (not the session's), keeps it after the block (a DataFrame is planned once), and the cache
+    filled inside the block keeps exactly that many partitions (AQE does not coalesce it)."""
+    key = "reason, source_file, raw, label, pixels"
+    outside = transforms.build_plan(spark, bad_lake["dir"], 3)["deduped"]
+    assert transforms.exchange_partitions(transforms.explain_text(outside))[key] == int(spark.conf.get("spark.sql.shuffle.partitions"))
+    plan = transforms.build_plan(spark, bad_lake["dir"], 3)
+    with job.sized_shuffle(spark, plan["files"]) as n:
+        inside = transforms.explain_text(plan["deduped"])
+        transforms.persist_plan(plan)
+        plan["grouped"].count()
+    try:
+        assert n == built[1]["shuffle_partitions"] == transforms.shuffle_partitions(
+            transforms.file_bytes(plan["files"]), spark.sparkContext.defaultParallelism)
+        assert n != int(spark.conf.get("spark.sql.shuffle.partitions")), "the session's own value is back"
+        assert transforms.exchange_partitions(inside)[key] == n
+        assert transforms.exchange_partitions(transforms.explain_text(plan["deduped"]))[key] == n
+        assert plan["grouped"].rdd.getNumPartitions() == n
+    finally:
+        plan["grouped"].unpersist()
+
+
 @pytest.mark.parametrize("stage", ["quarantine", "stats", "shards", "before_publish"])
 def test_crash_keeps_previous_good_output(spark, bad_lake, tmp_path, stage):
     out = tmp_path / "ds"
