@@ -202,6 +202,17 @@ def test_plans_made_inside_sized_shuffle_use_the_jobs_partition_count(spark, bad
         plan["grouped"].unpersist()
 
 
+@pytest.mark.parametrize("expression", ["ArrayTransform", "ArrayAggregate", "ArrayExists"])
+def test_array_lambdas_are_code_generated_in_this_spark(spark, expression):
+    """Notebook 01 says none of transform, aggregate, exists is a CodegenFallback in this Spark."""
+    jvm = spark._jvm
+    fallback = jvm.java.lang.Class.forName("org.apache.spark.sql.catalyst.expressions.codegen.CodegenFallback")
+    cls = jvm.java.lang.Class.forName(f"org.apache.spark.sql.catalyst.expressions.{expression}")
+    assert not fallback.isAssignableFrom(cls), f"{expression} is a CodegenFallback in Spark {spark.version}"
+    reflect = jvm.java.lang.Class.forName("org.apache.spark.sql.catalyst.expressions.CallMethodViaReflection")
+    assert fallback.isAssignableFrom(reflect), "the check must see a known CodegenFallback (reflect()) as one"
+
+
 @pytest.mark.parametrize("stage", ["quarantine", "stats", "shards", "before_publish"])
 def test_crash_keeps_previous_good_output(spark, bad_lake, tmp_path, stage):
     out = tmp_path / "ds"
