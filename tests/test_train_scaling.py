@@ -98,3 +98,10 @@ def test_pinning_comparison_ratio_and_its_interval(runs):
 def test_ratio_with_ci95_refuses_non_positive_values():
     with pytest.raises(ValueError, match="positive"):
         scaling.ratio_with_ci95((1.0, 0.1), (0.0, 0.1))
+
+
+@pytest.mark.parametrize("measurable, faster, words", [
+    (False, True, "Within the noise"), (False, False, "Within the noise"),
+    (True, True, "own core"), (True, False, "cannot leave its core")])
+def test_pinning_reading_follows_the_measured_result(measurable, faster, words):
+    assert words in scaling.pinning_reading(measurable, faster)

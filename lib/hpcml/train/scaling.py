@@ -185,3 +185,22 @@ def pinning_comparison(pinned: dict[str, Any], unpinned: dict[str, Any]) -> dict
     p, u = total_with_ci95(pinned), total_with_ci95(unpinned)
     ratio, hw = ratio_with_ci95(p, u)
     return {"ratio": ratio, "ci95": hw, "pinned_img_per_s": p[0], "unpinned_img_per_s": u[0]}
+
+
+def pinning_reading(measurable: bool, faster: bool) -> str:
+    """The sentence that explains a pinned/unpinned result, chosen by what the run showed.
+
+    Args:
+        measurable: the ratio's interval excludes 1.
+        faster: pinned was faster (ratio above 1).
+    """
+    if not measurable:
+        return ("Within the noise, as expected for two ranks that each have a core: the scheduler has little to "
+                "get wrong here, and nothing to gain from a binding.")
+    if faster:
+        return ("Pinning kept each rank on its own core and its caches warm; the gain grows with sockets, ranks "
+                "per node and background threads.")
+    return ("Pinned, a rank cannot leave its core while another process runs there; unpinned, the scheduler moves "
+            "it to whichever core is idle. On a machine shared with other work (this one runs the rest of the "
+            "pipeline and other jobs) that costs the pinned run; pinning pays only on cores the rank owns "
+            "exclusively.")
