@@ -194,12 +194,13 @@ def test_speedup_summary():
     from hpcml.tune.bench import speedup_summary
 
     one = {"workers": 1, "trials_per_hour": 1000.0, "trial_phase_trials_per_hour": 2000.0, "trial_mean_s": 1.0,
-           "wall_s": 4.0, "startup_s": 2.0, "trials_s": 2.0}
+           "wall_s": 4.0, "startup_s": 2.0, "trials_s": 2.0, "teardown_s": 0.0}
     two = {"workers": 2, "trials_per_hour": 1250.0, "trial_phase_trials_per_hour": 3000.0, "trial_mean_s": 1.5,
-           "wall_s": 3.2, "startup_s": 2.4, "trials_s": 0.8}
+           "wall_s": 3.2, "startup_s": 2.0, "trials_s": 0.8, "teardown_s": 0.4}
     s = speedup_summary([two, one])
     assert s["parallel_speedup"] == pytest.approx(1.25) and s["trial_phase_speedup"] == pytest.approx(1.5)
-    assert s["trial_time_ratio"] == pytest.approx(1.5) and s["startup_share_p2"] == pytest.approx(0.75)
+    assert s["trial_time_ratio"] == pytest.approx(1.5) and s["startup_share_p2"] == pytest.approx(0.625)
+    assert s["fixed_share_p2"] == pytest.approx(0.75) and s["teardown_s_p2"] == 0.4
     with pytest.raises(ValueError, match="1 and 2 workers"):
         speedup_summary([one])
 

@@ -240,7 +240,9 @@ def speedup_summary(rows: Sequence[dict]) -> dict:
     Returns:
         ``parallel_speedup`` (trials/hour, wall), ``trial_phase_speedup`` (trials/hour over the
         trial phase only), ``trial_time_ratio`` (mean trial duration at P=2 / at P=1),
-        ``startup_share_p2`` (P=2's mean start-up / its wall time), and the wall and phase times.
+        ``startup_share_p2`` (P=2's mean start-up / its wall time), ``fixed_share_p2`` (P=2's
+        mean start-up plus teardown, the costs every worker pays once, / its wall time), and the
+        wall and phase times.
 
     Raises:
         ValueError: the rows lack P=1 or P=2.
@@ -253,6 +255,8 @@ def speedup_summary(rows: Sequence[dict]) -> dict:
             "trial_phase_speedup": two["trial_phase_trials_per_hour"] / one["trial_phase_trials_per_hour"],
             "trial_time_ratio": two["trial_mean_s"] / one["trial_mean_s"],
             "startup_share_p2": two["startup_s"] / two["wall_s"],
+            "fixed_share_p2": (two["startup_s"] + two["teardown_s"]) / two["wall_s"],
+            "teardown_s_p1": one["teardown_s"], "teardown_s_p2": two["teardown_s"],
             "wall_s_p1": one["wall_s"], "wall_s_p2": two["wall_s"], "startup_s_p1": one["startup_s"],
             "startup_s_p2": two["startup_s"], "trials_s_p1": one["trials_s"], "trials_s_p2": two["trials_s"],
             "trial_mean_s_p1": one["trial_mean_s"], "trial_mean_s_p2": two["trial_mean_s"]}
@@ -274,12 +278,16 @@ def throughput_metrics(rows: Sequence[dict], cpu_cores: int) -> list[Metric]:
                "mean trial duration at P=2 (one core each) / at P=1 (all cores), same configurations"),
         Metric("tune_startup_share_p2", s["startup_share_p2"], "fraction",
                "P=2: mean worker start-up (spawn to its first trial) / wall time"),
+        Metric("tune_fixed_share_p2", s["fixed_share_p2"], "fraction",
+               "P=2: mean worker start-up plus teardown (paid once per worker) / wall time"),
         *[Metric(f"tune_{k}", s[k], "s", d) for k, d in (
             ("wall_s_p1", "P=1 wall time, spawn to exit"), ("wall_s_p2", "P=2 wall time, first spawn to last exit"),
             ("startup_s_p1", "P=1 start-up: spawn to the first trial"),
             ("startup_s_p2", "P=2 start-up per worker (mean): spawn to its first trial"),
             ("trials_s_p1", "P=1 trial phase"), ("trials_s_p2", "P=2 trial phase, first trial start to last end"),
-            ("trial_mean_s_p1", "P=1 mean trial duration"), ("trial_mean_s_p2", "P=2 mean trial duration"))],
+            ("trial_mean_s_p1", "P=1 mean trial duration"), ("trial_mean_s_p2", "P=2 mean trial duration"),
+            ("teardown_s_p1", "P=1 teardown: last trial end to exit (interpreter finalisation)"),
+            ("teardown_s_p2", "P=2 teardown per worker (mean): its last trial end to its exit"))],
         Metric("tune_cpu_cores", int(cpu_cores), "cores", "CPUs the workers could use (the notebook's affinity)"),
     ]
 
