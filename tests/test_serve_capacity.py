@@ -90,8 +90,9 @@ def test_load_curve_rejects_an_empty_curve():
 
 
 def test_simulated_hpa_scales_up_then_down_on_the_measured_curve():
-    load = [100] * 3 + [1000] * 6 + [100] * 3
-    steps = capacity.simulate_hpa(load, CURVE, target_inflight=4, max_replicas=20)
+    load = [100] * 3 + [1000] * 6 + [100] * 6
+    fast = capacity.HpaBehavior(scale_down_window_s=30, scale_up_percent=100, scale_up_pods=4)
+    steps = capacity.simulate_hpa(load, CURVE, target_inflight=4, max_replicas=20, behavior=fast)
     peak = max(s.replicas for s in steps)
     assert peak >= capacity.replicas_for(1000, 200, 1.0)
     assert steps[-1].replicas < peak
@@ -101,7 +102,38 @@ def test_simulated_hpa_scales_up_then_down_on_the_measured_curve():
     assert first_full.inflight_per_pod == pytest.approx(capacity.inflight_at(first_full.rps_per_pod, CURVE))
     settled = steps[8]
     assert settled.rps_per_pod <= 180 and settled.p99_ms_measured <= 20.0
-    assert steps[3].p99_ms_measured == float("inf") or steps[3].rps_per_pod <= 200
+
+
+def test_scale_up_is_capped_by_the_policies():
+    steps = capacity.simulate_hpa([1000.0] * 3, CURVE, target_inflight=4, max_replicas=50)
+    assert [s.replicas for s in steps] == [1, 5, 10]  # +max(100 %, 4 pods) per period
+    assert steps[0].recommended == 50
+
+
+def test_scale_down_waits_for_the_stabilisation_window():
+    """In-flight requests do not fall in proportion to the load, so the raw recommendation
+    swings between few and many replicas; the window holds the highest recent one."""
+    load = [1000.0] * 4 + [100.0] * 30
+    no_window = capacity.HpaBehavior(scale_down_window_s=0)
+    flapping = [s.replicas for s in capacity.simulate_hpa([1000.0] * 12, CURVE, 4, max_replicas=8, behavior=no_window)]
+    assert flapping.count(8) >= 2 and min(flapping[4:]) < 8  # up, down, up again
+    held = capacity.simulate_hpa(load, CURVE, 4, max_replicas=8)
+    after = [s.replicas for s in held[4:]]
+    assert after[:15] == [after[0]] * 15 and after[-1] < after[0]  # held for the 300 s window, then down
+
+
+def test_behavior_from_the_rendered_hpa():
+    from hpcml.k8s import serve as manifests
+    from hpcml.serve.spec import ServeSpec
+
+    b = capacity.HpaBehavior.from_manifest(manifests.hpa(ServeSpec())["spec"]["behavior"])
+    assert b == capacity.HpaBehavior(300.0, 100.0, 4)
+    assert b.scale_up_limit(1) == 5 and b.scale_up_limit(10) == 20
+
+
+def test_load_curve_keeps_the_frontier():
+    noisy = CURVE + [capacity.LoadPoint(170, 30.0, 40.0)]  # more in flight, less throughput: saturated / noise
+    assert capacity.load_curve(noisy) == CURVE
 
 
 def test_simulated_hpa_holds_when_the_target_matches_the_load():
@@ -165,3 +197,8 @@ def test_little_law_and_points():
     assert r.mean_ms() == 20 and r.inflight() == pytest.approx(8.0)
     assert r.summary()["inflight"] == 8.0 and r.summary()["mean_ms"] == 20.0
     assert loadgen.load_points([r]) == [capacity.LoadPoint(pytest.approx(400), pytest.approx(8.0), 20.0)]
+
+
+@pytest.mark.parametrize("seq, want", [([1, 1, 5, 5, 2], 1), ([1, 8, 1, 8, 1], 3), ([2, 3, 4, 4], 0), ([3], 0)])
+def test_direction_changes(seq, want):
+    assert capacity.direction_changes(seq) == want

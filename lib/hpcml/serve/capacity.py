@@ -121,16 +121,25 @@ class LoadPoint:
 
 
 def load_curve(points: list[LoadPoint]) -> list[LoadPoint]:
-    """``points`` sorted by throughput, each with a finite rate and in-flight level.
+    """The measured points that define the curve: sorted by in-flight level, each one sustaining
+    more throughput than every point with fewer requests in flight.
+
+    A point with more requests in flight but no more throughput than an earlier one is a
+    saturated replica (in a closed loop, extra clients only queue) or noise; it does not say
+    how many requests a replica needs in flight to sustain a rate, so it is left out.
 
     Raises:
         ValueError: no usable point.
     """
-    good = sorted((p for p in points if math.isfinite(p.rps) and p.rps > 0 and math.isfinite(p.inflight)),
-                  key=lambda p: p.rps)
+    good = sorted((p for p in points if math.isfinite(p.rps) and p.rps > 0 and math.isfinite(p.inflight)
+                   and p.inflight >= 0), key=lambda p: (p.inflight, -p.rps))
     if not good:
         raise ValueError("the load curve needs at least one point with a throughput > 0 and a finite in-flight level")
-    return good
+    frontier = [good[0]]
+    for p in good[1:]:
+        if p.rps > frontier[-1].rps:
+            frontier.append(p)
+    return frontier
 
 
 def inflight_at(rate: float, points: list[LoadPoint], period_s: float = 15.0) -> float:
@@ -164,6 +173,33 @@ def rate_at_inflight(inflight: float, points: list[LoadPoint]) -> float:
     return xs[-1]
 
 
+@dataclass(frozen=True)
+class HpaBehavior:
+    """The parts of an HPA's ``spec.behavior`` the replay models (``autoscaling/v2``).
+
+    Attributes:
+        scale_down_window_s: ``scaleDown.stabilizationWindowSeconds``: a scale-down takes the
+            highest recommendation of that window, so a brief dip does not remove pods.
+        scale_up_percent / scale_up_pods: the ``scaleUp`` policies (``selectPolicy: Max``): per
+            period the replicas grow by at most the larger of that percentage and that count.
+    """
+
+    scale_down_window_s: float = 300.0
+    scale_up_percent: float = 100.0
+    scale_up_pods: int = 4
+
+    @classmethod
+    def from_manifest(cls, behavior: dict) -> "HpaBehavior":
+        """From a rendered HPA's ``spec.behavior`` (its Percent and Pods scale-up policies)."""
+        up = {p["type"]: p["value"] for p in behavior.get("scaleUp", {}).get("policies", [])}
+        return cls(float(behavior.get("scaleDown", {}).get("stabilizationWindowSeconds", 300)),
+                   float(up.get("Percent", 100)), int(up.get("Pods", 4)))
+
+    def scale_up_limit(self, current: int) -> int:
+        """The most replicas one period may reach from ``current``."""
+        return current + max(math.ceil(current * self.scale_up_percent / 100), self.scale_up_pods)
+
+
 @dataclass
 class ScaleStep:
     t_s: float
@@ -172,31 +208,47 @@ class ScaleStep:
     rps_per_pod: float
     inflight_per_pod: float
     p99_ms_measured: float
+    recommended: int
 
 
 def simulate_hpa(load_rps: list[float], points: list[LoadPoint], target_inflight: float, start_replicas: int = 1,
-                 min_replicas: int = 1, max_replicas: int = 20, period_s: float = 15.0) -> list[ScaleStep]:
+                 min_replicas: int = 1, max_replicas: int = 20, period_s: float = 15.0,
+                 behavior: HpaBehavior | None = None) -> list[ScaleStep]:
     """Replay a load trace through the HPA on the in-flight-requests metric, using the replica's
     measured curve at each offered load.
 
     Each period the load spreads evenly over the replicas; the per-pod in-flight level is read
     off the measured curve at that per-pod rate (:func:`inflight_at`, Little's law on measured
     throughput and latency, a growing queue beyond the highest measured rate), and so is the
-    p99 of the nearest measured point at or above that rate (``inf`` beyond the curve). The HPA
-    formula then gives the next period's replicas (new replicas count from the next period: an
+    p99 of the first curve point that sustains that rate (``inf`` beyond the curve). The HPA
+    formula gives a recommendation; ``behavior`` then shapes it the way the controller does:
+    a scale-down takes the highest recommendation of the stabilisation window (in-flight
+    requests do not fall in proportion to the load, so without it the replicas flap), and a
+    scale-up is capped by the scale-up policies. New replicas count from the next period (an
     optimistic cold start of one period).
     """
     if target_inflight <= 0:
         raise ValueError(f"target_inflight must be > 0, got {target_inflight}")
-    pts = load_curve(points)
-    steps, replicas = [], start_replicas
+    pts, beh = load_curve(points), behavior or HpaBehavior()
+    steps, replicas, recent = [], start_replicas, []
     for i, lam in enumerate(load_rps):
         per_pod = lam / max(replicas, 1)
         inflight = inflight_at(per_pod, pts, period_s)
         p99 = next((p.p99_ms for p in pts if p.rps >= per_pod), math.inf)
-        steps.append(ScaleStep(i * period_s, lam, replicas, per_pod, inflight, p99))
-        replicas = hpa_desired_replicas(replicas, inflight, target_inflight, min_replicas, max_replicas)
+        rec = hpa_desired_replicas(replicas, inflight, target_inflight, min_replicas, max_replicas)
+        steps.append(ScaleStep(i * period_s, lam, replicas, per_pod, inflight, p99, rec))
+        recent = [(t, r) for t, r in recent if t > i * period_s - beh.scale_down_window_s] + [(i * period_s, rec)]
+        if rec < replicas:
+            replicas = max(min(replicas, max(r for _, r in recent)), rec)
+        else:
+            replicas = min(rec, beh.scale_up_limit(replicas), max_replicas)
     return steps
+
+
+def direction_changes(replicas: list[int]) -> int:
+    """How often a replica count turns from growing to shrinking or back (a flapping autoscaler)."""
+    moves = [b - a for a, b in zip(replicas, replicas[1:]) if b != a]
+    return sum(1 for x, y in zip(moves, moves[1:]) if (x > 0) != (y > 0))
 
 
 def batching_gain_bound(overhead_ms: float, model_ms_b1: float, model_ms_per_row_batched: float) -> float:
