@@ -24,7 +24,7 @@ READS: dict[str, tuple[str, ...]] = {
     "01_spark_preprocessing": ("dataset_rows_clean",),
     "02_horovod_training": ("train_samples_per_s", "scaling_efficiency", "resnet50_img_per_s_per_worker",
                             "checkpoint_projection_resnet50_s"),
-    "04_serving": ("max_rps_at_p99_50ms", "encoding_rps"),
+    "04_serving": ("max_rps_at_p99_50ms", "max_rps_at_p99_50ms_is_lower_bound", "encoding_rps"),
 }
 #: Parameters of 02 this module reads (recorded by ``report.begin``).
 READS_PARAMS: dict[str, tuple[str, ...]] = {
@@ -96,6 +96,7 @@ class Measured:
     resnet50_img_s_224: float
     resnet50_projection: str
     serve_max_rps: float
+    serve_rps_is_lower_bound: bool
     serve_encoding: str
     provenance: list[dict[str, Any]] = field(default_factory=list)
 
@@ -181,6 +182,7 @@ def read() -> Measured:
         scaling_efficiency_2=float(g("02_horovod_training", "scaling_efficiency")),
         resnet50_img_s_per_worker=r50, resnet50_measured_px=px, resnet50_img_s_224=r50_224, resnet50_projection=how,
         serve_max_rps=float(g("04_serving", "max_rps_at_p99_50ms")),
+        serve_rps_is_lower_bound=bool(g("04_serving", "max_rps_at_p99_50ms_is_lower_bound")),
         serve_encoding=serving_encoding(g("04_serving", "encoding_rps")),
         provenance=prov,
     )
