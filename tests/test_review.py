@@ -173,7 +173,8 @@ def test_cost_notebook_without_upstream_names_the_notebook_to_run(build_tmp):
 def fake_cost_review():
     """Fake metrics of 06 (what 07 reads from it) in the temporary build."""
     fake_stage("06_cost_review", {**{n: 1.0 for n in review.CONTRACT["06_cost_review"]},
-                                  "fastest_train_hours": 9.5, "checkpoint_interval_min": 40.0})
+                                  "fastest_train_hours": 9.5, "checkpoint_interval_min": 40.0, "spot_run_min": 570.0,
+                                  "young_daly_interval_min": 40.0})
     report.record("pareto_front", [{"instance_type": "p4d.24xlarge", "instances": 1, "hours": 9.5, "cost_usd": 310.0}])
 
 

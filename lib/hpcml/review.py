@@ -423,22 +423,34 @@ def targets() -> list[dict[str, Any]]:
     return out
 
 
-def targets_figure(rows: list[dict[str, Any]]):
-    """Recorded value / target with its 95 % interval; colour = verdict; 1 = the target."""
+def targets_figure(rows: list[dict[str, Any]], clip: tuple[float, float] = (-3.0, 5.0)):
+    """Recorded value / target with its 95 % interval; colour = verdict; 1 = the target.
+
+    A hollow marker has no interval. Values and interval ends beyond ``clip`` are drawn at the
+    edge (the table beside the figure has them exact).
+    """
     import matplotlib.pyplot as plt
+    import numpy as np
 
     colours = {"met": "#2e7d32", "missed": "#c62828", "undecided": "#9e9e9e"}
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.4))
+    lo_c, hi_c = clip
     for i, r in enumerate(rows):
-        err = r["ratio_ci95"] if r["ratio_ci95"] is not None else 0.0
-        ax.errorbar([r["ratio_to_target"]], [i], xerr=[[err], [err]], fmt="o", capsize=4, color=colours[r["verdict"]])
+        x, hw = r["ratio_to_target"], r["ratio_ci95"]
+        c = colours[r["verdict"]]
+        xc = float(np.clip(x, lo_c, hi_c))
+        if hw is None:
+            ax.plot([xc], [i], "o", mfc="white", mec=c)
+        else:
+            lo, hi = np.clip([x - hw, x + hw], lo_c, hi_c)
+            ax.errorbar([xc], [i], xerr=[[xc - lo], [hi - xc]], fmt="o", capsize=4, color=c)
     ax.set_yticks(range(len(rows)),
                   [f"{r['metric']} ({r['notebook'][:2]}, {'higher' if r['higher_is_better'] else 'lower'} is better)"
                    for r in rows])
     ax.axvline(1.0, color="black", lw=1)
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("recorded / target, with the 95 % interval (grey: undecided or no interval)")
-    ax.set_title("every stage against its target: met only when the interval clears it")
+    ax.set_xlim(lo_c - 0.2, hi_c + 0.2)
+    ax.set_xlabel("recorded / target, 95 % interval\ngreen met, red missed, grey undecided; hollow: no interval")
+    ax.set_title("targets: met only when the interval clears them")
     fig.tight_layout()
     return fig
 
