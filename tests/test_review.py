@@ -130,14 +130,27 @@ UPSTREAM_VALUES = {"node_cpus": 2, "dataset_rows_clean": 4990, "train_samples_pe
                    "resnet50_img_per_s_per_worker": 4.2, "max_rps_at_p99_50ms": 350.0}
 
 
+#: Values the fakes use where 1.0 would not do (a dict, a flag, a parameter).
+UPSTREAM_SPECIAL = {"encoding_rps": {"binary": 350.0, "json": 200.0}, "max_rps_at_p99_50ms_is_lower_bound": True,
+                    "checkpoint_projection_resnet50_s": 3.0}
+UPSTREAM_PARAMS = {"world_size": 2, "bench_image_size": 64, "width": 32, "batch_size": 64}
+
+
 def fake_upstream():
-    """Fake metrics of notebooks 00-05 in the temporary build (never in build/, never shown as results)."""
+    """Fake metrics of notebooks 00-05 in the temporary build (never in build/, never shown as results):
+    the contracted metrics, the intervals 07's targets read, and whatever 06 declares it reads
+    (hpcml.cost.measured.READS/READS_PARAMS)."""
+    from hpcml.cost import measured
+
     for nb, names in review.CONTRACT.items():
         if nb == "06_cost_review":
             continue
+        intervals = [i[1] for n, _, _, _, i in review.TARGETS if n == nb and i and i[0] == "metric"]
+        wanted = dict.fromkeys([*names, *measured.READS.get(nb, ()), *intervals])
         extra = {"spark_rows_per_s_100k": 2500.0} if nb.startswith("01") else {}
-        fake_stage(nb, {**{n: UPSTREAM_VALUES.get(n, 1.0) for n in names}, **extra},
-                   params={"world_size": 2} if nb.startswith("02") else {})
+        params = {p: UPSTREAM_PARAMS[p] for p in measured.READS_PARAMS.get(nb, ())}
+        fake_stage(nb, {**{n: UPSTREAM_SPECIAL.get(n, UPSTREAM_VALUES.get(n, 1.0)) for n in wanted}, **extra},
+                   params=params)
     fake_stage("00_cluster_setup", {**{n: 1.0 for n in review.CONTRACT["00_cluster_setup"]}, "node_cpus": 2})
 
 
@@ -188,7 +201,7 @@ def test_review_notebook_runs_on_recorded_upstream(build_tmp):
     fake_upstream()
     fake_stage("02_horovod_training", {**{n: UPSTREAM_VALUES.get(n, 1.0) for n in review.CONTRACT["02_horovod_training"]},
                                        "horovod_overhead_pct": 0.6, "horovod_overhead_ci95_pct": 5.5,
-                                       "test_accuracy": 0.984, "test_count": 1000.0}, params={"world_size": 2})
+                                       "test_accuracy": 0.984, "test_count": 1000.0}, params=UPSTREAM_PARAMS)
     fake_cost_review()
     runs = pipeline.run_pipeline(only=["07"], render=False, overrides=["07.copy_site_picture=false"],
                                  log=lambda *a, **k: None)
