@@ -258,6 +258,17 @@ class BackgroundLoad:
         return [r.summary() for r in self.results]
 
 
+def achieved_rps(client, start: float, end: float, job: str = "serve") -> float:
+    """Requests per second the server counted between ``start`` and ``end`` (unix s): what an
+    open-loop generator actually delivered, which falls short of its target when it lags."""
+    from hpcml.serve.spec import METRIC_REQUESTS
+
+    dur_ms = int((end - start) * 1000)
+    if dur_ms <= 0:
+        raise ValueError(f"achieved_rps: end must be after start, got {start} .. {end}")
+    return client.scalar_at(f'sum(increase({METRIC_REQUESTS}{{job="{job}"}}[{dur_ms}ms])) / {dur_ms / 1000}', end)
+
+
 def set_latency(server_url: str, ms: float) -> dict:
     """``POST /admin/latency {"ms": ms}`` on the inference server (0 clears)."""
     req = urllib.request.Request(server_url + "/admin/latency", data=json.dumps({"ms": ms}).encode(),

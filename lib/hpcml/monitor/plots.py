@@ -25,8 +25,11 @@ def query(name: str, window: str = "5s") -> str:
     return QUERIES[name].format(w=window)
 
 
+step_s = 1.0  # the resolution of every plotted query_range
+
+
 def series(client, name: str, start: float, end: float, window: str = "5s", label: str | None = None):
-    return client.query_range(query(name, window), start, end, step=1, label=label)
+    return client.query_range(query(name, window), start, end, step=step_s, label=label)
 
 
 def overview(client, train: tuple[float, float], serve: tuple[float, float], drill: dict[str, Any],
@@ -40,6 +43,9 @@ def overview(client, train: tuple[float, float], serve: tuple[float, float], dri
     to_dt = lambda t: pd.to_datetime(t, unit="s", utc=True)  # noqa: E731
     fig, ax = plt.subplots(2, 2, figsize=(12, 7))
     tr = series(client, "train_rank", *train, window, label="rank")
+    if len(tr) > 1:  # on the query's own grid, so a gap in the series stays a gap, not a line
+        tr.index = tr.index.round("ms")
+        tr = tr.asfreq(f"{step_s:g}s")
     for rank in tr.columns:
         ax[0, 0].plot(tr.index, tr[rank], label=f"rank {rank}")
     if train_window is not None:
