@@ -44,7 +44,9 @@ def spot_figure(rates: list[float], estimates: list[SpotEstimate]):
     ax.plot(rates, [s.saving_pct for s in estimates], "o-", label="saving vs On-Demand (%)")
     ax.plot(rates, [s.time_penalty_pct for s in estimates], "s--", label="extra wall time (%)")
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set_xscale("symlog", linthresh=1e-3)
+    positive = [r for r in rates if r > 0]
+    ax.set_xscale("symlog", linthresh=min(positive) if positive else 1e-3)
+    ax.set_xlim(left=0)  # rates are never negative: no empty mirrored half
     ax.set_xlabel("interruptions per instance-hour")
     ax.set_ylabel("%")
     ax.set_title(f"Spot with Young/Daly checkpoints: {estimates[0].instances}x {estimates[0].instance_type}")
