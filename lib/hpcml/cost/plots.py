@@ -22,9 +22,9 @@ def pareto_figure(estimates: Iterable[TrainEstimate], front: list[TrainEstimate]
         pts = [e for e in est if e.instance_type.split(".")[0] == fam]
         ax.scatter([e.hours for e in pts], [e.cost_usd for e in pts], s=18, color=cmap(i % 10), label=fam, alpha=0.75)
     ax.plot([e.hours for e in front], [e.cost_usd for e in front], "k-", lw=1.2, label="Pareto front")
-    for e in front:
-        ax.annotate(f"{e.instances}x {e.instance_type}", (e.hours, e.cost_usd), fontsize=7,
-                    xytext=(4, 3), textcoords="offset points")
+    for i, e in enumerate(front):  # front points sit close in cost: short labels, alternately above and below
+        ax.annotate(f"{e.instances}x {e.instance_type.split('.')[0]}", (e.hours, e.cost_usd), fontsize=7,
+                    xytext=(2, 8 if i % 2 == 0 else -12), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("time to train (hours, log)")
