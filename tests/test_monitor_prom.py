@@ -162,3 +162,36 @@ def test_rate_inside_the_training_window_is_the_training_rate_and_after_it_is_ze
         p.stop()
         job.kill()
         job.wait()
+
+
+@pytest.mark.integration
+def test_a_stack_left_running_is_stopped_when_the_interpreter_exits(build_tmp):
+    """A notebook cell that fails after Stack.start never reaches the stop cell; Prometheus and
+    the node sampler run in their own session and would outlive the kernel."""
+    import os
+
+    code = ("from hpcml.monitor import drill\n"
+            "s = drill.Stack.start()\n"
+            "print(s.prom.proc.pid, s.node.proc.pid, flush=True)\n"
+            "raise SystemExit(3)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "HPCML_BUILD": str(build_tmp)})
+    assert res.returncode == 3, res.stderr
+    pids = [int(p) for p in res.stdout.split()]
+    assert len(pids) == 2, res.stdout
+    for pid in pids:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.1)
+        assert not _alive(pid), f"pid {pid} outlived the interpreter that started it"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead, waiting for its reaper
+        return f.read().split(") ")[-1][0] != "Z"

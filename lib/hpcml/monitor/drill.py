@@ -18,6 +18,7 @@ Horovod training job and the inference server, plus the drills run against them.
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import threading
@@ -63,16 +64,22 @@ class Stack:
             raise
         log = logs.get_logger("monitor", run_id=run_id)
         log.info("prometheus started", extra={"url": prom.url, "node_sampler": node.url, "rules": str(rule_file)})
-        return cls(prom, node, log, scrape_interval=scrape_interval)
+        stack = cls(prom, node, log, scrape_interval=scrape_interval)
+        # Both run in their own session, so they outlive a kernel that dies on a failed cell
+        # before the notebook's stop cell: stop them when the interpreter exits, whatever happened.
+        atexit.register(stack.stop)
+        return stack
 
     @property
     def client(self):
         return self.prom.client
 
     def stop(self) -> dict[str, int | None]:
-        """Stop Prometheus and the node sampler; returns their exit codes."""
+        """Stop Prometheus and the node sampler; returns their exit codes (again on a second call)."""
+        first = self.prom.proc.poll() is None or self.node.proc.poll() is None
         codes = {"prometheus": self.prom.stop(), "node": self.node.stop()}
-        self.log.info("monitoring stack stopped", extra={"exit_codes": codes})
+        if first:
+            self.log.info("monitoring stack stopped", extra={"exit_codes": codes})
         return codes
 
 
