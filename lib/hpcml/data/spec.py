@@ -83,7 +83,3 @@ class DataJobSpec:
     def role_arn(self) -> str:
         return role_arn(f"hpcml-{SERVICE_ACCOUNT}", self.account_id)
 
-    def arguments(self) -> list[str]:
-        """The job's command-line arguments (:mod:`hpcml.data.cli`): raw prefix in, curated prefix out."""
-        return ["--input", f"{self.lake}/raw/{paths.DATASET}/", "--output", f"{self.lake}/curated/{paths.DATASET}/",
-                "--n-shards", str(self.n_shards)]
