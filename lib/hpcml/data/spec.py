@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from hpcml import paths
 from hpcml.aws.account import ACCOUNT_ID, REGION, role_arn
 from hpcml.specbase import fail
 
