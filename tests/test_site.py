@@ -49,13 +49,15 @@ def test_checker_catches_broken_links(tmp_path):
     (site / "index.html").write_text(
         '<!doctype html><html><head><link rel="icon" href="data:,"><title>t</title></head><body>'
         '<a href="missing.html">x</a><a href="#nowhere">y</a><img src="nope.png">'
-        '<a href="https://example.invalid/">abs</a></body></html>')
+        '<a href="https://example.invalid/">cited</a><a href="/root.html">root</a>'
+        '<a href="http://127.0.0.1:8888/tree">local</a><img src="https://example.invalid/x.png"></body></html>')
     (rep,) = sitecheck.check_site(site, screenshot=tmp_path / "s.png")
     assert not rep.ok
     assert any("missing.html" in b for b in rep.broken)
     assert any("#nowhere" in b for b in rep.broken)
     assert any("nope.png" in b for b in rep.broken)
-    assert rep.absolute == ["https://example.invalid/"]
+    assert rep.absolute == ["/root.html", "http://127.0.0.1:8888/tree", "https://example.invalid/x.png"]
+    assert rep.external == ["https://example.invalid/"]  # a cited source: listed, not a fault
 
 
 @pytest.mark.notebooks

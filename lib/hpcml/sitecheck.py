@@ -3,8 +3,12 @@
 Serves the site folder on loopback, loads the index and every page in Debian's
 Chromium (driven through chromedriver by selenium), and reports console errors,
 broken links (every relative ``href``/``src`` is fetched, every ``#fragment`` must
-name an element on its page), images that did not decode, and absolute URLs (the
-site must be relocatable to any static host). Saves a screenshot of the index.
+name an element on its page), images that did not decode, and absolute URLs that would
+tie the site to one place or load from the network (the site must be relocatable to any
+static host and render offline): a root-relative or ``file:`` link, a link to loopback,
+or an image, stylesheet or script from an absolute URL. A plain ``<a href="https://…">``
+to a public page is a citation (the walkthrough cites its sources): it is listed in
+``external``, not fetched, and not a fault. Saves a screenshot of the index.
 
 Run as ``python -m hpcml.sitecheck [SITE_DIR]``.
 """
@@ -42,6 +46,7 @@ class PageReport:
     console_errors: list[str] = field(default_factory=list)
     broken: list[str] = field(default_factory=list)
     absolute: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -116,6 +121,15 @@ def _fetch_ok(url: str) -> bool:
         return False
 
 
+_LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
+
+
+def _is_citation(tag: str, parsed: urllib.parse.ParseResult) -> bool:
+    """An ``<a>`` link to a public http(s) page: a source the text cites, not part of the site."""
+    return (tag == "A" and parsed.scheme in ("http", "https") and bool(parsed.hostname)
+            and parsed.hostname not in _LOOPBACK and not parsed.hostname.startswith("127."))
+
+
 def check_page(drv, url: str) -> PageReport:
     """Load one page and report what a reader would trip over."""
     drv.get(url)
@@ -125,8 +139,11 @@ def check_page(drv, url: str) -> PageReport:
         if not ref or ref.startswith(("data:", "mailto:", "javascript:")):
             continue
         parsed = urllib.parse.urlparse(ref)
-        if parsed.scheme or ref.startswith("//") or ref.startswith("/"):
-            rep.absolute.append(ref)
+        if parsed.scheme or ref.startswith("/"):
+            if _is_citation(tag, parsed):
+                rep.external.append(ref)
+            else:
+                rep.absolute.append(ref)
             continue
         if tag == "IMG" and not decoded:
             rep.broken.append(f"image did not load: {ref}")
