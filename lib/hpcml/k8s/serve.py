@@ -11,7 +11,7 @@ SageMaker requests is :func:`hpcml.serve.sagemaker.deploy`'s job.
 
 from __future__ import annotations
 
-from hpcml.aws.account import ACCOUNT_ID, ecr_image, role_arn, s3_uri
+from hpcml.aws.account import ecr_image, role_arn
 from hpcml.k8s.common import NAMESPACE, labels, meta, restricted_container, restricted_pod
 from hpcml.serve.spec import METRIC_INFLIGHT, SPEC_CONFIG_FIELDS, ServeSpec
 
@@ -19,11 +19,11 @@ APP = "hpcml-serve"
 PORT = 8080
 #: The fewest availability zones the serving replicas spread over (the HPA's minimum is 2).
 ZONES_MIN = 2
-#: The served model in the data bucket's ``models/`` prefix (the layout of
+#: The spec the checked-in manifests and the SageMaker requests are rendered from; its
+#: model sits in the data bucket's ``models/`` prefix (the layout of
 #: :data:`hpcml.aws.account.S3_PREFIXES`), which the SageMaker execution role may read.
-MODEL_S3_URI = s3_uri("models", "best", "model.tar.gz", account_id=ACCOUNT_ID, folder=False)
-#: The spec the checked-in manifests and the SageMaker requests are rendered from.
-PRODUCTION_SPEC = ServeSpec(model_s3_uri=MODEL_S3_URI)
+PRODUCTION_SPEC = ServeSpec()
+MODEL_S3_URI = PRODUCTION_SPEC.model_s3_uri
 
 CRD_REQUIRED = {
     ("autoscaling.k8s.io/v1", "VerticalPodAutoscaler"): ["spec.targetRef.name", "spec.updatePolicy.updateMode"],

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Sequence
 
-from hpcml.aws.account import ACCOUNT_ID, REGION
+from hpcml.aws.account import ACCOUNT_ID, REGION, s3_uri
 from hpcml.specbase import fail
 
 METRIC_REQUESTS = "hpcml_serve_requests_total"  # counter: requests by model and HTTP code
@@ -143,7 +143,7 @@ class ServeSpec:
     account_id: str = ACCOUNT_ID
     region: str = REGION
     sagemaker_instance_type: str = "ml.c6i.xlarge"
-    model_s3_uri: str = f"s3://hpcml-models-{ACCOUNT_ID}/best/model.tar.gz"
+    model_s3_uri: str = s3_uri("models", "best", "model.tar.gz", account_id=ACCOUNT_ID, folder=False)
     host: str = "inference.hpcml.example.com"
 
     def __post_init__(self) -> None:
