@@ -314,24 +314,13 @@ def test_gpu_check_catches(mutate, finding):
 
 
 # ---- termination grace vs checkpoint time ------------------------------------------------------------
-def measured_write_rate(tmp_path, mib=32):
-    """Bytes/s of writing and fsyncing a real file of ``mib`` MiB here (a projection's input)."""
-    data = os.urandom(mib * 2**20)
-    path = tmp_path / "ckpt.bin"
-    t0 = time.perf_counter()
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return len(data) / (time.perf_counter() - t0)
-
-
 def test_grace_period_exceeds_the_projected_checkpoint(tmp_path):
     """ResNet-50's weights + SGD momentum at the write rate measured here: a projection (this run
     trains a small CNN), which the grace period must exceed GRACE_FACTOR-fold plus GRACE_FIXED_S."""
+    from hpcml.review import measure_write_rate
     from hpcml.train.checkpoint import projected_checkpoint_s, resnet50_checkpoint_bytes
 
-    rate = measured_write_rate(tmp_path)
+    rate = measure_write_rate(tmp_path)  # a real 32 MiB file written and fsynced here
     proj = projected_checkpoint_s(rate)
     need = co.GRACE_FACTOR * proj + co.GRACE_FIXED_S
     print(f"projected ResNet-50 checkpoint: {resnet50_checkpoint_bytes() / 1e6:.0f} MB at {rate / 1e6:.0f} MB/s "
