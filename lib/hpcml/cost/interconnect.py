@@ -65,7 +65,8 @@ ALPHA_EFA_S = 15e-6
 ALPHA_TCP_S = 50e-6
 
 
-def _num(name: str, value: float, allow_zero: bool = False) -> float:
+def checked_number(name: str, value: float, allow_zero: bool = False) -> float:
+    """``value`` as a float; ValueError naming ``name`` unless finite and > 0 (>= 0 with ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
@@ -78,9 +79,9 @@ def allreduce_s(grad_bytes: float, n: int, bandwidth_bytes_per_s: float, alpha_s
     ``2(n-1)/n * grad_bytes / bandwidth + 2(n-1) * alpha``; 0 for one worker."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n (workers) must be an integer >= 1, got {n!r}")
-    b = _num("grad_bytes", grad_bytes, allow_zero=True)
-    bw = _num("bandwidth_bytes_per_s", bandwidth_bytes_per_s)
-    a = _num("alpha_s", alpha_s, allow_zero=True)
+    b = checked_number("grad_bytes", grad_bytes, allow_zero=True)
+    bw = checked_number("bandwidth_bytes_per_s", bandwidth_bytes_per_s)
+    a = checked_number("alpha_s", alpha_s, allow_zero=True)
     return 0.0 if n == 1 else 2 * (n - 1) / n * b / bw + 2 * (n - 1) * a
 
 
@@ -108,7 +109,7 @@ def step_time(compute_s: float, grad_bytes: float, n: int, bandwidth_bytes_per_s
         >>> round(step_time(0.1, 100e6, 8, 50e9), 4)  # 0.1 s + 2*7/8*100 MB / 50 GB/s
         0.1035
     """
-    c = _num("compute_s", compute_s)
+    c = checked_number("compute_s", compute_s)
     if not 0 <= backward_fraction <= 1:
         raise ValueError(f"backward_fraction must be in [0, 1], got {backward_fraction!r}")
     comm = allreduce_s(grad_bytes, n, bandwidth_bytes_per_s, alpha_s)
@@ -124,7 +125,7 @@ def efficiency(compute_s: float, grad_bytes: float, n: int, link: Link, overlap:
 
 def network_link(network_gbps: float, efa: bool) -> Link:
     """The link between instances: the instance's own network bandwidth, over EFA or TCP."""
-    gbps = _num("network_gbps", network_gbps)
+    gbps = checked_number("network_gbps", network_gbps)
     return Link("EFA" if efa else "TCP", gbps * 1e9 / 8, ALPHA_EFA_S if efa else ALPHA_TCP_S,
                 f"instance network {gbps:g} Gbit/s ({'EFA' if efa else 'TCP, no EFA'})")
 

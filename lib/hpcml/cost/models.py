@@ -33,12 +33,7 @@ GPU_RATIO_SOURCE = ("ResNet-50 v1.5 AMP training img/s per GPU, rounded from NVI
                     "not measured here")
 
 
-def _pos(name: str, value: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return float(value)
+_pos = interconnect.checked_number  # one validator for the cost maths
 
 
 @dataclass(frozen=True)
