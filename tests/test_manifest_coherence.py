@@ -70,6 +70,19 @@ def _over_limit_range_max(out):
     doc(out, "cluster/quota.yaml", "LimitRange")["spec"]["limits"][0]["max"]["memory"] = "64Gi"
 
 
+def _one_unscoped_quota(out):  # the namespace quota before serving had a scoped quota of its own
+    from hpcml.cluster.spec import default_cluster
+    from hpcml.k8s import cluster as kc
+
+    ns = next(n for n in default_cluster().namespaces if n.name == "hpcml")
+    out["cluster/quota.yaml"] = [*kc.resource_quotas(ns, serving=None),
+                                 doc(out, "cluster/quota.yaml", "LimitRange")]
+
+
+def _serving_quota_halved(out):
+    doc(out, "cluster/quota.yaml", "ResourceQuota", "hpcml-serving-quota")["spec"]["hard"]["requests.cpu"] = "24"
+
+
 def _request_above_limit(out):
     c = doc(out, "tune/postgresql.yaml", "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
     c["resources"]["requests"]["memory"] = "4Gi"
@@ -80,10 +93,55 @@ def _request_above_limit(out):
     (_hpa_to_80, "Deployment/hpcml-serve needs requests.cpu = 80"),
     (_over_limit_range_max, "above the LimitRange max 64Gi"),
     (_request_above_limit, "request memory"),
-], ids=["mpijob-80cpu-288gi", "hpa-max-80", "limitrange-max", "request-over-limit"])
+    (_one_unscoped_quota, "at once, requests.cpu = 90 (Deployment/hpcml-serve 20 + InferenceService/mnist 20 + "
+                          "StatefulSet/postgresql 1 + MPIJob/resnet50-train 49) but the hpcml quota hpcml-quota allows 64"),
+    (_serving_quota_halved, "at once, requests.cpu = 40 (Deployment/hpcml-serve 20 + InferenceService/mnist 20) "
+                            "but the hpcml quota hpcml-serving-quota allows 24"),
+], ids=["mpijob-80cpu-288gi", "hpa-max-80", "limitrange-max", "request-over-limit", "one-quota-serving-plus-gpu-job",
+        "serving-quota-too-small"])
 def test_quota_check_catches(mutate, finding):
     probs = co.quota_problems(broken(mutate))
     assert any(finding in p for p in probs), probs
+
+
+def test_serving_at_its_maximum_beside_the_gpu_job_fits_every_quota():
+    lr = doc(OUT, "cluster/quota.yaml", "LimitRange")
+    ws = [w for w in co.workloads(OUT) if w.namespace == "hpcml"]
+    quotas = [d for d in OUT["cluster/quota.yaml"] if d["kind"] == "ResourceQuota"]
+    for q in quotas:
+        for key, (used, who) in co.concurrent_usage(ws, q, lr).items():
+            assert used <= co.quantity(q["spec"]["hard"][key]), (q["metadata"]["name"], key, used, who)
+    serve = next(w for w in ws if w.ref == "Deployment/hpcml-serve")
+    gpu = next(w for w in ws if w.ref == f"MPIJob/{kt.PRODUCTION_SPEC.name}")
+    counted = {q["metadata"]["name"]: (co.quota_usage(serve, q, lr).get("requests.cpu", 0),
+                                       co.quota_usage(gpu, q, lr).get("requests.cpu", 0)) for q in quotas}
+    # the serving pods are counted by the serving quota only, the training pods by the batch quota only
+    assert counted["hpcml-serving-quota"][1] == 0 and counted["hpcml-quota"][0] == 0
+    assert counted["hpcml-serving-quota"][0] == 20 and counted["hpcml-quota"][1] > 0
+
+
+@pytest.mark.parametrize("scope,pc,expected", [
+    ({"scopeName": "PriorityClass", "operator": "In", "values": ["hpcml-serving"]}, "hpcml-serving", True),
+    ({"scopeName": "PriorityClass", "operator": "In", "values": ["hpcml-serving"]}, "hpcml-training", False),
+    ({"scopeName": "PriorityClass", "operator": "NotIn", "values": ["hpcml-serving"]}, "", True),
+    ({"scopeName": "PriorityClass", "operator": "NotIn", "values": ["hpcml-serving"]}, "hpcml-serving", False),
+    ({"scopeName": "PriorityClass", "operator": "Exists"}, "", False),
+    ({"scopeName": "PriorityClass", "operator": "DoesNotExist"}, "", True),
+    (None, "anything", True),
+])
+def test_quota_scope_matches_as_admission_does(scope, pc, expected):
+    quota = {"metadata": {"name": "q"}, "spec": {"hard": {}}}
+    if scope:
+        quota["spec"]["scopeSelector"] = {"matchExpressions": [scope]}
+    pod = {"priorityClassName": pc, "containers": [{"name": "c"}]} if pc else {"containers": [{"name": "c"}]}
+    assert co.scope_matches(quota, pod) is expected
+
+
+def test_quota_scope_not_modelled_is_an_error():
+    quota = {"metadata": {"name": "q"}, "spec": {"hard": {}, "scopeSelector": {"matchExpressions": [
+        {"scopeName": "CrossNamespacePodAffinity", "operator": "Exists"}]}}}
+    with pytest.raises(ValueError, match="CrossNamespacePodAffinity"):
+        co.scope_matches(quota, {"containers": []})
 
 
 def test_spark_pods_count_their_memory_overhead():

@@ -14,8 +14,9 @@ import json
 
 from hpcml.aws.account import role_arn
 from hpcml.cluster.slurm.conf import NodeSpec, batch_script, render_slurm_conf
-from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT, INSTANCE_TYPES, ClusterSpec, NamespaceSpec, default_cluster
-from hpcml.k8s.common import NAMESPACE, PART_OF, SECCOMP, labels, meta
+from hpcml.cluster.spec import (GPU_LABEL, GPU_TAINT, INSTANCE_TYPES, ClusterSpec, NamespaceSpec, QuotaSpec,
+                                default_cluster)
+from hpcml.k8s.common import NAMESPACE, PART_OF, SECCOMP, SERVING_PRIORITY_CLASS, labels, meta
 
 MON_NS = "monitoring"
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
@@ -49,16 +50,42 @@ def namespace(ns: NamespaceSpec) -> dict:
             "metadata": {"name": ns.name, "labels": {**ns.labels, **psa}}}
 
 
-def resource_quota(ns: NamespaceSpec) -> dict | None:
+#: The serving budget: a quota of its own, scoped to the serving PriorityClass, so the HPA's
+#: scale-out never eats the batch quota a training job was sized against (and the reverse).
+#: Sized for both serving forms rendered in manifests/serve at their maximum, the Deployment
+#: and the KServe InferenceService (20 replicas x 1 CPU / 1 GiB each, limits 2 CPU / 2 GiB),
+#: plus 20 % for a rolling update's surge pods; no GPUs.
+SERVING_QUOTA = QuotaSpec(requests_cpu="48", requests_memory="48Gi", limits_cpu="96", limits_memory="96Gi",
+                          gpus=0, pods=48, jobs=None)
+
+
+def _quota(name: str, namespace: str, hard: dict, scope: dict | None = None) -> dict:
+    spec: dict = {"hard": {k: str(v) for k, v in hard.items() if v is not None}}
+    if scope:
+        spec["scopeSelector"] = {"matchExpressions": [scope]}
+    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta(name, namespace, labels(name)), "spec": spec}
+
+
+def _compute(q: QuotaSpec) -> dict:
+    return {"requests.cpu": q.requests_cpu, "requests.memory": q.requests_memory, "limits.cpu": q.limits_cpu,
+            "limits.memory": q.limits_memory, "requests.nvidia.com/gpu": q.gpus, "pods": q.pods}
+
+
+def resource_quotas(ns: NamespaceSpec, serving: QuotaSpec | None = SERVING_QUOTA) -> list[dict]:
+    """The namespace's quotas. With a ``serving`` quota, compute is split by PriorityClass: the
+    namespace's :class:`~hpcml.cluster.spec.QuotaSpec` caps every pod that is not serving (pods
+    without a PriorityClass included: ``NotIn`` matches them), ``serving`` caps the serving pods,
+    and the object counts (Jobs), which a PriorityClass scope cannot count, sit in an unscoped quota.
+    Without ``serving`` one unscoped quota caps everything."""
     q = ns.quota
     if q is None:
-        return None
-    hard = {"requests.cpu": q.requests_cpu, "requests.memory": q.requests_memory, "limits.cpu": q.limits_cpu,
-            "limits.memory": q.limits_memory, "requests.nvidia.com/gpu": q.gpus, "pods": q.pods,
-            "count/jobs.batch": q.jobs}
-    name = f"{ns.name}-quota"
-    return {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta(name, ns.name, labels(name)),
-            "spec": {"hard": {k: str(v) for k, v in hard.items() if v is not None}}}
+        return []
+    if serving is None:
+        return [_quota(f"{ns.name}-quota", ns.name, {**_compute(q), "count/jobs.batch": q.jobs})]
+    scope = {"scopeName": "PriorityClass", "values": [SERVING_PRIORITY_CLASS]}
+    return [_quota(f"{ns.name}-quota", ns.name, _compute(q), {**scope, "operator": "NotIn"}),
+            _quota(f"{ns.name}-serving-quota", ns.name, _compute(serving), {**scope, "operator": "In"}),
+            _quota(f"{ns.name}-objects-quota", ns.name, {"count/jobs.batch": q.jobs})]
 
 
 def limit_range(ns: NamespaceSpec) -> dict | None:
@@ -183,7 +210,7 @@ def priority_classes() -> list[dict]:
     """Serving outranks training: a full GPU pool preempts training pods, never the endpoint."""
     return [
         {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
-         "metadata": meta("hpcml-serving", labels=labels("hpcml-serving")),
+         "metadata": meta(SERVING_PRIORITY_CLASS, labels=labels(SERVING_PRIORITY_CLASS)),
          "value": 100000, "globalDefault": False, "preemptionPolicy": "PreemptLowerPriority",
          "description": "Online inference: may preempt training; keeps latency SLOs under contention."},
         {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
@@ -351,7 +378,7 @@ def render(spec: ClusterSpec | None = None) -> dict[str, object]:
     wl = next(n for n in spec.namespaces if n.name == NAMESPACE)
     out: dict[str, object] = {
         "cluster/namespaces.yaml": [namespace(n) for n in spec.namespaces],
-        "cluster/quota.yaml": [d for d in (resource_quota(wl), limit_range(wl)) if d],
+        "cluster/quota.yaml": [*resource_quotas(wl), *[d for d in (limit_range(wl),) if d]],
         "cluster/rbac.yaml": [*service_accounts(spec), *data_scientist_role(), *spark_driver_role()],
         "cluster/network-policies.yaml": network_policies(),
         "cluster/priority-classes.yaml": priority_classes(),

@@ -6,8 +6,10 @@ problems it finds, one sentence each; an empty list means the invariant holds:
 
 * :func:`quota_problems` — every workload's total requests (all replicas and containers: an
   MPIJob's launcher and workers, a Job's parallelism, a Deployment at its HPA maximum, Spark's
-  driver and executors with their memory overhead) fit the namespace's ResourceQuota, and every
-  container passes its LimitRange (max, request <= limit after defaults);
+  driver and executors with their memory overhead) fit each ResourceQuota whose scope (e.g. a
+  PriorityClass ``scopeSelector``) counts its pods, so do the workloads that run at once (every
+  resident one plus the largest batch job: serving at its HPA maximum beside the GPU training
+  job), and every container passes its LimitRange (max, request <= limit after defaults);
 * :func:`network_problems` — every row of the flow table (:mod:`hpcml.k8s.flows`) gets the
   verdict the design states from an evaluator of the NetworkPolicies (:func:`flow_allowed`:
   podSelector, namespaceSelector, ipBlock with except, ports with endPort, policyTypes,
@@ -210,13 +212,72 @@ def _fmt(key: str, v: float) -> str:
     return f"{v:g}"
 
 
+#: Workloads that run all the time (they are all up at once, at their maximum); the others are
+#: batch work, of which the pipeline runs one stage at a time (preprocess, train, tune) beside them.
+RESIDENT_KINDS = ("Deployment", "StatefulSet", "ReplicaSet", "InferenceService")
+
+
+def scope_matches(quota: dict, pod: dict) -> bool:
+    """Whether a ResourceQuota counts ``pod``: every ``scopeSelector`` expression must match.
+    ``PriorityClass`` is evaluated as the quota admission does (``NotIn`` and ``DoesNotExist`` match
+    a pod without a PriorityClass); ``BestEffort``/``NotBestEffort`` from the pod's resources; any other
+    scope raises (this checker cannot decide it)."""
+    pc = pod.get("priorityClassName", "")
+    spec = quota.get("spec", {})
+    exprs = list(spec.get("scopeSelector", {}).get("matchExpressions", []))
+    exprs += [{"scopeName": s, "operator": "Exists"} for s in spec.get("scopes", [])]
+    for e in exprs:
+        name, op, vals = e["scopeName"], e.get("operator", "In"), e.get("values", [])
+        if name == "PriorityClass":
+            ok = {"In": pc in vals, "NotIn": pc not in vals, "Exists": bool(pc), "DoesNotExist": not pc}[op]
+        elif name in ("BestEffort", "NotBestEffort"):
+            best = not any(c.get("resources", {}).get(k) for c in pod.get("containers", []) for k in ("requests", "limits"))
+            ok = best if name == "BestEffort" else not best
+        else:
+            raise ValueError(f"ResourceQuota {quota['metadata']['name']}: scope {name} is not modelled by this check")
+        if not ok:
+            return False
+    return True
+
+
+def quota_usage(w: Workload, quota: dict, limit_range: dict | None = None) -> dict[str, float]:
+    """What ``w`` uses of ``quota``: :func:`workload_totals` over only the pods the quota's scope counts."""
+    return workload_totals(Workload(w.kind, w.name, w.namespace, [(n, p) for n, p in w.pods if scope_matches(quota, p)]),
+                           limit_range)
+
+
+def concurrent_usage(ws: list[Workload], quota: dict, limit_range: dict | None = None) -> dict[str, tuple[float, str]]:
+    """Per quota key, the most the namespace's workloads use of ``quota`` at one time, and who:
+    every resident workload (:data:`RESIDENT_KINDS`, at its HPA maximum) plus the batch workload
+    that uses the most of that key."""
+    resident = [w for w in ws if w.kind in RESIDENT_KINDS]
+    batch = [w for w in ws if w.kind not in RESIDENT_KINDS]
+    out: dict[str, tuple[float, str]] = {}
+    res_use = [(w, quota_usage(w, quota, limit_range)) for w in resident]
+    batch_use = [(w, quota_usage(w, quota, limit_range)) for w in batch]
+    for key in quota["spec"]["hard"]:
+        if key.startswith("count/"):
+            continue
+        used = [(w.ref, u.get(key, 0.0)) for w, u in res_use if u.get(key, 0.0)]
+        top = max(((w.ref, u.get(key, 0.0)) for w, u in batch_use), key=lambda t: t[1], default=None)
+        if top and top[1]:
+            used.append(top)
+        out[key] = (sum(v for _, v in used), " + ".join(f"{ref} {_fmt(key, v)}" for ref, v in used))
+    return out
+
+
 def quota_problems(out: dict[str, Any]) -> list[str]:
-    """Workloads whose total requests exceed their namespace's ResourceQuota, and containers the
-    LimitRange would reject (over ``max``, or a request above its limit after defaults)."""
-    quotas = {q["metadata"]["namespace"]: q for q in _of_kind(out, "ResourceQuota")}
+    """Quotas that the workloads running at once exceed (:func:`concurrent_usage`: the resident
+    ones at their maximum plus the largest batch workload, each counted by the quotas whose scope
+    selects its pods), workloads that alone exceed a quota, and containers the LimitRange would
+    reject (over ``max``, or a request above its limit after defaults)."""
+    quotas: dict[str, list[dict]] = {}
+    for q in _of_kind(out, "ResourceQuota"):
+        quotas.setdefault(q["metadata"]["namespace"], []).append(q)
     limits = {lr["metadata"]["namespace"]: lr for lr in _of_kind(out, "LimitRange")}
     probs = []
-    for w in workloads(out):
+    wls = workloads(out)
+    for w in wls:
         lr = limits.get(w.namespace)
         for n, pod in w.pods:
             for c in pod.get("containers", []) + pod.get("initContainers", []):
@@ -228,21 +289,29 @@ def quota_problems(out: dict[str, Any]) -> list[str]:
                     for k, v in item.get("max", {}).items():
                         if res["limits"].get(k, 0.0) > quantity(v) or res["requests"].get(k, 0.0) > quantity(v):
                             probs.append(f"{w.ref} container {c.get('name')}: {k} above the LimitRange max {v}")
-        q = quotas.get(w.namespace)
-        if q is None:
-            continue
-        tot = workload_totals(w, lr)
-        for key, hard in q["spec"]["hard"].items():
-            if key.startswith("count/"):
-                continue
-            if key in ("limits.cpu", "limits.memory") and any(
-                    key.split(".", 1)[1] not in _container_resources(c, lr)["limits"]
-                    for _, pod in w.pods for c in pod.get("containers", [])):
-                probs.append(f"{w.ref}: a container sets no {key} and no LimitRange default gives one "
-                             f"(the quota on {key} rejects the pod)")
-            used = tot.get(key, 0.0)
-            if used > quantity(hard):
-                probs.append(f"{w.ref} needs {key} = {_fmt(key, used)} but the {w.namespace} quota allows {hard}")
+        for q in quotas.get(w.namespace, []):
+            counted = [p for _, p in w.pods if scope_matches(q, p)]
+            tot = quota_usage(w, q, lr)
+            for key, hard in q["spec"]["hard"].items():
+                if key.startswith("count/"):
+                    continue
+                if key in ("limits.cpu", "limits.memory") and any(
+                        key.split(".", 1)[1] not in _container_resources(c, lr)["limits"]
+                        for pod in counted for c in pod.get("containers", [])):
+                    probs.append(f"{w.ref}: a container sets no {key} and no LimitRange default gives one "
+                                 f"(the quota {q['metadata']['name']} on {key} rejects the pod)")
+                used = tot.get(key, 0.0)
+                if used > quantity(hard):
+                    probs.append(f"{w.ref} needs {key} = {_fmt(key, used)} but the {w.namespace} quota "
+                                 f"{q['metadata']['name']} allows {hard}")
+    for ns, qs in quotas.items():
+        mine = [w for w in wls if w.namespace == ns]
+        for q in qs:
+            for key, (used, who) in concurrent_usage(mine, q, limits.get(ns)).items():
+                hard = q["spec"]["hard"][key]
+                if used > quantity(hard):
+                    probs.append(f"at once, {key} = {_fmt(key, used)} ({who}) but the {ns} quota "
+                                 f"{q['metadata']['name']} allows {hard}")
     return probs
 
 

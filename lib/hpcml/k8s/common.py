@@ -14,6 +14,8 @@ PART_OF = {"app.kubernetes.io/part-of": "hpcml"}
 #: The uid/gid the project's images run as (a non-root user baked into each Dockerfile).
 APP_UID = 1000
 SECCOMP = {"type": "RuntimeDefault"}
+#: The PriorityClass of online inference (it may preempt training, and has a quota of its own).
+SERVING_PRIORITY_CLASS = "hpcml-serving"
 
 
 def labels(name: str, stage: str | None = None, component: str | None = None) -> dict[str, str]:

@@ -12,7 +12,7 @@ SageMaker requests is :func:`hpcml.serve.sagemaker.deploy`'s job.
 from __future__ import annotations
 
 from hpcml.aws.account import ecr_image, role_arn
-from hpcml.k8s.common import NAMESPACE, labels, meta, restricted_container, restricted_pod
+from hpcml.k8s.common import NAMESPACE, SERVING_PRIORITY_CLASS, labels, meta, restricted_container, restricted_pod
 from hpcml.serve.spec import METRIC_INFLIGHT, SPEC_CONFIG_FIELDS, ServeSpec
 
 APP = "hpcml-serve"
@@ -78,7 +78,7 @@ def deployment(spec: ServeSpec) -> dict:
                 "metadata": {"labels": _labels(), "annotations": {
                     "prometheus.io/scrape": "true", "prometheus.io/port": str(PORT), "prometheus.io/path": "/metrics"}},
                 "spec": {
-                    "serviceAccountName": "inference", "priorityClassName": "hpcml-serving",
+                    "serviceAccountName": "inference", "priorityClassName": SERVING_PRIORITY_CLASS,
                     "terminationGracePeriodSeconds": 30, "automountServiceAccountToken": False,
                     "securityContext": restricted_pod(),
                     "containers": [container(spec)],
@@ -164,7 +164,7 @@ def inference_service(spec: ServeSpec) -> dict:
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": _meta(spec.model_name, annotations={
                 "serving.kserve.io/deploymentMode": "RawDeployment", "serving.kserve.io/autoscalerClass": "hpa"}),
-            "spec": {"predictor": {"serviceAccountName": "inference", "priorityClassName": "hpcml-serving",
+            "spec": {"predictor": {"serviceAccountName": "inference", "priorityClassName": SERVING_PRIORITY_CLASS,
                                    "minReplicas": spec.min_replicas, "maxReplicas": spec.max_replicas,
                                    "scaleMetric": "cpu", "scaleTarget": spec.target_cpu_utilisation,
                                    "containers": [c],
