@@ -67,6 +67,26 @@ def test_sagemaker_requests_validate_and_stay_local_without_credentials(monkeypa
     assert not any(r["sent"] for r in results)
 
 
+@pytest.mark.parametrize("kw,expected", [
+    ({}, 22),  # the default: 70 % of the 32 requests a pod holds at p99 <= 50 ms
+    (dict(concurrency_at_slo=8), 5),
+    (dict(concurrency_at_slo=1), 1),
+    (dict(concurrency_at_slo=40, target_cpu_utilisation=50), 20),
+    (dict(target_inflight=12), 12),
+])
+def test_hpa_inflight_target_derives_from_the_concurrency_at_the_objective(kw, expected):
+    spec = ServeSpec(**kw)
+    assert spec.target_inflight == expected <= spec.concurrency_at_slo
+    pods = next(m for m in serve.hpa(spec)["spec"]["metrics"] if m["type"] == "Pods")["pods"]
+    assert pods["target"]["averageValue"] == str(expected)
+
+
+def test_rendered_hpa_target_is_below_the_pods_capacity_at_the_objective():
+    spec = ServeSpec()
+    pods = next(m for m in doc("serve/hpa.yaml")["spec"]["metrics"] if m["type"] == "Pods")["pods"]
+    assert int(pods["target"]["averageValue"]) == spec.target_inflight < spec.concurrency_at_slo
+
+
 @pytest.mark.parametrize("kw,msg", [
     (dict(min_replicas=5, max_replicas=2), "min_replicas"),
     (dict(image="ghcr.io/example/hpcml-serve:latest"), "pinned"),
@@ -76,8 +96,11 @@ def test_sagemaker_requests_validate_and_stay_local_without_credentials(monkeypa
     (dict(max_wait_ms=5000), "ServeConfig.max_wait_ms"),
     (dict(max_batch_size=0), "ServeConfig.max_batch_size"),
     (dict(model_name="a/b"), "ServeConfig.model_name"),
+    (dict(target_inflight=33), r"target_inflight: expected an integer in 1..concurrency_at_slo \(32\)"),
+    (dict(target_inflight=0), "target_inflight"),
+    (dict(concurrency_at_slo=0), "concurrency_at_slo"),
 ], ids=["min-over-max", "latest-image", "bad-account", "zero-cpu-target", "not-s3", "wait-over-1s", "zero-batch",
-        "slash-in-name"])
+        "slash-in-name", "inflight-above-slo-concurrency", "zero-inflight", "zero-slo-concurrency"])
 def test_spec_rejects(kw, msg):
     with pytest.raises(ValueError, match=msg):
         ServeSpec(**kw)

@@ -129,6 +129,8 @@ def hpa(spec: ServeSpec) -> dict:
             "metrics": [
                 {"type": "Resource", "resource": {"name": "cpu", "target": {
                     "type": "Utilization", "averageUtilization": spec.target_cpu_utilisation}}},
+                # in-flight target: target_cpu_utilisation of the pod's concurrency at the latency
+                # objective (ServeSpec.concurrency_at_slo), so it is reached below that capacity
                 {"type": "Pods", "pods": {"metric": {"name": METRIC_INFLIGHT},
                                           "target": {"type": "AverageValue", "averageValue": str(spec.target_inflight)}}},
             ],

@@ -117,8 +117,20 @@ class ServeSpec:
         workers: server worker processes per pod.
         cpu_request / cpu_limit / memory_request / memory_limit: container resources.
         min_replicas / max_replicas: HPA bounds.
-        target_cpu_utilisation: HPA CPU target (percent of the request).
-        target_inflight: HPA Pods-metric target, average in-flight requests per pod.
+        target_cpu_utilisation: HPA CPU target (percent of the request); also the share of a pod's
+            capacity the in-flight target aims at (the same headroom, see ``target_inflight``).
+        concurrency_at_slo: requests in flight on one pod at its capacity at the latency objective
+            (p99 <= :data:`hpcml.serve.capacity.SLO_P99_MS`): the highest closed-loop client count
+            (clients = requests in flight) at which 04's capacity search met the objective, its metric
+            ``max_rps_at_p99_50ms_concurrency``. 32 on the reference run of 2026-12-04 (a pod of 2
+            workers met p99 <= 50 ms at 32 clients and missed it at 64); re-measure on other hardware.
+        target_inflight: HPA Pods-metric target, average in-flight requests per pod. Derived when not
+            given: ``floor(concurrency_at_slo x target_cpu_utilisation / 100)``. By Little's law a pod
+            serving ``u`` of its capacity holds ``u x rate x latency`` requests, and its latency at
+            lower load is at most that at capacity, so this target is reached between ``u`` and all
+            of the capacity (04 measures where: ``hpa_target_inflight_utilisation``), never beyond the
+            capacity at the objective. A given value must be in 1..``concurrency_at_slo``: a larger one
+            would scale out only after p99 has broken the objective.
         max_batch_size / max_wait_ms: dynamic batching.
         account_id: AWS account for IRSA and SageMaker ARNs (111122223333 is a documented placeholder).
         region: AWS region.
@@ -137,7 +149,8 @@ class ServeSpec:
     min_replicas: int = 2
     max_replicas: int = 20
     target_cpu_utilisation: int = 70
-    target_inflight: int = 8
+    concurrency_at_slo: int = 32
+    target_inflight: int | None = None
     max_batch_size: int = 32
     max_wait_ms: float = 0.0  # 0 = adaptive: run as soon as the model is free (measured best in 04)
     account_id: str = ACCOUNT_ID
@@ -152,9 +165,16 @@ class ServeSpec:
                        (self.min_replicas, self.max_replicas))
         if not 1 <= self.target_cpu_utilisation <= 100:
             raise fail(self, "target_cpu_utilisation", "a percent in 1..100", self.target_cpu_utilisation)
-        for name in ("target_inflight", "workers"):
-            if getattr(self, name) < 1:
-                raise fail(self, name, "an integer >= 1", getattr(self, name))
+        for name in ("concurrency_at_slo", "workers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise fail(self, name, "an integer >= 1", v)
+        if self.target_inflight is None:
+            object.__setattr__(self, "target_inflight", self.derived_target_inflight())
+        t = self.target_inflight
+        if isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= self.concurrency_at_slo:
+            raise fail(self, "target_inflight", f"an integer in 1..concurrency_at_slo ({self.concurrency_at_slo}): "
+                       "above it the HPA scales out only after p99 has passed the objective", t)
         if not (self.account_id.isdigit() and len(self.account_id) == 12):
             raise fail(self, "account_id", "12 digits", self.account_id)
         if ":latest" in self.image or ":" not in self.image.rsplit("/", 1)[-1]:
@@ -162,6 +182,10 @@ class ServeSpec:
         if not self.model_s3_uri.startswith("s3://"):
             raise fail(self, "model_s3_uri", "a URI starting with s3://", self.model_s3_uri)
         self.server_config()  # the server's own validation of the batching fields
+
+    def derived_target_inflight(self) -> int:
+        """``floor(concurrency_at_slo x target_cpu_utilisation / 100)``, at least 1 (see the class docstring)."""
+        return max(1, self.concurrency_at_slo * self.target_cpu_utilisation // 100)
 
     def server_config(self) -> ServeConfig:
         """The :class:`ServeConfig` of the server in the serving container (validated)."""
