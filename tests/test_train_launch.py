@@ -171,6 +171,35 @@ def test_batch_requests_validate_and_match_the_layout():
     assert TrainSpec.from_json(next(e["value"] for e in cont["environment"] if e["name"] == "HPCML_SPEC_JSON"))
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize("spec,image", [
+    (PROD, layout.ECR_CUDA_IMAGE),  # 8 T4s: the CUDA image (NCCL), never the Gloo-only CPU one
+    (dataclasses.replace(PROD, world_size=4, gpus_per_worker=2, instance_type="p3.8xlarge"), layout.ECR_CUDA_IMAGE),
+    (CPU, layout.ECR_IMAGE),
+], ids=["prod-gpu", "p3-2gpu-workers", "cpu-ci-spec"])
+def test_batch_job_definition_runs_the_image_of_its_hardware(spec, image):
+    cont = layout.batch_requests(spec)["register_job_definition"]["nodeProperties"]["nodeRangeProperties"][0]["container"]
+    assert cont["image"] == image == layout.ecr_image_for(spec)
+    assert image.rsplit("/", 1)[1] == (f"{layout.TRAIN_CUDA_REPO}:{layout.TRAIN_TAG}" if spec.gpus_per_worker
+                                       else f"{layout.TRAIN_REPO}:{layout.TRAIN_TAG}")
+
+
+@pytest.mark.unit
+def test_batch_gpu_job_with_the_cpu_image_is_refused():
+    with pytest.raises(ValueError, match="batch_requests.image: a spec with gpus_per_worker=1 needs the CUDA"):
+        layout.batch_requests(PROD, image=layout.ECR_IMAGE)
+
+
+@pytest.mark.unit
+def test_checked_in_batch_definition_runs_the_cuda_image_the_dockerfile_builds():
+    defn = json.loads((paths.manifests_dir() / "train/batch-register-job-definition.json").read_text())
+    image = defn["nodeProperties"]["nodeRangeProperties"][0]["container"]["image"]
+    assert image == layout.ECR_CUDA_IMAGE
+    dockerfile = (paths.repo_root() / "docker/Dockerfile.train-cuda").read_text()
+    assert f"-t ghcr.io/example/{layout.TRAIN_CUDA_REPO}:{layout.TRAIN_TAG}" in dockerfile
+    assert kt.CUDA_IMAGE == f"ghcr.io/example/{layout.TRAIN_CUDA_REPO}:{layout.TRAIN_TAG}"
+
+
 def _drop(path):
     def f(req):
         cur = req

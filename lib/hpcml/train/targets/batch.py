@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from hpcml.aws import send as aws_send
 from hpcml.train.spec import TrainSpec
-from hpcml.train.targets.layout import BATCH_QUEUE, BATCH_ROLE, ECR_IMAGE, EFS_ID, batch_requests
+from hpcml.train.targets.layout import BATCH_QUEUE, BATCH_ROLE, EFS_ID, batch_requests
 from hpcml.train.targets.result import LaunchResult
 
 
@@ -18,13 +18,13 @@ class BatchOptions:
     Attributes:
         queue: the Batch job queue.
         role: the job role ARN.
-        image: the training image.
+        image: the training image (``None``: the ECR CUDA image for a GPU spec, the CPU one otherwise).
         efs_id: the EFS file system mounted as the shared volume.
     """
 
     queue: str = BATCH_QUEUE
     role: str = BATCH_ROLE
-    image: str = ECR_IMAGE
+    image: str | None = None
     efs_id: str = EFS_ID
 
 

@@ -31,8 +31,13 @@ from hpcml.train.spec import TrainSpec
 SSH_PORT = 2222
 #: The module every rank runs: ``python -m hpcml.train.worker --spec spec.json``.
 WORKER_MODULE = "hpcml.train.worker"
-#: The ECR copy of the training image, in the placeholder account.
-ECR_IMAGE = account.ecr_image("hpcml-train")
+#: The training images' repositories and tag, named once: docker/Dockerfile.train (CPU, Gloo)
+#: and docker/Dockerfile.train-cuda (CUDA, cuDNN, NCCL, EFA). A spec whose workers have GPUs
+#: runs the CUDA image on every target (:func:`ecr_image_for`, :mod:`hpcml.k8s.train`).
+TRAIN_REPO, TRAIN_CUDA_REPO, TRAIN_TAG = "hpcml-train", "hpcml-train-cuda", "0.1.0"
+#: The ECR copies of the training images, in the placeholder account.
+ECR_IMAGE = account.ecr_image(TRAIN_REPO, TRAIN_TAG)
+ECR_CUDA_IMAGE = account.ecr_image(TRAIN_CUDA_REPO, TRAIN_TAG)
 #: The port the rank-0 exporter serves on in a container when the spec sets none.
 CONTAINER_METRICS_PORT = 9100
 
@@ -172,7 +177,21 @@ fi
 """
 
 
-def batch_requests(spec: TrainSpec, queue: str = BATCH_QUEUE, role: str = BATCH_ROLE, image: str = ECR_IMAGE,
+def ecr_image_for(spec: TrainSpec) -> str:
+    """The ECR training image ``spec`` runs: :data:`ECR_CUDA_IMAGE` when its workers have GPUs
+    (the CPU image's Horovod has Gloo only, no CUDA or NCCL), else :data:`ECR_IMAGE`."""
+    return ECR_CUDA_IMAGE if spec.gpus_per_worker > 0 else ECR_IMAGE
+
+
+def check_image_for(spec: TrainSpec, image: str, field: str = "image") -> str:
+    """``image``, unless ``spec`` has GPUs and ``image`` is the project's CPU training image."""
+    if spec.gpus_per_worker > 0 and image.split("@")[0].rsplit(":", 1)[0].rsplit("/", 1)[-1] == TRAIN_REPO:
+        raise ValueError(f"{field}: a spec with gpus_per_worker={spec.gpus_per_worker} needs the CUDA training "
+                         f"image ({ECR_CUDA_IMAGE}), got the CPU one {image!r}")
+    return image
+
+
+def batch_requests(spec: TrainSpec, queue: str = BATCH_QUEUE, role: str = BATCH_ROLE, image: str | None = None,
                    efs_id: str = EFS_ID) -> dict[str, dict]:
     """``register_job_definition`` (multinode) and ``submit_job`` requests for AWS Batch.
 
@@ -180,13 +199,15 @@ def batch_requests(spec: TrainSpec, queue: str = BATCH_QUEUE, role: str = BATCH_
         spec: the job.
         queue: the Batch job queue.
         role: the job role ARN.
-        image: the training image.
+        image: the training image (default :func:`ecr_image_for`: the CUDA image for a GPU spec);
+            the CPU image with a GPU spec is an error.
         efs_id: the EFS file system mounted as the shared volume.
 
     Returns:
         ``{"register_job_definition": …, "submit_job": …}``, both validated offline against
         botocore's batch model.
     """
+    image = check_image_for(spec, image or ecr_image_for(spec), "batch_requests.image")
     lay = node_layout(spec)
     cspec = container_spec(spec)
     run = " ".join(horovodrun_argv(spec, "/tmp/spec.json", hostfile="/tmp/hostfile", ssh_port=SSH_PORT))
