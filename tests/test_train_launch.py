@@ -294,9 +294,38 @@ def test_sagemaker_request_built_by_the_sdk_validates(monkeypatch):
     assert json.loads(staged["distributed.json"])["process_count_per_node"] == lay.slots
     assert json.loads(staged["sourcecode.json"])["entry_script"] == "hpcml_entry.py"
     assert req["EnableManagedSpotTraining"] and req["CheckpointConfig"]["LocalPath"] == sagemaker.SM_CHECKPOINTS
+    assert req["OutputDataConfig"]["S3OutputPath"] == sagemaker.output_s3_uri(PROD)
+    assert req["AlgorithmSpecification"]["TrainingImage"] == layout.ECR_CUDA_IMAGE
     broken = {k: v for k, v in req.items() if k != "RoleArn"}
     with pytest.raises(AWSRequestError, match="RoleArn"):
         validate_request("sagemaker", "create_training_job", broken)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("spec", [PROD, CPU], ids=["prod", "cpu-ci-spec"])
+def test_sagemaker_model_output_is_where_the_execution_role_may_write(spec):
+    """The output path is the data bucket's models/<job>/, a prefix the rendered policy of the
+    SageMaker role grants s3:PutObject on, and a use the S3 coherence check declares."""
+    from hpcml.aws import account
+    from hpcml.k8s import coherence as co
+
+    uri = sagemaker.output_s3_uri(spec)
+    assert uri == f"s3://{account.data_bucket()}/models/{spec.name}/"
+    policy = json.loads((paths.manifests_dir() / "iam/hpcml-sagemaker.json").read_text())
+    key = uri.removeprefix("s3://") + "job/output/model.tar.gz"
+    assert any(co._covers(g, key) for g in co._grants(policy, "s3:PutObject")), (uri, co._grants(policy, "s3:PutObject"))
+    if spec is PROD:
+        assert ("sagemaker", "write", f"models/{spec.name}/") in [u[:3] for u in co.DECLARED_USES]
+
+
+@pytest.mark.unit
+def test_sagemaker_default_bucket_of_the_sdk_is_not_granted():
+    """What the SDK writes to without an output path (its session's bucket) the role may not write."""
+    from hpcml.k8s import coherence as co
+
+    policy = json.loads((paths.manifests_dir() / "iam/hpcml-sagemaker.json").read_text())
+    key = f"{sagemaker.SAGEMAKER_BUCKET}/{PROD.name}/output/model.tar.gz"
+    assert not any(co._covers(g, key) for g in co._grants(policy, "s3:PutObject"))
 
 
 def _missing_for_slurm_run() -> str | None:

@@ -22,7 +22,7 @@ from hpcml.aws import account
 from hpcml.aws import requests as aws_requests
 from hpcml.aws import send as aws_send
 from hpcml.train.spec import TrainSpec
-from hpcml.train.targets.layout import ECR_IMAGE, container_spec, node_layout
+from hpcml.train.targets.layout import check_image_for, container_spec, ecr_image_for, node_layout
 from hpcml.train.targets.result import LaunchResult
 
 SAGEMAKER_ROLE = account.role_arn("hpcml-sagemaker")
@@ -50,20 +50,29 @@ class SageMakerOptions:
     """Options of the ``sagemaker`` target.
 
     Attributes:
-        bucket: the data bucket of the dataset channel (``processed/``) and the checkpoints
-            (``checkpoints/<job>/``), the layout of :data:`hpcml.aws.account.S3_PREFIXES`; the
-            SDK stages its code in the session's own bucket.
+        bucket: the data bucket of the dataset channel (``processed/``), the checkpoints
+            (``checkpoints/<job>/``) and the model output (``models/<job>/``, :func:`output_s3_uri`),
+            the layout of :data:`hpcml.aws.account.S3_PREFIXES` that the execution role's policy
+            (manifests/iam/hpcml-sagemaker.json) grants; the SDK stages its code in the session's own bucket.
         role: the execution role ARN.
-        image: the training image.
+        image: the training image (``None``: the ECR CUDA image for a GPU spec, the CPU one otherwise).
         spot: managed spot training (checkpoints make a reclaimed job resume).
         max_runtime_s: the job's run-time limit (spot: the wait limit is twice this).
     """
 
     bucket: str = account.data_bucket()
     role: str = SAGEMAKER_ROLE
-    image: str = ECR_IMAGE
+    image: str | None = None
     spot: bool = True
     max_runtime_s: int = 4 * 3600
+
+
+def output_s3_uri(spec: TrainSpec, bucket: str = account.data_bucket()) -> str:
+    """The job's model output path (``OutputDataConfig.S3OutputPath``): the data bucket's
+    ``models/<job>/`` prefix, where the execution role may write. SageMaker puts
+    ``<job name>/output/model.tar.gz`` under it; without it the SDK would write to its session's
+    default bucket, which the role is not granted."""
+    return f"s3://{bucket}/models/{spec.name}/"
 
 
 def sagemaker_trainer(spec: TrainSpec, session: Any, source_dir: Path,
@@ -80,15 +89,17 @@ def sagemaker_trainer(spec: TrainSpec, session: Any, source_dir: Path,
     Imports the SDK lazily (it is heavy).
     """
     from sagemaker.train import ModelTrainer
-    from sagemaker.train.configs import CheckpointConfig, Compute, InputData, SourceCode, StoppingCondition
+    from sagemaker.train.configs import (CheckpointConfig, Compute, InputData, OutputDataConfig, SourceCode,
+                                         StoppingCondition)
     from sagemaker.train.distributed import MPI
 
     lay = node_layout(spec)
     (source_dir / "hpcml_entry.py").write_text(ENTRY_SCRIPT)
     container_spec(spec, data_dir=SM_DATA, out_dir=SM_CHECKPOINTS).to_json(source_dir / "spec.json")
     o = options
+    image = check_image_for(spec, o.image or ecr_image_for(spec), "SageMakerOptions.image")
     return ModelTrainer(
-        sagemaker_session=session, role=o.role, training_image=o.image, base_job_name=spec.name,
+        sagemaker_session=session, role=o.role, training_image=image, base_job_name=spec.name,
         source_code=SourceCode(source_dir=str(source_dir), entry_script="hpcml_entry.py"),
         distributed=MPI(process_count_per_node=lay.slots,
                         mpi_additional_options=["-x", f"OMP_NUM_THREADS={spec.threads_per_worker}"]),
@@ -99,6 +110,7 @@ def sagemaker_trainer(spec: TrainSpec, session: Any, source_dir: Path,
         checkpoint_config=CheckpointConfig(s3_uri=f"s3://{o.bucket}/checkpoints/{spec.name}/",
                                            local_path=SM_CHECKPOINTS),
         input_data_config=[InputData(channel_name="train", data_source=f"s3://{o.bucket}/processed/mnist/")],
+        output_data_config=OutputDataConfig(s3_output_path=output_s3_uri(spec, o.bucket)),
         environment={"OMP_NUM_THREADS": str(spec.threads_per_worker), "HPCML_SPEC": "spec.json"},
         tags=[{"key": "hpcml.io/stage", "value": "train"}],
     )
