@@ -3,6 +3,8 @@ record formatting, normalisation maths, S3 URIs, and the scale-out definitions."
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -108,6 +110,38 @@ def test_emr_request_validates_against_botocore():
     broken = dict(req, jobDriver={"sparkSubmitJobDriver": {"entryPointArguments": ["x"]}})
     with pytest.raises(aws_requests.AWSRequestError, match="entryPoint"):
         aws_requests.validate_request("emr-containers", "start_job_run", broken)
+
+
+@pytest.mark.parametrize("release, spark_version, error", [
+    ("emr-spark-8.0.0-latest", "4.0.1", None),  # AWS runtime for Apache Spark 8.0.0: Spark 4.0.2
+    ("emr-spark-8.0.0-20260421", "4.0.1", None),
+    ("emr-7.9.0-latest", "4.0.1", "emr-7.9.0 runs Spark 3.5.5"),  # the old default: Spark 3.5 under a Spark 4 job
+    ("emr-7.13.0-latest", "4.0.1", "emr-7.13.0 runs Spark 3.5.6"),
+    ("emr-7.9.0-latest", "3.5.1", None),
+    ("emr-spark-8.0.0-latest", "3.5.1", "emr-spark-8.0.0 runs Spark 4.0.2"),
+    ("emr-9.9.9-latest", "4.0.1", "of a release in EMR_SPARK"),
+    ("emr-spark-8.0.0", "4.0.1", "'<release>-latest' or '<release>-YYYYMMDD'"),
+], ids=["spark4-latest", "spark4-dated", "emr7-spark4-job", "emr7.13-spark4-job", "emr7-spark35-job",
+        "spark4-release-spark35-job", "unknown-release", "no-suffix"])
+def test_emr_release_runs_the_spark_of_the_job(release, spark_version, error):
+    if error is None:
+        spec = DataJobSpec(emr_release=release, spark_version=spark_version)
+        assert spec.emr_spark().split(".")[:2] == spark_version.split(".")[:2]
+        assert kdata.emr_start_job_run(spec)["releaseLabel"] == release
+    else:
+        with pytest.raises(ValueError, match=r"DataJobSpec.emr_release: .*" + re.escape(error)):
+            DataJobSpec(emr_release=release, spark_version=spark_version)
+
+
+def test_rendered_emr_request_runs_spark_4():
+    import json
+
+    from hpcml import paths
+    from hpcml.data.spec import EMR_SPARK
+
+    req = json.loads((paths.manifests_dir() / "data/emr-on-eks-start-job-run.json").read_text())
+    label = req["releaseLabel"]
+    assert label == "emr-spark-8.0.0-latest" and EMR_SPARK[label.removesuffix("-latest")].startswith("4.")
 
 
 def test_emr_request_is_not_sent_without_credentials(monkeypatch):

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from hpcml.aws.account import ACCOUNT_ID, REGION, role_arn
@@ -25,6 +26,18 @@ PARQUET_CODEC = "zstd"
 SERVICE_ACCOUNT = "spark"
 #: The Spark image (pinned tag) the SparkApplication and EMR on EKS run.
 IMAGE = "ghcr.io/example/hpcml-spark:0.1.0"
+#: The Spark each EMR on EKS release runs, by release label without its ``-latest`` /
+#: ``-YYYYMMDD`` suffix. Every ``emr-7.x`` release ships Spark 3.5 (EMR Release Guide, "Spark
+#: release history": https://docs.aws.amazon.com/emr/latest/ReleaseGuide/Spark-release-history.html).
+#: Spark 4 comes with the "AWS runtime for Apache Spark" 8.0.0, release label ``emr-spark-8.0.0``:
+#: Spark 4.0.2-amzn-0, GA on EMR Serverless, EMR on EC2 and EMR on EKS
+#: (https://docs.aws.amazon.com/emr/latest/EMR-Serverless-UserGuide/release-version-emr-spark-8.0.0.html),
+#: ``emr-spark-8.0.0-latest`` in StartJobRun, image ``spark/emr-spark-8.0.0``
+#: (https://docs.aws.amazon.com/emr/latest/EMR-on-EKS-DevelopmentGuide/emr-eks-spark-8.0.0-latest.html).
+EMR_SPARK = {"emr-spark-8.0.0": "4.0.2", "emr-7.13.0": "3.5.6", "emr-7.12.0": "3.5.6", "emr-7.11.0": "3.5.6",
+             "emr-7.10.0": "3.5.5", "emr-7.9.0": "3.5.5", "emr-7.8.0": "3.5.4"}
+#: The EMR on EKS release the job runs on: the first with Spark 4 (the job uses pyspark 4 APIs).
+EMR_RELEASE = "emr-spark-8.0.0-latest"
 
 
 @dataclass(frozen=True)
@@ -40,7 +53,11 @@ class DataJobSpec:
         spark_version: Spark version inside the image.
         driver_cores / driver_memory / executor_cores / executor_memory / executor_instances:
             Spark resources.
-        emr_release: EMR on EKS release label.
+        emr_release: EMR on EKS release label (``<release>-latest`` or ``<release>-YYYYMMDD``); its
+            Spark (:data:`EMR_SPARK`) must have the major.minor of ``spark_version``. The job is
+            written against Spark 4, which no ``emr-7.x`` release ships (they run Spark 3.5), so
+            the default is :data:`EMR_RELEASE`, ``emr-spark-8.0.0-latest`` (Spark 4.0.2); sources
+            at :data:`EMR_SPARK`.
         virtual_cluster_id: the EMR virtual cluster (placeholder until ``create_virtual_cluster``).
         labels: labels added to the project's own (``app.kubernetes.io/name``, ``part-of``,
             ``hpcml.io/stage``) on the SparkApplication and its pods.
@@ -57,7 +74,7 @@ class DataJobSpec:
     executor_cores: int = 2
     executor_memory: str = "4g"
     executor_instances: int = 4
-    emr_release: str = "emr-7.9.0-latest"
+    emr_release: str = EMR_RELEASE
     virtual_cluster_id: str = "hpcmlvirtualcluster00000001"
     labels: dict = field(default_factory=dict)
 
@@ -73,6 +90,26 @@ class DataJobSpec:
             v = getattr(self, f)
             if not (v[:-1].isdigit() and v[-1] in "mg"):
                 raise fail(self, f, "a size such as '512m' or '4g'", v)
+        self.emr_spark()  # the EMR release runs the Spark the job is written for
+
+    def emr_spark(self) -> str:
+        """The Spark version of ``emr_release`` (:data:`EMR_SPARK`), checked against ``spark_version``.
+
+        Raises:
+            ValueError: the label is malformed or unknown, or its Spark is another major.minor
+                than ``spark_version`` (an ``emr-7.x`` release runs Spark 3.5 under a Spark 4 job).
+        """
+        m = re.fullmatch(r"(emr-(?:spark-)?\d+\.\d+\.\d+)-(?:latest|\d{8})", self.emr_release)
+        if not m or m.group(1) not in EMR_SPARK:
+            raise fail(self, "emr_release", f"an EMR on EKS release label '<release>-latest' or '<release>-YYYYMMDD' "
+                       f"of a release in EMR_SPARK ({', '.join(EMR_SPARK)})", self.emr_release)
+        have = EMR_SPARK[m.group(1)]
+        if have.split(".")[:2] != self.spark_version.split(".")[:2]:
+            want = [r for r, v in EMR_SPARK.items() if v.split(".")[:2] == self.spark_version.split(".")[:2]]
+            raise fail(self, "emr_release", f"a release running Spark {'.'.join(self.spark_version.split('.')[:2])} "
+                       f"like spark_version {self.spark_version} ({', '.join(want) or 'none known'}); "
+                       f"{m.group(1)} runs Spark {have}", self.emr_release)
+        return have
 
     @property
     def lake(self) -> str:
