@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from hpcml.aws.account import REGION
 from hpcml.cluster.spec import (GPU_TAINT, ClusterSpec, LimitSpec, NamespaceSpec, NodeGroupSpec, QuotaSpec,
                                 TaintSpec, default_cluster)
 from hpcml.k8s import cluster as kc
@@ -72,7 +73,7 @@ def test_gpu_groups_from_table():
     ("device-plugin-only-on-gpu-nodes", lambda r: r["cluster/nvidia-device-plugin.yaml"][0]["spec"]["template"]["spec"]["nodeSelector"] == {"hpcml.io/accelerator": "nvidia"}),
     ("gpu-groups-tainted", lambda r: all({"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"} in g["taints"]
                                          for g in r["eks/cluster.yaml"]["managedNodeGroups"] if g["name"].startswith("gpu"))),
-    ("efa-in-one-az", lambda r: [g["availabilityZones"] for g in r["eks/cluster.yaml"]["managedNodeGroups"] if g.get("efaEnabled")] == [["us-west-2a"]]),
+    ("efa-in-one-az", lambda r: [g["availabilityZones"] for g in r["eks/cluster.yaml"]["managedNodeGroups"] if g.get("efaEnabled")] == [[f"{REGION}a"]]),
     ("spot-diversified", lambda r: [len(g["instanceTypes"]) for g in r["eks/cluster.yaml"]["managedNodeGroups"] if g.get("spot")] == [3]),
     ("serving-outranks-training", lambda r: r["cluster/priority-classes.yaml"][0]["value"] > r["cluster/priority-classes.yaml"][1]["value"]),
     ("karpenter-gpu-families", lambda r: r["karpenter/nodepools.yaml"][1]["spec"]["template"]["spec"]["requirements"][1]["values"] == ["g4dn", "p3"]),

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 #: AWS's documented example account: every ARN the project renders names it until a user sets theirs.
 ACCOUNT_ID = "111122223333"
-#: The region the production specs assume.
+#: The one region every rendered definition names: the EKS cluster and its availability zones
+#: (:class:`hpcml.cluster.spec.ClusterSpec`), ECR images, the S3/KMS conditions of the IAM
+#: policies, SageMaker, EMR on EKS, the log shipping, and the price snapshot the cost models use
+#: (``hpcml/cost/data/prices_snapshot.json``). Specs take it as their default; nothing retypes it.
 REGION = "us-east-1"
+
+
+def availability_zones(region: str = REGION, letters: str = "abc") -> tuple[str, ...]:
+    """``region``'s zones named by ``letters``: ``("us-east-1a", "us-east-1b", "us-east-1c")``."""
+    return tuple(f"{region}{x}" for x in letters)
 
 
 def ecr_image(repo: str, tag: str = "0.1.0", account_id: str = ACCOUNT_ID, region: str = REGION) -> str:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from hpcml.aws.account import ACCOUNT_ID, role_arn
+from hpcml.aws.account import ACCOUNT_ID, REGION, role_arn
+from hpcml.aws.account import availability_zones as _zones
 from hpcml.specbase import fail
 
 #: EC2 instance types the builders know: vCPUs, memory GiB, GPUs, GPU model, EFA support.
@@ -235,7 +236,7 @@ class ClusterSpec:
 
     Attributes:
         name: cluster name.
-        region: AWS region, e.g. ``us-west-2``.
+        region: AWS region (default :data:`hpcml.aws.account.REGION`, the one every definition names).
         version: Kubernetes minor, e.g. ``"1.36"``.
         account_id: 12-digit AWS account for IRSA role ARNs (default
             :data:`hpcml.aws.account.ACCOUNT_ID`, AWS's documentation placeholder; set yours).
@@ -247,10 +248,10 @@ class ClusterSpec:
     """
 
     name: str = "hpcml"
-    region: str = "us-west-2"
+    region: str = REGION
     version: str = "1.36"
     account_id: str = ACCOUNT_ID
-    availability_zones: tuple[str, ...] = ("us-west-2a", "us-west-2b", "us-west-2c")
+    availability_zones: tuple[str, ...] = _zones()
     node_groups: tuple[NodeGroupSpec, ...] = ()
     namespaces: tuple[NamespaceSpec, ...] = ()
     service_accounts: tuple[str, ...] = ("spark", "trainer", "tuner", "inference")
@@ -260,7 +261,7 @@ class ClusterSpec:
         c = "ClusterSpec"
         _check_name(c, "name", self.name)
         if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", self.region):
-            raise fail(c, "region", "an AWS region such as 'us-west-2'", self.region)
+            raise fail(c, "region", f"an AWS region such as {REGION!r}", self.region)
         if not re.fullmatch(r"1\.\d{2}", self.version):
             raise fail(c, "version", "a Kubernetes minor such as '1.36'", self.version)
         if not re.fullmatch(r"\d{12}", self.account_id):

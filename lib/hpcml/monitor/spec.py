@@ -55,7 +55,7 @@ class MonitorSpec:
     fluent_bit_image: str = "cr.fluentbit.io/fluent/fluent-bit:3.2.4"
     account_id: str = ACCOUNT_ID
     region: str = REGION
-    es_host: str = "search-hpcml-logs.us-east-1.es.amazonaws.com"
+    es_host: str = f"search-hpcml-logs.{REGION}.es.amazonaws.com"
     es_port: int = 443
     log_group: str = "/hpcml/containers"
     log_retention_days: int = 30
@@ -75,5 +75,8 @@ class MonitorSpec:
         for f in ("scrape_interval", "scrape_timeout", "evaluation_interval"):
             if not re.fullmatch(r"([0-9]+(ms|s|m|h))+", getattr(self, f)):
                 raise fail(self, f, "a Prometheus duration like '15s' or '1m'", getattr(self, f))
+        m = re.fullmatch(r"[^.]+\.([a-z0-9-]+)\.es\.amazonaws\.com", self.es_host)
+        if m and m.group(1) != self.region:
+            raise fail(self, "es_host", f"an OpenSearch endpoint in region {self.region}", self.es_host)
         if not self.log_group.startswith("/"):
             raise fail(self, "log_group", "a path-like name starting with '/'", self.log_group)
