@@ -43,6 +43,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.k8s.*", "pure"),
     ("hpcml.aws.requests", "pure"),
     ("hpcml.cluster.slurm.conf", "pure"),
+    ("hpcml.cluster.fabric", "pure"),
     ("hpcml.cluster.slurm.jobs", "pure"),
     ("hpcml.cluster.pbs", "pure"),
     ("hpcml.train.targets.layout", "pure"),
