@@ -26,6 +26,7 @@ and node definitions come from the cluster's own ``slurm.conf``.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from hpcml import paths
+from hpcml.cluster.fabric import PREFIX, RUN_ROOT
 from hpcml.cluster.slurm.conf import batch_script, parse_node_config, render_slurm_conf
 from hpcml.cluster.slurm.jobs import (TERMINAL_STATES, JobResult, TaskOutput, parse_scontrol_records, summarize_job,
                                       task_tag)
@@ -146,13 +148,34 @@ class SlurmCluster:
         self.jobs_dir = self.state_dir / "jobs"
         self.munge_socket = self.run_dir / "munge.socket"
         self.node_name = ""
+        # the local multi-node cluster (hpcml.cluster.local) writes its nodes here; absent = one node
+        self.layout: dict = {}
+        if (self.state_dir / "nodes.json").exists():
+            self.layout = json.loads((self.state_dir / "nodes.json").read_text())
+
+    @property
+    def multi_node(self) -> bool:
+        return bool(self.layout.get("nodes"))
+
+    @property
+    def node_names(self) -> list[str]:
+        """The cluster's Slurm node names (one for the single-node cluster)."""
+        if self.multi_node:
+            return [n["name"] for n in self.layout["nodes"]]
+        return [self.node_name or self._conf_value("NodeName")]
+
+    def daemons(self) -> list[str]:
+        """munged, slurmctld, then one slurmd per node (``slurmd@n1``…) or the one ``slurmd``."""
+        if self.multi_node:
+            return ["munged", "slurmctld"] + [f"slurmd@{n}" for n in self.node_names]
+        return list(DAEMONS)
 
     # ---- files and environment -------------------------------------------------------
     def pid_file(self, daemon: str) -> Path:
-        return self.run_dir / f"{daemon}.pid"
+        return self.run_dir / f"{daemon.replace('@', '-')}.pid"
 
     def log_file(self, daemon: str) -> Path:
-        return self.log_dir / f"{daemon}.log"
+        return self.log_dir / f"{daemon.replace('@', '-')}.log"
 
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for client commands (``SLURM_CONF`` points at this cluster)."""
@@ -182,7 +205,7 @@ class SlurmCluster:
     def daemon_pids(self) -> dict[str, int | None]:
         """``{daemon: pid}`` for each daemon that is running now (``None`` when not)."""
         out = {}
-        for d in DAEMONS:
+        for d in self.daemons():
             pid = _read_pid(self.pid_file(d))
             out[d] = pid if pid_alive(pid, self._needle(d)) else None
         return out
@@ -204,8 +227,19 @@ class SlurmCluster:
         out = subprocess.run([_which("slurmd") or "slurmd", "-C"], capture_output=True, text=True, timeout=30)
         node = parse_node_config(out.stdout)
         self.node_name = node.name
-        text = render_slurm_conf(node, run_dir=self.run_dir, state_dir=self.state_dir,
-                                 ctld_port=free_port(), slurmd_port=free_port(), partition=self.partition)
+        if self.multi_node:
+            from hpcml.cluster.slurm.conf import LocalNode
+
+            nodes = [LocalNode(n["name"], n["address"], len(n["cpus"]), n["mem_mb"]) for n in self.layout["nodes"]]
+            head = self.layout["head_address"]
+            node = dataclasses.replace(node, name=self.layout["head_name"])  # slurmctld's own UTS hostname
+            text = render_slurm_conf(node, run_dir=self.run_dir, state_dir=self.state_dir,
+                                     ctld_port=free_port(head), slurmd_port=self.layout.get("slurmd_port", 6818),
+                                     partition=self.partition, nodes=nodes, controller_address=head,
+                                     slurmd_timeout_s=self.layout.get("slurmd_timeout_s", 10))
+        else:
+            text = render_slurm_conf(node, run_dir=self.run_dir, state_dir=self.state_dir,
+                                     ctld_port=free_port(), slurmd_port=free_port(), partition=self.partition)
         paths.atomic_write_text(self.conf_path, text)
         paths.atomic_write_text(self.state_dir / "plugstack.conf", "# no SPANK plugins\n")
 
@@ -242,14 +276,19 @@ class SlurmCluster:
         log = f"\n--- {self.log_file(daemon)} ---\n{tail(self.log_file(daemon))}" if daemon else ""
         raise SlurmError(f"{what} within {timeout}s{log}")
 
-    def node_state(self) -> str:
-        """The node's compact state as ``sinfo`` shows it (``idle``, ``mix``, ``alloc``, ``down*``…)."""
-        out = self.cmd(["sinfo", "-h", "-N", "-o", "%t"], check=False, timeout=10)
-        return out.strip().splitlines()[0] if out.strip() else ""
+    def node_states(self) -> dict[str, str]:
+        """Each node's compact state as ``sinfo`` shows it (``idle``, ``mix``, ``alloc``, ``down*``…)."""
+        out = self.cmd(["sinfo", "-h", "-N", "-o", "%N %t"], check=False, timeout=10)
+        return dict(ln.split(None, 1) for ln in out.strip().splitlines() if len(ln.split()) == 2)
 
-    def slurmd_registered_at(self) -> float | None:
-        """When slurmctld last heard this node's slurmd register (``SlurmdStartTime``), epoch s."""
-        recs = parse_scontrol_records(self.cmd(["scontrol", "show", "node", "-o", self.node_name],
+    def node_state(self) -> str:
+        """The first node's compact state (the single-node cluster's only node)."""
+        states = self.node_states()
+        return next(iter(states.values()), "")
+
+    def slurmd_registered_at(self, node: str | None = None) -> float | None:
+        """When slurmctld last heard a node's slurmd register (``SlurmdStartTime``), epoch s."""
+        recs = parse_scontrol_records(self.cmd(["scontrol", "show", "node", "-o", node or self.node_names[0]],
                                                check=False, timeout=10))
         stamp = recs[0].get("SlurmdStartTime", "") if recs else ""
         try:
@@ -258,13 +297,17 @@ class SlurmCluster:
             return None
 
     def _node_ready(self, idle_only: bool, registered_since: float = 0.0) -> bool:
-        if registered_since and (self.slurmd_registered_at() or 0.0) < registered_since:
-            return False  # sinfo may still show the state slurmctld recovered from disk
-        st = self.node_state()
         ok = {"idle"} if idle_only else {"idle", "mix", "alloc", "comp"}
-        if st.rstrip("*~#!%$@^-") in {"down", "drain", "drng"}:  # slurmd is back: return the node to service
-            self.cmd(["scontrol", "update", f"NodeName={self.node_name}", "State=RESUME"], check=False)
-        return st in ok
+        states = self.node_states()
+        for name in self.node_names:
+            if registered_since and (self.slurmd_registered_at(name) or 0.0) < registered_since:
+                return False  # sinfo may still show the state slurmctld recovered from disk
+            st = states.get(name, "")
+            if st.rstrip("*~#!%$@^-") in {"down", "drain", "drng"}:  # slurmd is back: return it to service
+                self.cmd(["scontrol", "update", f"NodeName={name}", "State=RESUME"], check=False)
+            if st not in ok:
+                return False
+        return True
 
     def ensure_running(self) -> list[str]:
         """Start whichever daemons are not running (all of them on a cold start).
@@ -292,17 +335,23 @@ class SlurmCluster:
                 self._start_munged()
                 started.append("munged")
             if not pids["slurmctld"]:
-                self._spawn("slurmctld", [_which("slurmctld") or "slurmctld", "-f", str(self.conf_path)])
+                argv = [_which("slurmctld") or "slurmctld", "-f", str(self.conf_path)]
+                if self.multi_node:  # its own hostname, which resolves to the bridge address it binds
+                    argv = [_which("unshare") or "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"',
+                            self.layout["head_name"], *argv]
+                self._spawn("slurmctld", argv)
                 self._until(lambda: "UP" in self.cmd(["scontrol", "ping"], check=False, timeout=10), 30,
                             "slurmctld did not answer scontrol ping", "slurmctld")
                 started.append("slurmctld")
             since = 0.0
-            if not pids["slurmd"]:
-                since = float(int(time.time()))  # SlurmdStartTime has 1 s resolution
-                self._spawn("slurmd", [_which("slurmd") or "slurmd", "-f", str(self.conf_path)])
-                started.append("slurmd")
+            for d in self.daemons()[2:]:
+                if not pids[d]:
+                    since = float(int(time.time()))  # SlurmdStartTime has 1 s resolution
+                    self._start_slurmd(d)
+                    started.append(d)
             self._until(lambda: self._node_ready(idle_only=cold, registered_since=since), 60,
-                        f"node {self.node_name} did not become ready (sinfo state {self.node_state()!r})", "slurmd")
+                        f"nodes {self.node_names} did not become ready (sinfo {self.node_states()!r})",
+                        self.daemons()[-1])
             if cold:
                 self.started_here = True
                 self.start_s = time.perf_counter() - t0
@@ -311,6 +360,15 @@ class SlurmCluster:
             else:
                 self.restarts += started
             return started
+
+    def _start_slurmd(self, daemon: str) -> None:
+        """``slurmd`` (one node), or ``slurmd@NODE`` inside that node's namespaces, pinned to its cores."""
+        argv = [_which("slurmd") or "slurmd", "-f", str(self.conf_path)]
+        if "@" in daemon:
+            node = next(n for n in self.layout["nodes"] if n["name"] == daemon.split("@", 1)[1])
+            paths.ensure(self.run_dir / f"spool-{node['name']}")
+            argv = list(node["prefix"]) + argv + ["-N", node["name"]]
+        self._spawn(daemon, argv)
 
     def set_scheduler_parameters(self, value: str) -> None:
         """Rewrite ``SchedulerParameters`` (empty = Slurm's defaults) and ``scontrol reconfigure``."""
@@ -361,13 +419,13 @@ class SlurmCluster:
         with self._lock():
             pids = self.daemon_pids()
             if pids["slurmctld"] and self.conf_path.exists():
-                self.cmd(["scancel", "--full", f"--partition={self.partition}"], check=False, timeout=10)
                 try:
+                    self.cmd(["scancel", "--full", f"--partition={self.partition}"], check=False, timeout=10)
                     self._until(lambda: not self.cmd(["squeue", "-h"], check=False, timeout=10).strip(), 20,
                                 "jobs did not end after scancel")
                 except SlurmError:
                     pass  # the daemons' SIGTERM below still ends their job steps
-            for d in DAEMONS[::-1]:
+            for d in self.daemons()[::-1]:
                 if pids[d]:
                     self._terminate(pids[d], self._needle(d))
                     stopped.append(d)
@@ -496,8 +554,24 @@ def default_state_dir() -> Path:
     return paths.build_dir() / "slurm"
 
 
+def running_multi_node(name: str = PREFIX) -> SlurmCluster | None:
+    """The Slurm of the multi-node cluster (:mod:`hpcml.cluster.local`) when it is up, else ``None``."""
+    reg = Path(RUN_ROOT) / f"{name}.json"
+    try:
+        slurm_dir = Path(json.loads(reg.read_text())["state_dir"]) / "slurm"
+    except (OSError, ValueError, KeyError):
+        return None
+    if not (slurm_dir / "nodes.json").exists():
+        return None
+    cl = SlurmCluster(slurm_dir)
+    return cl if cl.is_running() else None
+
+
 def ensure_cluster(state_dir: Path | None = None, partition: str = "batch", stop_at_exit: bool = False) -> SlurmCluster:
     """Start the local Slurm cluster from a generated config, or reuse the running one.
+
+    Without ``state_dir``, a running multi-node cluster (:mod:`hpcml.cluster.local`) is used
+    when there is one, so jobs from every notebook land on its nodes.
 
     Args:
         state_dir: where config, key, sockets, logs, state and job files live
@@ -513,6 +587,10 @@ def ensure_cluster(state_dir: Path | None = None, partition: str = "batch", stop
     msg = available()
     if msg:
         raise SlurmUnavailable(msg)
+    if state_dir is None:
+        multi = running_multi_node()
+        if multi is not None:
+            return multi
     cl = SlurmCluster(state_dir or default_state_dir(), partition=partition)
     cl.ensure_running()
     if stop_at_exit and cl.started_here:

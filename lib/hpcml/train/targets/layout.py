@@ -113,7 +113,8 @@ def container_spec(spec: TrainSpec, data_dir: str | None = None, out_dir: str | 
 
 
 def horovodrun_argv(spec: TrainSpec, spec_path: str, hosts: str | None = None, hostfile: str | None = None,
-                    ssh_port: int | None = None, python: str = "python", horovodrun: str = "horovodrun") -> list[str]:
+                    ssh_port: int | None = None, python: str = "python", horovodrun: str = "horovodrun",
+                    ssh_identity_file: str | None = None) -> list[str]:
     """``horovodrun --gloo`` over a host list or an OpenMPI-style hostfile (``host slots=N``).
 
     Args:
@@ -122,6 +123,7 @@ def horovodrun_argv(spec: TrainSpec, spec_path: str, hosts: str | None = None, h
         hosts: ``host:slots,…`` (default: all slots on localhost).
         hostfile: a hostfile path instead of ``hosts``.
         ssh_port: the port of the workers' sshd (omitted: Horovod's default).
+        ssh_identity_file: the key Horovod's SSH launches use (omitted: the user's default key).
         python: the interpreter the workers run.
         horovodrun: the launcher executable.
     """
@@ -132,10 +134,13 @@ def horovodrun_argv(spec: TrainSpec, spec_path: str, hosts: str | None = None, h
         argv += ["-H", hosts or f"localhost:{spec.world_size}"]
     if ssh_port:
         argv += ["-p", str(ssh_port)]
+    if ssh_identity_file:
+        argv += ["--ssh-identity-file", ssh_identity_file]
     return argv + [python, "-m", WORKER_MODULE, "--spec", spec_path]
 
 
-def slurm_body(spec: TrainSpec, spec_path: str, python: str = "python", horovodrun: str = "horovodrun") -> str:
+def slurm_body(spec: TrainSpec, spec_path: str, python: str = "python", horovodrun: str = "horovodrun",
+               ssh_identity_file: str | None = None) -> str:
     """Body of the sbatch script: ``horovodrun`` over the allocation's hosts, one slot per task.
 
     The host list comes from ``$SLURM_JOB_NODELIST`` with ``$SLURM_NTASKS_PER_NODE`` slots
@@ -144,7 +149,8 @@ def slurm_body(spec: TrainSpec, spec_path: str, python: str = "python", horovodr
     one-node cluster here and on a ParallelCluster queue.
     """
     cmd = " ".join(shlex.quote(a) for a in horovodrun_argv(spec, spec_path, hosts="HOSTS", python=python,
-                                                           horovodrun=horovodrun))
+                                                           horovodrun=horovodrun,
+                                                           ssh_identity_file=ssh_identity_file))
     cmd = cmd.replace(" -H HOSTS ", ' -H "$HOSTS" ')
     return "\n".join([
         "set -euo pipefail",

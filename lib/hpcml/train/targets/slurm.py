@@ -57,6 +57,19 @@ def _fresh_out_dir(out_dir: Path) -> None:
     shutil.rmtree(out_dir)
 
 
+def node_allocation(spec: TrainSpec, cl: SlurmCluster | None) -> tuple[int, str | None]:
+    """Nodes the job spreads over, and the SSH key Horovod uses to reach them.
+
+    On the multi-node cluster (:mod:`hpcml.cluster.local`) the ranks spread over as many nodes as
+    divide ``world_size`` evenly (one rank per node on the 2-node cluster), and Horovod starts the
+    remote ranks over the cluster's sshd with its key. On the single-node cluster: one node, no SSH.
+    """
+    if cl is None or not cl.multi_node:
+        return 1, None
+    n = max(k for k in range(1, min(spec.world_size, len(cl.node_names)) + 1) if spec.world_size % k == 0)
+    return n, cl.layout.get("ssh_key")
+
+
 def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -> LaunchResult:
     """Submit the job with ``sbatch`` to the local Slurm cluster and wait for it (``dry_run``: the script).
 
@@ -71,20 +84,25 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
     out_dir = spec.resolved_out_dir()
     spec_path = out_dir / "spec.json"
     bin_dir = Path(sys.executable).parent
-    body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"))
+    cl = options.cluster
+    if cl is None and not dry_run:
+        from hpcml.cluster.slurm import daemons as slurm
+
+        cl = slurm.ensure_cluster()
+    nodes, key = node_allocation(spec, cl)
+    body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
+                      ssh_identity_file=key)
     if dry_run:
         return LaunchResult("slurm", False, request=body, reason="dry run")
-    from hpcml.cluster.slurm import daemons as slurm
-
     shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before queueing, not in the job
-    cl = options.cluster or slurm.ensure_cluster()
     if options.fresh:
         _fresh_out_dir(out_dir)
     paths.ensure(out_dir)
     spec.to_json(spec_path)
     res = cl.run_batch(body, name=f"train-{spec.name}", ntasks=spec.world_size,
                        cpus_per_task=spec.threads_per_worker, time_limit_min=options.time_limit_min,
-                       timeout_s=options.timeout_s, workdir=out_dir, sbatch_args=["--nodes=1"])
+                       timeout_s=options.timeout_s, workdir=out_dir,
+                       sbatch_args=[f"--nodes={nodes}", f"--ntasks-per-node={spec.world_size // nodes}"])
     if not res.ok:
         raise RuntimeError(f"Slurm job {res.job_id} ({spec.name}) ended {res.state} with exit code {res.exit_code}"
                            f"{' (' + res.reason + ')' if res.reason else ''}; output tail:\n{res.output_tail}")
