@@ -1,0 +1,203 @@
+"""Node-failure drills on the local multi-node cluster, measured: a requeued job resumes, the node returns.
+
+:func:`requeue_drill` runs a small checkpointing training job twice through ``sbatch``: once
+undisturbed (the reference), once with ``--requeue`` while the drill cuts the link of the node it
+runs on. The cut node is *fenced* at the same moment: the job's processes on it are killed, as a
+STONITH action or an instance termination would, so the partitioned copy cannot go on writing
+checkpoints beside the requeued one (the split brain a cut link alone would cause). Slurm marks
+the node down after ``SlurmdTimeout``, requeues the job, starts it on the surviving node, where
+it resumes from its last checkpoint; it must end with the reference's final metrics. The link
+is restored (in a ``finally``) as soon as the job has moved, and ``ReturnToService=2`` brings the
+node back to idle while the job finishes.
+
+Every wait has its own timeout of at most 60 s; a timeout raises :class:`DrillError` with what
+Slurm showed, and the link is restored whatever happened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hpcml import paths
+from hpcml.cluster import netns
+from hpcml.cluster.local import LocalCluster
+from hpcml.data.synthetic import write_contract_dataset
+from hpcml.train import checkpoint as ck
+from hpcml.train.spec import TrainSpec
+from hpcml.train.targets.layout import slurm_body
+from hpcml.train.targets.slurm import read_run_metrics
+
+MAX_WAIT_S = 60.0
+
+
+class DrillError(RuntimeError):
+    """A drill step did not happen in time; the message says which, and what Slurm showed."""
+
+
+@dataclass
+class RequeueDrill:
+    """What the requeue drill measured (times in seconds from the cut unless said otherwise)."""
+
+    node_cut: str
+    survivor: str
+    detect_s: float  # cut -> slurmctld shows the node down
+    requeue_s: float  # cut -> the job runs again, on the survivor
+    resume_s: float  # cut -> the restarted job is running again (Slurm's StartTime of the new run)
+    return_s: float  # link restored -> the node is idle again (ReturnToService)
+    checkpoint_every: int
+    step_s: float  # seconds per training step in the reference run
+    last_checkpoint_step: int  # the step the job resumed from
+    lost_s: float  # compute since that checkpoint, lost with the node
+    lost_steps: float  # the same in steps (lost_s / step_s)
+    restarts: int
+    reference: dict[str, float] = field(default_factory=dict)
+    drilled: dict[str, float] = field(default_factory=dict)
+    max_abs_diff: float = math.nan
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FINAL_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "train_loss", "steps", "epochs_run")
+
+
+def drill_spec(root: Path, epochs: int = 4, checkpoint_every: int = 40, rows: int = 4096, seed: int = 0) -> TrainSpec:
+    """A one-rank CNN job on a synthetic one-shard dataset (written under ``root``), checkpointing often."""
+    ds = root / "dataset"
+    if not (ds / "_manifest.json").exists():
+        write_contract_dataset(ds, n_shards=1, rows=(rows, rows // 8, rows // 8), seed=seed)
+    return TrainSpec(name="drill", world_size=1, epochs=epochs, batch_size=16, width=16, lr=0.02, seed=seed,
+                     dataset_dir=str(ds), checkpoint_every=checkpoint_every)
+
+
+def _submit(cl: LocalCluster, spec: TrainSpec, out_dir: Path, name: str, requeue: bool) -> str:
+    import shutil
+
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    paths.ensure(out_dir)
+    spec = dataclasses.replace(spec, out_dir=str(out_dir))
+    spec_path = out_dir / "spec.json"
+    spec.to_json(spec_path)
+    bin_dir = Path(sys.executable).parent
+    body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
+                      ssh_identity_file=cl.slurm.layout.get("ssh_key"))
+    args = ["--nodes=1", "--ntasks-per-node=1"] + (["--requeue"] if requeue else ["--no-requeue"])
+    return cl.slurm.submit(body, name=name, ntasks=1, time_limit_min=10, workdir=out_dir, sbatch_args=args)
+
+
+def _until(cond: Callable[[], Any], what: str, show: Callable[[], Any], timeout_s: float = MAX_WAIT_S) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.2)
+    raise DrillError(f"{what} did not happen within {timeout_s:g}s; Slurm shows {show()}")
+
+
+def _job(cl: LocalCluster, job_id: str) -> dict[str, str]:
+    recs = cl.slurm.job_records(job_id)
+    return recs[0] if recs else {}
+
+
+def fence(cl: LocalCluster, node: str) -> list[int]:
+    """Kill every process in ``node`` but its slurmd and sshd listener (the job dies with the node)."""
+    keep = {p for p in cl.slurm.daemon_pids().values() if p} | set(cl.sshd_pids.values())
+    victims = [p for p in netns.pids_in(cl.plan.node(node).netns) if p not in keep]
+    return netns.kill_all(victims, grace_s=0.0)  # SIGKILL at once: a dead node gives no SIGTERM notice
+
+
+def _ckpt_step_and_time(ckpt_dir: Path) -> tuple[int, float] | None:
+    latest = ck.latest_checkpoint(ckpt_dir)
+    if latest is None:
+        return None
+    return ck.load_checkpoint(latest)["step"], latest.stat().st_mtime
+
+
+def requeue_drill(cl: LocalCluster, root: Path, epochs: int = 4, checkpoint_every: int = 40,
+                  cut_after_checkpoints: int = 2, on_event: Callable[[str], None] | None = None) -> RequeueDrill:
+    """Reference run, then the same job with ``--requeue`` and its node's link cut mid-run.
+
+    Args:
+        cl: a multi-node cluster with at least two nodes.
+        root: a folder for the dataset and both runs.
+        cut_after_checkpoints: cut once this many checkpoints exist (mid-run, with work to lose).
+        on_event: called with each step of the drill as it happens (progress).
+
+    Raises:
+        DrillError: a step did not happen within 60 s, or the resumed run's metrics differ.
+    """
+    if cl.mode != "multi" or len(cl.plan.nodes) < 2:
+        raise DrillError("the requeue drill needs the multi-node cluster with at least 2 nodes "
+                         f"(this is the {cl.describe()})")
+    say = on_event or (lambda s: None)
+    spec = drill_spec(root, epochs=epochs, checkpoint_every=checkpoint_every)
+    ref_dir, run_dir = root / "reference", root / "drilled"
+    show = lambda: cl.slurm.node_states()  # noqa: E731
+    # the reference: the same job, undisturbed
+    ref_id = _submit(cl, spec, ref_dir, "drill-ref", requeue=False)
+    res = cl.slurm.wait(ref_id, timeout_s=MAX_WAIT_S)
+    if not res.ok:
+        raise DrillError(f"the reference run ended {res.state}: {res.output_tail[-800:]}")
+    ref = read_run_metrics(ref_dir)
+    step_s = ref["time_split"]["train_s"] / max(ref["steps"], 1)
+    say(f"reference run: {ref['steps']} steps, {step_s * 1e3:.1f} ms/step")
+    # the drill
+    job_id = _submit(cl, spec, run_dir, "drill", requeue=True)
+    ckpt_dir = run_dir / "checkpoints"
+    _until(lambda: _job(cl, job_id).get("JobState") == "RUNNING", "the drill job starting", show)
+    victim = _job(cl, job_id)["NodeList"]
+    survivor = next(n.name for n in cl.plan.nodes if n.name != victim)
+    _until(lambda: (_ckpt_step_and_time(ckpt_dir) or (0, 0))[0] >= cut_after_checkpoints * checkpoint_every,
+           f"checkpoint {cut_after_checkpoints} of the drill job", show)
+    timeline: list[tuple[float, str]] = []
+    with cl.link_cut(victim) as t_cut:
+        fence(cl, victim)
+        last = _ckpt_step_and_time(ckpt_dir)
+        lost_s = t_cut - last[1]
+        timeline.append((0.0, f"link of {victim} cut, its processes fenced"))
+        say(f"cut {victim}'s link at checkpoint step {last[0]}")
+        _until(lambda: cl.slurm.node_states().get(victim, "").startswith("down"), f"{victim} marked down", show)
+        detect_s = time.time() - t_cut
+        timeline.append((detect_s, f"slurmctld marks {victim} down"))
+        say(f"{victim} down after {detect_s:.1f} s")
+
+        def moved() -> bool:
+            j = _job(cl, job_id)
+            return j.get("JobState") == "RUNNING" and j.get("NodeList") == survivor
+
+        _until(moved, f"the requeued job running on {survivor}", lambda: (_job(cl, job_id), show()))
+        requeue_s = time.time() - t_cut
+        timeline.append((requeue_s, f"job requeued and running on {survivor}"))
+        start = _job(cl, job_id).get("StartTime", "")
+        try:
+            resume_s = time.mktime(time.strptime(start, "%Y-%m-%dT%H:%M:%S")) - t_cut
+        except ValueError:
+            resume_s = requeue_s
+    t_restore = time.time()
+    timeline.append((t_restore - t_cut, f"link of {victim} restored"))
+    say(f"job running on {survivor} {requeue_s:.1f} s after the cut; link restored")
+    res = cl.slurm.wait(job_id, timeout_s=MAX_WAIT_S)
+    timeline.append((time.time() - t_cut, f"requeued job ends {res.state}"))
+    if not res.ok:
+        raise DrillError(f"the requeued job ended {res.state}: {res.output_tail[-800:]}")
+    _until(lambda: cl.slurm.node_states().get(victim) == "idle", f"{victim} back to idle (ReturnToService)", show)
+    return_s = time.time() - t_restore
+    timeline.append((time.time() - t_cut, f"{victim} idle again"))
+    got = read_run_metrics(run_dir)
+    diff = max(abs(float(got[k]) - float(ref[k])) for k in FINAL_KEYS)
+    rec = _job(cl, job_id)
+    return RequeueDrill(node_cut=victim, survivor=survivor, detect_s=detect_s, requeue_s=requeue_s,
+                        resume_s=resume_s, return_s=return_s, checkpoint_every=checkpoint_every, step_s=step_s,
+                        last_checkpoint_step=int(got.get("resumed_from_step") or -1), lost_s=lost_s,
+                        lost_steps=lost_s / step_s, restarts=int(rec.get("Restarts", 0)),
+                        reference={k: float(ref[k]) for k in FINAL_KEYS},
+                        drilled={k: float(got[k]) for k in FINAL_KEYS}, max_abs_diff=diff, timeline=timeline)
