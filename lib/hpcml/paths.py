@@ -87,11 +87,28 @@ def ensure(path: Path) -> Path:
     return path
 
 
+def fsync_dir(path: Path) -> None:
+    """fsync directory ``path``, so the entries made in it (a rename, a new file) reach the disk.
+
+    Renaming a file over another is atomic, but the new directory entry is only durable once
+    the directory itself is synced: without it a crash can bring the old file back. A no-op on
+    Windows, where a directory cannot be opened for fsync.
+    """
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+    """Write ``data`` to ``path`` atomically and durably (temp file in the same folder, fsync,
+    rename, fsync of the folder).
 
     A reader sees the old file or the new one, never half of one; a crash leaves the old
-    file in place and no temp file behind.
+    file in place and no temp file behind, and once this returns the new file survives a crash.
     """
     path = Path(path)
     ensure(path.parent)
@@ -105,6 +122,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
 
 
