@@ -35,3 +35,60 @@ def test_validator_catches_bad_documents():
 
 def test_validate_manifests_reports_per_version():
     assert validate_manifests([render.K8S_VERSION]) == {render.K8S_VERSION: []}
+
+
+def yaml_aliases(text: str) -> list[str]:
+    """Anchors and aliases in a YAML stream (from the parser's events, not a text search)."""
+    import yaml
+
+    out = []
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, yaml.AliasEvent):
+            out.append(f"*{ev.anchor} at line {ev.start_mark.line + 1}")
+        elif getattr(ev, "anchor", None):
+            out.append(f"&{ev.anchor} at line {ev.start_mark.line + 1}")
+    return out
+
+
+def _embedded_yaml(text: str) -> list[str]:
+    """YAML documents carried as strings in ConfigMap data (``*.yaml`` / ``*.yml`` keys)."""
+    import yaml
+
+    found = []
+    for doc in yaml.safe_load_all(text):
+        if isinstance(doc, dict) and doc.get("kind") == "ConfigMap":
+            found += [v for k, v in (doc.get("data") or {}).items() if k.endswith((".yaml", ".yml"))]
+    return found
+
+
+def test_no_manifest_has_yaml_anchors_or_aliases():
+    from hpcml import paths
+
+    root = paths.manifests_dir()
+    bad = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix in (".yaml", ".yml"):
+            text = p.read_text()
+            found = yaml_aliases(text) + [a for inner in _embedded_yaml(text) for a in yaml_aliases(inner)]
+            if found:
+                bad[str(p.relative_to(root))] = found
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("text,found", [
+    ("a: &x {k: 1}\nb: *x\n", ["&x at line 1", "*x at line 2"]),
+    ("a: {k: 1}\nb: {k: 1}\n", []),
+], ids=["alias", "copies"])
+def test_alias_finder(text, found):
+    assert yaml_aliases(text) == found
+
+
+def test_a_shared_object_is_written_out_twice():
+    shared = {"cpu": "1", "memory": "1Gi"}
+    doc = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
+           "spec": {"containers": [{"name": "c", "resources": {"requests": shared, "limits": shared}}]}}
+    text = render.to_text("x.yaml", [doc], "test")
+    assert yaml_aliases(text) == [] and text.count("memory: 1Gi") == 2
+    from hpcml.k8s.common import dump_yaml
+
+    assert yaml_aliases(dump_yaml({"a": shared, "b": shared})) == []

@@ -7,6 +7,10 @@ security baseline is a change to this file.
 
 from __future__ import annotations
 
+from typing import Any
+
+import yaml
+
 #: The namespace the pipeline's workloads run in.
 NAMESPACE = "hpcml"
 #: The label that marks every object the project renders.
@@ -56,3 +60,18 @@ def restricted_container(uid: int | None = APP_UID) -> dict:
 def restricted_pod(uid: int = APP_UID) -> dict:
     """A pod ``securityContext``: non-root ``uid``/``gid``, ``fsGroup`` for mounted volumes, seccomp."""
     return {"runAsNonRoot": True, "runAsUser": uid, "runAsGroup": uid, "fsGroup": uid, "seccompProfile": dict(SECCOMP)}
+
+
+class NoAliasDumper(yaml.SafeDumper):
+    """A SafeDumper that writes a shared object out in full each time it occurs: no ``&id001``
+    anchors and ``*id001`` aliases, which kubectl accepts but which make a reader (and a
+    ``kustomize``/``yq`` edit of one place) see two fields tied together that the API server keeps apart."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump_yaml(obj: Any, **kw: Any) -> str:
+    """``yaml.dump`` with :class:`NoAliasDumper` (the keywords as ``yaml.dump``'s; ``sort_keys`` defaults to False)."""
+    kw.setdefault("sort_keys", False)
+    return yaml.dump(obj, Dumper=kw.pop("Dumper", NoAliasDumper), **kw)

@@ -35,7 +35,7 @@ import yaml
 
 from hpcml.cluster import pbs
 from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT
-from hpcml.k8s.common import NAMESPACE, labels, meta, restricted_container, restricted_pod
+from hpcml.k8s.common import NAMESPACE, dump_yaml, labels, meta, restricted_container, restricted_pod
 from hpcml.k8s.train import PRODUCTION_SPEC
 from hpcml.train.targets.layout import node_layout
 
@@ -141,7 +141,7 @@ def device_plugin_config() -> dict:
     """The ConfigMap the operator hands the device plugin: one YAML file per named config."""
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": meta(DEVICE_PLUGIN_CONFIG, OPERATOR_NAMESPACE, labels("nvidia-device-plugin")),
-            "data": {name: yaml.safe_dump(cfg, sort_keys=False) for name, cfg in device_plugin_configs().items()}}
+            "data": {name: dump_yaml(cfg) for name, cfg in device_plugin_configs().items()}}
 
 
 def mig_configs() -> dict:
@@ -158,7 +158,7 @@ def mig_config() -> dict:
     """The ConfigMap the MIG manager reads (key ``config.yaml``)."""
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": meta(MIG_CONFIG, OPERATOR_NAMESPACE, labels("nvidia-mig-manager")),
-            "data": {"config.yaml": yaml.safe_dump(mig_configs(), sort_keys=False)}}
+            "data": {"config.yaml": dump_yaml(mig_configs())}}
 
 
 # ---- checks no schema covers -----------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import yaml
 
 from hpcml import paths
+from hpcml.k8s.common import NoAliasDumper
 
 #: Kubernetes minor the manifests target, and the next one (upgrade check).
 K8S_VERSION = "1.36"
@@ -36,8 +37,8 @@ def builder_modules() -> Iterator[Any]:
             yield mod
 
 
-class _Dumper(yaml.SafeDumper):
-    pass
+class _Dumper(NoAliasDumper):
+    """The manifests' dumper: no anchors/aliases (:class:`~hpcml.k8s.common.NoAliasDumper`), block strings."""
 
 
 def _str_presenter(dumper, data):
