@@ -49,7 +49,7 @@ def test_the_default_route_does_not_count_as_a_clash():
 def test_names_links_and_interfaces():
     p = plan(LocalClusterSpec(nodes=8, name="hpcmlt"), used=[], cores=2)
     assert p.bridge == "hpcmlt-br" and all(len(n.host_link) <= 15 for n in p.nodes)
-    assert [n.name for n in p.nodes] == [f"n{k}" for k in range(1, 9)]
+    assert [n.name for n in p.nodes] == [f"hpcmltn{k}" for k in range(1, 9)]  # not n1..: the project's cluster's names
     assert len({n.netns for n in p.nodes}) == 8
 
 

@@ -28,6 +28,7 @@ from hpcml import paths
 from hpcml.cluster import netns
 from hpcml.cluster.local import LocalCluster
 from hpcml.data.synthetic import write_contract_dataset
+from hpcml.report import Metric
 from hpcml.train import checkpoint as ck
 from hpcml.train.spec import TrainSpec
 from hpcml.train.targets.layout import slurm_body
@@ -56,13 +57,37 @@ class RequeueDrill:
     lost_s: float  # compute since that checkpoint, lost with the node
     lost_steps: float  # the same in steps (lost_s / step_s)
     restarts: int
+    checkpoint_write_s: float  # mean seconds per checkpoint write in the reference run
     reference: dict[str, float] = field(default_factory=dict)
     drilled: dict[str, float] = field(default_factory=dict)
     max_abs_diff: float = math.nan
     timeline: list[tuple[float, str]] = field(default_factory=list)
 
+    @property
+    def interval_s(self) -> float:
+        """Seconds of training between two checkpoints."""
+        return self.checkpoint_every * self.step_s
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def metrics(self) -> list[Metric]:
+        """The drill's numbers as ``drill_*`` metrics for :func:`hpcml.report.record_all`."""
+        since = "s after the link was cut"
+        return [
+            Metric("drill_detect_s", self.detect_s, "s", f"{since} until slurmctld marked the node down"),
+            Metric("drill_requeue_s", self.requeue_s, "s", f"{since} until the requeued job ran on the survivor", True),
+            Metric("drill_return_s", self.return_s, "s", "s after the link came back until the node was idle"),
+            Metric("drill_lost_s", self.lost_s, "s", "training time since the last checkpoint, lost with the node"),
+            Metric("drill_lost_steps", self.lost_steps, "steps", "the same in steps"),
+            Metric("drill_max_abs_diff", self.max_abs_diff, "", "largest |drilled - reference| over the final metrics"),
+            Metric("drill_step_s", self.step_s, "s", "seconds per step in the reference run"),
+            Metric("drill_checkpoint_write_s", self.checkpoint_write_s, "s", "mean checkpoint write"),
+            Metric("drill_interval_s", self.interval_s, "s", "training seconds between two checkpoints"),
+            Metric("drill_checkpoint_every", self.checkpoint_every, "steps"),
+            Metric("drill_resumed_from_step", self.last_checkpoint_step, "step"),
+            Metric("drill_restarts", self.restarts, "", "times Slurm restarted the job"),
+        ]
 
 
 FINAL_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "train_loss", "steps", "epochs_run")
@@ -199,5 +224,6 @@ def requeue_drill(cl: LocalCluster, root: Path, epochs: int = 4, checkpoint_ever
                         resume_s=resume_s, return_s=return_s, checkpoint_every=checkpoint_every, step_s=step_s,
                         last_checkpoint_step=int(got.get("resumed_from_step") or -1), lost_s=lost_s,
                         lost_steps=lost_s / step_s, restarts=int(rec.get("Restarts", 0)),
+                        checkpoint_write_s=ref["checkpoint_writes"]["seconds_total"] / ref["checkpoint_writes"]["count"],
                         reference={k: float(ref[k]) for k in FINAL_KEYS},
                         drilled={k: float(got[k]) for k in FINAL_KEYS}, max_abs_diff=diff, timeline=timeline)

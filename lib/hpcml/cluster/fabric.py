@@ -182,7 +182,10 @@ def plan(spec: LocalClusterSpec, used: list[str], cores: int) -> ClusterPlan:
     subnet = pick_subnet(spec, used)
     base = ipaddress.IPv4Network(subnet).network_address
     sets, notes = cpu_sets(spec.nodes, cores, spec.cpus_per_node)
-    nodes = tuple(NodePlan(name=f"n{k}", address=str(base + 10 + k), netns=f"{spec.name}-n{k}",
+    # the project's cluster names its nodes n1..nN; another (a test's) prefixes them, so that two
+    # clusters up at once never share a name in /etc/hosts
+    stem = "n" if spec.name == PREFIX else f"{spec.name}n"
+    nodes = tuple(NodePlan(name=f"{stem}{k}", address=str(base + 10 + k), netns=f"{spec.name}-n{k}",
                            host_link=f"{spec.name}-v{k}", cpus=sets[k - 1]) for k in range(1, spec.nodes + 1))
     return ClusterPlan(spec=spec, subnet=subnet, bridge=f"{spec.name}-br", head_address=str(base + 1),
                        nodes=nodes, rate_bps=parse_rate(spec.bandwidth), notes=tuple(notes))

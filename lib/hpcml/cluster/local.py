@@ -177,6 +177,46 @@ class LocalCluster:
                 proc.wait()
 
 
+def srun_placement(cl: LocalCluster) -> list[dict]:
+    """Where one task per node lands: ``srun`` reports its rank, node, hostname, address and allowed cores.
+
+    On the single-node fallback two tasks run on the one node.
+    """
+    shape = ["-N", str(len(cl.plan.nodes)), "--ntasks-per-node=1"] if cl.mode == "multi" else ["-n", "2"]
+    out = cl.slurm.cmd(["srun", *shape, "bash", "-c",
+                        'echo "$SLURM_PROCID $SLURMD_NODENAME $(hostname) $(hostname -I | cut -d" " -f1) '
+                        '$(grep Cpus_allowed_list /proc/self/status | cut -f2)"'], timeout=60)
+    rows = [dict(zip(("rank", "node", "hostname", "address", "cores"), ln.split())) for ln in out.splitlines() if ln.strip()]
+    return sorted(rows, key=lambda r: int(r["rank"]))
+
+
+def measure_links(cl: LocalCluster, profiles: list[str], seconds: float = 2.0, rtt_n: int = 200,
+                  client: str = "n1", server: str = "n2") -> list[dict]:
+    """Throughput (iperf3, one TCP stream) and small-message round trips between two nodes, per profile.
+
+    The cluster's own bandwidth is restored afterwards.
+
+    Returns:
+        One row per profile: ``bandwidth``, ``rate_gbit`` (the tbf rate, None unshaped),
+        ``gbit_s`` (measured), ``rtt_p50_us``, ``rtt_p99_us`` (64-byte messages, TCP_NODELAY).
+    """
+    import numpy as np
+
+    before = cl.spec.bandwidth
+    rows = []
+    try:
+        for prof in profiles:
+            cl.shape(prof)
+            rtts = np.array(cl.rtt(client, server, n=rtt_n)) * 1e6
+            rate = fabric.parse_rate(prof)
+            rows.append({"bandwidth": prof, "rate_gbit": None if rate is None else rate / 1e9,
+                         "gbit_s": cl.iperf(client, server, seconds=seconds) / 1e9,
+                         "rtt_p50_us": float(np.percentile(rtts, 50)), "rtt_p99_us": float(np.percentile(rtts, 99))})
+    finally:
+        cl.shape(before)
+    return rows
+
+
 def _wait(proc: subprocess.Popen, timeout: float) -> bool:
     try:
         proc.wait(timeout=timeout)

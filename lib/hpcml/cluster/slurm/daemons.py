@@ -1,4 +1,8 @@
-"""The daemons of a real single-node Slurm cluster on this machine: munged + slurmctld + slurmd.
+"""The daemons of a real Slurm cluster on this machine: munged + slurmctld + a slurmd per node.
+
+One node (this machine, on loopback) by default; the multi-node cluster of
+:mod:`hpcml.cluster.local` writes ``nodes.json`` beside ``slurm.conf`` and each node's slurmd then
+runs in that node's network namespace.
 
 The configuration is generated under ``build/slurm`` (``hpcml.paths``) from what
 ``slurmd -C`` reports about this node (CPUs, sockets, cores, memory), with one partition
@@ -370,18 +374,25 @@ class SlurmCluster:
             argv = list(node["prefix"]) + argv + ["-N", node["name"]]
         self._spawn(daemon, argv)
 
-    def set_scheduler_parameters(self, value: str) -> None:
-        """Rewrite ``SchedulerParameters`` (empty = Slurm's defaults) and ``scontrol reconfigure``."""
+    def set_scheduler_parameters(self, value: str) -> str:
+        """Rewrite ``SchedulerParameters`` (empty = Slurm's defaults) and ``scontrol reconfigure``.
+
+        Returns:
+            The previous value, to restore it afterwards.
+        """
         if not re.fullmatch(r"[\w=,.:-]*", value):
             raise ValueError(f"scheduler parameters must look like 'batch_sched_delay=0,...', got {value!r}")
         self.ensure_running()
         with self._lock():
-            lines = [ln for ln in self.conf_path.read_text().splitlines() if not ln.startswith("SchedulerParameters=")]
+            old = self.conf_path.read_text().splitlines()
+            previous = next((ln.split("=", 1)[1] for ln in old if ln.startswith("SchedulerParameters=")), "")
+            lines = [ln for ln in old if not ln.startswith("SchedulerParameters=")]
             i = next(i for i, ln in enumerate(lines) if ln.startswith("SchedulerType="))
             if value:
                 lines.insert(i + 1, f"SchedulerParameters={value}")
             paths.atomic_write_text(self.conf_path, "\n".join(lines) + "\n")
             self.cmd(["scontrol", "reconfigure"])
+        return previous
 
     def _conf_value(self, key: str) -> str:
         for line in self.conf_path.read_text().splitlines():
