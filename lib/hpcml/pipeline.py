@@ -207,6 +207,7 @@ def run_pipeline(
     render: bool = True,
     nb_dir: Path | None = None,
     log=print,
+    keep_cluster: bool = False,
 ) -> list[NotebookRun]:
     """Run the selected notebooks in order; stop at the first failure; render the site.
 
@@ -216,6 +217,9 @@ def run_pipeline(
         overrides: ``[notebook.]name=value`` strings applied last.
         render: render HTML and the index into ``build/site``.
         nb_dir: folder of notebooks (tests use a temporary one).
+        keep_cluster: leave the multi-node cluster up at the end. The runner owns the cluster
+            that its notebooks brought up (00 starts it, the later ones reuse it) and takes it
+            down when the run ends, failed or not, unless this is set.
 
     Returns:
         One :class:`NotebookRun` per selected notebook.
@@ -242,17 +246,21 @@ def run_pipeline(
 
     runs = [NotebookRun(nb.stem, str(nb), str(paths.executed_dir() / nb.name), parameters=v) for nb, v in plan]
     total = len(plan)
-    with quiet_spark_start():
-        for i, (nb, values) in enumerate(plan):
-            log(f"[{i + 1}/{total}] {nb.stem} ... ", end="") if log is print else log(f"[{i + 1}/{total}] {nb.stem}")
-            sys.stdout.flush()
-            runs[i] = run_one(nb, values, paths.executed_dir(), log=log)
-            log(f"{runs[i].status} in {runs[i].duration_s:.1f}s")
-            if runs[i].status == "failed":
-                _print_failure(runs[i], log)
-                for r in runs[i + 1 :]:
-                    r.status = "skipped"
-                break
+    try:
+        with quiet_spark_start():
+            for i, (nb, values) in enumerate(plan):
+                log(f"[{i + 1}/{total}] {nb.stem} ... ", end="") if log is print else log(f"[{i + 1}/{total}] {nb.stem}")
+                sys.stdout.flush()
+                runs[i] = run_one(nb, values, paths.executed_dir(), log=log)
+                log(f"{runs[i].status} in {runs[i].duration_s:.1f}s")
+                if runs[i].status == "failed":
+                    _print_failure(runs[i], log)
+                    for r in runs[i + 1 :]:
+                        r.status = "skipped"
+                    break
+    finally:
+        if not keep_cluster:
+            _cluster_down(log)
     _write_summary(runs, prof_path)
     if render:
         from hpcml import site
@@ -260,6 +268,16 @@ def run_pipeline(
         index = site.render_site(runs)
         log(f"site: {index}")
     return runs
+
+
+def _cluster_down(log) -> None:
+    """Take down the multi-node cluster whose state lives in this build tree, if one is up."""
+    from hpcml.cluster import local
+
+    state = local.default_state_dir()
+    if (state / "cluster.json").exists():
+        removed = local.down(state)
+        log(f"cluster down: {len(removed['netns'])} namespace(s), {len(removed['links'])} link(s) removed")
 
 
 def _write_summary(runs: list[NotebookRun], profile: Path) -> None:
@@ -281,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render-only", action="store_true", help="re-render the site from build/executed")
     ap.add_argument("--site-dir", type=Path, default=None,
                     help="with --render-only: write the site here (relative links only, ready for any static host)")
+    ap.add_argument("--keep-cluster", action="store_true",
+                    help="leave the multi-node cluster up at the end (take it down later with "
+                         "`python -m hpcml.cluster.local down`)")
     ap.add_argument("--list", action="store_true", help="list notebooks and their parameters, then exit")
     ap.add_argument("--notebooks-dir", type=Path, default=None, help="folder of NN_*.ipynb (default notebooks/)")
     args = ap.parse_args(argv)
@@ -297,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"site: {site.render_site(None, args.site_dir)}")
             return 0
         runs = run_pipeline(args.only, args.parameters_file, args.param, render=not args.no_render,
-                            nb_dir=args.notebooks_dir)
+                            nb_dir=args.notebooks_dir, keep_cluster=args.keep_cluster)
     except (PipelineError, ParameterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
