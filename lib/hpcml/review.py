@@ -13,7 +13,7 @@ import numbers
 from pathlib import Path
 from typing import Any
 
-from hpcml import paths, report
+from hpcml import claims, paths, report
 
 #: The headline metrics each upstream stage promises (the cross-stage contract).
 CONTRACT: dict[str, tuple[str, ...]] = {
@@ -149,10 +149,13 @@ PRACTICES: list[dict] = [
      "how": "Young/Daly sqrt(2 C M) and Daly's expected wall time", "file": "lib/hpcml/cost/models.py", "check": None,
      "tests": ["tests/test_cost_models.py::test_young_daly_interval",
                "tests/test_cost_models.py::test_young_daly_interval_minimises_expected_time"]},
-    {"area": "reliability", "practice": "every workload admitted by the namespace quota",
-     "how": "each workload's total requests (all replicas, HPA maximum, MPIJob launcher + workers) fit the "
-            "ResourceQuota and LimitRange", "file": "manifests/cluster/quota.yaml", "check": "quota",
-     "tests": [T_COH + "test_every_workload_fits_the_quota_and_limit_range", T_COH + "test_quota_check_catches"]},
+    {"area": "reliability", "practice": "every workload admitted by the namespace's quotas",
+     "how": "each workload's total requests (all replicas, HPA maximum, MPIJob launcher + workers) fit every "
+            "ResourceQuota whose scope counts its pods, and so does what runs at once (serving at its maximum in "
+            "its own PriorityClass-scoped quota, the largest batch job in the other); LimitRange",
+     "file": "manifests/cluster/quota.yaml", "check": "quota",
+     "tests": [T_COH + "test_every_workload_fits_the_quota_and_limit_range", T_COH + "test_quota_check_catches",
+               T_COH + "test_serving_at_its_maximum_beside_the_gpu_job_fits_every_quota"]},
     {"area": "reliability", "practice": "atomic writes everywhere", "how": "temp file + fsync + rename",
      "file": "lib/hpcml/paths.py", "check": None,
      "tests": ["tests/test_review.py::test_atomic_write_leaves_the_old_file_on_failure"]},
@@ -296,26 +299,159 @@ def flow_table() -> list[dict[str, Any]]:
     return rows
 
 
-def quota_table() -> list[dict[str, Any]]:
-    """Each workload of the workload namespace at its largest, against the namespace's quota."""
+def _plural(kind: str) -> str:
+    k = kind.lower()
+    return k + "es" if k.endswith("s") else k[:-1] + "ies" if k.endswith("y") else k + "s"
+
+
+def _object_count(out_docs: dict[str, Any], namespace: str, key: str) -> int:
+    """How many rendered objects of ``namespace`` a ``count/<resource>[.<group>]`` quota key counts."""
+    from hpcml.k8s import coherence
+
+    resource, _, group = key[len("count/"):].partition(".")
+    return sum(1 for _, d in coherence.k8s_docs(out_docs)
+               if d.get("metadata", {}).get("namespace") == namespace and _plural(d["kind"]) == resource
+               and (d.get("apiVersion", "").rpartition("/")[0] if "/" in d.get("apiVersion", "") else "") == group)
+
+
+def quota_scope(quota: dict) -> str:
+    """What a ResourceQuota counts, in words: its ``scopeSelector`` expressions and ``scopes``, or
+    every pod and object of the namespace when it has neither."""
+    spec = quota.get("spec", {})
+    exprs = list(spec.get("scopeSelector", {}).get("matchExpressions", []))
+    exprs += [{"scopeName": s, "operator": "Exists"} for s in spec.get("scopes", [])]
+    if not exprs:
+        return "every pod and object"
+    words = []
+    for e in exprs:
+        name, op, vals = e["scopeName"], e.get("operator", "In"), ", ".join(e.get("values", []))
+        if name == "PriorityClass":
+            words.append({"In": f"pods of PriorityClass {vals}",
+                          "NotIn": f"pods whose PriorityClass is not {vals} (none included)",
+                          "Exists": "pods with a PriorityClass", "DoesNotExist": "pods without a PriorityClass"}[op])
+        else:
+            words.append(f"{name} {op} {vals}".strip())
+    return " and ".join(words)
+
+
+def quota_table(out_docs: dict[str, Any] | None = None, namespace: str | None = None) -> list[dict[str, Any]]:
+    """One row per ResourceQuota of the workload namespace (``namespace``, default
+    :data:`hpcml.k8s.common.NAMESPACE`) in the rendered manifests (``out_docs``, default
+    :func:`hpcml.k8s.coherence.rendered`).
+
+    Each row: the quota, what it counts (:func:`quota_scope`), its hard requests (``*_hard``: CPU,
+    memory in GiB, GPUs, pods; ``None`` where it sets none) and what the namespace's workloads use of
+    it at once (:func:`hpcml.k8s.coherence.concurrent_usage`: every resident workload at its
+    maximum plus the largest batch job, each counted only where the scope selects its pods), who
+    makes up the CPU figure (``cpu_by``), its object counts (``objects``: rendered objects against
+    each ``count/…`` key), the CPU the same pods would need under the same quota without its scope
+    (``cpu_unscoped``), the workloads it counts, every hard key exceeded (``over``) and ``fits``.
+
+    Raises:
+        ValueError: the namespace has no ResourceQuota.
+    """
     from hpcml.k8s import coherence
     from hpcml.k8s.common import NAMESPACE
 
-    out_docs = coherence.rendered()
-    quota = next(d for _, d in coherence.k8s_docs(out_docs) if d["kind"] == "ResourceQuota")["spec"]["hard"]
+    ns = namespace or NAMESPACE
+    out_docs = coherence.rendered() if out_docs is None else out_docs
+    docs = [d for _, d in coherence.k8s_docs(out_docs) if d.get("metadata", {}).get("namespace") == ns]
+    quotas = [d for d in docs if d["kind"] == "ResourceQuota"]
+    if not quotas:
+        raise ValueError(f"quota_table: namespace {ns!r} has no ResourceQuota in the rendered manifests")
+    lr = next((d for d in docs if d["kind"] == "LimitRange"), None)
+    ws = [w for w in coherence.workloads(out_docs) if w.namespace == ns]
+    cols = {"cpu": ("requests.cpu", 1), "memory_gib": ("requests.memory", 2**30),
+            "gpus": ("requests.nvidia.com/gpu", 1), "pods": ("pods", 1)}
     rows = []
-    for w in coherence.workloads(out_docs):
-        if w.namespace != NAMESPACE:
-            continue
-        t = coherence.workload_totals(w)
-        rows.append({"workload": w.ref, "pods": int(t["pods"]), "cpu": t.get("requests.cpu", 0.0),
-                     "memory_gib": round(t.get("requests.memory", 0.0) / 2**30, 1),
-                     "gpus": t.get("requests.nvidia.com/gpu", 0.0)})
-    rows.append({"workload": "ResourceQuota (requests)", "pods": int(quota["pods"]),
-                 "cpu": coherence.quantity(quota["requests.cpu"]),
-                 "memory_gib": coherence.quantity(quota["requests.memory"]) / 2**30,
-                 "gpus": coherence.quantity(quota["requests.nvidia.com/gpu"])})
+    for q in quotas:
+        hard = q["spec"]["hard"]
+        use = coherence.concurrent_usage(ws, q, lr)
+        unscoped = {**q, "spec": {"hard": hard}}
+        row: dict[str, Any] = {"quota": q["metadata"]["name"], "counts": quota_scope(q)}
+        for col, (key, div) in cols.items():
+            row[f"{col}_hard"] = round(coherence.quantity(hard[key]) / div, 1) if key in hard else None
+            row[col] = round(use[key][0] / div, 1) if key in use else None
+        row["cpu_by"] = use["requests.cpu"][1] if "requests.cpu" in use else ""
+        row["cpu_unscoped"], row["cpu_unscoped_by"] = (
+            coherence.concurrent_usage(ws, unscoped, lr)["requests.cpu"] if "requests.cpu" in hard else (None, ""))
+        counts = {k: _object_count(out_docs, ns, k) for k in hard if k.startswith("count/")}
+        row["objects"] = ", ".join(f"{k} {n} of {hard[k]}" for k, n in counts.items())
+        compute = [k for k in hard if not k.startswith("count/")]
+        row["workloads"] = [w.ref for w in ws
+                            if any(coherence.quota_usage(w, q, lr).get(k, 0.0) for k in compute)]
+        over = [f"{k} {used / 2**30 if 'memory' in k else used:g}{'Gi' if 'memory' in k else ''} > {hard[k]}"
+                for k, (used, _) in use.items() if used > coherence.quantity(hard[k])]
+        over += [f"{k} {n} > {hard[k]}" for k, n in counts.items() if n > int(hard[k])]
+        row["over"] = over
+        row["fits"] = not over
+        rows.append(row)
     return rows
+
+
+#: The columns of :func:`quota_table` a quota sentence states, with their units.
+QUOTA_UNITS = {"cpu": "CPUs", "memory_gib": "GiB", "gpus": "GPUs", "pods": "pods"}
+
+
+def quota_claims(rows: list[dict[str, Any]], serve: str, train: str) -> Any:
+    """Record the quota review of :func:`quota_table` ``rows`` and say it, sentence by sentence.
+
+    Metrics: ``quota_table`` (the rows), ``quotas``, ``quotas_fitting_at_once``, per quota
+    ``<quota>_keys_over`` (hard keys what runs at once exceeds), ``quotas_counting_serve_and_training``
+    (quotas that count both workload refs ``serve`` and ``train``), ``training_quota_requests_cpu``
+    (the requests.cpu of the quota counting ``train``) and ``unscoped_at_once_cpu`` (what the same
+    pods would request at once under that quota without its scope). Conclusions:
+    ``<quota>_admits_at_once``, ``serving_apart_from_training``, ``serving_scales_beside_training``
+    (expected to hold) and ``one_quota_would_fit``.
+
+    Returns:
+        The sentences, as one :class:`hpcml.claims.Markdown` to display.
+
+    Raises:
+        ValueError: no quota counts ``train`` or ``serve``, or the one counting ``train`` sets no requests.cpu.
+    """
+    for ref in (serve, train):
+        if not any(ref in r["workloads"] for r in rows):
+            raise ValueError(f"quota_claims: no ResourceQuota counts {ref!r} (quotas: "
+                             f"{', '.join(r['quota'] for r in rows)}); expected a workload ref such as 'MPIJob/name'")
+    train_q = next(r for r in rows if train in r["workloads"] and r["cpu_hard"] is not None)
+    report.record("quota_table", rows, description="one row per ResourceQuota of the workload namespace: its scope, "
+                  "hard requests and what runs under it at once (resident workloads at their maximum + the largest "
+                  "batch job)")
+    report.record("quotas", len(rows), unit="ResourceQuotas")
+    report.record("quotas_fitting_at_once", sum(bool(r["fits"]) for r in rows), unit=f"of {len(rows)}",
+                  description="ResourceQuotas that admit every resident workload at its maximum plus the largest batch job")
+    said = []
+    for r in rows:
+        m = r["quota"].replace("-", "_").replace(".", "_")
+        report.record(f"{m}_keys_over", len(r["over"]), unit="keys",
+                      description=f"hard keys of {r['quota']} that what runs under it at once exceeds")
+        ok = report.conclude(f"{m}_admits_at_once", f"{m}_keys_over == 0", "admits it",
+                             "does not admit it (" + "; ".join(r["over"]) + ")")
+        parts = [f"{{{c}:g}} of {{{c}_hard:g}} {u}" for c, u in QUOTA_UNITS.items() if r[f"{c}_hard"] is not None]
+        use = ("At once, {cpu_by} request " + ", ".join(parts)) if parts else "It caps object counts only: {objects}"
+        said.append(report.say("`{quota}` counts {counts}. " + use + ": it " + ok + ".", **r).text)
+    report.record("quotas_counting_serve_and_training",
+                  sum(serve in r["workloads"] and train in r["workloads"] for r in rows), unit="ResourceQuotas",
+                  description=f"quotas that count both {serve} and {train}")
+    report.record("training_quota_requests_cpu", train_q["cpu_hard"], unit="cores",
+                  description=f"requests.cpu of {train_q['quota']}, the quota that counts {train}")
+    report.record("unscoped_at_once_cpu", train_q["cpu_unscoped"], unit="cores",
+                  description=f"CPU requests at once if {train_q['quota']} had no scope: {train_q['cpu_unscoped_by']}")
+    apart = report.conclude("serving_apart_from_training", "quotas_counting_serve_and_training == 0",
+                            "by separate quotas", "by one quota")
+    fits = report.conclude("serving_scales_beside_training", "quotas_fitting_at_once == quotas", "is admitted",
+                           "is not admitted", expect=True)
+    one = report.conclude("one_quota_would_fit", "unscoped_at_once_cpu <= training_quota_requests_cpu",
+                          "would fit as well",
+                          "would not fit, and a serving scale-out during training would be rejected at admission")
+    said.append(report.say(
+        "Serving (`{serve}`) and the GPU job (`{train}`) are counted " + apart + "; serving at its HPA maximum beside "
+        "the GPU job " + fits + " ({quotas_fitting_at_once} of {quotas} quotas admit what runs under them at once). "
+        "Counted by one unscoped quota of {training_quota_requests_cpu:g} CPUs instead, the same pods would request "
+        "{unscoped_at_once_cpu:g} CPUs at once ({by}): they " + one + ".",
+        serve=serve, train=train, by=train_q["cpu_unscoped_by"]).text)
+    return claims.Markdown("\n\n".join(said))
 
 
 def s3_table() -> list[dict[str, Any]]:
