@@ -115,9 +115,12 @@ def test_quota_claims_render_from_the_rows_and_check(build_tmp):
     assert m["quotas"]["value"] == 3 and m["quotas_fitting_at_once"]["value"] == 3
     assert m["quotas_counting_serve_and_training"]["value"] == 0
     assert m["training_quota_requests_cpu"]["value"] == 64 and m["unscoped_at_once_cpu"]["value"] == 90
-    assert "`hpcml-serving-quota` counts pods of PriorityClass hpcml-serving. At once, Deployment/hpcml-serve 20 + " \
-           "InferenceService/mnist 20 request 40 of 48 CPUs" in text
-    assert "`hpcml-objects-quota` counts every pod and object. It caps object counts only: count/jobs.batch" in text
+    assert "`hpcml-serving-quota` counts pods of PriorityClass hpcml-serving. What runs under it at once requests " \
+           "40 of 48 CPUs (Deployment/hpcml-serve 20 + InferenceService/mnist 20), 40 of 48 GiB, 0 of 0 GPUs, " \
+           "40 of 48 pods (resident workloads at their maximum; per figure, the batch job that uses the most of it): " \
+           "it admits them." in text
+    assert ("`hpcml-objects-quota` counts every pod and object. It caps object counts only "
+            "(count/jobs.batch 4 of 50): it admits them.") in text
     assert "counted by separate quotas; serving at its HPA maximum beside the GPU job is admitted (3 of 3" in text
     assert "would request 90 CPUs at once" in text and "they would not fit" in text
     assert report.check_conclusions()["serving_scales_beside_training"]
@@ -133,7 +136,7 @@ def test_quota_claims_say_so_when_one_quota_counts_everything(build_tmp):
     out["cluster/quota.yaml"] = [*kc.resource_quotas(ns, serving=None)]
     report.begin("07_architecture_review")
     text = review.quota_claims(review.quota_table(out), serve=SERVE, train=TRAIN).text
-    assert "does not admit it (requests.cpu 90 > 64" in text
+    assert "does not admit them (requests.cpu 90 > 64" in text
     assert "counted by one quota; serving at its HPA maximum beside the GPU job is not admitted (0 of 1" in text
     with pytest.raises(AssertionError, match="serving_scales_beside_training: the text states"):
         report.check_conclusions()

@@ -327,7 +327,7 @@ def quota_scope(quota: dict) -> str:
         name, op, vals = e["scopeName"], e.get("operator", "In"), ", ".join(e.get("values", []))
         if name == "PriorityClass":
             words.append({"In": f"pods of PriorityClass {vals}",
-                          "NotIn": f"pods whose PriorityClass is not {vals} (none included)",
+                          "NotIn": f"pods whose PriorityClass is not {vals} (pods without one included)",
                           "Exists": "pods with a PriorityClass", "DoesNotExist": "pods without a PriorityClass"}[op])
         else:
             words.append(f"{name} {op} {vals}".strip())
@@ -426,10 +426,12 @@ def quota_claims(rows: list[dict[str, Any]], serve: str, train: str) -> Any:
         m = r["quota"].replace("-", "_").replace(".", "_")
         report.record(f"{m}_keys_over", len(r["over"]), unit="keys",
                       description=f"hard keys of {r['quota']} that what runs under it at once exceeds")
-        ok = report.conclude(f"{m}_admits_at_once", f"{m}_keys_over == 0", "admits it",
-                             "does not admit it (" + "; ".join(r["over"]) + ")")
-        parts = [f"{{{c}:g}} of {{{c}_hard:g}} {u}" for c, u in QUOTA_UNITS.items() if r[f"{c}_hard"] is not None]
-        use = ("At once, {cpu_by} request " + ", ".join(parts)) if parts else "It caps object counts only: {objects}"
+        ok = report.conclude(f"{m}_admits_at_once", f"{m}_keys_over == 0", "admits them",
+                             "does not admit them (" + "; ".join(r["over"]) + ")")
+        parts = [f"{{{c}:g}} of {{{c}_hard:g}} {u}" + (" ({cpu_by})" if c == "cpu" and r["cpu_by"] else "")
+                 for c, u in QUOTA_UNITS.items() if r[f"{c}_hard"] is not None]
+        use = ("What runs under it at once requests " + ", ".join(parts) + " (resident workloads at their maximum; "
+               "per figure, the batch job that uses the most of it)") if parts else "It caps object counts only ({objects})"
         said.append(report.say("`{quota}` counts {counts}. " + use + ": it " + ok + ".", **r).text)
     report.record("quotas_counting_serve_and_training",
                   sum(serve in r["workloads"] and train in r["workloads"] for r in rows), unit="ResourceQuotas",
