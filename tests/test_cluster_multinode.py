@@ -134,13 +134,17 @@ def test_a_failed_up_leaves_nothing_and_down_removes_everything(monkeypatch, tmp
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_the_drill_of_notebook_00(pipeline_run):
-    """The requeue drill 00 ran: node down, job resumed from its checkpoint, same final metrics."""
+def test_the_drills_of_notebook_00(pipeline_run):
+    """The drills 00 ran: the requeued job resumed from its checkpoint with the same final metrics, and
+    the elastic job shrank to the survivor and finished."""
     runs, build = pipeline_run
-    m = {k: v["value"] for k, v in json.loads((build / "metrics" / "00_cluster_setup.json").read_text())["metrics"].items()}
+    rec = json.loads((build / "metrics" / "00_cluster_setup.json").read_text())
+    m = {k: v["value"] for k, v in rec["metrics"].items()}
     if m.get("cluster_mode") != "multi":
         _cannot_run(f"00 ran on the {m.get('cluster_mode')} cluster")
     assert m["drill_restarts"] >= 1 and m["drill_max_abs_diff"] <= 1e-6
     assert m["drill_resumed_from_step"] >= m["drill_checkpoint_every"]
     assert 0 < m["drill_detect_s"] < m["drill_requeue_s"] <= 60 + m["drill_detect_s"]
     assert m["drill_lost_steps"] <= m["drill_checkpoint_every"]
+    assert m["elastic_world_after"] == 1 and m["elastic_epochs_run"] == rec["params"]["elastic_epochs"]
+    assert m["elastic_reset_s"] <= 60

@@ -10,6 +10,11 @@ it resumes from its last checkpoint; it must end with the reference's final metr
 is restored (in a ``finally``) as soon as the job has moved, and ``ReturnToService=2`` brings the
 node back to idle while the job finishes.
 
+:func:`elastic_drill` runs a Horovod elastic job across two nodes, started by ``horovodrun`` inside
+the first node over SSH, with a host-discovery script that lists the nodes Slurm shows up. It
+cuts (and fences) the second node: the surviving rank's collective fails after Gloo's timeout, the
+job resets to the hosts discovery still lists, goes on with one worker and finishes.
+
 Every wait has its own timeout of at most 60 s; a timeout raises :class:`DrillError` with what
 Slurm showed, and the link is restored whatever happened.
 """
@@ -137,7 +142,11 @@ def fence(cl: LocalCluster, node: str) -> list[int]:
     """Kill every process in ``node`` but its slurmd and sshd listener (the job dies with the node)."""
     keep = {p for p in cl.slurm.daemon_pids().values() if p} | set(cl.sshd_pids.values())
     victims = [p for p in netns.pids_in(cl.plan.node(node).netns) if p not in keep]
-    return netns.kill_all(victims, grace_s=0.0)  # SIGKILL at once: a dead node gives no SIGTERM notice
+    netns.kill_all(victims, grace_s=0.0)  # SIGKILL at once: a dead node gives no SIGTERM notice
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(netns.alive(p) for p in victims):
+        time.sleep(0.02)
+    return victims
 
 
 def _ckpt_step_and_time(ckpt_dir: Path) -> tuple[int, float] | None:
@@ -227,3 +236,97 @@ def requeue_drill(cl: LocalCluster, root: Path, epochs: int = 4, checkpoint_ever
                         checkpoint_write_s=ref["checkpoint_writes"]["seconds_total"] / ref["checkpoint_writes"]["count"],
                         reference={k: float(ref[k]) for k in FINAL_KEYS},
                         drilled={k: float(got[k]) for k in FINAL_KEYS}, max_abs_diff=diff, timeline=timeline)
+
+
+@dataclass
+class ElasticDrill:
+    """What the elastic drill measured (seconds from the cut)."""
+
+    node_cut: str
+    reset_s: float  # cut -> the job reset to the survivors
+    world_after: int  # workers right after the reset
+    final_world: int  # workers at the end (the node may have come back and rejoined)
+    epochs_run: int
+    test_accuracy: float
+    gloo_timeout_s: int
+    events: list[dict] = field(default_factory=list)
+
+    def metrics(self) -> list[Metric]:
+        return [Metric("elastic_reset_s", self.reset_s, "s", "s after the cut until the elastic job reset to the survivors"),
+                Metric("elastic_world_after", self.world_after, "workers", "workers after the reset"),
+                Metric("elastic_final_world", self.final_world, "workers", "workers at the end of the job"),
+                Metric("elastic_epochs_run", self.epochs_run, "epochs"),
+                Metric("elastic_test_accuracy", self.test_accuracy, "fraction"),
+                Metric("elastic_gloo_timeout_s", self.gloo_timeout_s, "s", "HOROVOD_GLOO_TIMEOUT_SECONDS of the job")]
+
+
+def discovery_script(cl: LocalCluster, path: Path, slots: int = 1) -> Path:
+    """A host-discovery script that lists, ``name:slots`` per line, the nodes Slurm shows usable now."""
+    sinfo = Path(netns.which("sinfo") or "/usr/bin/sinfo")
+    text = (f"#!/bin/sh\n# hpcml: the nodes slurmctld shows idle/mix/alloc, {slots} slot(s) each\n"
+            f"SLURM_CONF={cl.slurm.conf_path} {sinfo} -h -N -o '%N %t' | "
+            f"awk '$2 ~ /^(idle|mix|alloc|comp)$/ {{print $1\":{slots}\"}}'\n")
+    paths.atomic_write_text(path, text)
+    path.chmod(0o755)
+    return path
+
+
+def elastic_drill(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_every: int = 40,
+                  gloo_timeout_s: int = 20, cut_after_checkpoints: int = 2,
+                  on_event: Callable[[str], None] | None = None) -> ElasticDrill:
+    """Horovod elastic over two nodes; cut one; the job goes on with the survivor and finishes.
+
+    Raises:
+        DrillError: the job did not reset or finish in time (each wait at most 60 s), or failed.
+    """
+    from hpcml.train.targets.local import start_local
+
+    if cl.mode != "multi" or len(cl.plan.nodes) < 2:
+        raise DrillError(f"the elastic drill needs the multi-node cluster with at least 2 nodes ({cl.describe()})")
+    say = on_event or (lambda s: None)
+    launcher = cl.plan.nodes[0].name
+    ds = root / "dataset-2"
+    if not (ds / "_manifest.json").exists():
+        write_contract_dataset(ds, n_shards=2, rows=(4096, 512, 512), seed=1)
+    out = root / "elastic"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    spec = TrainSpec(name="elastic-drill", world_size=2, min_workers=1, elastic=True, epochs=epochs, batch_size=16,
+                     width=16, lr=0.02, dataset_dir=str(ds), out_dir=str(out), checkpoint_every=checkpoint_every)
+    disc = discovery_script(cl, paths.ensure(out) / "discover_hosts.sh")
+    hvd = str(Path(sys.executable).parent / "horovodrun")
+
+    def command(spec_path: Path) -> list[str]:
+        return cl.node_argv(launcher, [hvd, "-np", "2", "--min-np", "1", "--max-np", "2",
+                                       "--host-discovery-script", str(disc), "--network-interface", "eth1",
+                                       "--ssh-identity-file", str(cl.key), "--start-timeout", "30", "--gloo",
+                                       sys.executable, "-m", "hpcml.train.worker", "--spec", str(spec_path)], pin=False)
+
+    job = start_local(spec, command=command, env={"HOROVOD_GLOO_TIMEOUT_SECONDS": str(gloo_timeout_s)})
+    try:
+        start = job.wait_for(lambda e: e.get("event") == "start", MAX_WAIT_S)
+        # the node without rank 0 (rank 0 prints the job's events; Horovod can also lose rank 0)
+        victim = next(n.name for n in cl.plan.nodes[:2] if list(n.cpus) != start.get("cores_rank0"))
+        job.wait_for(lambda e: e.get("event") == "checkpoint" and e["step"] >= cut_after_checkpoints * checkpoint_every,
+                     MAX_WAIT_S)
+        # the node's processes die first (their sockets close, so the survivor's Gloo sees it at
+        # once), then its link goes. Cut first, Horovod 0.28.1 hangs: the survivor's Gloo recv
+        # times out in the background loop ("uncaught exception") and never reaches the elastic reset.
+        fence(cl, victim)
+        with cl.link_cut(victim) as t_cut:
+            say(f"killed {victim}'s processes and cut its link during the elastic job")
+            job.wait_for(lambda e: e.get("event") == "reset" and e.get("world_size") == 1, MAX_WAIT_S)
+            reset_s = time.time() - t_cut
+            say(f"the job reset to 1 worker {reset_s:.1f} s after the cut")
+        m = job.wait(MAX_WAIT_S)  # the rest of the training, in one worker
+    except (TimeoutError, RuntimeError) as exc:
+        raise DrillError(f"the elastic drill failed: {exc}; last events {job.events[-5:]}") from exc
+    finally:
+        job.kill()
+    _until(lambda: cl.slurm.node_states().get(victim) == "idle", f"{victim} back to idle", cl.slurm.node_states)
+    return ElasticDrill(node_cut=victim, reset_s=reset_s, world_after=1, final_world=int(m["world_size"]),
+                        epochs_run=int(m["epochs_run"]), test_accuracy=float(m["test_accuracy"]),
+                        gloo_timeout_s=gloo_timeout_s,
+                        events=[e for e in job.events if e.get("event") in ("reset", "checkpoint", "epoch")][-20:])

@@ -177,6 +177,11 @@ def cpu_sets(nodes: int, cores: int, cpus_per_node: int | None) -> tuple[tuple[t
     return sets, notes
 
 
+def node_stem(name: str) -> str:
+    """What a cluster's node names start with: ``n`` for the project's cluster, ``<name>n`` for another."""
+    return "n" if name == PREFIX else f"{name}n"
+
+
 def plan(spec: LocalClusterSpec, used: list[str], cores: int) -> ClusterPlan:
     """Names, addresses, links and cores of every node (the head is ``.1``, node k is ``.10+k``)."""
     subnet = pick_subnet(spec, used)
@@ -184,7 +189,7 @@ def plan(spec: LocalClusterSpec, used: list[str], cores: int) -> ClusterPlan:
     sets, notes = cpu_sets(spec.nodes, cores, spec.cpus_per_node)
     # the project's cluster names its nodes n1..nN; another (a test's) prefixes them, so that two
     # clusters up at once never share a name in /etc/hosts
-    stem = "n" if spec.name == PREFIX else f"{spec.name}n"
+    stem = node_stem(spec.name)
     nodes = tuple(NodePlan(name=f"{stem}{k}", address=str(base + 10 + k), netns=f"{spec.name}-n{k}",
                            host_link=f"{spec.name}-v{k}", cpus=sets[k - 1]) for k in range(1, spec.nodes + 1))
     return ClusterPlan(spec=spec, subnet=subnet, bridge=f"{spec.name}-br", head_address=str(base + 1),

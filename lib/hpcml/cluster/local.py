@@ -432,7 +432,8 @@ def leftovers(prefix: str = fabric.PREFIX) -> dict[str, list]:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if (f"/{prefix}-n" in cmd or "sshd_config-n" in cmd or "slurmd -f" in cmd and " -N n" in cmd) \
+            stem = fabric.node_stem(prefix)
+            if (f"/{prefix}-n" in cmd or f"sshd_config-{stem}" in cmd or "slurmd -f" in cmd and f" -N {stem}" in cmd) \
                     and int(entry.name) != os.getpid() and pid_alive(int(entry.name)):
                 found["daemons"].append(f"{entry.name} {cmd[:120]}")
     return found

@@ -350,7 +350,8 @@ class SlurmCluster:
             since = 0.0
             for d in self.daemons()[2:]:
                 if not pids[d]:
-                    since = float(int(time.time()))  # SlurmdStartTime has 1 s resolution
+                    # SlurmdStartTime has 1 s resolution; the first start bounds them all
+                    since = since or float(int(time.time()))
                     self._start_slurmd(d)
                     started.append(d)
             self._until(lambda: self._node_ready(idle_only=cold, registered_since=since), 60,

@@ -182,7 +182,8 @@ class LocalJob:
 
 def start_local(spec: TrainSpec, on_progress: Callable[[dict], None] | None = None,
                 env: dict[str, str] | None = None, module: str = WORKER_MODULE,
-                module_args: list[str] | None = None, check_data: bool = True) -> LocalJob:
+                module_args: list[str] | None = None, check_data: bool = True,
+                command: Callable[[Path], list[str]] | None = None) -> LocalJob:
     """Start ``spec`` under horovodrun in the background (elastic if ``spec.elastic``).
 
     Args:
@@ -192,14 +193,19 @@ def start_local(spec: TrainSpec, on_progress: Callable[[dict], None] | None = No
         module: the module each rank runs.
         module_args: its arguments (default ``--spec <out_dir>/spec.json``).
         check_data: check the shards against ``world_size`` first.
+        command: builds the argv from the spec JSON's path, instead of :func:`build_command`
+            (the multi-node cluster's elastic drill starts horovodrun inside a node, over SSH).
     """
     if check_data:
         shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size, elastic=spec.elastic)
     out = paths.ensure(spec.resolved_out_dir())
     spec_path = out / "spec.json"
     spec.to_json(spec_path)
-    disc = discovery_script(out / "discover_hosts.sh", spec.world_size) if spec.elastic else None
-    cmd = build_command(spec, spec_path, disc, module=module, module_args=module_args)
+    if command is not None:
+        cmd = command(spec_path)
+    else:
+        disc = discovery_script(out / "discover_hosts.sh", spec.world_size) if spec.elastic else None
+        cmd = build_command(spec, spec_path, disc, module=module, module_args=module_args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     log_path = out / "horovodrun.log"
     log_path.write_text(" ".join(cmd) + "\n", encoding="utf-8")
