@@ -176,20 +176,14 @@ def requeue_drill(cl: LocalCluster, root: Path, epochs: int = 4, checkpoint_ever
     spec = drill_spec(root, epochs=epochs, checkpoint_every=checkpoint_every)
     ref_dir, run_dir = root / "reference", root / "drilled"
     show = lambda: cl.slurm.node_states()  # noqa: E731
-    # the reference: the same job, undisturbed
+    # the reference (the same job, undisturbed) and the drilled job start together, one per node; the
+    # reference ends long before the requeued job needs its node
     ref_id = _submit(cl, spec, ref_dir, "drill-ref", requeue=False)
-    res = cl.slurm.wait(ref_id, timeout_s=MAX_WAIT_S)
-    if not res.ok:
-        raise DrillError(f"the reference run ended {res.state}: {res.output_tail[-800:]}")
-    ref = read_run_metrics(ref_dir)
-    step_s = ref["time_split"]["train_s"] / max(ref["steps"], 1)
-    say(f"reference run: {ref['steps']} steps, {step_s * 1e3:.1f} ms/step")
-    # the drill
     job_id = _submit(cl, spec, run_dir, "drill", requeue=True)
     ckpt_dir = run_dir / "checkpoints"
     _until(lambda: _job(cl, job_id).get("JobState") == "RUNNING", "the drill job starting", show)
     victim = _job(cl, job_id)["NodeList"]
-    survivor = next(n.name for n in cl.plan.nodes if n.name != victim)
+    say(f"reference job {ref_id} and drilled job {job_id} (on {victim}) running")
     _until(lambda: (_ckpt_step_and_time(ckpt_dir) or (0, 0))[0] >= cut_after_checkpoints * checkpoint_every,
            f"checkpoint {cut_after_checkpoints} of the drill job", show)
     timeline: list[tuple[float, str]] = []
@@ -206,9 +200,10 @@ def requeue_drill(cl: LocalCluster, root: Path, epochs: int = 4, checkpoint_ever
 
         def moved() -> bool:
             j = _job(cl, job_id)
-            return j.get("JobState") == "RUNNING" and j.get("NodeList") == survivor
+            return j.get("JobState") == "RUNNING" and j.get("NodeList") not in ("", victim)
 
-        _until(moved, f"the requeued job running on {survivor}", lambda: (_job(cl, job_id), show()))
+        _until(moved, "the requeued job running on a surviving node", lambda: (_job(cl, job_id), show()))
+        survivor = _job(cl, job_id)["NodeList"]
         requeue_s = time.time() - t_cut
         timeline.append((requeue_s, f"job requeued and running on {survivor}"))
         start = _job(cl, job_id).get("StartTime", "")
@@ -217,6 +212,11 @@ def requeue_drill(cl: LocalCluster, root: Path, epochs: int = 4, checkpoint_ever
         except ValueError:
             resume_s = requeue_s
     t_restore = time.time()
+    res = cl.slurm.wait(ref_id, timeout_s=MAX_WAIT_S)
+    if not res.ok:
+        raise DrillError(f"the reference run ended {res.state}: {res.output_tail[-800:]}")
+    ref = read_run_metrics(ref_dir)
+    step_s = ref["time_split"]["train_s"] / max(ref["steps"], 1)
     timeline.append((t_restore - t_cut, f"link of {victim} restored"))
     say(f"job running on {survivor} {requeue_s:.1f} s after the cut; link restored")
     res = cl.slurm.wait(job_id, timeout_s=MAX_WAIT_S)
