@@ -66,7 +66,7 @@ def test_metrics_names_order_and_values(runs):
     ms = scaling.metrics(scaling.summarize(runs), "resnet50", 128, 32)
     assert all(isinstance(m, Metric) for m in ms)
     assert [m.name for m in ms] == [
-        "scaling_efficiency", "scaling_efficiency_default_cycle", "scaling_ceiling", "scaling_vs_ceiling",
+        "scaling_efficiency", "scaling_efficiency_ci95", "scaling_efficiency_default_cycle", "scaling_ceiling", "scaling_vs_ceiling",
         "scaling_efficiency_vs_plain", "resnet50_img_per_s_per_worker", "synthetic_per_rank", "ctx_switches_per_s"]
     by = {m.name: m for m in ms}
     assert [m.name for m in ms if m.headline] == ["scaling_efficiency", "scaling_ceiling", "resnet50_img_per_s_per_worker"]
@@ -75,7 +75,9 @@ def test_metrics_names_order_and_values(runs):
     assert by["scaling_efficiency"].description == (
         "resnet50 synthetic: 2×1 thread vs 2×(1×1 thread), same per-worker batch, 50 ms cycle")
     assert by["resnet50_img_per_s_per_worker"].description == "resnet50 synthetic 128px batch 32, CPU, mean over 2 ranks"
-    assert scaling.metrics(scaling.summarize(runs), "resnet18", 64, 8)[5].name == "resnet18_img_per_s_per_worker"
+    assert scaling.metrics(scaling.summarize(runs), "resnet18", 64, 8)[6].name == "resnet18_img_per_s_per_worker"
+    # pinned total 16 ± 0.8·sqrt(2), 1 worker 10 ± 1: relative half-widths 0.1/sqrt(2) and 0.1 in quadrature
+    assert by["scaling_efficiency_ci95"].value == pytest.approx(0.8 * (0.1 ** 2 / 2 + 0.1 ** 2) ** 0.5)
 
 
 def test_headline_and_chart_title(runs):
@@ -93,6 +95,41 @@ def test_pinning_comparison_ratio_and_its_interval(runs):
     # each total: sqrt(2) * 0.1 * per-rank value, i.e. 0.1/sqrt(2) relative; the ratio adds both in quadrature
     rel = 0.1 / 2 ** 0.5
     assert pin["ci95"] == pytest.approx(16.0 / 14.0 * (2 * rel ** 2) ** 0.5)
+
+
+def _conf(rank, img_per_s, conf95):
+    return {**_rank(rank, img_per_s), "conf95": conf95}
+
+
+# (n-worker ranks as (img/s, conf95), 1-worker (img/s, conf95), n, efficiency, half-width), by hand:
+# totals' half-widths add per rank in quadrature, relative half-widths of the two totals add in
+# quadrature, and n is exact (it scales value and half-width alike).
+@pytest.mark.parametrize("many, one, n, eff, hw", [
+    # 16 ± 0.5 (sqrt(0.3² + 0.4²), not 0.7) vs 10 ± 2: 0.8 × sqrt((0.5/16)² + 0.2²)
+    ([(8.0, 0.3), (8.0, 0.4)], (10.0, 2.0), 2, 0.8, 0.8 * ((0.5 / 16) ** 2 + 0.2 ** 2) ** 0.5),
+    # one worker each: 5 ± 0.5 vs 10 ± 1 -> 0.5 × sqrt(0.1² + 0.1²)
+    ([(5.0, 0.5)], (10.0, 1.0), 1, 0.5, 0.5 * 0.02 ** 0.5),
+    # four ranks 5 ± 1: 20 ± 2 vs 6 ± 0.6 -> 20/24 × sqrt(0.1² + 0.1²)
+    ([(5.0, 1.0)] * 4, (6.0, 0.6), 4, 20 / 24, 20 / 24 * 0.02 ** 0.5),
+    # no spread anywhere: no width
+    ([(8.0, 0.0), (8.0, 0.0)], (10.0, 0.0), 2, 0.8, 0.0),
+])
+def test_efficiency_with_ci95_propagation(many, one, n, eff, hw):
+    got = scaling.efficiency_with_ci95(_run(*[_conf(i, v, c) for i, (v, c) in enumerate(many)]),
+                                       _run(_conf(0, *one)), n)
+    assert got == (pytest.approx(eff), pytest.approx(hw))
+
+
+def test_summary_efficiency_ci95_is_the_pinned_run_against_one_worker(runs):
+    s = scaling.summarize(runs)
+    assert (s.efficiency, s.efficiency_ci95) == tuple(
+        pytest.approx(v) for v in scaling.efficiency_with_ci95(runs.pinned, runs.one, 2))
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_efficiency_with_ci95_refuses_no_workers(runs, n):
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        scaling.efficiency_with_ci95(runs.pinned, runs.one, n)
 
 
 def test_ratio_with_ci95_refuses_non_positive_values():

@@ -60,6 +60,7 @@ class ScalingSummary:
         processes: per rank of the two pinned ``world_size`` runs: ``ctx_switches_per_s``,
             ``system_share`` (kernel time / wall) and ``cpu_share`` ((user + kernel) / wall).
         efficiency: pinned N workers vs N × the 1-worker run.
+        efficiency_ci95: its 95 % half-width (:func:`efficiency_with_ci95`).
         efficiency_default_cycle: the same with the 1 ms cycle (vs the tuned 1-worker run).
         efficiency_vs_plain: pinned N Horovod workers vs N × one plain PyTorch process alone.
         ceiling: plain PyTorch processes together / each alone.
@@ -71,6 +72,7 @@ class ScalingSummary:
     per_rank: pd.DataFrame
     processes: pd.DataFrame
     efficiency: float
+    efficiency_ci95: float
     efficiency_default_cycle: float
     efficiency_vs_plain: float
     ceiling: float
@@ -109,6 +111,7 @@ def summarize(runs: ScalingRuns) -> ScalingSummary:
     return ScalingSummary(
         runs=runs, rows=rows, per_rank=pd.DataFrame(rows), processes=pd.DataFrame(process_rows(runs)),
         efficiency=scaling_efficiency(runs.pinned["synthetic"]["total_img_per_s"], one, n),
+        efficiency_ci95=efficiency_with_ci95(runs.pinned, runs.one, n)[1],
         efficiency_default_cycle=scaling_efficiency(runs.default_cycle["synthetic"]["total_img_per_s"], one, n),
         efficiency_vs_plain=scaling_efficiency(runs.pinned["synthetic"]["total_img_per_s"],
                                                runs.ceiling["alone_img_per_s"], n),
@@ -131,6 +134,9 @@ def metrics(s: ScalingSummary, arch: str, image_size: int, batch: int) -> list[M
     return [
         Metric("scaling_efficiency", s.efficiency, headline=True,
                description=f"{arch} synthetic: {n}×1 thread vs 2×(1×1 thread), same per-worker batch, {cyc}"),
+        Metric("scaling_efficiency_ci95", s.efficiency_ci95,
+               description="95 % half-width: each rank's 1.96σ over its timed iterations, summed over ranks in "
+                           "quadrature, propagated to the ratio (pinned N-worker run vs the 1-worker run)"),
         Metric("scaling_efficiency_default_cycle", s.efficiency_default_cycle,
                description=f"the same with Horovod's default 1 ms cycle (vs the {cyc} 1-worker run)"),
         Metric("scaling_ceiling", s.ceiling, headline=True,
@@ -174,6 +180,30 @@ def ratio_with_ci95(a: tuple[float, float], b: tuple[float, float]) -> tuple[flo
         raise ValueError(f"ratio_with_ci95: values must be positive, got {va} and {vb}")
     r = va / vb
     return r, r * math.sqrt((ha / va) ** 2 + (hb / vb) ** 2)
+
+
+def efficiency_with_ci95(many: dict[str, Any], one: dict[str, Any], n: int) -> tuple[float, float]:
+    """Scaling efficiency ``total(many) / (n × total(one))`` and its 95 % half-width.
+
+    The samples are each rank's timed iterations (img/s of one iteration of ``batches_per_iter``
+    steps); σ is their population standard deviation, and each rank's half-width is Horovod's
+    1.96σ (``conf95``, :func:`hpcml.train.stats.ci95`). A run's total carries its ranks'
+    half-widths added in quadrature (:func:`total_with_ci95`); the efficiency is the ratio of the
+    two runs' totals (``n`` is exact), so its relative half-width is the two totals' relative
+    half-widths added in quadrature (:func:`ratio_with_ci95`: first order, independent runs),
+    the same propagation as :func:`pinning_comparison`. 1.96σ of one iteration, not of the
+    mean (no division by √iterations: consecutive iterations on a shared machine are not
+    independent), so the interval is wide rather than optimistic.
+
+    Args:
+        many: the ``n``-worker ``run_bench`` result.
+        one: the 1-worker ``run_bench`` result.
+        n: workers of ``many``.
+    """
+    if n < 1:
+        raise ValueError(f"efficiency_with_ci95: n must be >= 1, got {n}")
+    r, hw = ratio_with_ci95(total_with_ci95(many), total_with_ci95(one))
+    return r / n, hw / n
 
 
 def pinning_comparison(pinned: dict[str, Any], unpinned: dict[str, Any]) -> dict[str, float]:
