@@ -211,3 +211,29 @@ def test_review_notebook_runs_on_recorded_upstream(build_tmp):
     assert verdicts["horovod_overhead_pct"] == "undecided" and verdicts["test_accuracy"] == "met"
     assert m["metrics"]["coherence_problems"]["value"] == 0
     assert any("undecided" in c for c in m["claims"])
+
+
+# (stage, metrics it records, target metric, verdict, 95 % half-width 07 uses, how 07 says it got it)
+@pytest.mark.parametrize("nb, recorded, metric, verdict, ci, how", [
+    ("02_horovod_training", {"scaling_efficiency": 0.95, "scaling_efficiency_ci95": 0.02}, "scaling_efficiency",
+     "met", 0.02, "recorded (scaling_efficiency_ci95)"),
+    ("02_horovod_training", {"scaling_efficiency": 0.75, "scaling_efficiency_ci95": 0.17}, "scaling_efficiency",
+     "undecided", 0.17, "recorded (scaling_efficiency_ci95)"),
+    ("02_horovod_training", {"scaling_efficiency": 0.5, "scaling_efficiency_ci95": 0.1}, "scaling_efficiency",
+     "missed", 0.1, "recorded (scaling_efficiency_ci95)"),
+    # the engine benchmark runs once per engine and size: no interval, even if one were recorded
+    ("01_spark_preprocessing", {"spark_vs_pandas_speedup": 5.0, "spark_vs_pandas_speedup_ci95": 0.1},
+     "spark_vs_pandas_speedup", "undecided", None, "no interval recorded"),
+    ("01_spark_preprocessing", {"spark_vs_fastest_ratio": 0.9, "spark_vs_fastest_ratio_ci95": 0.1},
+     "spark_vs_fastest_ratio", "undecided", None, "no interval recorded"),
+    ("04_serving", {"batching_throughput_ratio_weight_bound": 4.24, "batching_throughput_ratio_weight_bound_ci95": 1.0},
+     "batching_throughput_ratio_weight_bound", "met", 1.0, "recorded (batching_throughput_ratio_weight_bound_ci95)"),
+    ("04_serving", {"batching_throughput_ratio_weight_bound": 3.5, "batching_throughput_ratio_weight_bound_ci95": 1.0},
+     "batching_throughput_ratio_weight_bound", "undecided", 1.0, "recorded (batching_throughput_ratio_weight_bound_ci95)"),
+])
+def test_target_intervals_read_from_their_stage(build_tmp, nb, recorded, metric, verdict, ci, how):
+    fake_all()
+    fake_stage(nb, {**{k: v["value"] for k, v in report.load(nb)["metrics"].items()}, **recorded})
+    row = {r["metric"]: r for r in review.targets()}[metric]
+    assert (row["verdict"], row["interval"]) == (verdict, how)
+    assert row["ci95"] == (None if ci is None else pytest.approx(ci))

@@ -497,8 +497,12 @@ TARGETS: list[tuple[str, str, float, str, tuple[str, str] | None]] = [
     ("02_horovod_training", "test_accuracy", 0.97, "min", ("binomial", "test_count")),
     ("02_horovod_training", "scaling_efficiency", 0.90, "min", ("metric", "scaling_efficiency_ci95")),
     ("02_horovod_training", "horovod_overhead_pct", 5.0, "max", ("metric", "horovod_overhead_ci95_pct")),
-    ("01_spark_preprocessing", "spark_vs_pandas_speedup", 1.0, "min", ("metric", "spark_vs_pandas_speedup_ci95")),
-    ("01_spark_preprocessing", "spark_vs_fastest_ratio", 0.5, "min", ("metric", "spark_vs_fastest_ratio_ci95")),
+    # No interval: the engine benchmark (hpcml.data.bench.run_sizes) times each engine once per
+    # size, so both ratios are one wall time over another with no repeated sample to take a
+    # spread from (the sizes measure different work, the Spark stages split one run). Until the
+    # benchmark repeats its runs these two stay undecided whatever their point estimates.
+    ("01_spark_preprocessing", "spark_vs_pandas_speedup", 1.0, "min", None),
+    ("01_spark_preprocessing", "spark_vs_fastest_ratio", 0.5, "min", None),
     ("03_tuning", "pruning_compute_saving", 3.0, "min", ("exact", "epochs counted in a seeded study")),
     ("04_serving", "batching_throughput_ratio", 3.0, "min", ("metric", "batching_throughput_ratio_ci95")),
     ("04_serving", "batching_throughput_ratio_weight_bound", 3.0, "min",
