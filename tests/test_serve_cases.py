@@ -37,6 +37,20 @@ def test_case_model_ms_and_sides():
     assert c.sides() == {"batched": c.saturation["batched"], "size1": c.saturation["size1"]}
 
 
+
+# (the kind notebook 04 passes to case_metrics for a case 07 holds to a target, the comparison's
+# per-round ratios' half-width)
+@pytest.mark.parametrize("kind, ci", [("weight_bound", 1.0031), ("weight_bound", 0.0)])
+def test_case_metrics_record_the_interval_07_reads(kind, ci):
+    """The half-width each case records is the comparison's (Student t over the interleaved
+    rounds' ratios), under the name review.TARGETS reads for that case's gain."""
+    from hpcml import review
+
+    ms = {m.name: m.value for m in cases.case_metrics(_case(sat={**_sat(4.2, 40.0, 50.0), "ratio_ci95": ci}), kind, "t")}
+    wanted = [i[1] for _, metric, _, _, i in review.TARGETS if metric == f"batching_throughput_ratio_{kind}" and i]
+    assert [(name, ms.get(name)) for name in wanted] == [(f"batching_throughput_ratio_{kind}_ci95", ci)]
+    assert ms[f"batching_throughput_ratio_{kind}"] == 4.2
+
 def test_case_metrics_names_and_values():
     c = _case(b1=2.12345, b32=16.00049)
     ms = cases.case_metrics(c, "compute_bound", "heavy_model_time_ms")
