@@ -14,6 +14,12 @@ Lake layout (one bucket per account)::
 
 The Spark role reads ``raw/`` and writes ``processed/`` only (:mod:`hpcml.k8s.iam`), so the
 job's whole output, quarantine included, sits under ``processed/``.
+
+The requests are exactly those the rendered policies allow (``tests/test_s3_policy_coherence.py``
+records them against moto's server and evaluates each one): listing is always prefix-scoped
+(``s3:ListBucket`` is granted under an ``s3:prefix`` condition, so no ``HeadBucket``), and every
+write carries ``ServerSideEncryption=aws:kms`` with the project's data key (the bucket policy
+denies any other ``PutObject``; the roles may use that key only).
 """
 
 from __future__ import annotations
@@ -34,25 +40,68 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
-def upload_dir(client, local_dir: Path, uri: str, pattern: str = "*") -> list[str]:
+def sse_kms_args(kms_key_id: str | None = None) -> dict[str, str]:
+    """The SSE-KMS request parameters every write to the data bucket carries.
+
+    The bucket policy denies a ``PutObject`` without ``x-amz-server-side-encryption: aws:kms``
+    and the roles may use only the project's data key (:mod:`hpcml.k8s.iam`), so the key is
+    named explicitly: ``kms_key_id`` or, by default, :attr:`hpcml.k8s.iam.IamSpec.key_arn` —
+    the one ARN the rendered policies grant.
+    """
+    if kms_key_id is None:
+        from hpcml.k8s.iam import IamSpec
+
+        kms_key_id = IamSpec().key_arn
+    if not kms_key_id or not kms_key_id.startswith(("arn:aws:kms:", "alias/")):
+        raise ValueError(f"kms_key_id: expected a KMS key ARN (arn:aws:kms:...) or alias/..., got {kms_key_id!r}")
+    return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key_id}
+
+
+def _is_aws(client) -> bool:
+    host = client.meta.endpoint_url.split("://", 1)[-1].split("/", 1)[0]
+    return host.endswith(".amazonaws.com") or host.endswith(".amazonaws.com.cn")
+
+
+def _ensure_bucket(client, bucket: str, prefix: str) -> None:
+    """Create ``bucket`` on a local endpoint when it is missing; on AWS it must exist already.
+
+    The check is a prefix-scoped ``ListObjectsV2`` (what the roles' ``s3:ListBucket`` grant
+    allows, under an ``s3:prefix`` condition), not ``HeadBucket`` (which needs an unscoped
+    ``s3:ListBucket``). No role may create buckets, so on AWS a missing bucket is an error.
+    """
+    folder = f"{prefix.rstrip('/')}/" if prefix.strip("/") else ""
+    try:
+        client.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
+    except client.exceptions.NoSuchBucket:
+        if _is_aws(client):
+            raise FileNotFoundError(f"bucket {bucket!r} does not exist (it is provisioned with the IAM "
+                                    "policies; the pipeline roles cannot create it)") from None
+        client.create_bucket(Bucket=bucket)
+
+
+def upload_dir(client, local_dir: Path, uri: str, pattern: str = "*", kms_key_id: str | None = None) -> list[str]:
     """Upload the files of ``local_dir`` matching ``pattern`` (recursively) under ``uri``; the keys written.
 
-    Creates the bucket when it does not exist yet (local endpoint).
+    Every upload (single ``PutObject`` or multipart) is SSE-KMS encrypted with the project's
+    data key (:func:`sse_kms_args`). Creates the bucket when it does not exist yet on a local
+    endpoint (never on AWS).
+
+    Raises:
+        FileNotFoundError: no file matches ``pattern``; the bucket is missing on AWS.
+        ValueError: ``kms_key_id`` is not a KMS key ARN or alias.
     """
     bucket, prefix = parse_s3_uri(uri)
-    try:
-        client.head_bucket(Bucket=bucket)
-    except client.exceptions.ClientError:
-        client.create_bucket(Bucket=bucket)
-    keys = []
+    extra = sse_kms_args(kms_key_id)
     local_dir = Path(local_dir)
     files: Iterable[Path] = sorted(p for p in local_dir.rglob(pattern) if p.is_file())
+    if not files:
+        raise FileNotFoundError(f"no files matching {pattern!r} under {local_dir} to upload")
+    _ensure_bucket(client, bucket, prefix)
+    keys = []
     for f in files:
         key = f"{prefix.rstrip('/')}/{f.relative_to(local_dir).as_posix()}".lstrip("/")
-        client.upload_file(str(f), bucket, key)
+        client.upload_file(str(f), bucket, key, ExtraArgs=dict(extra))
         keys.append(key)
-    if not keys:
-        raise FileNotFoundError(f"no files matching {pattern!r} under {local_dir} to upload")
     return keys
 
 
