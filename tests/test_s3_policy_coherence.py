@@ -336,3 +336,20 @@ def test_local_endpoint_still_creates_a_missing_bucket(s3, tmp_path):
     keys = staging.upload_dir(client, tmp_path, "s3://hpcml-fresh-bucket/raw/x/", pattern="*.csv")
     assert keys == ["raw/x/a.csv"]
     assert [c.op for c in calls] == ["ListObjectsV2", "CreateBucket", "PutObject"]
+
+
+@pytest.mark.unit
+def test_on_aws_a_missing_bucket_is_an_error_not_a_create_bucket(tmp_path):
+    import boto3
+    from botocore.stub import Stubber
+
+    from hpcml.data import staging
+
+    (tmp_path / "a.parquet").write_bytes(b"x")
+    client = boto3.client("s3", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    with Stubber(client) as stub:  # no create_bucket stubbed: calling it would fail the test
+        stub.add_client_error("list_objects_v2", service_error_code="NoSuchBucket", http_status_code=404,
+                              expected_params={"Bucket": B, "Prefix": "processed/mnist/", "MaxKeys": 1})
+        with pytest.raises(FileNotFoundError, match=B):
+            staging.upload_dir(client, tmp_path, f"s3://{B}/processed/mnist", pattern="*.parquet")
+        stub.assert_no_pending_responses()
