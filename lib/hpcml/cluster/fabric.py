@@ -259,6 +259,18 @@ def sshd_config(address: str, host_key: str, authorized_keys: str, pid_file: str
     ])
 
 
+def ssh_client_config(p: ClusterPlan, key: str, known_hosts: str) -> str:
+    """An ``ssh_config`` drop-in for the cluster's nodes: its key and its own known-hosts file.
+
+    Horovod's launcher runs plain ``ssh <node>``; without this, every cluster's fresh host keys
+    would land in (and clash inside) the user's ``~/.ssh/known_hosts``.
+    """
+    hosts = " ".join([n.name for n in p.nodes] + [n.address for n in p.nodes])
+    return "\n".join([f"# hpcml cluster {p.spec.name} (removed by down())", f"Host {hosts}",
+                      f"    IdentityFile {key}", "    IdentitiesOnly yes", f"    UserKnownHostsFile {known_hosts}",
+                      "    StrictHostKeyChecking accept-new", "    LogLevel ERROR", ""])
+
+
 def ssh_options(key: str, known_hosts: str) -> list[str]:
     """Client options for the cluster's sshd: its key, its own known-hosts file, never a prompt."""
     return ["-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",

@@ -46,6 +46,7 @@ from hpcml.proc import pid_alive, tail
 
 MODES = ("auto", "multi", "single")
 HOSTS_FILE = Path("/etc/hosts")
+SSH_CONFIG_DIR = Path("/etc/ssh/ssh_config.d")
 #: Slurm's SlurmdTimeout on the local cluster: a node silent this long is marked down (default 300 s).
 SLURMD_TIMEOUT_S = 6
 
@@ -312,6 +313,7 @@ def up(spec: LocalClusterSpec | None = None, state_dir: Path | None = None) -> L
             netns.create(plan)
             _write_hosts(plan)
             _make_keys(state_dir)
+            _write_ssh_config(plan, state_dir)
             slurm_dir = paths.ensure(state_dir / "slurm")
             paths.atomic_write_text(slurm_dir / "nodes.json", json.dumps({
                 "head_address": plan.head_address, "head_name": f"{spec.name}-head", "slurmd_timeout_s": SLURMD_TIMEOUT_S,
@@ -337,6 +339,17 @@ def up(spec: LocalClusterSpec | None = None, state_dir: Path | None = None) -> L
 def _write_hosts(plan: ClusterPlan) -> None:
     text = HOSTS_FILE.read_text()
     HOSTS_FILE.write_text(fabric.with_hosts_block(text, plan))  # in place: /etc/hosts is often a bind mount
+
+
+def _ssh_config_path(prefix: str) -> Path:
+    return SSH_CONFIG_DIR / f"{prefix}-cluster.conf"
+
+
+def _write_ssh_config(plan: ClusterPlan, state_dir: Path) -> None:
+    if SSH_CONFIG_DIR.is_dir():
+        d = state_dir / "ssh"
+        paths.atomic_write_text(_ssh_config_path(plan.spec.name),
+                                fabric.ssh_client_config(plan, str(d / "id_ed25519"), str(d / "known_hosts")))
 
 
 def _make_keys(state_dir: Path) -> None:
@@ -383,6 +396,7 @@ def _reclaim(prefix: str, state_dir: Path) -> None:
 
 
 def _restore_hosts(prefix: str) -> None:
+    _ssh_config_path(prefix).unlink(missing_ok=True)
     text = HOSTS_FILE.read_text()
     clean = fabric.without_hosts_block(text, prefix)
     if clean != text:
@@ -425,6 +439,7 @@ def leftovers(prefix: str = fabric.PREFIX) -> dict[str, list]:
     found: dict[str, list] = dict(netns.ours(prefix))
     found["hosts"] = [ln for ln in HOSTS_FILE.read_text().splitlines()
                       if ln == fabric.HOSTS_BEGIN.format(name=prefix)]
+    found["hosts"] += [str(_ssh_config_path(prefix))] if _ssh_config_path(prefix).exists() else []
     found["daemons"] = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
