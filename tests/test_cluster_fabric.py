@@ -100,3 +100,16 @@ def test_multinode_slurm_conf():
     assert "PartitionName=batch Nodes=n1,n2 Default=YES" in text and "ReturnToService=2" in text
     with pytest.raises(ValueError, match="controller_address"):
         render_slurm_conf(head, "/r", "/s", nodes=nodes)
+
+
+def test_notebook_00_states_the_settings_the_cluster_runs_with():
+    """00's text names SlurmdTimeout and cred_expire as configuration: they must be the values rendered."""
+    import json
+    from pathlib import Path
+
+    from hpcml.cluster.local import SLURMD_TIMEOUT_S
+    from hpcml.cluster.slurm.conf import REQUEUE_CRED_EXPIRE_S
+
+    nb = json.loads((Path(__file__).resolve().parent.parent / "notebooks" / "00_cluster_setup.ipynb").read_text())
+    text = "".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert f"`SlurmdTimeout={SLURMD_TIMEOUT_S}`" in text and f"`cred_expire={REQUEUE_CRED_EXPIRE_S}`" in text

@@ -21,7 +21,7 @@ from hpcml.specbase import fail
 #: site but only adds latency to a one-node cluster.
 FAST_SCHEDULING = "batch_sched_delay=0"
 #: The local multi-node cluster's credential lifetime, which also holds a requeued job back.
-REQUEUE_CRED_EXPIRE_S = 20
+REQUEUE_CRED_EXPIRE_S = 10
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,7 @@ def _local_multinode(head: NodeSpec, nodes: Sequence[LocalNode], run: Path, st: 
         "AuthType=auth/munge",
         "CredType=cred/munge",
         # cred_expire: a requeued job is held for cred_expire + 1 s (default 120 s) so that the old
-        # allocation's credentials expire first; 20 s still leaves a step launch ample time here
+        # allocation's credentials expire first; 10 s still leaves a step launch ample time here
         f"AuthInfo=socket={run / 'munge.socket'},cred_expire={REQUEUE_CRED_EXPIRE_S}",
         "CommunicationParameters=NoCtldInAddrAny",  # slurmctld binds the bridge address only
         f"StateSaveLocation={st / 'ctld'}",
