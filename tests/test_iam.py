@@ -76,6 +76,27 @@ def test_least_privilege_per_role(sa, reads, writes, deletes, not_readable):
 
 
 @pytest.mark.unit
+def test_ingestion_writes_raw_only():
+    """The role that lands the raw lake (notebook 01's staging): put ``raw/*`` with the data key,
+    list only ``raw/``, read nothing, delete nothing."""
+    spec = iam.IamSpec()
+    doc = iam.policies(spec)[f"{spec.cluster.name}-ingestion"]
+    assert iam.role_policies(spec)[spec.role_arn("ingestion")] == f"{spec.cluster.name}-ingestion"
+    by_sid = {s["Sid"]: s for s in doc["Statement"]}
+    assert set(by_sid) == {"ListOwnPrefixes", "WriteOutputs", "UseDataKeyThroughS3"}
+    assert by_sid["WriteOutputs"]["Resource"] == [spec.objects("raw")]
+    assert "s3:PutObject" in by_sid["WriteOutputs"]["Action"]
+    assert by_sid["ListOwnPrefixes"]["Condition"]["StringLike"]["s3:prefix"] == ["raw/*"]
+    assert by_sid["UseDataKeyThroughS3"]["Resource"] == spec.key_arn
+    assert "kms:GenerateDataKey" in by_sid["UseDataKeyThroughS3"]["Action"]
+    text = json.dumps(doc)
+    assert "s3:GetObject" not in text and "s3:DeleteObject" not in text
+    assert all(f"/{p}/" not in text for p in iam.PREFIXES if p != "raw")
+    users = iam.key_policy(spec)["Statement"][1]["Principal"]["AWS"]
+    assert spec.role_arn("ingestion") in users
+
+
+@pytest.mark.unit
 def test_policy_names_match_the_cluster_definition():
     cluster = (ROOT / "manifests" / "eks" / "cluster.yaml").read_text()
     for name in iam.policies():

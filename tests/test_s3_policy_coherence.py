@@ -237,12 +237,17 @@ B = SPEC.bucket
     ("inference", [Call("GetObject", {"Bucket": B, "Key": "raw/mnist/a.csv"})], ["s3:GetObject"]),
     ("inference", [Call("GetObject", {"Bucket": B, "Key": "models/m.pt"}, {"ServerSideEncryption": "aws:kms",
                                                                           "SSEKMSKeyId": KEY})], []),
+    ("ingestion", [Call("ListObjectsV2", {"Bucket": B, "Prefix": "raw/mnist/", "MaxKeys": 1})], []),
+    ("ingestion", [Call("PutObject", {"Bucket": B, "Key": "raw/mnist/a.csv", **SSE})], []),
+    ("ingestion", [Call("PutObject", {"Bucket": B, "Key": "processed/mnist/x.parquet", **SSE})], ["s3:PutObject"]),
+    ("ingestion", [Call("GetObject", {"Bucket": B, "Key": "raw/mnist/a.csv"})], ["s3:GetObject"]),
     ("data-scientist", [Call("PutObject", {"Bucket": B, "Key": "sandbox/x", **SSE})], []),
     ("data-scientist", [Call("PutObject", {"Bucket": B, "Key": "processed/x", **SSE})], ["s3:PutObject"]),
 ], ids=["spark-list-scoped", "spark-head-bucket", "spark-list-other-prefix", "spark-list-unscoped",
         "spark-put-kms", "spark-put-plain", "spark-put-aes256", "spark-put-default-key", "spark-put-other-key",
         "spark-put-raw", "spark-create-bucket", "spark-multipart-kms", "spark-multipart-plain", "spark-get-raw",
-        "inference-get-raw", "inference-get-model", "scientist-put-sandbox", "scientist-put-processed"])
+        "inference-get-raw", "inference-get-model", "ingestion-list-raw", "ingestion-put-raw",
+        "ingestion-put-processed", "ingestion-get-raw", "scientist-put-sandbox", "scientist-put-processed"])
 def test_evaluator_table(role, calls, refused):
     got = denials(calls, role)
     assert [d.split(" on ")[0].rsplit(": ", 1)[-1] for d in got] == refused, got
@@ -309,6 +314,31 @@ def test_spark_job_staging_requests_are_allowed(s3, tmp_path):
                 "processed/mnist/_manifest.json"):
         head = admin.head_object(Bucket=B, Key=key)
         assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", SPEC.key_arn), key
+
+
+@pytest.mark.integration
+def test_raw_lake_staging_is_ingestions_not_sparks(s3, tmp_path):
+    """Notebook 01 lands the raw lake: ``upload_dir`` of the CSVs under ``raw/`` (one over the
+    multipart threshold) is allowed for the ingestion role and denied for the Spark role."""
+    from hpcml.data import staging
+    from hpcml.data.spec import DataJobSpec
+
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / "part-00000.csv").write_text("label,p0\n1,0\n")
+    (lake / "part-00001.csv").write_bytes(b"1,0\n" * (9 * 1024 * 1024 // 4))  # > 8 MiB: multipart
+    raw_uri = f"{DataJobSpec().lake}/raw/mnist/"
+    assert raw_uri.startswith(f"s3://{B}/")
+    client = s3.client()
+    calls = record(client)
+    keys = staging.upload_dir(client, lake, raw_uri, "*.csv")
+
+    assert keys == ["raw/mnist/part-00000.csv", "raw/mnist/part-00001.csv"]
+    assert {"ListObjectsV2", "PutObject", "CreateMultipartUpload", "UploadPart"} <= {c.op for c in calls}
+    assert denials(calls, "ingestion") == []
+    refused = denials(calls, "spark")
+    assert refused and all("s3:PutObject" in d or "s3:ListBucket" in d for d in refused), refused
+    assert any(d.startswith("PutObject") for d in refused), refused
 
 
 @pytest.mark.integration

@@ -32,7 +32,7 @@ def role_arn(name: str, account_id: str = ACCOUNT_ID) -> str:
 #:
 #: | prefix | holds | written by | read by |
 #: | --- | --- | --- | --- |
-#: | ``raw/`` | CSV files as they land | ingestion | Spark |
+#: | ``raw/`` | CSV files as they land | ingestion (the ``<cluster>-ingestion`` role) | Spark |
 #: | ``processed/`` | Parquet shards, ``_manifest.json``, ``_quarantine/`` | Spark | Spark (its manifest), trainers, tuners |
 #: | ``checkpoints/`` | training checkpoints (rotated) | trainers | trainers |
 #: | ``models/`` | model artifacts / SageMaker ``model.tar.gz`` | trainers | inference, SageMaker hosting |

@@ -474,6 +474,7 @@ def _sa_roles(out: dict[str, Any]) -> dict[tuple[str, str], str]:
 #: S3 access is the job's sync of its shared volume: shards staged from processed/, checkpoints
 #: kept under checkpoints/<job>/ (rotation deletes the old ones), the model exported to models/.
 #: The tuner exports its study to tuning/. Inference reads models/ when it pulls a model.
+#: Ingestion lands the raw lake under raw/ (notebook 01's ``staging.upload_dir``).
 DECLARED_USES: tuple[tuple[str, str, str, str], ...] = (
     ("trainer", "read", "processed/mnist/", "staging the shards onto the job's shared volume"),
     ("trainer", "read", "checkpoints/resnet50-train/", "resuming from the last synced checkpoint"),
@@ -488,6 +489,7 @@ DECLARED_USES: tuple[tuple[str, str, str, str], ...] = (
     ("sagemaker", "write", "checkpoints/resnet50-train/", "SageMaker syncing /opt/ml/checkpoints"),
     ("sagemaker", "delete", "checkpoints/resnet50-train/", "SageMaker mirroring deleted (rotated) checkpoints"),
     ("sagemaker", "write", "models/resnet50-train/", "the training job's model output"),
+    ("ingestion", "write", "raw/mnist/", "notebook 01 staging the raw lake (staging.upload_dir)"),
 )
 
 

@@ -11,6 +11,7 @@ Each role touches only the S3 prefixes its stage reads, writes or deletes (the l
 | ``tuner`` | ``processed/`` | ``tuning/`` | - |
 | ``inference`` | ``models/`` | - | - |
 | ``sagemaker`` (execution role) | ``processed/``, ``checkpoints/``, ``models/`` | ``checkpoints/``, ``models/`` | ``checkpoints/`` |
+| ``ingestion`` (lands the raw lake) | - | ``raw/`` | - |
 | ``data-scientist`` | every prefix | ``sandbox/`` | ``sandbox/`` |
 
 Names follow :mod:`hpcml.k8s.cluster` (policy ``<cluster>-s3-<sa>`` attached to role
@@ -36,10 +37,15 @@ ACCESS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "tuner": (("processed",), ("tuning",), ()),
     "inference": (("models",), (), ()),
 }
-#: Roles that are not Kubernetes ServiceAccounts: the SageMaker execution role (training job
-#: and hosted model), named ``<cluster>-sagemaker``.
+#: Roles that are not Kubernetes ServiceAccounts, named ``<cluster>-<role>``: the SageMaker
+#: execution role (training job and hosted model), and ``ingestion``, the only writer of
+#: ``raw/`` (notebook 01's :func:`hpcml.data.staging.upload_dir` of the raw lake): it puts
+#: ``raw/*`` SSE-KMS encrypted with the data key, lists only ``raw/`` (the staging's
+#: prefix-scoped existence check) and reads nothing. Its ``kms:Decrypt`` is what S3 needs to
+#: complete an SSE-KMS multipart upload, not a read grant.
 OTHER_ACCESS: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]] = {
     "sagemaker": (("processed", "checkpoints", "models"), ("checkpoints", "models"), ("checkpoints",)),
+    "ingestion": ((), ("raw",), ()),
 }
 WRITE_ACTIONS = ["s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
 DELETE_ACTIONS = ["s3:DeleteObject"]
@@ -106,9 +112,10 @@ def workload_policy(spec: IamSpec, sa: str) -> dict:
     if sa not in table:
         raise ValueError(f"no S3 access defined for ServiceAccount {sa!r} (known: {', '.join(table)})")
     reads, writes, deletes = table[sa]
-    stmts = [_list(spec, tuple(dict.fromkeys(reads + writes + deletes)), "ListOwnPrefixes"),
-             {"Sid": "ReadInputs", "Effect": "Allow", "Action": "s3:GetObject",
-              "Resource": [spec.objects(p) for p in reads]}]
+    stmts = [_list(spec, tuple(dict.fromkeys(reads + writes + deletes)), "ListOwnPrefixes")]
+    if reads:
+        stmts.append({"Sid": "ReadInputs", "Effect": "Allow", "Action": "s3:GetObject",
+                      "Resource": [spec.objects(p) for p in reads]})
     if writes:
         stmts.append({"Sid": "WriteOutputs", "Effect": "Allow", "Action": WRITE_ACTIONS,
                       "Resource": [spec.objects(p) for p in writes]})
