@@ -115,22 +115,63 @@ def test_emr_request_validates_against_botocore():
 @pytest.mark.parametrize("release, spark_version, error", [
     ("emr-spark-8.0.0-latest", "4.0.1", None),  # AWS runtime for Apache Spark 8.0.0: Spark 4.0.2
     ("emr-spark-8.0.0-20260421", "4.0.1", None),
+    ("emr-spark-8.0.0-latest", "4.3.0", None),  # another minor: allowed, recorded (emr_spark_mismatch)
     ("emr-7.9.0-latest", "4.0.1", "emr-7.9.0 runs Spark 3.5.5"),  # the old default: Spark 3.5 under a Spark 4 job
-    ("emr-7.13.0-latest", "4.0.1", "emr-7.13.0 runs Spark 3.5.6"),
+    ("emr-7.13.0-latest", "4.3.0", "emr-7.13.0 runs Spark 3.5.6"),
     ("emr-7.9.0-latest", "3.5.1", None),
     ("emr-spark-8.0.0-latest", "3.5.1", "emr-spark-8.0.0 runs Spark 4.0.2"),
     ("emr-9.9.9-latest", "4.0.1", "of a release in EMR_SPARK"),
     ("emr-spark-8.0.0", "4.0.1", "'<release>-latest' or '<release>-YYYYMMDD'"),
-], ids=["spark4-latest", "spark4-dated", "emr7-spark4-job", "emr7.13-spark4-job", "emr7-spark35-job",
-        "spark4-release-spark35-job", "unknown-release", "no-suffix"])
+], ids=["spark4-latest", "spark4-dated", "spark4-other-minor", "emr7-spark4-job", "emr7.13-spark4-job",
+        "emr7-spark35-job", "spark4-release-spark35-job", "unknown-release", "no-suffix"])
 def test_emr_release_runs_the_spark_of_the_job(release, spark_version, error):
     if error is None:
         spec = DataJobSpec(emr_release=release, spark_version=spark_version)
-        assert spec.emr_spark().split(".")[:2] == spark_version.split(".")[:2]
+        assert spec.emr_spark().split(".")[0] == spark_version.split(".")[0]
         assert kdata.emr_start_job_run(spec)["releaseLabel"] == release
     else:
         with pytest.raises(ValueError, match=r"DataJobSpec.emr_release: .*" + re.escape(error)):
             DataJobSpec(emr_release=release, spark_version=spark_version)
+
+
+def _pinned_pyspark() -> str:
+    from hpcml import paths
+
+    pins = [ln.split("==", 1)[1].strip() for ln in (paths.repo_root() / "requirements.txt").read_text().splitlines()
+            if ln.strip().lower().startswith("pyspark==")]
+    assert len(pins) == 1, f"requirements.txt pins pyspark {len(pins)} times"
+    return pins[0]
+
+
+def test_the_spec_states_the_tested_spark():
+    """TESTED_SPARK is the pyspark requirements.txt pins (and the venv runs); the image's Spark
+    (spec.spark_version, rendered as sparkVersion) is it."""
+    import pyspark
+
+    from hpcml import paths
+    from hpcml.data.spec import TESTED_SPARK
+
+    assert TESTED_SPARK == _pinned_pyspark() == pyspark.__version__
+    assert DataJobSpec().spark_version == TESTED_SPARK
+    app = (paths.manifests_dir() / "data/spark-application.yaml").read_text()
+    assert f"sparkVersion: {TESTED_SPARK}" in app
+
+
+@pytest.mark.parametrize("release", ["emr-spark-8.0.0-latest", "emr-spark-8.0.0-20260421"], ids=["latest", "dated"])
+def test_emr_spark_minor_mismatch_is_named(release, monkeypatch):
+    from hpcml.data import spec as dspec
+
+    tested = ".".join(dspec.TESTED_SPARK.split(".")[:2])
+    got = DataJobSpec(emr_release=release).emr_spark_mismatch
+    if dspec.EMR_SPARK["emr-spark-8.0.0"].startswith(tested + "."):
+        assert got is None
+    else:
+        assert got is not None and "\n" not in got, got
+        assert f"emr-spark-8.0.0 runs Spark {dspec.EMR_SPARK['emr-spark-8.0.0']}, not the Spark {tested}" in got, got
+    monkeypatch.setitem(dspec.EMR_SPARK, "emr-spark-8.0.0", f"{tested}.9")  # a release with the tested minor
+    assert DataJobSpec(emr_release=release).emr_spark_mismatch is None
+    monkeypatch.setitem(dspec.EMR_SPARK, "emr-spark-8.0.0", "4.99.0")  # and one without
+    assert "runs Spark 4.99.0" in DataJobSpec(emr_release=release).emr_spark_mismatch
 
 
 def test_rendered_emr_request_runs_spark_4():

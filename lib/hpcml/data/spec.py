@@ -26,6 +26,10 @@ PARQUET_CODEC = "zstd"
 SERVICE_ACCOUNT = "spark"
 #: The Spark image (pinned tag) the SparkApplication and EMR on EKS run.
 IMAGE = "ghcr.io/example/hpcml-spark:0.1.0"
+#: The Spark the job is tested with here: the ``pyspark`` ``requirements.txt`` pins (the venv's,
+#: checked by ``tests/test_data_specs.py``). The image's Spark (:attr:`DataJobSpec.spark_version`)
+#: is this one by default.
+TESTED_SPARK = "4.3.0"
 #: The Spark each EMR on EKS release runs, by release label without its ``-latest`` /
 #: ``-YYYYMMDD`` suffix. Every ``emr-7.x`` release ships Spark 3.5 (EMR Release Guide, "Spark
 #: release history": https://docs.aws.amazon.com/emr/latest/ReleaseGuide/Spark-release-history.html).
@@ -37,6 +41,8 @@ IMAGE = "ghcr.io/example/hpcml-spark:0.1.0"
 EMR_SPARK = {"emr-spark-8.0.0": "4.0.2", "emr-7.13.0": "3.5.6", "emr-7.12.0": "3.5.6", "emr-7.11.0": "3.5.6",
              "emr-7.10.0": "3.5.5", "emr-7.9.0": "3.5.5", "emr-7.8.0": "3.5.4"}
 #: The EMR on EKS release the job runs on: the first with Spark 4 (the job uses pyspark 4 APIs).
+#: Its Spark (4.0.2) is an older minor than :data:`TESTED_SPARK`: recorded by
+#: :attr:`DataJobSpec.emr_spark_mismatch`, not refused.
 EMR_RELEASE = "emr-spark-8.0.0-latest"
 
 
@@ -50,14 +56,16 @@ class DataJobSpec:
         region: AWS region.
         bucket: the data lake bucket; default ``hpcml-data-<account_id>``.
         image: Spark image (pinned tag).
-        spark_version: Spark version inside the image.
+        spark_version: Spark version inside the image; default :data:`TESTED_SPARK`, the one the
+            job is tested with here.
         driver_cores / driver_memory / executor_cores / executor_memory / executor_instances:
             Spark resources.
         emr_release: EMR on EKS release label (``<release>-latest`` or ``<release>-YYYYMMDD``); its
-            Spark (:data:`EMR_SPARK`) must have the major.minor of ``spark_version``. The job is
+            Spark (:data:`EMR_SPARK`) must have the major version of ``spark_version``. The job is
             written against Spark 4, which no ``emr-7.x`` release ships (they run Spark 3.5), so
             the default is :data:`EMR_RELEASE`, ``emr-spark-8.0.0-latest`` (Spark 4.0.2); sources
-            at :data:`EMR_SPARK`.
+            at :data:`EMR_SPARK`. A release whose Spark is another minor than
+            :data:`TESTED_SPARK` is allowed and named by :attr:`emr_spark_mismatch`.
         virtual_cluster_id: the EMR virtual cluster (placeholder until ``create_virtual_cluster``).
         labels: labels added to the project's own (``app.kubernetes.io/name``, ``part-of``,
             ``hpcml.io/stage``) on the SparkApplication and its pods.
@@ -68,7 +76,7 @@ class DataJobSpec:
     region: str = REGION
     bucket: str = ""
     image: str = IMAGE
-    spark_version: str = "4.0.1"
+    spark_version: str = TESTED_SPARK
     driver_cores: int = 1
     driver_memory: str = "2g"
     executor_cores: int = 2
@@ -90,13 +98,17 @@ class DataJobSpec:
             v = getattr(self, f)
             if not (v[:-1].isdigit() and v[-1] in "mg"):
                 raise fail(self, f, "a size such as '512m' or '4g'", v)
-        self.emr_spark()  # the EMR release runs the Spark the job is written for
+        if not re.fullmatch(r"\d+\.\d+\.\d+", self.spark_version):
+            raise fail(self, "spark_version", "a Spark version 'X.Y.Z'", self.spark_version)
+        self.emr_spark()  # the EMR release runs the Spark major the job is written for
 
     def emr_spark(self) -> str:
         """The Spark version of ``emr_release`` (:data:`EMR_SPARK`), checked against ``spark_version``.
 
+        Another minor is not refused; :attr:`emr_spark_mismatch` names it.
+
         Raises:
-            ValueError: the label is malformed or unknown, or its Spark is another major.minor
+            ValueError: the label is malformed or unknown, or its Spark is another major version
                 than ``spark_version`` (an ``emr-7.x`` release runs Spark 3.5 under a Spark 4 job).
         """
         m = re.fullmatch(r"(emr-(?:spark-)?\d+\.\d+\.\d+)-(?:latest|\d{8})", self.emr_release)
@@ -104,12 +116,26 @@ class DataJobSpec:
             raise fail(self, "emr_release", f"an EMR on EKS release label '<release>-latest' or '<release>-YYYYMMDD' "
                        f"of a release in EMR_SPARK ({', '.join(EMR_SPARK)})", self.emr_release)
         have = EMR_SPARK[m.group(1)]
-        if have.split(".")[:2] != self.spark_version.split(".")[:2]:
-            want = [r for r, v in EMR_SPARK.items() if v.split(".")[:2] == self.spark_version.split(".")[:2]]
-            raise fail(self, "emr_release", f"a release running Spark {'.'.join(self.spark_version.split('.')[:2])} "
+        major = self.spark_version.split(".")[0]
+        if have.split(".")[0] != major:
+            want = [r for r, v in EMR_SPARK.items() if v.split(".")[0] == major]
+            raise fail(self, "emr_release", f"a release running Spark {major} "
                        f"like spark_version {self.spark_version} ({', '.join(want) or 'none known'}); "
                        f"{m.group(1)} runs Spark {have}", self.emr_release)
         return have
+
+    @property
+    def emr_spark_mismatch(self) -> str | None:
+        """One line naming how ``emr_release``'s Spark differs in minor version from
+        :data:`TESTED_SPARK` (the Spark the job is tested with here, and the image's by
+        default), or ``None`` when the minors agree."""
+        have = self.emr_spark()
+        tested = ".".join(TESTED_SPARK.split(".")[:2])
+        if have.split(".")[:2] == tested.split("."):
+            return None
+        release = self.emr_release.rsplit("-", 1)[0]
+        return (f"{release} runs Spark {have}, not the Spark {tested} the job is tested with here "
+                f"(pyspark {TESTED_SPARK}): test the job on Spark {'.'.join(have.split('.')[:2])} before relying on EMR")
 
     @property
     def lake(self) -> str:
