@@ -200,6 +200,36 @@ def test_checked_in_batch_definition_runs_the_cuda_image_the_dockerfile_builds()
     assert kt.CUDA_IMAGE == f"ghcr.io/example/{layout.TRAIN_CUDA_REPO}:{layout.TRAIN_TAG}"
 
 
+@pytest.mark.unit
+def test_the_training_images_are_named_once():
+    """The training images' registry, repositories and tag live in :mod:`hpcml.train.spec` (the
+    spec layer); TrainSpec's default, the tuning manifests and the cluster targets use them, and
+    no other module of the package spells a training image or repository out."""
+    import ast
+
+    from hpcml.k8s import tune as ktune
+    from hpcml.train import spec as tspec
+
+    assert TrainSpec().image == ktune.IMAGE == tspec.TRAIN_IMAGE == kt.CPU_IMAGE
+    assert tspec.TRAIN_IMAGE == f"{tspec.TRAIN_REGISTRY}/{tspec.TRAIN_REPO}:{tspec.TRAIN_TAG}"
+    assert tspec.TRAIN_CUDA_IMAGE == kt.CUDA_IMAGE
+    assert (layout.TRAIN_REPO, layout.TRAIN_CUDA_REPO, layout.TRAIN_TAG) == \
+        (tspec.TRAIN_REPO, tspec.TRAIN_CUDA_REPO, tspec.TRAIN_TAG)
+    home = paths.repo_root() / "lib/hpcml/train/spec.py"
+    spelled = []
+    for f in sorted((paths.repo_root() / "lib/hpcml").rglob("*.py")):
+        tree = ast.parse(f.read_text())
+        docs = {id(n.body[0].value) for n in ast.walk(tree)
+                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs:
+                image = any(f"{r}:" in n.value for r in (tspec.TRAIN_REPO, tspec.TRAIN_CUDA_REPO))
+                if image or (n.value == tspec.TRAIN_CUDA_REPO and f != home):
+                    spelled.append(f"{f.relative_to(paths.repo_root())}:{n.lineno}: {n.value!r}")
+    assert spelled == [], spelled
+
+
 def _drop(path):
     def f(req):
         cur = req

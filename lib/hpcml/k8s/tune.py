@@ -23,12 +23,13 @@ import json
 
 from hpcml.k8s.common import NAMESPACE, labels, meta, restricted_container, restricted_pod
 from hpcml.paths import SHARED_MOUNT, shared_dataset_dir
+from hpcml.train.spec import TRAIN_IMAGE
 from hpcml.tune.space import default_space
 from hpcml.tune.spec import TuneSpec
 
 SERVICE_ACCOUNT = "tuner"
 PRIORITY_CLASS = "hpcml-training"
-IMAGE = "ghcr.io/example/hpcml-train:0.1.0"
+IMAGE = TRAIN_IMAGE  # the CPU training image (hpcml.train.spec): the tuning workers train on CPUs
 PG_IMAGE = "docker.io/library/postgres:16.4-bookworm"
 PG_UID = 999  # the postgres user of the Debian-based image
 SECRET = "hpcml-tune-db"

@@ -17,6 +17,15 @@ from hpcml import specbase
 ARCHS = ("cnn", "resnet18", "resnet50")
 OPTIMIZERS = ("sgd", "adamw")
 TARGETS = ("local", "slurm", "kubernetes", "sagemaker", "batch")
+#: The training images, named once: docker/Dockerfile.train (CPU, Gloo) builds
+#: ``<TRAIN_REGISTRY>/<TRAIN_REPO>:<TRAIN_TAG>`` and docker/Dockerfile.train-cuda (CUDA, cuDNN,
+#: NCCL, EFA) ``<TRAIN_REGISTRY>/<TRAIN_CUDA_REPO>:<TRAIN_TAG>``. :attr:`TrainSpec.image`, the
+#: tuning manifests (:mod:`hpcml.k8s.tune`) and the cluster targets
+#: (:mod:`hpcml.train.targets.layout`, which also names their ECR copies) use these.
+TRAIN_REGISTRY = "ghcr.io/example"
+TRAIN_REPO, TRAIN_CUDA_REPO, TRAIN_TAG = "hpcml-train", "hpcml-train-cuda", "0.1.0"
+TRAIN_IMAGE = f"{TRAIN_REGISTRY}/{TRAIN_REPO}:{TRAIN_TAG}"
+TRAIN_CUDA_IMAGE = f"{TRAIN_REGISTRY}/{TRAIN_CUDA_REPO}:{TRAIN_TAG}"
 
 # The training exporter's Prometheus metric names (per-rank, label ``rank``): rules, dashboards,
 # plots and the cost review import these rather than retype them.
@@ -83,7 +92,7 @@ class TrainSpec:
     min_workers: int = 1
     pin_cpus: bool = True
     gpus_per_worker: int = 0
-    image: str = "ghcr.io/example/hpcml-train:0.1.0"
+    image: str = TRAIN_IMAGE
     instance_type: str = "g4dn.12xlarge"
     extra: dict[str, Any] = field(default_factory=dict)
 

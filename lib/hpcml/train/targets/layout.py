@@ -25,16 +25,15 @@ from hpcml.aws import account
 from hpcml.aws.requests import validate_request
 from hpcml.cluster.spec import INSTANCE_TYPES
 from hpcml.k8s.common import APP_UID, PART_OF
-from hpcml.train.spec import TrainSpec
+from hpcml.train.spec import TRAIN_CUDA_REPO, TRAIN_REPO, TRAIN_TAG, TrainSpec
 
 #: The SSH port the non-root sshd of the worker containers listens on.
 SSH_PORT = 2222
 #: The module every rank runs: ``python -m hpcml.train.worker --spec spec.json``.
 WORKER_MODULE = "hpcml.train.worker"
-#: The training images' repositories and tag, named once: docker/Dockerfile.train (CPU, Gloo)
-#: and docker/Dockerfile.train-cuda (CUDA, cuDNN, NCCL, EFA). A spec whose workers have GPUs
-#: runs the CUDA image on every target (:func:`ecr_image_for`, :mod:`hpcml.k8s.train`).
-TRAIN_REPO, TRAIN_CUDA_REPO, TRAIN_TAG = "hpcml-train", "hpcml-train-cuda", "0.1.0"
+#: The training images' repositories and tag (``TRAIN_REPO``, ``TRAIN_CUDA_REPO``,
+#: ``TRAIN_TAG``) are named once, in :mod:`hpcml.train.spec`, and re-exported here. A spec whose
+#: workers have GPUs runs the CUDA image on every target (:func:`ecr_image_for`, :mod:`hpcml.k8s.train`).
 #: The ECR copies of the training images, in the placeholder account.
 ECR_IMAGE = account.ecr_image(TRAIN_REPO, TRAIN_TAG)
 ECR_CUDA_IMAGE = account.ecr_image(TRAIN_CUDA_REPO, TRAIN_TAG)
