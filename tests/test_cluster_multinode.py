@@ -72,7 +72,9 @@ def test_sshd_takes_the_cluster_key_only_on_the_node_address(mcluster, tmp_path)
     assert f"{n.address}:22" in listening and "0.0.0.0:22" not in listening
     other = tmp_path / "other"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
-    p = subprocess.run(["ssh", *fabric.ssh_options(str(other), str(tmp_path / "kh")), f"root@{n.address}", "true"],
+    # -F /dev/null: not the cluster's ssh_config drop-in, which would offer the cluster key too
+    p = subprocess.run(["ssh", "-F", "/dev/null", *fabric.ssh_options(str(other), str(tmp_path / "kh")),
+                        f"root@{n.address}", "true"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode != 0 and "Permission denied" in p.stderr
 
