@@ -16,7 +16,7 @@ from hpcml.aws.requests import AWSRequestError, validate_request
 from hpcml.k8s import train as kt
 from hpcml.k8s.common import restricted_container
 from hpcml.k8s.validate import validate_doc
-from hpcml.train.spec import TARGETS, TrainSpec
+from hpcml.train.spec import TARGETS, TRAIN_CUDA_IMAGE, TrainSpec
 from hpcml.train.targets import layout, sagemaker
 from hpcml.train.targets.registry import LAUNCHERS, launch
 from hpcml.train.targets.slurm import SlurmOptions
@@ -196,8 +196,8 @@ def test_checked_in_batch_definition_runs_the_cuda_image_the_dockerfile_builds()
     image = defn["nodeProperties"]["nodeRangeProperties"][0]["container"]["image"]
     assert image == layout.ECR_CUDA_IMAGE
     dockerfile = (paths.repo_root() / "docker/Dockerfile.train-cuda").read_text()
-    assert f"-t ghcr.io/example/{layout.TRAIN_CUDA_REPO}:{layout.TRAIN_TAG}" in dockerfile
-    assert kt.CUDA_IMAGE == f"ghcr.io/example/{layout.TRAIN_CUDA_REPO}:{layout.TRAIN_TAG}"
+    assert f"-t {TRAIN_CUDA_IMAGE}" in dockerfile
+    assert kt.CUDA_IMAGE == TRAIN_CUDA_IMAGE
 
 
 @pytest.mark.unit

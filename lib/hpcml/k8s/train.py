@@ -38,8 +38,8 @@ import dataclasses
 from hpcml.cluster.spec import GPU_LABEL, GPU_TAINT, INSTANCE_TYPES
 from hpcml.k8s.common import APP_UID, NAMESPACE, labels, meta, restricted_container, restricted_pod
 from hpcml.paths import SHARED_MOUNT
-from hpcml.train.spec import TrainSpec
-from hpcml.train.targets.layout import (SSH_PORT, TRAIN_CUDA_REPO, TRAIN_REPO, TRAIN_TAG, batch_requests, container_spec,
+from hpcml.train.spec import TRAIN_CUDA_IMAGE, TRAIN_IMAGE, TrainSpec
+from hpcml.train.targets.layout import (SSH_PORT, batch_requests, container_spec,
                                         horovodrun_argv, node_layout)
 
 SERVICE_ACCOUNT = "trainer"
@@ -61,8 +61,8 @@ CRD_REQUIRED = {
 #: The CUDA training image (docker/Dockerfile.train-cuda: CUDA, cuDNN, NCCL, the EFA
 #: libfabric and aws-ofi-nccl; Horovod built with NCCL for GPU tensors) and the CPU one
 #: (docker/Dockerfile.train: Gloo only). GPU pods run the first, CPU pods the second.
-CUDA_IMAGE = f"ghcr.io/example/{TRAIN_CUDA_REPO}:{TRAIN_TAG}"
-CPU_IMAGE = f"ghcr.io/example/{TRAIN_REPO}:{TRAIN_TAG}"
+CUDA_IMAGE = TRAIN_CUDA_IMAGE
+CPU_IMAGE = TRAIN_IMAGE
 #: EFA interfaces per instance type (the ``vpc.amazonaws.com/efa`` a whole-node pod requests;
 #: source: the EC2 User Guide's EFA "supported instance types" and network-card tables). Types
 #: without EFA (g4dn.xlarge, p3.8xlarge, ...) are absent: their pods request none.
