@@ -85,16 +85,18 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
     spec_path = out_dir / "spec.json"
     bin_dir = Path(sys.executable).parent
     cl = options.cluster
-    if cl is None and not dry_run:
+    if dry_run:
+        body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
+                          ssh_identity_file=node_allocation(spec, cl)[1])
+        return LaunchResult("slurm", False, request=body, reason="dry run")
+    shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before a cluster starts
+    if cl is None:
         from hpcml.cluster.slurm import daemons as slurm
 
         cl = slurm.ensure_cluster()
     nodes, key = node_allocation(spec, cl)
     body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
                       ssh_identity_file=key)
-    if dry_run:
-        return LaunchResult("slurm", False, request=body, reason="dry run")
-    shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before queueing, not in the job
     if options.fresh:
         _fresh_out_dir(out_dir)
     paths.ensure(out_dir)
