@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
@@ -117,8 +118,8 @@ class LocalCluster:
     def shape(self, bandwidth: str) -> None:
         """Re-shape every node's link (``"unshaped"`` or a tc rate), both directions."""
         netns.shape(self.plan, fabric.parse_rate(bandwidth))
-        self.spec = LocalClusterSpec(**{**asdict(self.spec), "bandwidth": bandwidth})
-        self.plan = ClusterPlan(**{**self.plan.__dict__, "spec": self.spec, "rate_bps": fabric.parse_rate(bandwidth)})
+        self.spec = dataclasses.replace(self.spec, bandwidth=bandwidth)
+        self.plan = dataclasses.replace(self.plan, spec=self.spec, rate_bps=fabric.parse_rate(bandwidth))
         _save(self)
 
     @contextmanager
@@ -145,8 +146,7 @@ class LocalCluster:
                               timeout=timeout)
             return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
         finally:
-            proc.wait(timeout=10) if proc.poll() is None and _wait(proc, 5) else None
-            if proc.poll() is None:
+            if not _wait(proc, 5):  # iperf3 -s -1 exits after its one test; a failed client leaves it waiting
                 proc.kill()
                 proc.wait()
 
