@@ -184,9 +184,14 @@ def srun_placement(cl: LocalCluster) -> list[dict]:
     On the single-node fallback two tasks run on the one node.
     """
     shape = ["-N", str(len(cl.plan.nodes)), "--ntasks-per-node=1"] if cl.mode == "multi" else ["-n", "2"]
-    out = cl.slurm.cmd(["srun", *shape, "bash", "-c",
-                        'echo "$SLURM_PROCID $SLURMD_NODENAME $(hostname) $(hostname -I | cut -d" " -f1) '
-                        '$(grep Cpus_allowed_list /proc/self/status | cut -f2)"'], timeout=60)
+    argv = ["srun", *shape, "bash", "-c", 'echo "$SLURM_PROCID $SLURMD_NODENAME $(hostname) '
+            '$(hostname -I | cut -d" " -f1) $(grep Cpus_allowed_list /proc/self/status | cut -f2)"']
+    if cl.mode == "multi":
+        # srun listens on ephemeral ports for its tasks' I/O, on every address it has (Slurm has no
+        # bind-address option for it): run it from the first node, as from a login node, so those
+        # ports open inside the cluster's namespace, not on the machine's interfaces
+        argv = cl.node_argv(cl.plan.nodes[0].name, [netns.which("srun") or "srun", *argv[1:]], pin=False)
+    out = cl.slurm.cmd(argv, timeout=60)
     rows = [dict(zip(("rank", "node", "hostname", "address", "cores"), ln.split())) for ln in out.splitlines() if ln.strip()]
     return sorted(rows, key=lambda r: int(r["rank"]))
 
