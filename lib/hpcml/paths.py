@@ -7,9 +7,12 @@ import time: call :func:`ensure` to create a directory.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 _PKG = Path(__file__).resolve().parent
 
@@ -85,6 +88,21 @@ def ensure(path: Path) -> Path:
     """Create ``path`` (and parents) if missing and return it."""
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created, with its folder, if missing) for the block.
+
+    The lock file stays (removing it would let a waiter and a newcomer lock two different files).
+    """
+    ensure(Path(path).parent)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def fsync_dir(path: Path) -> None:

@@ -27,14 +27,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -251,15 +250,8 @@ def _registry(prefix: str) -> Path:
     return netns.RUN_ROOT / f"{prefix}.json"
 
 
-@contextmanager
-def _lock(prefix: str) -> Iterator[None]:
-    paths.ensure(netns.RUN_ROOT)
-    with open(netns.RUN_ROOT / f"{prefix}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _lock(prefix: str) -> AbstractContextManager[None]:
+    return paths.file_lock(netns.RUN_ROOT / f"{prefix}.lock")
 
 
 def _plan_for(spec: LocalClusterSpec, subnet: str) -> ClusterPlan:

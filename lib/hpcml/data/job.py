@@ -16,7 +16,6 @@ previous good dataset untouched; a folder without ``_manifest.json`` is never re
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -75,15 +74,8 @@ def parquet_digests(path: Path) -> tuple[str, str]:
     return whole.hexdigest(), data.hexdigest()
 
 
-@contextmanager
-def _lock(target: Path) -> Iterator[None]:
-    paths.ensure(target.parent)
-    with open(target.parent / f".{target.name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def _lock(target: Path) -> AbstractContextManager[None]:
+    return paths.file_lock(target.parent / f".{target.name}.lock")
 
 
 @contextmanager

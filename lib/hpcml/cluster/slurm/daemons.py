@@ -31,7 +31,6 @@ and node definitions come from the cluster's own ``slurm.conf``.
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -42,9 +41,9 @@ import tempfile
 import re
 import time
 import uuid
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from hpcml import paths
 from hpcml.cluster.fabric import PREFIX, RUN_ROOT
@@ -217,15 +216,8 @@ class SlurmCluster:
     def is_running(self) -> bool:
         return all(self.daemon_pids().values())
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        paths.ensure(self.state_dir)
-        with open(self.state_dir / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def _lock(self) -> AbstractContextManager[None]:
+        return paths.file_lock(self.state_dir / ".lock")
 
     def _write_config(self) -> None:
         out = subprocess.run([_which("slurmd") or "slurmd", "-C"], capture_output=True, text=True, timeout=30)
