@@ -9,14 +9,35 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 LOOPBACK = "127.0.0.1"
+
+
+#: ``PATH`` plus the sbin folders, where Debian puts the daemons and admin tools (slurmd, sshd, ip).
+SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
+
+
+def which(name: str, path: str | None = None) -> str | None:
+    """The full path of command ``name`` on ``path`` (default :data:`SEARCH_PATH`), or ``None``."""
+    return shutil.which(name, path=path or SEARCH_PATH)
+
+
+def missing_packages(packages: Mapping[str, str], path: str | None = None) -> tuple[list[str], list[str]]:
+    """The commands of ``packages`` (``{command: Debian package}``) not found, and the packages to install.
+
+    Returns:
+        ``(missing commands in the mapping's order, sorted packages that ship them)``; both empty
+        when everything is there.
+    """
+    missing = [n for n in packages if which(n, path) is None]
+    return missing, sorted({packages[n] for n in missing})
 
 
 class NotReady(RuntimeError):

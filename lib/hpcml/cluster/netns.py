@@ -25,11 +25,11 @@ from pathlib import Path
 
 from hpcml.cluster import fabric
 from hpcml.cluster.fabric import NODE_IFACE, ClusterPlan, NodePlan, tbf_args
+from hpcml.proc import missing_packages, which
 
 #: command -> Debian package that ships it.
 PACKAGES = {"ip": "iproute2", "tc": "iproute2", "nsenter": "util-linux", "unshare": "util-linux",
             "sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client", "iperf3": "iperf3"}
-_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 RUN_ROOT = Path(fabric.RUN_ROOT)
 NETNS_DIR = Path("/run/netns")
 
@@ -38,15 +38,14 @@ class NetError(RuntimeError):
     """An ``ip``/``tc`` command failed; the message carries the command and what it printed."""
 
 
-def which(name: str) -> str | None:
-    return shutil.which(name, path=_PATH)
+def available(search_path: str | None = None) -> str | None:
+    """``None`` when namespaces can be made here, else one line saying what is missing and why.
 
-
-def available() -> str | None:
-    """``None`` when namespaces can be made here, else one line saying what is missing and why."""
-    missing = [n for n in PACKAGES if which(n) is None]
+    Args:
+        search_path: ``PATH``-style folders to look in (default :data:`hpcml.proc.SEARCH_PATH`).
+    """
+    missing, pkgs = missing_packages(PACKAGES, search_path)
     if missing:
-        pkgs = sorted({PACKAGES[n] for n in missing})
         return (f"the multi-node cluster needs {', '.join(missing)}: install the Debian package(s) "
                 f"{' '.join(pkgs)} (apt-get install {' '.join(pkgs)})")
     if os.geteuid() != 0:

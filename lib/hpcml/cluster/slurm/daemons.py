@@ -50,7 +50,7 @@ from hpcml.cluster.fabric import PREFIX, RUN_ROOT
 from hpcml.cluster.slurm.conf import batch_script, parse_node_config, render_slurm_conf
 from hpcml.cluster.slurm.jobs import (TERMINAL_STATES, JobResult, TaskOutput, parse_scontrol_records, summarize_job,
                                       task_tag)
-from hpcml.proc import free_port, pid_alive, tail
+from hpcml.proc import SEARCH_PATH, free_port, missing_packages, pid_alive, tail, which
 
 #: daemon/client -> Debian package that ships it (the metapackage ``slurm-wlm`` pulls all Slurm ones).
 PACKAGES = {
@@ -58,7 +58,6 @@ PACKAGES = {
     "slurmctld": "slurm-wlm", "slurmd": "slurm-wlm", "sbatch": "slurm-wlm", "sinfo": "slurm-wlm",
     "squeue": "slurm-wlm", "scontrol": "slurm-wlm", "scancel": "slurm-wlm", "srun": "slurm-wlm",
 }
-_SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
 DAEMONS = ("munged", "slurmctld", "slurmd")
 
 
@@ -70,19 +69,14 @@ class SlurmError(RuntimeError):
     """A Slurm daemon or client command failed; the message carries its log tail."""
 
 
-def _which(name: str) -> str | None:
-    return shutil.which(name, path=_SEARCH_PATH)
-
-
 def available(search_path: str | None = None) -> str | None:
     """``None`` when a local Slurm cluster can run here, else one line saying what is missing.
 
     Args:
         search_path: ``PATH``-style folders to look in (default: ``PATH`` plus the sbin folders).
     """
-    missing = [n for n in PACKAGES if shutil.which(n, path=search_path or _SEARCH_PATH) is None]
+    missing, pkgs = missing_packages(PACKAGES, search_path)
     if missing:
-        pkgs = sorted({PACKAGES[n] for n in missing})
         return (f"Slurm is not usable here: {', '.join(missing)} not found; install the Debian "
                 f"package{'s' if len(pkgs) > 1 else ''} {' and '.join(pkgs)} (apt-get install {' '.join(pkgs)})")
     if os.geteuid() != 0:
@@ -183,7 +177,7 @@ class SlurmCluster:
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for client commands (``SLURM_CONF`` points at this cluster)."""
         env = dict(os.environ)
-        env["PATH"] = _SEARCH_PATH
+        env["PATH"] = SEARCH_PATH
         env.update({k: str(v) for k, v in (extra or {}).items()})
         env["SLURM_CONF"] = str(self.conf_path)
         return env
@@ -220,7 +214,7 @@ class SlurmCluster:
         return paths.file_lock(self.state_dir / ".lock")
 
     def _write_config(self) -> None:
-        out = subprocess.run([_which("slurmd") or "slurmd", "-C"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([which("slurmd") or "slurmd", "-C"], capture_output=True, text=True, timeout=30)
         node = parse_node_config(out.stdout)
         self.node_name = node.name
         if self.multi_node:
@@ -246,7 +240,7 @@ class SlurmCluster:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(os.urandom(1024))
         self.munge_socket.unlink(missing_ok=True)
-        self._spawn("munged", [_which("munged") or "munged", "--force", f"--socket={self.munge_socket}",
+        self._spawn("munged", [which("munged") or "munged", "--force", f"--socket={self.munge_socket}",
                                f"--key-file={key}", f"--pid-file={self.pid_file('munged')}",
                                f"--log-file={self.log_file('munged')}",
                                f"--seed-file={self.state_dir / 'munged.seed'}"])
@@ -331,9 +325,9 @@ class SlurmCluster:
                 self._start_munged()
                 started.append("munged")
             if not pids["slurmctld"]:
-                argv = [_which("slurmctld") or "slurmctld", "-f", str(self.conf_path)]
+                argv = [which("slurmctld") or "slurmctld", "-f", str(self.conf_path)]
                 if self.multi_node:  # its own hostname, which resolves to the bridge address it binds
-                    argv = [_which("unshare") or "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"',
+                    argv = [which("unshare") or "unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"',
                             self.layout["head_name"], *argv]
                 self._spawn("slurmctld", argv)
                 self._until(lambda: "UP" in self.cmd(["scontrol", "ping"], check=False, timeout=10), 30,
@@ -360,7 +354,7 @@ class SlurmCluster:
 
     def _start_slurmd(self, daemon: str) -> None:
         """``slurmd`` (one node), or ``slurmd@NODE`` inside that node's namespaces, pinned to its cores."""
-        argv = [_which("slurmd") or "slurmd", "-f", str(self.conf_path)]
+        argv = [which("slurmd") or "slurmd", "-f", str(self.conf_path)]
         if "@" in daemon:
             node = next(n for n in self.layout["nodes"] if n["name"] == daemon.split("@", 1)[1])
             paths.ensure(self.run_dir / f"spool-{node['name']}")
