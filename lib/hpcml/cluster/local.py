@@ -42,7 +42,7 @@ from hpcml import paths
 from hpcml.cluster import fabric, netns
 from hpcml.cluster.fabric import ClusterPlan, LocalClusterSpec, NodePlan
 from hpcml.cluster.slurm import daemons
-from hpcml.proc import pid_alive, tail
+from hpcml.proc import pid_alive, stop, tail, wait_until
 
 MODES = ("auto", "multi", "single")
 HOSTS_FILE = Path("/etc/hosts")
@@ -132,49 +132,43 @@ class LocalCluster:
             netns.set_link(n, up=True)
 
     # ---- measurements -------------------------------------------------------------------------
+    @contextmanager
+    def _server(self, node: str, argv: list[str], port: int) -> Iterator[None]:
+        """Run ``argv`` in ``node`` for the block, from the moment it listens on ``port``; stop it after."""
+        addr = self.plan.node(node).address
+        proc = subprocess.Popen(self.node_argv(node, argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            wait_until(lambda: _listening(self, node, addr, port), 10, f"{Path(argv[0]).name} on {node}:{port}",
+                       proc=proc, interval_s=0.05)
+            yield
+        finally:
+            stop(proc, timeout_s=5)
+
     def iperf(self, client: str, server: str, seconds: float = 2.0, timeout: float = 30) -> float:
         """TCP throughput (bits/s) from ``client`` to ``server`` with iperf3, one stream."""
-        srv = self.plan.node(server)
-        proc = subprocess.Popen(self.node_argv(server, [netns.which("iperf3"), "-s", "-1", "-B", srv.address]),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not _listening(self, server, srv.address, 5201):
-                time.sleep(0.05)
-            out = self.run_on(client, [netns.which("iperf3"), "-c", srv.address, "-t", f"{seconds:g}", "-J"],
-                              timeout=timeout)
-            return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
-        finally:
-            if not _wait(proc, 5):  # iperf3 -s -1 exits after its one test; a failed client leaves it waiting
-                proc.kill()
-                proc.wait()
+        addr = self.plan.node(server).address
+        with self._server(server, [netns.which("iperf3"), "-s", "-1", "-B", addr], 5201):
+            out = self.run_on(client, [netns.which("iperf3"), "-c", addr, "-t", f"{seconds:g}", "-J"], timeout=timeout)
+        return float(json.loads(out)["end"]["sum_received"]["bits_per_second"])
 
     def rtt(self, client: str, server: str, n: int = 200, size: int = 64, timeout: float = 30) -> list[float]:
         """Round-trip times (s) of ``n`` ``size``-byte messages over one TCP connection (TCP_NODELAY)."""
-        srv = self.plan.node(server)
+        addr = self.plan.node(server).address
         port = 5301
         server_py = ("import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-                     f"s.bind(({srv.address!r},{port}));s.listen(1);c,_=s.accept()\n"
+                     f"s.bind(({addr!r},{port}));s.listen(1);c,_=s.accept()\n"
                      "c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n"
                      "while True:\n d=c.recv(65536)\n if not d: break\n c.sendall(d)\n")
         client_py = ("import socket,time,json\n"
-                     f"c=socket.create_connection(({srv.address!r},{port}),timeout=10)\n"
+                     f"c=socket.create_connection(({addr!r},{port}),timeout=10)\n"
                      "c.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n"
                      f"m=b'x'*{size};out=[]\n"
                      f"for i in range({n + 10}):\n t=time.perf_counter();c.sendall(m);g=0\n"
                      f" while g<{size}: g+=len(c.recv(65536))\n out.append(time.perf_counter()-t)\n"
                      "print(json.dumps(out[10:]))\n")
-        proc = subprocess.Popen(self.node_argv(server, [sys.executable, "-c", server_py]),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and not _listening(self, server, srv.address, port):
-                time.sleep(0.05)
+        with self._server(server, [sys.executable, "-c", server_py], port):
             return json.loads(self.run_on(client, [sys.executable, "-c", client_py], timeout=timeout))
-        finally:
-            if not _wait(proc, 5):
-                proc.kill()
-                proc.wait()
 
 
 def srun_placement(cl: LocalCluster) -> list[dict]:
@@ -222,14 +216,6 @@ def measure_links(cl: LocalCluster, profiles: list[str], seconds: float = 2.0, r
     return rows
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    try:
-        proc.wait(timeout=timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
-
-
 def _listening(cl: LocalCluster, node: str, addr: str, port: int) -> bool:
     out = cl.run_on(node, ["ss", "-Hltn", f"sport = :{port}"], check=False, timeout=10)
     return f"{addr}:{port}" in out
@@ -264,10 +250,10 @@ def _running(spec: LocalClusterSpec, state_dir: Path) -> LocalCluster | None:
     if not f.exists():
         return None
     saved = json.loads(f.read_text())
-    if LocalClusterSpec(**saved["spec"]) != spec and LocalClusterSpec(
-            **{**saved["spec"], "bandwidth": spec.bandwidth}) != spec:
+    saved_spec = LocalClusterSpec(**saved["spec"])
+    if dataclasses.replace(saved_spec, bandwidth=spec.bandwidth) != spec:  # the bandwidth is re-shaped below
         return None
-    plan = _plan_for(LocalClusterSpec(**saved["spec"]), saved["subnet"])
+    plan = _plan_for(saved_spec, saved["subnet"])
     present = netns.ours(spec.name)
     if sorted(n.netns for n in plan.nodes) != sorted(present["netns"]):
         return None
@@ -275,7 +261,7 @@ def _running(spec: LocalClusterSpec, state_dir: Path) -> LocalCluster | None:
     pids = saved.get("sshd_pids", {})
     if not slurm.is_running() or not all(pid_alive(pids.get(n.name), "sshd") for n in plan.nodes):
         return None
-    cl = LocalCluster("multi", state_dir, slurm, LocalClusterSpec(**saved["spec"]), plan,
+    cl = LocalCluster("multi", state_dir, slurm, saved_spec, plan,
                       start_s=saved.get("start_s"), sshd_pids=pids)
     if cl.spec.bandwidth != spec.bandwidth:
         cl.shape(spec.bandwidth)
@@ -372,24 +358,19 @@ def _start_sshd(cl: LocalCluster, n: NodePlan) -> int:
                        capture_output=True, text=True, timeout=30)
     if p.returncode != 0:
         raise ClusterError(f"sshd on {n.name} failed (exit {p.returncode}): {p.stderr.strip()} {tail(d / f'sshd-{n.name}.log')}")
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        pid = daemons._read_pid(pid_file)
-        if pid and _listening(cl, n.name, n.address, 22):
-            return pid
-        time.sleep(0.05)
-    raise ClusterError(f"sshd on {n.name} did not listen on {n.address}:22 within 15s: {tail(d / f'sshd-{n.name}.log')}")
+    wait_until(lambda: daemons._read_pid(pid_file) and _listening(cl, n.name, n.address, 22), 15,
+               f"sshd on {n.name} listening on {n.address}:22", log_path=d / f"sshd-{n.name}.log", interval_s=0.05)
+    return daemons._read_pid(pid_file)
 
 
 def _reclaim(prefix: str, state_dir: Path) -> None:
+    """Take down what a cluster of this name left, here or recorded under another state folder."""
     reg = _registry(prefix)
     if reg.exists():
         other = Path(json.loads(reg.read_text()).get("state_dir", ""))
         if other and other != state_dir and other.exists():
             _stop_services(other)
-    _stop_services(state_dir)
-    netns.reclaim(prefix)
-    _restore_hosts(prefix)
+    _down_locked(prefix, state_dir)
 
 
 def _restore_hosts(prefix: str) -> None:
@@ -438,13 +419,13 @@ def leftovers(prefix: str = fabric.PREFIX) -> dict[str, list]:
                       if ln == fabric.HOSTS_BEGIN.format(name=prefix)]
     found["hosts"] += [str(_ssh_config_path(prefix))] if _ssh_config_path(prefix).exists() else []
     found["daemons"] = []
+    stem = fabric.node_stem(prefix)
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            stem = fabric.node_stem(prefix)
             if (f"/{prefix}-n" in cmd or f"sshd_config-{stem}" in cmd or "slurmd -f" in cmd and f" -N {stem}" in cmd) \
                     and int(entry.name) != os.getpid() and pid_alive(int(entry.name)):
                 found["daemons"].append(f"{entry.name} {cmd[:120]}")
