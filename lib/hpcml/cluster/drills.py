@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from typing import Any, Callable
 from hpcml import paths
 from hpcml.cluster import netns
 from hpcml.cluster.local import LocalCluster
+from hpcml.data.spec import MANIFEST
 from hpcml.data.synthetic import write_contract_dataset
 from hpcml.report import Metric
 from hpcml.train import checkpoint as ck
@@ -98,21 +100,29 @@ class RequeueDrill:
 FINAL_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "train_loss", "steps", "epochs_run")
 
 
+def _dataset(ds: Path, n_shards: int, rows: int, seed: int) -> Path:
+    """The drills' synthetic dataset at ``ds``, written once (``rows`` train rows, an eighth each for val/test)."""
+    if not (ds / MANIFEST).exists():
+        write_contract_dataset(ds, n_shards=n_shards, rows=(rows, rows // 8, rows // 8), seed=seed)
+    return ds
+
+
+def _empty(folder: Path) -> Path:
+    """``folder``, emptied of an earlier drill's run (checkpoints there would make the job resume)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    return paths.ensure(folder)
+
+
 def drill_spec(root: Path, epochs: int = 4, checkpoint_every: int = 40, rows: int = 4096, seed: int = 0) -> TrainSpec:
     """A one-rank CNN job on a synthetic one-shard dataset (written under ``root``), checkpointing often."""
-    ds = root / "dataset"
-    if not (ds / "_manifest.json").exists():
-        write_contract_dataset(ds, n_shards=1, rows=(rows, rows // 8, rows // 8), seed=seed)
+    ds = _dataset(root / "dataset", 1, rows, seed)
     return TrainSpec(name="drill", world_size=1, epochs=epochs, batch_size=16, width=16, lr=0.02, seed=seed,
                      dataset_dir=str(ds), checkpoint_every=checkpoint_every)
 
 
 def _submit(cl: LocalCluster, spec: TrainSpec, out_dir: Path, name: str, requeue: bool) -> str:
-    import shutil
-
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    paths.ensure(out_dir)
+    _empty(out_dir)
     spec = dataclasses.replace(spec, out_dir=str(out_dir))
     spec_path = out_dir / "spec.json"
     spec.to_json(spec_path)
@@ -285,17 +295,11 @@ def elastic_drill(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_ever
         raise DrillError(f"the elastic drill needs the multi-node cluster with at least 2 nodes ({cl.describe()})")
     say = on_event or (lambda s: None)
     launcher = cl.plan.nodes[0].name
-    ds = root / "dataset-2"
-    if not (ds / "_manifest.json").exists():
-        write_contract_dataset(ds, n_shards=2, rows=(4096, 512, 512), seed=1)
-    out = root / "elastic"
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
+    ds = _dataset(root / "dataset-2", 2, 4096, seed=1)
+    out = _empty(root / "elastic")
     spec = TrainSpec(name="elastic-drill", world_size=2, min_workers=1, elastic=True, epochs=epochs, batch_size=16,
                      width=16, lr=0.02, dataset_dir=str(ds), out_dir=str(out), checkpoint_every=checkpoint_every)
-    disc = discovery_script(cl, paths.ensure(out) / "discover_hosts.sh")
+    disc = discovery_script(cl, out / "discover_hosts.sh")
     hvd = str(Path(sys.executable).parent / "horovodrun")
 
     def command(spec_path: Path) -> list[str]:

@@ -190,10 +190,11 @@ def srun_placement(cl: LocalCluster) -> list[dict]:
 
 
 def measure_links(cl: LocalCluster, profiles: list[str], seconds: float = 2.0, rtt_n: int = 200,
-                  client: str = "n1", server: str = "n2") -> list[dict]:
+                  client: str | None = None, server: str | None = None) -> list[dict]:
     """Throughput (iperf3, one TCP stream) and small-message round trips between two nodes, per profile.
 
-    The cluster's own bandwidth is restored afterwards.
+    ``client`` and ``server`` default to the first two nodes. The cluster's own bandwidth is
+    restored afterwards.
 
     Returns:
         One row per profile: ``bandwidth``, ``rate_gbit`` (the tbf rate, None unshaped),
@@ -201,6 +202,7 @@ def measure_links(cl: LocalCluster, profiles: list[str], seconds: float = 2.0, r
     """
     import numpy as np
 
+    client, server = client or cl.plan.nodes[0].name, server or cl.plan.nodes[1].name
     before = cl.spec.bandwidth
     rows = []
     try:
