@@ -76,3 +76,28 @@ def pipeline_run(pipeline_build):
             os.environ.pop("HPCML_BUILD", None)
         else:
             os.environ["HPCML_BUILD"] = old
+
+
+def _cannot_run(why: str) -> None:
+    """Skip a test that needs what this machine lacks; under ``CI=true`` fail instead (CI installs it)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"must run under CI=true, but: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def mcluster(tmp_path_factory):
+    """One 2-node cluster for the whole session, named ``hpcmlt`` (``HPCML_TEST_CLUSTER`` overrides it,
+    so two sessions on one machine don't share one) and never the pipeline's ``hpcml``."""
+    from hpcml.cluster import local, netns
+    from hpcml.cluster.fabric import LocalClusterSpec
+    from hpcml.cluster.slurm import daemons
+
+    name = os.environ.get("HPCML_TEST_CLUSTER", "hpcmlt")
+    why = netns.available() or daemons.available()
+    if why:
+        _cannot_run(f"the multi-node cluster: {why}")
+    cl = local.up(LocalClusterSpec(nodes=2, name=name), tmp_path_factory.mktemp("mcluster"))
+    yield cl
+    local.down(cl.state_dir, prefix=name)
+    assert not any(local.leftovers(name).values()), local.leftovers(name)

@@ -1,7 +1,7 @@
 """The multi-node cluster for real: namespaces, links, Slurm and sshd in every node, shaping, clean-up.
 
-One 2-node cluster (name ``hpcmlt``, so it never collides with the pipeline's ``hpcml`` cluster)
-is shared by the tests of this module. Where namespaces can't be made, the tests skip, except
+One 2-node cluster (the ``mcluster`` fixture of conftest, name ``hpcmlt``) is shared by the tests
+of this module and of the other modules that need nodes. Where namespaces can't be made, the tests skip, except
 under ``CI=true``, where they fail: CI installs and runs everything they need.
 
 The node-failure drill runs once per suite, in notebook 00 (its checks cell asserts it);
@@ -22,24 +22,7 @@ from hpcml.cluster.slurm import daemons
 from hpcml.specbase import SpecError
 
 pytestmark = pytest.mark.integration
-NAME = "hpcmlt"
-
-
-def _cannot_run(why: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"the multi-node cluster must run under CI=true, but: {why}")
-    pytest.skip(why)
-
-
-@pytest.fixture(scope="session")
-def mcluster(tmp_path_factory):
-    why = netns.available() or daemons.available()
-    if why:
-        _cannot_run(why)
-    cl = local.up(LocalClusterSpec(nodes=2, name=NAME), tmp_path_factory.mktemp("mcluster"))
-    yield cl
-    local.down(cl.state_dir, prefix=NAME)
-    assert not any(local.leftovers(NAME).values()), local.leftovers(NAME)
+NAME = os.environ.get("HPCML_TEST_CLUSTER", "hpcmlt")
 
 
 def test_up_is_idempotent(mcluster):
@@ -114,7 +97,9 @@ def test_missing_packages_are_named():
 
 def test_a_failed_up_leaves_nothing_and_down_removes_everything(monkeypatch, tmp_path):
     if netns.available():
-        _cannot_run(netns.available())
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the multi-node cluster must run under CI=true, but: {netns.available()}")
+        pytest.skip(netns.available())
 
     def broken(cl, n):
         raise local.ClusterError(f"sshd on {n.name} refused to start (injected)")
