@@ -140,3 +140,15 @@ def test_binary_size_without_the_header_is_rejected():
     body, _ = _binary()
     with pytest.raises(protocol.BadRequest, match="no Inference-Header-Content-Length"):
         protocol.parse_infer(body[:body.index(b"}]}") + 3], 64)
+
+
+@pytest.mark.parametrize("name", ["pixels", "", None, 7])
+def test_an_input_name_the_model_does_not_declare_is_400(name):
+    t = {"shape": [1, 784], "datatype": "FP32", "data": [0.0] * 784}
+    if name is not None:
+        t["name"] = name
+    with pytest.raises(protocol.BadRequest, match=f"inputs\\[0\\].name {name!r} is not an input of this model") as e:
+        protocol.parse_infer(json.dumps({"inputs": [t]}).encode(), 64)
+    assert e.value.status == 400 and "'input'" in e.value.message
+    t["name"] = protocol.model_metadata("m", "onnxruntime_onnx")["inputs"][0]["name"]
+    assert protocol.parse_infer(json.dumps({"inputs": [t]}).encode(), 64).x.shape == (1, 1, 28, 28)

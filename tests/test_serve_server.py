@@ -85,6 +85,7 @@ BAD = [
     ("shape-data-mismatch", "/v2/models/mnist/infer", _tensor(shape=[2, 784]), 400, "needs 1568"),
     ("batch-too-large", "/v2/models/mnist/infer", _tensor(shape=[1000, 784]), 400, "batch"),
     ("wrong-datatype", "/v2/models/mnist/infer", _tensor(datatype="INT8"), 400, "datatype must be 'FP32'"),
+    ("unknown-input-name", "/v2/models/mnist/infer", _tensor(name="pixels"), 400, "'pixels' is not an input"),
     ("strings-in-data", "/v2/models/mnist/infer", _tensor(data=["a"] * 784), 400, "only numbers"),
     ("nan-token", "/v2/models/mnist/infer", _tensor().replace(b"0.0]", b"NaN]"), 400, "non-finite"),
     ("inf-overflow", "/v2/models/mnist/infer", _tensor().replace(b"0.0]", b"1e999]"), 400, "NaN or infinite"),

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 FEATURES = 784
+#: The one input tensor the served models declare (``model_metadata``); a request naming another is a 400.
+INPUT_NAME = "input"
 #: HTTP header of the binary tensor data extension (length of the JSON part of the body).
 BINARY_HEADER = "inference-header-content-length"
 ACCEPTED_SHAPES = ("[N, 784]", "[N, 1, 28, 28]")
@@ -87,7 +89,8 @@ def parse_infer(body: bytes, max_rows: int, header_length: str | bytes | None = 
             the binary tensor data extension (``None``: a plain JSON body).
 
     Raises:
-        BadRequest: malformed JSON, missing/extra inputs, wrong datatype or shape, a data
+        BadRequest: malformed JSON, missing/extra inputs, an input name the model does not
+            declare, wrong datatype or shape, a data
             length that does not match the shape, non-numeric or non-finite values, a
             binary part whose size disagrees with ``binary_data_size`` or the shape.
     """
@@ -99,6 +102,10 @@ def parse_infer(body: bytes, max_rows: int, header_length: str | bytes | None = 
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise BadRequest(400, "'inputs' must be a list with exactly one tensor object")
     t = inputs[0]
+    name = t.get("name")
+    if name != INPUT_NAME:
+        raise BadRequest(400, f"inputs[0].name {name!r} is not an input of this model: it declares one input, "
+                              f"{INPUT_NAME!r} (FP32, shape [-1, {FEATURES}])")
     dt = t.get("datatype")
     if dt != "FP32":
         raise BadRequest(400, f"inputs[0].datatype must be 'FP32', got {dt!r}")
@@ -172,7 +179,7 @@ def infer_response(model: str, req_id: str | None, logits: np.ndarray) -> dict:
 def model_metadata(model: str, platform: str) -> dict:
     return {
         "name": model, "versions": ["1"], "platform": platform,
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, FEATURES]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, FEATURES]}],
         "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
                     {"name": "label", "datatype": "INT64", "shape": [-1]}],
     }
@@ -190,7 +197,7 @@ def parse_latency(body: bytes) -> float:
 def make_binary_infer_request(x: np.ndarray, req_id: str | None = None) -> tuple[bytes, dict[str, str]]:
     """Encode ``x`` with the binary tensor data extension: ``(body, extra HTTP headers)``."""
     x = np.ascontiguousarray(np.asarray(x, dtype="<f4").reshape(-1, FEATURES))
-    obj = {"inputs": [{"name": "input", "shape": [int(x.shape[0]), FEATURES], "datatype": "FP32",
+    obj = {"inputs": [{"name": INPUT_NAME, "shape": [int(x.shape[0]), FEATURES], "datatype": "FP32",
                        "parameters": {"binary_data_size": x.nbytes}}]}
     if req_id is not None:
         obj["id"] = req_id
@@ -201,7 +208,7 @@ def make_binary_infer_request(x: np.ndarray, req_id: str | None = None) -> tuple
 def make_infer_body(x: np.ndarray, req_id: str | None = None) -> bytes:
     """Encode ``x`` (N×784 or N×1×28×28) as a v2 infer request body (for clients and tests)."""
     x = np.asarray(x, dtype=np.float32).reshape(-1, FEATURES)
-    obj = {"inputs": [{"name": "input", "shape": [int(x.shape[0]), FEATURES], "datatype": "FP32",
+    obj = {"inputs": [{"name": INPUT_NAME, "shape": [int(x.shape[0]), FEATURES], "datatype": "FP32",
                        "data": [round(float(v), 5) for v in x.ravel()]}]}
     if req_id is not None:
         obj["id"] = req_id
