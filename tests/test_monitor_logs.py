@@ -82,3 +82,25 @@ def test_child_processes_share_the_run_id_and_file(build_tmp, monkeypatch):
 def test_bad_arguments(stage, rank, err, build_tmp):
     with pytest.raises(ValueError, match=err):
         logs.get_logger(stage, rank=rank)
+
+
+def test_every_record_carries_its_node_and_a_per_node_sequence_that_survives_restarts(build_tmp, monkeypatch):
+    monkeypatch.setenv("HPCML_NODE", "n7")
+    monkeypatch.setenv("HPCML_RUN_ID", "seq-run")
+    code = ("from hpcml.monitor import logs; import sys; log = logs.get_logger(sys.argv[1]); "
+            "[log.info('x', extra={'i': i}) for i in range(20)]")
+    procs = [subprocess.Popen([sys.executable, "-c", code, stage]) for stage in ("train", "train", "serve")]
+    assert [p.wait() for p in procs] == [0, 0, 0]
+    subprocess.run([sys.executable, "-c", code, "train"], check=True)  # a process started later on the same node
+    df = logs.gather()
+    assert set(df["node"]) == {"n7"} and len(df) == 80
+    assert sorted(df["seq"]) == list(range(1, 81))  # one counter for all processes and stages of the node
+    assert (build_tmp / "logs" / ".seq-n7").read_text() == "80"
+
+
+def test_the_log_folder_can_be_set_for_a_node(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPCML_LOG_DIR", str(tmp_path / "n1"))
+    monkeypatch.setenv("HPCML_NODE", "n1")
+    logs.get_logger("train").info("hi")
+    obj = json.loads((tmp_path / "n1" / "train.jsonl").read_text())
+    assert obj["node"] == "n1" and obj["seq"] == 1

@@ -5,7 +5,17 @@ JSON object per line in ``build/logs/<stage>.jsonl`` with the fields a log pipel
 (Fluent Bit -> Elasticsearch / CloudWatch Logs) indexes on::
 
     {"ts": "2025-01-01T12:00:00.123Z", "level": "WARNING", "run_id": "…", "stage": "train",
-     "rank": 1, "logger": "hpcml.train", "message": "…", "step": 40}
+     "rank": 1, "logger": "hpcml.train", "message": "…", "node": "n1", "seq": 812, "step": 40}
+
+``node`` is where the record was written (``$HPCML_NODE``, else the host name, which is the
+node's own name inside a cluster node's UTS namespace) and ``seq`` a per-node sequence number:
+one counter per node and log folder, kept in ``<log_dir>/.seq-<node>`` and advanced under an
+``flock`` for every record, so every process on the node (all ranks, and a process restarted
+later) draws from the same counter. ``(node, seq)`` is therefore unique for ever on that node,
+which is the key the central log store (:mod:`hpcml.monitor.logstore`) de-duplicates on. The
+alternative, ``(node, boot id, seq)`` with an in-memory counter, would need a third key column,
+and two processes on one node (two ranks) would still need a shared counter; a file next to the
+log costs one lock per record (a few µs) and keeps the key at two columns.
 
 Keyword fields passed with ``extra={...}`` land at the top level of the object (a field
 that would overwrite one of the fixed keys or a ``LogRecord`` attribute is kept under
@@ -20,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
@@ -30,15 +41,40 @@ from typing import Any
 
 from hpcml import paths
 
-FIXED = ("ts", "level", "run_id", "stage", "rank", "logger", "message")
+FIXED = ("ts", "level", "run_id", "stage", "rank", "logger", "message", "node", "seq")
 # attributes every LogRecord has; anything else on a record came from ``extra=``
 _RECORD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _default_run_id: str | None = None
 
 
 def logs_dir() -> Path:
-    """``build/logs`` (not created here)."""
-    return paths.build_dir() / "logs"
+    """``$HPCML_LOG_DIR`` if set (a launcher points a node's processes at that node's folder),
+    else ``build/logs`` (not created here)."""
+    env = os.environ.get("HPCML_LOG_DIR")
+    return Path(env) if env else paths.build_dir() / "logs"
+
+
+def node_name() -> str:
+    """The node a record is written on: ``$HPCML_NODE``, else the host name (per UTS namespace)."""
+    return os.environ.get("HPCML_NODE") or os.uname().nodename
+
+
+def next_seq(counter: Path) -> int:
+    """Advance the per-node counter file ``counter`` by one under an exclusive ``flock``; returns the new value.
+
+    The file holds the last number handed out as decimal text; a missing or empty file starts at 1.
+    """
+    fd = os.open(counter, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = os.pread(fd, 32, 0).strip()
+        value = (int(raw) if raw else 0) + 1
+        text = str(value).encode()
+        os.pwrite(fd, text, 0)
+        os.ftruncate(fd, len(text))
+        return value
+    finally:
+        os.close(fd)  # closing the descriptor drops the lock
 
 
 def default_run_id() -> str:
@@ -53,7 +89,17 @@ def default_run_id() -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record: the fixed keys, then the record's extra fields."""
+    """One JSON object per record: the fixed keys, then the record's extra fields.
+
+    Args:
+        counter: the per-node sequence file (see :func:`next_seq`); ``None`` leaves ``seq`` null.
+        node: the node name written into every record; default :func:`node_name`.
+    """
+
+    def __init__(self, counter: Path | None = None, node: str | None = None) -> None:
+        super().__init__()
+        self.counter = counter
+        self.node = node or node_name()
 
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -65,6 +111,8 @@ class JsonFormatter(logging.Formatter):
             "rank": getattr(record, "rank", None),
             "logger": record.name,
             "message": record.getMessage(),
+            "node": self.node,
+            "seq": next_seq(self.counter) if self.counter is not None else None,
         }
         for key, value in vars(record).items():
             if key in _RECORD_ATTRS or key in ("run_id", "stage", "rank"):
@@ -106,13 +154,15 @@ def get_logger(stage: str, run_id: str | None = None, rank: int | None = None,
         raise ValueError(f"get_logger: stage must be letters/digits/'-'/'_' (it names the file), got {stage!r}")
     if rank is not None and (not isinstance(rank, int) or rank < 0):
         raise ValueError(f"get_logger: rank must be an int >= 0 or None, got {rank!r}")
-    path = paths.ensure(Path(log_dir) if log_dir else logs_dir()) / f"{stage}.jsonl"
+    folder = paths.ensure(Path(log_dir) if log_dir else logs_dir())
+    path = folder / f"{stage}.jsonl"
     logger = logging.getLogger(f"hpcml.{stage}.{path}")  # one logger (one handler) per file
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     if not any(isinstance(h, logging.FileHandler) for h in logger.handlers):
         handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-        handler.setFormatter(JsonFormatter())
+        node = node_name()
+        handler.setFormatter(JsonFormatter(folder / f".seq-{node}", node))
         logger.addHandler(handler)
     if echo and not any(getattr(h, "_hpcml_echo", False) for h in logger.handlers):
         err = logging.StreamHandler()
