@@ -60,6 +60,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.monitor.rules", "pure"),
     ("hpcml.monitor.dashboard", "pure"),
     ("hpcml.monitor.shipping", "pure"),
+    ("hpcml.monitor.syslog_conf", "pure"),
     ("hpcml.monitor.plots", "pure"),
     ("hpcml.monitor.signals", "pure"),
     ("hpcml.cost.models", "pure"),
