@@ -37,7 +37,7 @@ def promtool_present():
 @pytest.mark.parametrize("t", [rules.PRODUCTION, rules.DRILL], ids=["production", "drill"])
 def test_promtool_check_rules_passes(t, tmp_path):
     rc, out = promtool.check_rules(rules.write_rules(tmp_path / "r.yml", t))
-    assert rc == 0 and "SUCCESS: 9 rules found" in out, out
+    assert rc == 0 and "SUCCESS: 10 rules found" in out, out
 
 
 @pytest.mark.integration
@@ -78,7 +78,8 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
     (dict(gpu_util_low_pct=2.0), "HpcmlGpuIdleDuringTraining"),
     (dict(mem_available_ratio=0.01), "HpcmlNodeMemoryPressure"),
     (dict(target_down_for="30m"), "HpcmlTargetDown"),
-], ids=["latency", "errors", "stall", "gpu-idle", "memory", "target-down"])
+    (dict(node_job="node"), "HpcmlNodeDown"),
+], ids=["latency", "errors", "stall", "gpu-idle", "memory", "target-down", "node-down-job"])
 def test_unit_tests_catch_a_wrong_threshold(change, alert, tmp_path):
     """The promtool tests are live: a rule with a different threshold fails its case."""
     rc, out = promtool.run_rule_tests([PROD_TEST], {"hpcml-alerts.rules.yml": rules.PRODUCTION.with_(**change)},
@@ -102,13 +103,15 @@ def test_thresholds_reject_bad_values(change, err):
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("t,mem_metric,window", [
-    (rules.PRODUCTION, "node_memory_MemAvailable_bytes", "[5m]"),
-    (rules.DRILL, METRIC_NODE_MEMORY_AVAILABLE, "[10s]"),
+@pytest.mark.parametrize("t,node_job,window", [
+    (rules.PRODUCTION, "node-exporter", "[5m]"),
+    (rules.DRILL, "node", "[10s]"),
 ], ids=["production", "drill"])
-def test_variants_differ_in_windows_and_node_metric_names(t, mem_metric, window):
+def test_variants_differ_in_windows_and_both_use_node_exporter_names(t, node_job, window):
     text = yaml.safe_dump(rules.rules_file(t))
-    assert mem_metric in text and window in text
+    assert "node_memory_MemAvailable_bytes" in text and window in text
+    assert METRIC_NODE_MEMORY_AVAILABLE not in text  # the retired sampler's names are gone from the rules
+    assert f'up{{job="{node_job}"}} == 0' in text
     alerts = [r["alert"] for g in rules.rule_groups(t) for r in g["rules"] if "alert" in r]
     assert sorted(alerts) == sorted(rules.ALERTS)
 
@@ -126,3 +129,14 @@ def test_every_hpcml_metric_the_rules_dashboard_and_plots_query_is_an_exported_c
     exprs += [e for _, _, q in dashboard.PANELS for _, e in q] + [plots.query(n) for n in plots.QUERIES]
     used = {m for e in exprs for m in re.findall(r"\bhpcml_[a-z0-9_]+", e)}
     assert used and used <= _exported_metric_names(), sorted(used - _exported_metric_names())
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("t", [rules.PRODUCTION, rules.DRILL], ids=["production", "drill"])
+def test_the_alerts_nodedown_inhibits_keep_the_node_label(t):
+    """Alertmanager's inhibition matches ``equal: [node]``: each inhibited alert aggregates by node."""
+    exprs = {r["alert"]: r["expr"] for g in rules.rule_groups(t) for r in g["rules"] if "alert" in r}
+    assert set(rules.INHIBITED) <= set(exprs) and rules.ALERT_NODE_DOWN in exprs
+    for name in rules.INHIBITED:
+        by = re.findall(r"by \(([^)]*)\)", exprs[name])
+        assert by and all("node" in [x.strip() for x in b.split(",")] for b in by), (name, exprs[name])

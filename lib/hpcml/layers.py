@@ -58,6 +58,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.serve.capacity", "pure"),
     ("hpcml.serve.plots", "pure"),
     ("hpcml.monitor.rules", "pure"),
+    ("hpcml.monitor.alerting", "pure"),
     ("hpcml.monitor.dashboard", "pure"),
     ("hpcml.monitor.shipping", "pure"),
     ("hpcml.monitor.syslog_conf", "pure"),

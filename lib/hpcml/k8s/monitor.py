@@ -9,6 +9,10 @@
   and ServiceMonitor; it labels GPU series with the pod that holds the GPU.
 * Grafana dashboard JSON (:mod:`hpcml.monitor.dashboard`) as a file and in a ConfigMap
   labelled ``grafana_dashboard: "1"`` for the Grafana sidecar.
+* Alertmanager's config (:func:`hpcml.monitor.alerting.config`, production timers) in a Secret
+  that kube-prometheus-stack's Alertmanager loads (``alertmanagerSpec.configSecret``): routes by
+  severity, grouping by alertname and node, HpcmlNodeDown inhibiting its node's latency and
+  throughput alerts. The notebook's Alertmanager runs the same tree with seconds-long timers.
 * Fluent Bit DaemonSet + ConfigMap (:mod:`hpcml.monitor.shipping`) shipping container
   logs to Elasticsearch/OpenSearch and CloudWatch Logs, with its RBAC and IRSA.
 
@@ -24,7 +28,9 @@ import json
 from hpcml.aws.account import role_arn
 from hpcml.k8s.common import NAMESPACE, PART_OF, labels, meta, restricted_container
 from hpcml.monitor import dashboard as dash
-from hpcml.monitor import rules, shipping
+import yaml
+
+from hpcml.monitor import alerting, rules, shipping
 from hpcml.monitor.spec import MonitorSpec
 
 MON_NS = "monitoring"
@@ -36,6 +42,10 @@ CRD_REQUIRED = {
     (MONITORING_API, "PodMonitor"): ["spec.selector", "spec.podMetricsEndpoints", "spec.namespaceSelector"],
     (MONITORING_API, "PrometheusRule"): ["spec.groups"],
 }
+
+
+#: every target carries the node it runs on (what HpcmlNodeDown's inhibition matches, ``equal: [node]``)
+_NODE_LABEL = {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
 
 
 def _labels(name: str) -> dict:
@@ -54,7 +64,8 @@ def service_monitor_serve(spec: MonitorSpec) -> dict:
             "spec": {"namespaceSelector": {"matchNames": [NAMESPACE]},
                      "selector": {"matchLabels": {"app.kubernetes.io/name": spec.serve_app}},
                      "endpoints": [{"port": spec.serve_port_name, "path": "/metrics", "interval": spec.scrape_interval,
-                                    "scrapeTimeout": "10s", "honorLabels": False}]}}
+                                    "scrapeTimeout": "10s", "honorLabels": False,
+                                    "relabelings": [_NODE_LABEL]}]}}
 
 
 def pod_monitor_train(spec: MonitorSpec) -> dict:
@@ -67,6 +78,7 @@ def pod_monitor_train(spec: MonitorSpec) -> dict:
                                   "regex": "(.+)", "replacement": f"$1:{spec.train_metrics_port + i}",
                                   "action": "replace"}]
         ep.setdefault("relabelings", []).append({"targetLabel": "slot", "replacement": str(i), "action": "replace"})
+        ep["relabelings"].append(_NODE_LABEL)
         eps.append(ep)
     return {"apiVersion": MONITORING_API, "kind": "PodMonitor", "metadata": _meta("hpcml-train", MON_NS, spec),
             "spec": {"namespaceSelector": {"matchNames": [NAMESPACE]},
@@ -77,6 +89,17 @@ def pod_monitor_train(spec: MonitorSpec) -> dict:
 def prometheus_rule(spec: MonitorSpec) -> dict:
     return {"apiVersion": MONITORING_API, "kind": "PrometheusRule", "metadata": _meta("hpcml-alerts", MON_NS, spec),
             "spec": {"groups": rules.rule_groups(rules.PRODUCTION)}}
+
+
+def alertmanager_config(spec: MonitorSpec) -> dict:
+    """The production ``alertmanager.yml`` (pure)."""
+    return alerting.config(spec.alert_webhook, alerting.PRODUCTION_TIMERS)
+
+
+def alertmanager_secret(spec: MonitorSpec) -> dict:
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": _meta(spec.alertmanager_secret, MON_NS),
+            "stringData": {"alertmanager.yaml": yaml.safe_dump(alertmanager_config(spec), sort_keys=False)}}
 
 
 def agents_namespace() -> dict:
@@ -227,6 +250,7 @@ def render(spec: MonitorSpec | None = None) -> dict:
         "monitoring/servicemonitor-serve.yaml": service_monitor_serve(spec),
         "monitoring/podmonitor-train.yaml": pod_monitor_train(spec),
         "monitoring/prometheusrule.yaml": prometheus_rule(spec),
+        "monitoring/alertmanager-config.yaml": alertmanager_secret(spec),
         "monitoring/dcgm-exporter.yaml": dcgm_exporter(spec),
         "monitoring/grafana-dashboard-configmap.yaml": grafana_dashboard_configmap(),
         "monitoring/grafana/hpcml-overview.json": dash.dashboard(),

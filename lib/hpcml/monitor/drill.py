@@ -1,7 +1,9 @@
-"""The notebook's monitoring session: a local Prometheus watching the node sampler, a
-Horovod training job and the inference server, plus the drills run against them.
+"""The notebook's monitoring session: a local Prometheus watching node_exporter on every node,
+a Horovod training job and the inference server, Alertmanager delivering to the project's
+webhook receiver, plus the drills run against them.
 
-* :class:`Stack` — node sampler + Prometheus (drill rules, 1 s scrapes) + a JSON logger.
+* :class:`Stack` — node_exporter per node (:mod:`hpcml.monitor.nodes`) + the GPU sampler +
+  Prometheus (drill rules, 1 s scrapes) + Alertmanager (local timers) + webhook + a JSON logger.
 * :func:`train_watched` — run a TrainSpec under horovodrun; its per-rank exporters are
   registered as scrape targets once their ports answer, and removed when the job ends
   (what Kubernetes service discovery does for a finished pod).
@@ -13,14 +15,19 @@ Horovod training job and the inference server, plus the drills run against them.
 * :class:`BackgroundLoad` — open-loop load on the server from a thread.
 * :func:`latency_drill` — inject latency through ``POST /admin/latency`` and time the
   alert going inactive -> pending -> firing (and back after clearing).
-* :func:`target_down_drill` — kill one exporter and time ``HpcmlTargetDown``.
+* :func:`node_down_drill` — cut a node's link: ``HpcmlNodeDown`` pending, firing, delivered,
+  resolved (delivered too), timed from the cut.
+* :func:`target_down_drill` — kill one node's exporter under a silence of its ``HpcmlNodeDown``:
+  the target shows down, ``HpcmlTargetDown`` is delivered, the silenced alert is not.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 import urllib.request
@@ -30,11 +37,15 @@ from typing import Any
 
 from hpcml import paths
 from hpcml.proc import free_port, port_open
-from hpcml.monitor import logs, rules, signals
+from hpcml.monitor import alerting, logs, nodes, rules, signals
+from hpcml.monitor.alertmanager import Alertmanager
 from hpcml.monitor.node import NodeSampler
 from hpcml.monitor.prom import Prometheus
+from hpcml.monitor.webhook import Receiver
 
-JOBS = ("prometheus", "node", "train", "serve")
+JOBS = ("prometheus", "node", "gpu", "train", "serve")
+#: node label of what runs on the head (Prometheus, the trainer's ranks, the server)
+HEAD = "head"
 
 
 @dataclass
@@ -42,29 +53,47 @@ class Stack:
     """The local monitoring stack; ``stop()`` stops everything it started."""
 
     prom: Prometheus
-    node: NodeSampler
+    node: NodeSampler  # the GPU sampler (job gpu): node_exporter has no GPU collector
     log: Any
+    nodes: nodes.NodeExporters | None = None
+    am: Alertmanager | None = None
+    hook: Receiver | None = None
+    timers: alerting.Timers = alerting.LOCAL_TIMERS
     started_at: float = field(default_factory=time.time)
     #: Prometheus' scrape and rule-evaluation interval (one value for both here).
     scrape_interval: str = "1s"
 
     @classmethod
     def start(cls, thresholds: rules.Thresholds = rules.DRILL, run_id: str | None = None,
-              scrape_interval: str = "1s") -> "Stack":
-        """Node sampler + Prometheus scraping it (and itself); train/serve jobs start empty."""
+              scrape_interval: str = "1s", cl=None, timers: alerting.Timers = alerting.LOCAL_TIMERS) -> "Stack":
+        """node_exporter on every node of ``cl`` (or one on loopback when ``cl`` is ``None`` or the
+        single-node fallback), the GPU sampler, the webhook receiver, Alertmanager and Prometheus
+        scraping them all (and itself); train/serve jobs start empty."""
         rule_file = rules.write_rules(paths.build_dir() / "prometheus" / "hpcml-alerts.rules.yml", thresholds)
-        node = NodeSampler.start(disk_path=paths.ensure(paths.build_dir()))
+        started: list[Any] = []
         try:
+            ne = nodes.start_all(cl)
+            started.append(ne)
+            node = NodeSampler.start(disk_path=paths.ensure(paths.build_dir()), gpus_only=True)
+            started.append(node)
+            hook = Receiver()
+            started.append(hook)
+            am = Alertmanager.start(alerting.config(hook.url, timers), name="notebook")
+            started.append(am)
             port = free_port()
-            prom = Prometheus.start({"prometheus": [f"127.0.0.1:{port}"], "node": [node.target], "train": [],
-                                     "serve": []}, rule_files=[rule_file], name="notebook", port=port,
-                                    scrape_interval=scrape_interval, evaluation_interval=scrape_interval)
+            prom = Prometheus.start({"prometheus": [f"127.0.0.1:{port}"], "node": [], "gpu": [node.target],
+                                     "train": [], "serve": []}, rule_files=[rule_file], name="notebook", port=port,
+                                    scrape_interval=scrape_interval, evaluation_interval=scrape_interval,
+                                    alertmanagers=[am.target])
+            prom.set_target_groups("node", [([e.target], {"node": e.node}) for e in ne.exporters])
         except BaseException:
-            node.stop()
+            for s in reversed(started):
+                s.stop()
             raise
         log = logs.get_logger("monitor", run_id=run_id)
-        log.info("prometheus started", extra={"url": prom.url, "node_sampler": node.url, "rules": str(rule_file)})
-        stack = cls(prom, node, log, scrape_interval=scrape_interval)
+        log.info("prometheus started", extra={"url": prom.url, "node_exporters": [e.target for e in ne.exporters],
+                                              "alertmanager": am.url, "webhook": hook.url, "rules": str(rule_file)})
+        stack = cls(prom, node, log, ne, am, hook, timers, scrape_interval=scrape_interval)
         # Both run in their own session, so they outlive a kernel that dies on a failed cell
         # before the notebook's stop cell: stop them when the interpreter exits, whatever happened.
         atexit.register(stack.stop)
@@ -74,10 +103,16 @@ class Stack:
     def client(self):
         return self.prom.client
 
-    def stop(self) -> dict[str, int | None]:
-        """Stop Prometheus and the node sampler; returns their exit codes (again on a second call)."""
+    def stop(self) -> dict[str, Any]:
+        """Stop everything by pid; returns the exit codes (again on a second call)."""
         first = self.prom.proc.poll() is None or self.node.proc.poll() is None
-        codes = {"prometheus": self.prom.stop(), "node": self.node.stop()}
+        codes = {"prometheus": self.prom.stop(), "gpu_sampler": self.node.stop()}
+        if self.am is not None:
+            codes["alertmanager"] = self.am.stop()
+        if self.nodes is not None:
+            codes["node_exporter"] = self.nodes.stop()
+        if self.hook is not None and first:
+            self.hook.stop()
         if first:
             self.log.info("monitoring stack stopped", extra={"exit_codes": codes})
         return codes
@@ -108,7 +143,7 @@ def train_watched(stack: Stack | None, spec, timeout_s: float = 600, take_snapsh
                 if job.proc.poll() is not None or time.monotonic() > deadline:
                     break
                 time.sleep(0.2)
-            stack.prom.set_targets("train", [f"127.0.0.1:{p}" for p in ports], labels={"run": spec.name})
+            stack.prom.set_targets("train", [f"127.0.0.1:{p}" for p in ports], labels={"run": spec.name, "node": HEAD})
             stack.log.info("training targets registered", extra={"ports": ports})
             if take_snapshot:
                 try:
@@ -315,16 +350,98 @@ def latency_drill(stack: Stack, server_url: str, inject_ms: float, alert: str = 
     return out
 
 
-def target_down_drill(stack: Stack, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Kill the node sampler; time HpcmlTargetDown to firing; report which targets stay up."""
-    c = stack.client
-    stack.node.proc.kill()
-    stack.node.proc.wait()
-    stack.log.error("node sampler killed (drill)", extra={"pid": stack.node.pid})
+def _freeze(stack: Stack, node: str, cl):
+    """The fault of the node-down drill: cut ``node``'s link (multi), or, on the loopback
+    fallback, SIGSTOP its exporter (it stops answering, like a vanished host: scrapes time out)."""
+    from contextlib import contextmanager
+
+    @contextmanager
+    def frozen():
+        pid = stack.nodes.by_node(node).pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield time.time()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    return cl.link_cut(node) if cl is not None and stack.nodes.mode == "multi" else frozen()
+
+
+def node_down_drill(stack: Stack, node: str, cl=None, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Cut ``node``'s link; time HpcmlNodeDown pending, firing (Prometheus), delivered (the webhook)
+    from the cut; restore it and time the resolved notification from the restore.
+
+    Returns:
+        ``{"node", "fault", "pending_s", "firing_s", "delivered_s", "resolved_s", "receiver",
+        "notification": the firing Notification, "targets": the target table during the cut}``.
+    """
+    c, hook, name = stack.client, stack.hook, rules.ALERT_NODE_DOWN
+    mine = lambda a: a["alertname"] == name and a["labels"].get("node") == node  # noqa: E731
+    out: dict[str, Any] = {"node": node, "fault": "link cut" if stack.nodes.mode == "multi" else "exporter SIGSTOP"}
+    with _freeze(stack, node, cl) as t_cut:
+        stack.log.warning(f"node {node}: {out['fault']} (drill)", extra={"node": node})
+        deadline = time.time() + timeout_s
+        while "firing_s" not in out:
+            states = {a["state"] for a in c.alerts() if mine(a)}
+            now = time.time() - t_cut
+            if "pending" in states or "firing" in states:
+                out.setdefault("pending_s", round(now, 3))
+            if "firing" in states:
+                out["firing_s"] = round(now, 3)
+            if time.time() > deadline:
+                raise TimeoutError(f"{name} for {node} not firing within {timeout_s}s: {out}")
+            time.sleep(0.1)
+        n = hook.wait_for(lambda n: n.alertname == name and n.status == "firing" and node in n.labels("node")
+                          and n.at >= t_cut, timeout_s)
+        out.update(delivered_s=round(n.at - t_cut, 3), receiver=n.receiver, notification=n, targets=c.targets())
+        stack.log.error(f"{name} delivered", extra={"node": node, "after_s": out["delivered_s"]})
+    t_back = time.time()
+    r = hook.wait_for(lambda n: n.alertname == name and n.status == "resolved" and node in n.labels("node")
+                      and n.at >= t_back, timeout_s)
+    out["resolved_s"] = round(r.at - t_back, 3)
+    stack.log.info(f"{name} resolved", extra={"node": node, "after_s": out["resolved_s"]})
+    return out
+
+
+def grouped_notifications(stack: Stack, alertname: str, since: float, until: float) -> dict[str, Any]:
+    """How the webhook received ``alertname`` between ``since`` and ``until``: firing notifications
+    and the alerts (series) in each."""
+    got = [n for n in stack.hook.notifications(alertname, "firing", since) if n.at <= until]
+    return {"notifications": len(got), "series": [len(n.alerts) for n in got],
+            "receivers": sorted({n.receiver for n in got})}
+
+
+def target_down_drill(stack: Stack, node: str | None = None, timeout_s: float = 60.0) -> dict[str, Any]:
+    """Kill ``node``'s node_exporter (default: the last node) under a silence of that node's
+    HpcmlNodeDown; time HpcmlTargetDown to firing; check the silenced alert is not delivered.
+
+    Returns:
+        ``{"timeline", "to_firing_s", "firing_jobs", "targets", "node", "silence_id",
+        "target_down_delivered", "node_down_delivered", "node_down_silenced"}``.
+    """
+    c, hook, am = stack.client, stack.hook, stack.am
+    ex = stack.nodes.exporters[-1] if node is None else stack.nodes.by_node(node)
+    t0 = time.time()
+    sid = am.silence({"alertname": rules.ALERT_NODE_DOWN, "node": ex.node}, t0 - 1, t0 + 3600,
+                     "drill: the node's exporter is killed on purpose")
+    ex.proc.kill()
+    ex.proc.wait()
+    stack.log.error("node_exporter killed (drill)", extra={"pid": ex.pid, "node": ex.node, "silence": sid})
     timeline = c.watch_alert("HpcmlTargetDown", "firing", timeout_s=timeout_s)
     firing = sorted({a["labels"].get("job") for a in c.alerts()
                      if a["alertname"] == "HpcmlTargetDown" and a["state"] == "firing"})
-    return {"timeline": timeline, "to_firing_s": timeline[-1][0], "firing_jobs": firing, "targets": c.targets()}
+    hook.wait_for(lambda n: n.alertname == "HpcmlTargetDown" and n.status == "firing" and n.at >= t0
+                  and ex.node in n.labels("node"), timeout_s)
+    # HpcmlNodeDown has the same for: and group_wait; give it one more group_interval to show up
+    time.sleep(signals.duration_s(stack.timers.group_interval) + 1)
+    held = [a for a in am.alerts() if a["labels"].get("alertname") == rules.ALERT_NODE_DOWN
+            and a["labels"].get("node") == ex.node]
+    return {"timeline": timeline, "to_firing_s": timeline[-1][0], "firing_jobs": firing, "targets": c.targets(),
+            "node": ex.node, "silence_id": sid,
+            "target_down_delivered": len(hook.notifications("HpcmlTargetDown", "firing", t0)),
+            "node_down_delivered": len([n for n in hook.notifications(rules.ALERT_NODE_DOWN, "firing", t0)
+                                        if ex.node in n.labels("node")]),
+            "node_down_silenced": bool(held) and all(sid in a.get("silencedBy", []) for a in held)}
 
 
 def serving_model() -> Path | None:

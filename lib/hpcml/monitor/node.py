@@ -1,5 +1,11 @@
 """A node sampler exporter: CPU per core, memory, network, disk, and GPUs where present.
 
+Retired for node metrics: the notebook's nodes run Debian's node_exporter
+(:mod:`hpcml.monitor.nodes`) and every rule reads node_exporter's names. What this module still
+does is the **GPUs** (``--gpus-only``, job ``gpu`` in 05): node_exporter has no GPU collector,
+and the cluster's DCGM exporter needs a data-center GPU and its host engine, so on a workstation
+NVML / ``nvidia-smi`` is what reads them. The host part stays for :func:`sample` and its tests.
+
 Values are read at scrape time (a custom collector: no sampling thread, nothing stale)
 and named after Prometheus conventions — base units in the name (``_bytes``,
 ``_seconds``, ``_ratio``), ``_total`` on counters, one metric per quantity with labels
@@ -105,15 +111,28 @@ def read_gpus() -> tuple[str, str, list[dict]]:
 class NodeCollector:
     """A prometheus_client collector reading psutil (and the GPUs) at every scrape."""
 
-    def __init__(self, disk_path: Path | str = "/", gpus: bool = True):
+    def __init__(self, disk_path: Path | str = "/", gpus: bool = True, host: bool = True):
         self.disk_path = str(disk_path)
         self.gpus = gpus
+        self.host = host
 
     def collect(self) -> Iterator:
         import psutil
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         t0 = time.perf_counter()
+        if self.host:
+            yield from self._host_metrics()
+        if self.gpus:
+            yield from self._gpu_metrics()
+        d = GaugeMetricFamily(NODE_PREFIX + "scrape_duration_seconds", "Time this sampler took to read the node")
+        d.add_metric([], time.perf_counter() - t0)
+        yield d
+
+    def _host_metrics(self) -> Iterator:
+        import psutil
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
         cpu = CounterMetricFamily(METRIC_NODE_CPU_SECONDS, "CPU time per core and mode", labels=["cpu", "mode"])
         for i, times in enumerate(psutil.cpu_times(percpu=True)):
             for mode, v in times._asdict().items():
@@ -152,11 +171,6 @@ class NodeCollector:
             g = GaugeMetricFamily(NODE_PREFIX + name, "Filesystem holding the build tree", labels=["mountpoint"])
             g.add_metric([self.disk_path], v)
             yield g
-        if self.gpus:
-            yield from self._gpu_metrics()
-        d = GaugeMetricFamily(NODE_PREFIX + "scrape_duration_seconds", "Time this sampler took to read the node")
-        d.add_metric([], time.perf_counter() - t0)
-        yield d
 
     @staticmethod
     def _gpu_metrics() -> Iterator:
@@ -217,13 +231,15 @@ class NodeSampler:
         return self.proc.pid
 
     @classmethod
-    def start(cls, port: int | None = None, disk_path: Path | str = "/", timeout_s: float = 20.0) -> "NodeSampler":
+    def start(cls, port: int | None = None, disk_path: Path | str = "/", timeout_s: float = 20.0,
+              gpus_only: bool = False) -> "NodeSampler":
         """Start ``python -m hpcml.monitor.node`` on 127.0.0.1 and wait until /metrics answers."""
         from hpcml.proc import free_port
 
         port = port or free_port()
         proc = subprocess.Popen([sys.executable, "-m", "hpcml.monitor.node", "--port", str(port),
-                                 "--disk-path", str(disk_path)], stdout=subprocess.DEVNULL,
+                                 "--disk-path", str(disk_path)] + (["--gpus-only"] if gpus_only else []),
+                                stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
         ns = cls(port, proc)
         deadline = time.monotonic() + timeout_s
@@ -257,11 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="hpcml node sampler (Prometheus exporter on 127.0.0.1)")
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--disk-path", default="/")
+    ap.add_argument("--gpus-only", action="store_true", help="only the GPU metrics (node_exporter serves the rest)")
     args = ap.parse_args(argv)
     from prometheus_client import CollectorRegistry, start_http_server
 
     reg = CollectorRegistry()
-    reg.register(NodeCollector(args.disk_path))
+    reg.register(NodeCollector(args.disk_path, host=not args.gpus_only))
     server, thread = start_http_server(args.port, addr="127.0.0.1", registry=reg)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))

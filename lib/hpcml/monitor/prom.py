@@ -63,19 +63,27 @@ def scrape_config(job: str, sd_file: Path, scrape_interval: str, scrape_timeout:
 
 
 def build_config(jobs: list[str], sd_dir: Path, rule_files: list[Path], scrape_interval: str = "1s",
-                 evaluation_interval: str = "1s", scrape_timeout: str | None = None) -> dict:
-    """The prometheus.yml content (pure)."""
+                 evaluation_interval: str = "1s", scrape_timeout: str | None = None,
+                 alertmanagers: list[str] | None = None) -> dict:
+    """The prometheus.yml content (pure); ``alertmanagers``: ``host:port`` of each Alertmanager."""
     if not jobs:
         raise ValueError("Prometheus config: need at least one scrape job name")
     for j in jobs:
         if not j.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"Prometheus config: job name {j!r} must be letters/digits/'-'/'_'")
     timeout = scrape_timeout or scrape_interval
+    for a in alertmanagers or []:
+        host, _, port = a.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"Prometheus config: alertmanager must be 'host:port', got {a!r}")
+    alerting = {"alerting": {"alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]}} \
+        if alertmanagers else {}
     return {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval,
                    "scrape_timeout": timeout, "external_labels": {"env": "local"}},
         "rule_files": [str(p) for p in rule_files],
         "scrape_configs": [scrape_config(j, sd_dir / f"{j}.json", scrape_interval, timeout) for j in jobs],
+        **alerting,
     }
 
 
@@ -103,7 +111,8 @@ class Prometheus:
     @classmethod
     def start(cls, targets: dict[str, list[str]], rule_files: list[Path] | None = None, name: str = "local",
               port: int | None = None, scrape_interval: str = "1s", evaluation_interval: str = "1s",
-              binary: str | Path | None = None, timeout_s: float = 60.0, fresh: bool = True) -> "Prometheus":
+              binary: str | Path | None = None, timeout_s: float = 60.0, fresh: bool = True,
+              alertmanagers: list[str] | None = None) -> "Prometheus":
         """Write the config and start Prometheus on 127.0.0.1; returns once ``/-/ready`` is 200.
 
         Args:
@@ -116,6 +125,7 @@ class Prometheus:
             binary: the prometheus binary (default: :func:`find_binary`).
             timeout_s: how long to wait for readiness.
             fresh: delete the previous TSDB of this ``name`` first.
+            alertmanagers: ``host:port`` of the Alertmanagers to send alerts to.
 
         Raises:
             PrometheusMissing: the binary is not installed (names the Debian package).
@@ -131,7 +141,8 @@ class Prometheus:
         for r in rules:
             if not r.is_file():
                 raise FileNotFoundError(f"Prometheus rule file not found: {r}")
-        cfg = build_config(list(targets), sd_dir, rules, scrape_interval, evaluation_interval)
+        cfg = build_config(list(targets), sd_dir, rules, scrape_interval, evaluation_interval,
+                           alertmanagers=alertmanagers)
         port = port or _proc.free_port()
         for job, tg in targets.items():
             _write_sd(sd_dir / f"{job}.json", tg)
@@ -164,6 +175,28 @@ class Prometheus:
         if job not in self.jobs:
             raise ValueError(f"unknown scrape job {job!r}: this Prometheus has {self.jobs}")
         _write_sd(self.workdir / "targets" / f"{job}.json", targets, labels)
+
+    def set_target_groups(self, job: str, groups: list[tuple[list[str], dict[str, str]]]) -> None:
+        """Replace a job's targets with several groups, each with its own labels (e.g. ``node``)."""
+        if job not in self.jobs:
+            raise ValueError(f"unknown scrape job {job!r}: this Prometheus has {self.jobs}")
+        for targets, _ in groups:
+            _write_sd(self.workdir / "targets" / f"{job}.json", targets)  # validates host:port
+        paths.atomic_write_text(self.workdir / "targets" / f"{job}.json",
+                                json.dumps([{"targets": list(t), "labels": dict(l)} for t, l in groups if t]))
+
+    def reload(self) -> tuple[bool, str]:
+        """``POST /-/reload`` (re-reads the config and rule files); ``(ok, Prometheus' answer)``.
+
+        A rule file that does not parse is refused with Prometheus' own message, and the
+        rules loaded before keep being evaluated.
+        """
+        req = urllib.request.Request(self.url + "/-/reload", method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status == 200, r.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return False, exc.read().decode(errors="replace")
 
     def log_tail(self, n: int = 30) -> str:
         return _proc.tail(self.log_path, n, missing="(no log)")

@@ -18,7 +18,15 @@ Alerts:
 ``HpcmlGpuUtilisationDrop``     a GPU's utilisation fell below half of its own recent level
 ``HpcmlNodeMemoryPressure``     available / total memory below a ratio
 ``HpcmlTargetDown``             a scrape target is down (``up == 0``)
+``HpcmlNodeDown``               a node's node_exporter is not scraped (``up{job=<node job>} == 0``): the
+                                node or its link is gone; it carries the target's ``node`` label
 ==============================  ===========================================================
+
+The ``node`` label: every target is labelled with the node it runs on (file_sd labels locally,
+``__meta_kubernetes_pod_node_name`` in the cluster's monitors). The latency and throughput
+alerts (:data:`INHIBITED`) aggregate ``by (..., node)`` so they keep it, which is what lets
+Alertmanager's inhibition (:mod:`hpcml.monitor.alerting`, ``equal: [node]``) mute them while
+their node is down.
 
 What the GPU rules read. ``DCGM_FI_DEV_GPU_UTIL`` (nvidia-smi's "GPU-Util", NVML's
 ``utilization.gpu``) is the percentage of the sample period during which *at least one kernel*
@@ -50,8 +58,12 @@ from hpcml.serve.spec import METRIC_REQUEST_SECONDS, METRIC_REQUESTS
 from hpcml.train.spec import METRIC_LAST_STEP_TS, METRIC_SAMPLES
 
 _DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d))+$")
+ALERT_NODE_DOWN = "HpcmlNodeDown"
 ALERTS = ("HpcmlServingLatencyP99High", "HpcmlServingErrorRatioHigh", "HpcmlTrainingStalled",
-          "HpcmlGpuIdleDuringTraining", "HpcmlGpuUtilisationDrop", "HpcmlNodeMemoryPressure", "HpcmlTargetDown")
+          "HpcmlGpuIdleDuringTraining", "HpcmlGpuUtilisationDrop", "HpcmlNodeMemoryPressure", "HpcmlTargetDown",
+          ALERT_NODE_DOWN)
+#: The alerts a firing HpcmlNodeDown inhibits on the same node (latency and throughput); they carry ``node``.
+INHIBITED = ("HpcmlServingLatencyP99High", "HpcmlTrainingStalled")
 NODE_METRICS = {
     "node_exporter": ("node_memory_MemAvailable_bytes", "node_memory_MemTotal_bytes"),
     "hpcml": (METRIC_NODE_MEMORY_AVAILABLE, METRIC_NODE_MEMORY_TOTAL),
@@ -79,6 +91,8 @@ class Thresholds:
         mem_available_ratio: available / total memory below which a node is under pressure.
         mem_for: duration for the memory alert.
         target_down_for: duration for the target-down alert.
+        node_job: the scrape job of node_exporter (kube-prometheus-stack's ``node-exporter``; ``node`` here).
+        node_down_for: duration for the node-down alert.
         node_metrics: ``node_exporter`` (cluster) or ``hpcml`` (the local node sampler).
         train_pod_regex: pods whose GPUs count as training GPUs (MPIJob workers).
     """
@@ -98,12 +112,14 @@ class Thresholds:
     mem_available_ratio: float = 0.10
     mem_for: str = "5m"
     target_down_for: str = "2m"
+    node_job: str = "node-exporter"
+    node_down_for: str = "1m"
     node_metrics: str = "node_exporter"
     train_pod_regex: str = ".+-worker-[0-9]+"
 
     def __post_init__(self) -> None:
         for name in ("window", "latency_for", "error_for", "train_stall_for", "gpu_baseline", "gpu_for",
-                     "mem_for", "target_down_for"):
+                     "mem_for", "target_down_for", "node_down_for"):
             v = getattr(self, name)
             if not isinstance(v, str) or not _DURATION.match(v):
                 raise ValueError(f"Thresholds.{name}={v!r}: expected a Prometheus duration like '30s' or '5m'")
@@ -124,10 +140,10 @@ class Thresholds:
 
 #: Cluster values (the PrometheusRule in manifests/monitoring).
 PRODUCTION = Thresholds()
-#: Local drill values: 1 s scrapes, seconds-long windows, the hpcml node sampler.
+#: Local drill values: 1 s scrapes, seconds-long windows, node_exporter on every node (job ``node``).
 DRILL = Thresholds(window="10s", latency_p99_s=0.15, latency_for="5s", error_for="5s", train_stall_s=15.0,
                    train_stall_for="5s", gpu_baseline="2m", gpu_for="10s", mem_for="10s",
-                   target_down_for="3s", node_metrics="hpcml")
+                   target_down_for="3s", node_job="node", node_down_for="3s")
 
 
 def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str, **labels) -> dict:
@@ -138,7 +154,7 @@ def _alert(name: str, expr: str, for_: str, severity: str, summary: str, descrip
 
 def _p99(window: str) -> str:
     """p99 request latency per job and model over ``window`` (from the server's histogram)."""
-    return f"histogram_quantile(0.99, sum by (job, model, le) (rate({METRIC_REQUEST_SECONDS}_bucket[{window}])))"
+    return f"histogram_quantile(0.99, sum by (job, model, node, le) (rate({METRIC_REQUEST_SECONDS}_bucket[{window}])))"
 
 
 def serving_rules(t: Thresholds) -> list[dict]:
@@ -161,7 +177,7 @@ def serving_rules(t: Thresholds) -> list[dict]:
 def training_rules(t: Thresholds) -> list[dict]:
     return [
         _alert("HpcmlTrainingStalled",
-               f"time() - max by (job, rank) ({METRIC_LAST_STEP_TS} > 0) > {t.train_stall_s:g}",
+               f"time() - max by (job, rank, node) ({METRIC_LAST_STEP_TS} > 0) > {t.train_stall_s:g}",
                t.train_stall_for, "page", "A training rank has completed no step recently",
                "Rank {{ $labels.rank }} of {{ $labels.job }} last finished a step {{ $value | humanizeDuration }} "
                "ago (a hung allreduce, a dead peer or a stuck data loader).", stage="train"),
@@ -198,6 +214,9 @@ def scrape_rules(t: Thresholds) -> list[dict]:
         _alert("HpcmlTargetDown", "up == 0", t.target_down_for, "warning", "A scrape target is down",
                "{{ $labels.job }} / {{ $labels.instance }} has not answered scrapes for " + t.target_down_for + ".",
                stage="monitor"),
+        _alert(ALERT_NODE_DOWN, f'up{{job="{t.node_job}"}} == 0', t.node_down_for, "page", "A node is unreachable",
+               "node_exporter on {{ $labels.node }} ({{ $labels.instance }}) has not answered scrapes for "
+               + t.node_down_for + ": the node or its link is down.", stage="node"),
     ]
 
 

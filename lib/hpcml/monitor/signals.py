@@ -175,6 +175,7 @@ def agreement(prom_per_rank: dict[str, float], own_per_rank: float) -> dict[str,
 DETECTABLE = {
     "HpcmlTargetDown": "a scrape target stops answering (a dead node, a killed exporter)",
     "HpcmlTrainingStalled": "a rank's last-step timestamp stops advancing (a hang, a dead peer)",
+    "HpcmlNodeDown": "a node's node_exporter stops answering (the node or its link is gone)",
 }
 
 
@@ -198,11 +199,20 @@ def detection_bound_s(t: Thresholds, alert: str, scrape_interval: str, evaluatio
     """
     si, ei = duration_s(scrape_interval), duration_s(evaluation_interval)
     st = duration_s(scrape_timeout) if scrape_timeout else si
-    if alert == "HpcmlTargetDown":
-        return si + st + ei + math.ceil(duration_s(t.target_down_for) / ei) * ei
+    if alert in ("HpcmlTargetDown", "HpcmlNodeDown"):
+        for_ = t.target_down_for if alert == "HpcmlTargetDown" else t.node_down_for
+        return si + st + ei + math.ceil(duration_s(for_) / ei) * ei
     if alert == "HpcmlTrainingStalled":
         return t.train_stall_s + ei + math.ceil(duration_s(t.train_stall_for) / ei) * ei
     raise ValueError(f"detection_bound_s: no model for {alert!r}; known: {', '.join(DETECTABLE)}")
+
+
+def delivery_target_s(t: Thresholds, scrape_interval: str, evaluation_interval: str, group_wait: str,
+                      slack_s: float = 5.0) -> float:
+    """The issue's target for a cut link to reach the receiver: ``scrape interval + evaluation
+    interval + for (HpcmlNodeDown) + group_wait + slack_s`` seconds."""
+    return (duration_s(scrape_interval) + duration_s(evaluation_interval) + duration_s(t.node_down_for)
+            + duration_s(group_wait) + slack_s)
 
 
 def detection_metrics(drill: Thresholds, drill_interval: str, production: Thresholds, spec: MonitorSpec) -> list:

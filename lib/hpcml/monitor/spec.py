@@ -41,6 +41,9 @@ class MonitorSpec:
         account_id / region: AWS account (IRSA role ARN) and region.
         es_host / es_port: Elasticsearch (Amazon OpenSearch) endpoint.
         log_group / log_retention_days: CloudWatch Logs destination.
+        alert_webhook: base URL of the alert receiver Alertmanager posts to (``<base>/<receiver>``).
+        alertmanager_secret: the Secret holding ``alertmanager.yaml``, named in the chart's
+            ``alertmanager.alertmanagerSpec.configSecret``.
     """
 
     release: str = "kube-prometheus-stack"
@@ -59,6 +62,8 @@ class MonitorSpec:
     es_port: int = 443
     log_group: str = "/hpcml/containers"
     log_retention_days: int = 30
+    alert_webhook: str = "http://hpcml-alert-receiver.monitoring.svc:9095"
+    alertmanager_secret: str = "hpcml-alertmanager"
 
     def __post_init__(self) -> None:
         if not (self.account_id.isdigit() and len(self.account_id) == 12):
