@@ -128,3 +128,17 @@ def test_central_logs_from_both_nodes_survive_a_collector_restart(mcluster, tmp_
 @pytest.mark.integration
 def test_single_node_central_logs_survive_a_collector_restart(tmp_path, monkeypatch):
     _central_logs_survive_a_collector_restart(None, tmp_path, monkeypatch)
+
+
+@pytest.mark.unit
+def test_the_node_burn_in_logs_every_step_and_refuses_bad_sizes(build_tmp, monkeypatch):
+    from hpcml.monitor import logs, nodejob
+
+    monkeypatch.setenv("HPCML_NODE", "n1")
+    out = nodejob.burn_in(rank=0, steps=6, size=16)
+    logs.close_all()
+    df = logs.gather()
+    assert len(df) == 6 + 2 and set(df["stage"]) == {"burnin"} and list(df["seq"]) == list(range(1, 9))
+    assert out["errors"] == 0 and out["steps"] == 6 and out["median_step_ms"] > 0
+    with pytest.raises(ValueError, match="steps must be >= 1 and size >= 8"):
+        nodejob.burn_in(rank=0, steps=0)

@@ -165,6 +165,11 @@ class CentralLogs:
         self._start_collector()
         return time.monotonic() - t0
 
+    def sent_lines(self) -> dict[str, list[str]]:
+        """Every line the nodes wrote into their shipped logs, by node (what should arrive)."""
+        return {n: [ln for f in sorted(self.node_dir(n).glob("*.jsonl"))
+                    for ln in f.read_text(errors="replace").splitlines() if ln.strip()] for n in self.shippers}
+
     def stored_lines(self) -> int:
         """Lines in the collector's files now (raw, duplicates included)."""
         total = 0
@@ -195,6 +200,41 @@ def _daemon(root: Path, name: str, conf: str, prefix: list[str]) -> Daemon:
     path = work / "rsyslog.conf"
     path.write_text(conf)
     return Daemon(name, path, work, prefix)
+
+
+def ship_node_job(cl, central: CentralLogs, run_id: str, steps: int = 40, size: int = 192,
+                  timeout_s: float = 120.0) -> dict:
+    """Run :mod:`hpcml.monitor.nodejob` on every node at once, wait for its lines at the collector, load them.
+
+    Returns:
+        ``run_id``, ``nodes``, ``exit_codes``, ``sent`` (lines the nodes wrote), ``stored_raw`` (lines in the
+        collector's files), the counts of :func:`hpcml.monitor.logstore.load` (``raw_duplicates``,
+        ``json_rows``, ``other_rows``), ``lost`` (sent records whose ``(node, seq)`` is not in the store),
+        ``db`` (the DuckDB file) and ``con`` (an open connection to it).
+    """
+    import sys
+
+    import duckdb
+
+    from hpcml.monitor import logstore
+
+    jobs = []
+    for rank, node in enumerate(central.shippers):
+        argv, env = node_job_argv(cl, node, [sys.executable, "-m", "hpcml.monitor.nodejob", "--rank", str(rank),
+                                             "--steps", str(steps), "--size", str(size)], central)
+        jobs.append(subprocess.Popen(argv, env={**env, "HPCML_RUN_ID": run_id}, stdout=subprocess.DEVNULL))
+    codes = [j.wait(timeout=timeout_s) for j in jobs]
+    sent = central.sent_lines()
+    total = sum(map(len, sent.values()))
+    raw = central.wait_stored(total, timeout_s=30)
+    db = central.root / "logs.duckdb"
+    con = duckdb.connect(str(db))
+    counts = logstore.load(central.store, con)
+    stored = {n: set(v) for n, v in logstore.seqs_by_node(con).items()}
+    keys = [(n, obj["seq"]) for n, lines in sent.items() for obj in map(lambda ln: logstore.classify(ln)[0], lines) if obj]
+    lost = sum(1 for n, seq in keys if seq not in stored.get(n, set()))
+    return {"run_id": run_id, "nodes": list(central.shippers), "exit_codes": codes, "sent": total, "stored_raw": raw,
+            **counts, "lost": lost, "db": db, "con": con}
 
 
 def node_job_argv(cl, node: str, argv: list[str], logs: CentralLogs) -> tuple[list[str], dict[str, str]]:
