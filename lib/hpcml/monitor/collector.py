@@ -35,6 +35,7 @@ from pathlib import Path
 
 from hpcml import proc
 from hpcml.monitor import syslog_conf
+from hpcml.report import Metric
 
 #: The node name of the shipper when there is no multi-node cluster (everything on this machine).
 SINGLE_NODE = "head"
@@ -226,6 +227,7 @@ def ship_node_job(cl, central: CentralLogs, run_id: str, steps: int = 40, size: 
     codes = [j.wait(timeout=timeout_s) for j in jobs]
     sent = central.sent_lines()
     total = sum(map(len, sent.values()))
+    delay = proc.wait_until(lambda: central.stored_lines() >= total, 30.0, f"{total} stored log lines", interval_s=0.05)
     raw = central.wait_stored(total, timeout_s=30)
     db = central.root / "logs.duckdb"
     con = duckdb.connect(str(db))
@@ -234,7 +236,22 @@ def ship_node_job(cl, central: CentralLogs, run_id: str, steps: int = 40, size: 
     keys = [(n, obj["seq"]) for n, lines in sent.items() for obj in map(lambda ln: logstore.classify(ln)[0], lines) if obj]
     lost = sum(1 for n, seq in keys if seq not in stored.get(n, set()))
     return {"run_id": run_id, "nodes": list(central.shippers), "exit_codes": codes, "sent": total, "stored_raw": raw,
-            **counts, "lost": lost, "db": db, "con": con}
+            **counts, "lost": lost, "delay_s": delay, "db": db, "con": con}
+
+
+def metrics(shipped: dict) -> list[Metric]:
+    """The numbers notebook 05 records from :func:`ship_node_job`."""
+    return [
+        Metric("log_lines_sent", shipped["sent"], "lines", f"lines the burn-in wrote on {len(shipped['nodes'])} node(s)"),
+        Metric("log_lines_stored", shipped["json_rows"] + shipped["other_rows"], "lines",
+               "rows in DuckDB after loading the collector's files: records on (node, seq), other lines on (node, stage, offset)"),
+        Metric("log_lines_lost", shipped["lost"], "lines", "records sent whose (node, seq) is not in the store", True),
+        Metric("log_lines_raw_duplicates", shipped["raw_duplicates"], "lines",
+               "lines the collector received more than once (RELP re-sends), stored once"),
+        Metric("log_lines_not_json", shipped["other_rows"], "lines", "lines that were not JSON records: kept, counted"),
+        Metric("log_ship_delay_s", round(shipped["delay_s"], 2), "s",
+               "from the last node job's exit until every line was in the collector's files (50 ms polls)"),
+    ]
 
 
 def node_job_argv(cl, node: str, argv: list[str], logs: CentralLogs) -> tuple[list[str], dict[str, str]]:
