@@ -38,7 +38,8 @@ class ServerProcess:
     @classmethod
     def start(cls, model_path: str | Path, port: int | None = None, workers: int = 2, max_batch_size: int = 32,
               max_wait_ms: float = 0.0, runtime: str = "auto", frontend: str = "asgi", threads: int = 1,
-              state_dir: str | Path | None = None, timeout_s: float = 90.0, **config) -> "ServerProcess":
+              state_dir: str | Path | None = None, timeout_s: float = 90.0, cpus: str | None = None,
+              **config) -> "ServerProcess":
         """Start the server and wait until every worker has loaded the model.
 
         Args:
@@ -52,6 +53,8 @@ class ServerProcess:
             threads: intra-op threads per worker.
             state_dir: folder for the server's state (a temporary one when ``None``).
             timeout_s: readiness deadline.
+            cpus: ``taskset -c`` list the server's processes may run on (``None``: all), so a
+                benchmark can keep its load generator on other cores.
             **config: further :class:`~hpcml.serve.spec.ServeConfig` fields.
 
         Raises:
@@ -79,6 +82,8 @@ class ServerProcess:
         env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1")
         cmd = [sys.executable, "-m", "hpcml.serve.server", "--model", str(model_path), "--port", str(port),
                "--workers", str(workers), "--state-dir", str(state), "--config", json.dumps(dict(cfg, runtime=runtime))]
+        if cpus:
+            cmd = ["taskset", "-c", cpus, *cmd]
         with open(log, "ab") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         srv = cls(f"http://127.0.0.1:{port}", port, proc, state, workers, log, tmp)
