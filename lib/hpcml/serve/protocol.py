@@ -176,6 +176,22 @@ def infer_response(model: str, req_id: str | None, logits: np.ndarray) -> dict:
     return out
 
 
+#: What ``GET /v2`` (server metadata) says: the server's name and the protocol extensions it supports.
+SERVER_NAME = "hpcml"
+EXTENSIONS = ("binary_tensor_data",)
+
+
+def server_metadata() -> dict:
+    """The v2 server metadata response (``GET /v2``)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("hpcml")
+    except PackageNotFoundError:
+        v = "0"
+    return {"name": SERVER_NAME, "version": v, "extensions": list(EXTENSIONS)}
+
+
 def model_metadata(model: str, platform: str) -> dict:
     return {
         "name": model, "versions": ["1"], "platform": platform,

@@ -3,6 +3,7 @@
 Routes (identical in both front-ends):
 
 ==========================================  =========================================
+``GET  /v2``                                server metadata (name, version, extensions)
 ``GET  /v2/health/live``                    200 while the process serves HTTP
 ``GET  /v2/health/ready``                   200 once the model is loaded (503 before/while stopping)
 ``GET  /v2/models/{name}``                  model metadata (404 for another name)
@@ -39,7 +40,7 @@ from pathlib import Path
 from hpcml.serve.batching import DynamicBatcher
 from hpcml.serve.process import ServerProcess  # noqa: F401 - the contract names it here
 from hpcml.serve.protocol import (BINARY_HEADER, BadRequest, infer_response, model_metadata, parse_infer,
-                                  parse_latency)
+                                  parse_latency, server_metadata)
 from hpcml.serve.spec import (METRIC_BATCH_SIZE, METRIC_ERRORS, METRIC_INFLIGHT, METRIC_MODEL_SECONDS,
                               METRIC_QUEUE_DEPTH, METRIC_REQUEST_SECONDS, METRIC_REQUESTS, ServeConfig)
 
@@ -163,6 +164,8 @@ class ServingCore:
         cfg = self.cfg
         if path == "/v2/health/live":
             return 200, {"live": True}, j, False
+        if path == "/v2":
+            return 200, server_metadata(), j, False
         if path in ("/v2/health/ready", "/ping"):  # /ping: SageMaker's container contract
             return (200 if self.ready else 503), {"ready": self.ready}, j, False
         if path == "/invocations":  # SageMaker: same v2 body, the one model this server serves
@@ -309,7 +312,7 @@ def fastapi_app(cfg: ServeConfig):
     _do.__annotations__.pop("return_")
     _do.__annotations__["return"] = Response
 
-    for route in ("/v2/health/live", "/v2/health/ready", "/metrics", "/ping", "/v2/models/{name}", "/v2/models/{name}/ready"):
+    for route in ("/v2", "/v2/health/live", "/v2/health/ready", "/metrics", "/ping", "/v2/models/{name}", "/v2/models/{name}/ready"):
         app.add_api_route(route, _do, methods=["GET"], include_in_schema=False)
     app.add_api_route("/v2/models/{name}/infer", _do, methods=["POST"], include_in_schema=False)
     app.add_api_route("/admin/latency", _do, methods=["POST"], include_in_schema=False)

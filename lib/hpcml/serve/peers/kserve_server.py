@@ -73,6 +73,14 @@ class OnnxModel(_Base):
         self.ready = True
         return True
 
+    def get_input_types(self) -> list[dict]:
+        """The v2 model metadata's inputs (KServe leaves them empty unless the model says)."""
+        return [{"name": "input", "datatype": "FP32", "shape": [-1, 784]}]
+
+    def get_output_types(self) -> list[dict]:
+        return [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]},
+                {"name": "label", "datatype": "INT64", "shape": [-1]}]
+
     def __getstate__(self):  # a worker re-creates its own session
         return {k: v for k, v in self.__dict__.items() if k != "sess"} | {"sess": None, "quiet": False}
 
