@@ -101,3 +101,20 @@ def mcluster(tmp_path_factory):
     yield cl
     local.down(cl.state_dir, prefix=name)
     assert not any(local.leftovers(name).values()), local.leftovers(name)
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory):
+    """One SeaweedFS store (:class:`hpcml.aws.local_s3.ObjectStore`) for the whole session: it takes
+    ~15 s to stop, so tests share it (and restart it only to inject faults)."""
+    from hpcml.aws import local_s3
+
+    try:
+        local_s3.weed_binary()
+    except FileNotFoundError as e:
+        _cannot_run(str(e))
+    store = local_s3.ObjectStore.start(tmp_path_factory.mktemp("objectstore"))
+    yield store
+    running = local_s3.ObjectStore.attach(store.data_dir)  # fault tests restart it: the pid may differ
+    if running is not None:
+        running.stop()

@@ -42,6 +42,8 @@ LAYERS: tuple[tuple[str, str], ...] = (
     # -- pure builders and logic
     ("hpcml.k8s.*", "pure"),
     ("hpcml.aws.requests", "pure"),
+    ("hpcml.aws.identities", "pure"),
+    ("hpcml.aws.s3errors", "pure"),
     ("hpcml.cluster.slurm.conf", "pure"),
     ("hpcml.cluster.fabric", "pure"),
     ("hpcml.cluster.slurm.jobs", "pure"),

@@ -27,6 +27,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable
 
+from hpcml.aws.s3errors import StoreError, s3_call
+from hpcml.data.spec import MANIFEST
+
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
     """``s3://bucket/prefix`` -> (bucket, prefix without a leading slash).
@@ -71,12 +74,21 @@ def _ensure_bucket(client, bucket: str, prefix: str) -> None:
     """
     folder = f"{prefix.rstrip('/')}/" if prefix.strip("/") else ""
     try:
-        client.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
-    except client.exceptions.NoSuchBucket:
-        if _is_aws(client):
+        with s3_call("ListObjectsV2", bucket, folder, client):
+            client.list_objects_v2(Bucket=bucket, Prefix=folder, MaxKeys=1)
+    except StoreError as e:
+        if e.code != "NoSuchBucket":
+            raise
+        if _is_aws(client) or getattr(client, "_hpcml_no_kms", False):
             raise FileNotFoundError(f"bucket {bucket!r} does not exist (it is provisioned with the IAM "
-                                    "policies; the pipeline roles cannot create it)") from None
-        client.create_bucket(Bucket=bucket)
+                                    "policies or the store; the pipeline roles cannot create it)") from None
+        with s3_call("CreateBucket", bucket, "", client):
+            client.create_bucket(Bucket=bucket)
+
+
+def _write_args(client, kms_key_id: str | None) -> dict[str, str]:
+    """SSE-KMS on AWS (and on moto); none on the local SeaweedFS store, which has no KMS."""
+    return {} if getattr(client, "_hpcml_no_kms", False) else sse_kms_args(kms_key_id)
 
 
 def upload_dir(client, local_dir: Path, uri: str, pattern: str = "*", kms_key_id: str | None = None) -> list[str]:
@@ -91,7 +103,7 @@ def upload_dir(client, local_dir: Path, uri: str, pattern: str = "*", kms_key_id
         ValueError: ``kms_key_id`` is not a KMS key ARN or alias.
     """
     bucket, prefix = parse_s3_uri(uri)
-    extra = sse_kms_args(kms_key_id)
+    extra = _write_args(client, kms_key_id)
     local_dir = Path(local_dir)
     files: Iterable[Path] = sorted(p for p in local_dir.rglob(pattern) if p.is_file())
     if not files:
@@ -100,7 +112,8 @@ def upload_dir(client, local_dir: Path, uri: str, pattern: str = "*", kms_key_id
     keys = []
     for f in files:
         key = f"{prefix.rstrip('/')}/{f.relative_to(local_dir).as_posix()}".lstrip("/")
-        client.upload_file(str(f), bucket, key, ExtraArgs=dict(extra))
+        with s3_call("PutObject", bucket, key, client):
+            client.upload_file(str(f), bucket, key, ExtraArgs=dict(extra))
         keys.append(key)
     return keys
 
@@ -114,13 +127,63 @@ def download_prefix(client, uri: str, local_dir: Path) -> list[Path]:
     bucket, prefix = parse_s3_uri(uri)
     local_dir = Path(local_dir)
     out = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
-            dest = local_dir / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
+    with s3_call("ListObjectsV2", bucket, prefix, client):
+        objs = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for o in page.get("Contents", [])]
+    for obj in objs:
+        rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
+        dest = local_dir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with s3_call("GetObject", bucket, obj["Key"], client):
             client.download_file(bucket, obj["Key"], str(dest))
-            out.append(dest)
+        out.append(dest)
     if not out:
         raise FileNotFoundError(f"no objects under {uri}")
     return sorted(out)
+
+
+def publish_dataset(client, dataset_dir: Path, uri: str, kms_key_id: str | None = None) -> list[str]:
+    """Publish a built dataset under ``uri``: every shard first, the manifest last.
+
+    A reader that finds the manifest (:func:`dataset_complete`) finds every object it lists;
+    a publish cut short (the store or the job killed) leaves no manifest, and re-running the
+    publish completes it (uploads are idempotent puts of the same keys).
+
+    Raises:
+        FileNotFoundError: ``dataset_dir`` has no manifest (not a complete local dataset).
+        StoreError: a request failed (names action, bucket and key).
+    """
+    dataset_dir = Path(dataset_dir)
+    if not (dataset_dir / MANIFEST).is_file():
+        raise FileNotFoundError(f"no complete dataset at {dataset_dir} ({MANIFEST} missing): build it first")
+    bucket, prefix = parse_s3_uri(uri)
+    shards = [p for p in sorted(dataset_dir.rglob("*")) if p.is_file() and p.name != MANIFEST]
+    keys = []
+    extra = _write_args(client, kms_key_id)
+    _ensure_bucket(client, bucket, prefix)
+    for f in shards:
+        key = f"{prefix.rstrip('/')}/{f.relative_to(dataset_dir).as_posix()}".lstrip("/")
+        with s3_call("PutObject", bucket, key, client):
+            client.upload_file(str(f), bucket, key, ExtraArgs=dict(extra))
+        keys.append(key)
+    return keys + upload_dir(client, dataset_dir, uri, pattern=MANIFEST, kms_key_id=kms_key_id)
+
+
+def dataset_complete(client, uri: str) -> bool:
+    """True when ``uri`` holds a manifest (published last by :func:`publish_dataset`)."""
+    bucket, prefix = parse_s3_uri(uri)
+    key = f"{prefix.rstrip('/')}/{MANIFEST}".lstrip("/")
+    with s3_call("ListObjectsV2", bucket, key, client):
+        got = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    return any(o["Key"] == key for o in got)
+
+
+def abort_stale_uploads(client, uri: str) -> list[str]:
+    """Abort every incomplete multipart upload under ``uri`` (left by a crash); the keys aborted."""
+    bucket, prefix = parse_s3_uri(uri)
+    with s3_call("ListMultipartUploads", bucket, prefix, client):
+        ups = client.list_multipart_uploads(Bucket=bucket, Prefix=prefix).get("Uploads", [])
+    for u in ups:
+        with s3_call("AbortMultipartUpload", bucket, u["Key"], client):
+            client.abort_multipart_upload(Bucket=bucket, Key=u["Key"], UploadId=u["UploadId"])
+    return [u["Key"] for u in ups]

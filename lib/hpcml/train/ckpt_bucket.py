@@ -1,0 +1,142 @@
+"""Checkpoints in the bucket: ``checkpoints/<run>/`` mirrors the run's local checkpoint folder.
+
+The local folder (:mod:`hpcml.train.checkpoint`, atomic writes, ``latest.json`` with the
+SHA-256) stays the cache; :func:`push` uploads the checkpoint object first and the
+``latest.json`` pointer last, then rotates (deletes) objects beyond the last
+:data:`~hpcml.train.checkpoint.KEEP`. A crash mid-upload (the store or the trainer killed)
+leaves the pointer on the previous, complete checkpoint, so :func:`pull` resumes from the last
+good one (its hash is verified on load). An incomplete multipart upload left by the crash
+holds no object; :func:`hpcml.data.staging.abort_stale_uploads` removes it.
+
+Workers use it through the environment: ``HPCML_CKPT_S3=s3://<bucket>/checkpoints/<run>``
+with the trainer's credentials in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` and the
+endpoint in ``AWS_ENDPOINT_URL_S3`` (boto3 reads them); unset, nothing is uploaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hpcml import paths
+from hpcml.aws.s3errors import StoreError, s3_call
+from hpcml.data.staging import parse_s3_uri
+from hpcml.train import checkpoint as ck
+
+ENV = "HPCML_CKPT_S3"
+POINTER = "latest.json"
+
+
+def push(client, uri: str, ckpt_path: Path) -> dict[str, Any]:
+    """Upload one local checkpoint and then its pointer; delete the bucket's older ones.
+
+    Args:
+        client: boto3 S3 client with the trainer's rights (write and delete ``checkpoints/``).
+        uri: ``s3://bucket/checkpoints/<run>``.
+        ckpt_path: a checkpoint written by :func:`hpcml.train.checkpoint.save_checkpoint`
+            (its folder's ``latest.json`` names it).
+
+    Returns:
+        ``{"key", "bytes", "seconds"}``: what was uploaded and how long the upload took.
+
+    Raises:
+        StoreError: a request failed (names action, bucket and key).
+    """
+    bucket, prefix = parse_s3_uri(uri)
+    prefix = prefix.rstrip("/")
+    ckpt_path = Path(ckpt_path)
+    pointer = json.loads((ckpt_path.parent / POINTER).read_text(encoding="utf-8"))
+    if pointer["path"] != ckpt_path.name:
+        raise ValueError(f"{ckpt_path.parent / POINTER} names {pointer['path']}, not {ckpt_path.name}")
+    key = f"{prefix}/{ckpt_path.name}"
+    t0 = time.perf_counter()
+    with s3_call("PutObject", bucket, key, client):
+        client.upload_file(str(ckpt_path), bucket, key)
+    with s3_call("PutObject", bucket, f"{prefix}/{POINTER}", client):  # last: the checkpoint is complete
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{POINTER}", Body=json.dumps(pointer).encode())
+    seconds = time.perf_counter() - t0
+    rotate(client, uri)
+    return {"key": key, "bytes": ckpt_path.stat().st_size, "seconds": seconds}
+
+
+def _ckpt_keys(client, bucket: str, prefix: str) -> list[str]:
+    with s3_call("ListObjectsV2", bucket, f"{prefix}/", client):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/ckpt-")
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def rotate(client, uri: str, keep: int = ck.KEEP) -> list[str]:
+    """Delete the bucket's checkpoints beyond the newest ``keep`` (never the one the pointer names); the keys deleted."""
+    bucket, prefix = parse_s3_uri(uri)
+    prefix = prefix.rstrip("/")
+    keys = _ckpt_keys(client, bucket, prefix)
+    current = _pointer(client, bucket, prefix)
+    doomed = [k for k in keys[:-keep] if current is None or not k.endswith("/" + current["path"])]
+    for k in doomed:
+        with s3_call("DeleteObject", bucket, k, client):
+            client.delete_object(Bucket=bucket, Key=k)
+    return doomed
+
+
+def _pointer(client, bucket: str, prefix: str) -> dict | None:
+    try:
+        with s3_call("GetObject", bucket, f"{prefix}/{POINTER}", client):
+            body = client.get_object(Bucket=bucket, Key=f"{prefix}/{POINTER}")["Body"].read()
+    except StoreError as e:
+        if e.code in ("NoSuchKey", "404"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def pull(client, uri: str, cache_dir: Path) -> Path | None:
+    """Download the checkpoint the bucket's pointer names into ``cache_dir`` (with the pointer).
+
+    Returns:
+        The local checkpoint path (load it with :func:`hpcml.train.checkpoint.resume_state`,
+        which verifies its SHA-256), or None when the bucket has no checkpoint for this run.
+    """
+    bucket, prefix = parse_s3_uri(uri)
+    prefix = prefix.rstrip("/")
+    pointer = _pointer(client, bucket, prefix)
+    if pointer is None:
+        return None
+    cache_dir = paths.ensure(Path(cache_dir))
+    dest = cache_dir / pointer["path"]
+    key = f"{prefix}/{pointer['path']}"
+    with s3_call("GetObject", bucket, key, client):
+        client.download_file(bucket, key, str(dest))
+    paths.atomic_write_text(cache_dir / POINTER, json.dumps(pointer, indent=2))
+    return dest
+
+
+def _env_client():
+    import boto3
+
+    return boto3.client("s3")
+
+
+def push_from_env(ckpt_path: Path) -> dict[str, Any] | None:
+    """:func:`push` to ``$HPCML_CKPT_S3`` when it is set (the worker's hook); None otherwise."""
+    uri = os.environ.get(ENV)
+    return push(_env_client(), uri, ckpt_path) if uri else None
+
+
+def pull_from_env(cache_dir: Path) -> str:
+    """Before a resume: fetch the bucket's latest checkpoint into ``cache_dir`` when ``$HPCML_CKPT_S3``
+    is set; returns where the resume reads from (``"bucket"`` or ``"local"``)."""
+    uri = os.environ.get(ENV)
+    if not uri:
+        return "local"
+    client = _env_client()
+    bucket, prefix = parse_s3_uri(uri)
+    remote = _pointer(client, bucket, prefix.rstrip("/"))
+    local = Path(cache_dir) / POINTER
+    local_step = json.loads(local.read_text(encoding="utf-8"))["step"] if local.exists() else -1
+    if remote is None or remote["step"] <= local_step:  # the cache is as new: no download
+        return "local"
+    pull(client, uri, cache_dir)
+    return "bucket"

