@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpcml.monitor.spec import METRIC_NODE_CPU_SECONDS, METRIC_NODE_MEMORY_AVAILABLE, METRIC_NODE_MEMORY_TOTAL
+from hpcml.monitor import dashboard
 from hpcml.serve.spec import METRIC_REQUEST_SECONDS, METRIC_REQUESTS
 from hpcml.train.spec import METRIC_SAMPLES, METRIC_STEP_SECONDS
 
@@ -12,8 +12,9 @@ from hpcml.train.spec import METRIC_SAMPLES, METRIC_STEP_SECONDS
 QUERIES = {
     "train_rank": f"sum by (rank) (rate({METRIC_SAMPLES}_total[{{w}}]))",
     "train_step_p99": f"histogram_quantile(0.99, sum by (rank, le) (rate({METRIC_STEP_SECONDS}_bucket[{{w}}])))",
-    "node_cpu_busy": f'100 * (1 - avg(rate({METRIC_NODE_CPU_SECONDS}_total{{{{mode="idle"}}}}[{{w}}])))',
-    "node_mem_used": f"100 * (1 - {METRIC_NODE_MEMORY_AVAILABLE} / {METRIC_NODE_MEMORY_TOTAL})",
+    # node_exporter, per node; host-wide figures (a network namespace shares /proc: see hpcml.monitor.nodes)
+    "node_cpu_busy": '100 * (1 - avg by (node) (rate(node_cpu_seconds_total{{mode="idle"}}[{w}])))',
+    "node_mem_used": "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
     "serve_p50": f"histogram_quantile(0.5, sum by (le) (rate({METRIC_REQUEST_SECONDS}_bucket[{{w}}])))",
     "serve_p99": f"histogram_quantile(0.99, sum by (le) (rate({METRIC_REQUEST_SECONDS}_bucket[{{w}}])))",
     "serve_rps": f"sum by (code) (rate({METRIC_REQUESTS}[{{w}}]))",
@@ -53,11 +54,13 @@ def overview(client, train: tuple[float, float], serve: tuple[float, float], dri
                          label="scraped while training")
     ax[0, 0].set(title=f"Training throughput per rank (rate over {window})", ylabel="samples/s")
     ax[0, 0].legend(fontsize=8)
-    cpu = series(client, "node_cpu_busy", *session, window)
-    mem = series(client, "node_mem_used", *session, window)
-    ax[0, 1].plot(cpu.index, cpu.iloc[:, 0], label="CPU busy %") if not cpu.empty else None
-    ax[0, 1].plot(mem.index, mem.iloc[:, 0], label="memory used %") if not mem.empty else None
-    ax[0, 1].set(title="Node (hpcml_node_* sampler)", ylabel="%", ylim=(0, 105))
+    cpu = series(client, "node_cpu_busy", *session, window, label="node")
+    mem = series(client, "node_mem_used", *session, window, label="node")
+    for node in cpu.columns:
+        ax[0, 1].plot(cpu.index, cpu[node], label=f"CPU busy % ({node})")
+    for node in mem.columns[:1]:  # host-wide: every node reads the same memory
+        ax[0, 1].plot(mem.index, mem[node], "k--", label="memory used % (host)")
+    ax[0, 1].set(title="Nodes (node_exporter; host-wide CPU and memory)", ylabel="%", ylim=(0, 105))
     ax[0, 1].legend(fontsize=8)
     for name, style in (("serve_p50", "-"), ("serve_p99", "-")):
         s = series(client, name, *serve, window)
@@ -79,3 +82,42 @@ def overview(client, train: tuple[float, float], serve: tuple[float, float], dri
         a.tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     return fig
+
+
+def dashboard_panels(client, start: float, end: float, window: str = "5s", cols: int = 3):
+    """The Grafana dashboard's panels (:data:`hpcml.monitor.dashboard.PANELS`, the one list) as
+    figures: each panel's PromQL with ``$__rate_interval`` set to ``window``, run as a
+    ``query_range`` against the local Prometheus. A panel whose series this machine does not
+    have (DCGM without a data-center GPU) says so instead of drawing nothing.
+
+    Returns:
+        ``(figure, {panel title: number of series drawn})``.
+    """
+    import math
+
+    import matplotlib.pyplot as plt
+
+    queries = dashboard.local_queries(window)
+    rows = math.ceil(len(queries) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    drawn: dict[str, int] = {}
+    units = {t: u for t, u, _ in dashboard.PANELS}
+    for ax, (title, targets) in zip(axes.flat, queries.items()):
+        n = 0
+        for legend, expr in targets:
+            df = client.query_range(expr, start, end, step=step_s)
+            for col in df.columns:
+                ax.plot(df.index, df[col], label=(legend if len(df.columns) == 1 else col)[:30])
+                n += 1
+        if not n:
+            ax.text(0.5, 0.5, "no series here", ha="center", va="center", transform=ax.transAxes, color="grey")
+        ax.set_title(title, fontsize=8)
+        ax.set_ylabel(units[title], fontsize=7)
+        ax.tick_params(labelsize=6)
+        if n:
+            ax.legend(fontsize=6)
+        drawn[title] = n
+    for ax in list(axes.flat)[len(queries):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig, drawn
