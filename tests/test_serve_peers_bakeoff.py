@@ -70,3 +70,38 @@ def test_curves_one_line_per_server_and_the_objective():
     assert list(a1.get_lines()[0].get_xdata()) == [4, 32]
     assert any(line.get_label() == "50 ms objective" for line in a2.get_lines())
     plt.close(fig)
+
+
+def _result():
+    import numpy as np
+
+    from hpcml.serve import conformance
+
+    x = np.zeros((1, 784), np.float32)
+    cs = conformance.cases("mnist", 32, x)
+    ok = [{"case": c.name, "expect": c.expect, "status": c.expect, "ok": True, "error_case": c.error_case,
+           "detail": ""} for c in cs]
+    lax = [dict(r, status=200, ok=r["expect"] == 200) if r["case"] == "unknown input name" else r for r in ok]
+    rows = {"hpcml": ok, "triton": ok, "kserve": lax}
+    pts = dict(POINTS, **{"hpcml size 1": POINTS["kserve"], "triton no batcher": POINTS["kserve"]})
+    return {"settings": {"concurrencies": [4, 32], "rounds": 3}, "unavailable": {},
+            "models": {"cnn": {"stats": bakeoff.stats(pts), "target": bakeoff.target(pts)}},
+            "conformance": {"rows": rows, "differences": conformance.differences(rows)}}
+
+
+def test_the_notebook_record_states_what_was_measured(build_tmp):
+    from hpcml import report
+    from hpcml.serve import bakeoff_report
+
+    report.begin("99_bakeoff", params={})
+    res = _result()
+    bakeoff_report.record(res)
+    text = str(bakeoff_report.say(res))
+    assert report.get("bakeoff_peer_cnn") == "triton" and report.get("bakeoff_clients_cnn") == 32
+    assert report.get("bakeoff_batching_gain_hpcml_cnn") == pytest.approx(1520 / 905, rel=0.01)
+    assert report.get("conformance_differences") == 1 and report.get("conformance_client_visible") == 1
+    assert report.get("conformance_project_all_expected") is True
+    assert "at 32 clients" in text and "**met**" in text
+    assert report.check_conclusions()["bakeoff_target_met_cnn"] is True
+    assert len(bakeoff_report.table(res)) == 10
+    assert {r["case"]: r["kserve"] for r in bakeoff_report.conformance_table(res)}["unknown input name"] == 200
