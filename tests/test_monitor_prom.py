@@ -166,19 +166,19 @@ def test_rate_inside_the_training_window_is_the_training_rate_and_after_it_is_ze
 
 @pytest.mark.integration
 def test_a_stack_left_running_is_stopped_when_the_interpreter_exits(build_tmp):
-    """A notebook cell that fails after Stack.start never reaches the stop cell; Prometheus and
-    the node sampler run in their own session and would outlive the kernel."""
+    """A notebook cell that fails after Stack.start never reaches the stop cell; Prometheus, the
+    GPU sampler, Alertmanager and node_exporter run in their own session and would outlive the kernel."""
     import os
 
     code = ("from hpcml.monitor import drill\n"
             "s = drill.Stack.start()\n"
-            "print(s.prom.proc.pid, s.node.proc.pid, flush=True)\n"
+            "print(s.prom.proc.pid, s.node.proc.pid, s.am.proc.pid, *(e.pid for e in s.nodes.exporters), flush=True)\n"
             "raise SystemExit(3)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "HPCML_BUILD": str(build_tmp)})
     assert res.returncode == 3, res.stderr
     pids = [int(p) for p in res.stdout.split()]
-    assert len(pids) == 2, res.stdout
+    assert len(pids) == 4, res.stdout  # Prometheus, the GPU sampler, Alertmanager, the loopback node_exporter
     for pid in pids:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and _alive(pid):

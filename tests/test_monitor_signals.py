@@ -103,6 +103,26 @@ def test_detection_bounds_at_drill_and_production_settings():
     assert signals.detection_bound_s(rules.PRODUCTION, "HpcmlTrainingStalled", "15s", "30s") == 300 + 30 + 120
 
 
+def test_node_down_bound_and_the_delivery_target():
+    # NodeDown is modelled like a target down, with its own for: (3s in the drill, 1m in production)
+    assert signals.detection_bound_s(rules.DRILL, "HpcmlNodeDown", "1s", "1s") == 1 + 1 + 1 + 3
+    assert signals.detection_bound_s(rules.PRODUCTION, "HpcmlNodeDown", "15s", "30s", "10s") == 15 + 10 + 30 + 60
+    # the target: scrape + evaluation + for + group_wait + 5 s
+    assert signals.delivery_target_s(rules.DRILL, "1s", "1s", "1s") == 1 + 1 + 3 + 1 + 5
+    assert signals.delivery_target_s(rules.PRODUCTION, "15s", "30s", "30s", slack_s=0) == 15 + 30 + 60 + 30
+
+
+def test_node_queries_select_the_cpuset_and_the_exporter_cost():
+    from hpcml.monitor import nodes
+
+    q = nodes.cpu_busy_query("n2", (2, 3), "30s")
+    assert q == '1 - avg(rate(node_cpu_seconds_total{node="n2",mode="idle",cpu=~"2|3"}[30s]))'
+    assert 'cpu=~' not in nodes.cpu_busy_query("n2", None, "30s")
+    cost = nodes.scrape_cost_queries("node", "30s")
+    assert "process_cpu_seconds_total" in cost["cpu_s_per_scrape"] and "count_over_time(up" in cost["cpu_s_per_scrape"]
+    assert cost["scrape_duration_s"].startswith("avg_over_time(scrape_duration_seconds")
+
+
 def test_for_is_rounded_up_to_whole_evaluations():
     t = rules.DRILL.with_(target_down_for="45s")
     assert signals.detection_bound_s(t, "HpcmlTargetDown", "15s", "30s", "10s") == 15 + 10 + 30 + 60
