@@ -121,9 +121,11 @@ def test_missing_bucket_and_wrong_endpoint_are_one_clear_error(object_store, tmp
     with pytest.raises(FileNotFoundError, match="does not exist"):  # roles never create buckets
         staging.upload_dir(s.client(identities.ADMIN), tmp_path, "s3://no-such-bucket/raw")
     import boto3
+    from botocore.config import Config
 
     dead = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{local_s3._proc.free_port()}", region_name="us-east-1",
-                        aws_access_key_id="a", aws_secret_access_key="b")
+                        aws_access_key_id="a", aws_secret_access_key="b",
+                        config=Config(retries={"max_attempts": 1}, connect_timeout=2))
     with pytest.raises(StoreError, match="EndpointConnectionError.*no S3 endpoint answers"):
         with s3_call("ListObjectsV2", B, "raw/", dead):
             dead.list_objects_v2(Bucket=B, Prefix="raw/")
@@ -221,3 +223,28 @@ def test_restart_between_stages_loses_nothing(object_store):
     s = local_s3.ObjectStore.start(s.data_dir)
     assert not s.reused
     assert s.client("inference").get_object(Bucket=B, Key="models/restart-probe")["Body"].read() == b"kept"
+
+
+@pytest.mark.integration
+def test_worker_env_mirrors_checkpoints_and_models_go_through_the_bucket(object_store, tmp_path, monkeypatch):
+    import torch
+
+    from hpcml.serve import model_store
+    from hpcml.train import checkpoint as ck, ckpt_bucket
+
+    s = _current(object_store)
+    for k, v in ckpt_bucket.env(s, "envrun").items():
+        monkeypatch.setenv(k, v)
+    path = ck.save_checkpoint(tmp_path / "a", {"step": 7, "w": torch.ones(3)})
+    assert ckpt_bucket.push_from_env(path)["key"] == "checkpoints/envrun/ckpt-00000007.pt"
+    assert ckpt_bucket.pull_from_env(tmp_path / "lost") == "bucket"  # a new node: the bucket's is newer
+    assert ck.resume_state(tmp_path / "lost")["step"] == 7
+    assert ckpt_bucket.pull_from_env(tmp_path / "a") == "local"  # the cache is as new: no download
+    model = tmp_path / "model.pt"
+    model.write_bytes(b"artifact")
+    model_store.publish_model(s.client("trainer"), B, "cnntest", model)
+    got, source = model_store.fetch_model(s.client("inference"), B, "cnntest")
+    assert source == "bucket" and got.read_bytes() == b"artifact"
+    assert model_store.fetch_model(s.client("inference"), B, "absent", local=model) == (model, "local disk")
+    with pytest.raises(StoreError, match="AccessDenied"):
+        model_store.publish_model(s.client("inference"), B, "evil", model)

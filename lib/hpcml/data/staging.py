@@ -86,7 +86,7 @@ def _ensure_bucket(client, bucket: str, prefix: str) -> None:
             client.create_bucket(Bucket=bucket)
 
 
-def _write_args(client, kms_key_id: str | None) -> dict[str, str]:
+def write_args(client, kms_key_id: str | None) -> dict[str, str]:
     """SSE-KMS on AWS (and on moto); none on the local SeaweedFS store, which has no KMS."""
     return {} if getattr(client, "_hpcml_no_kms", False) else sse_kms_args(kms_key_id)
 
@@ -103,7 +103,7 @@ def upload_dir(client, local_dir: Path, uri: str, pattern: str = "*", kms_key_id
         ValueError: ``kms_key_id`` is not a KMS key ARN or alias.
     """
     bucket, prefix = parse_s3_uri(uri)
-    extra = _write_args(client, kms_key_id)
+    extra = write_args(client, kms_key_id)
     local_dir = Path(local_dir)
     files: Iterable[Path] = sorted(p for p in local_dir.rglob(pattern) if p.is_file())
     if not files:
@@ -159,7 +159,7 @@ def publish_dataset(client, dataset_dir: Path, uri: str, kms_key_id: str | None 
     bucket, prefix = parse_s3_uri(uri)
     shards = [p for p in sorted(dataset_dir.rglob("*")) if p.is_file() and p.name != MANIFEST]
     keys = []
-    extra = _write_args(client, kms_key_id)
+    extra = write_args(client, kms_key_id)
     _ensure_bucket(client, bucket, prefix)
     for f in shards:
         key = f"{prefix.rstrip('/')}/{f.relative_to(dataset_dir).as_posix()}".lstrip("/")

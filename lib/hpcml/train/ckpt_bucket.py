@@ -23,10 +23,13 @@ from typing import Any
 
 from hpcml import paths
 from hpcml.aws.s3errors import StoreError, s3_call
-from hpcml.data.staging import parse_s3_uri
+from hpcml.aws.account import REGION
+from hpcml.data.staging import parse_s3_uri, write_args
 from hpcml.train import checkpoint as ck
 
 ENV = "HPCML_CKPT_S3"
+#: Set to 1 for the local store, which has no KMS (writes then carry no SSE-KMS headers).
+NO_KMS_ENV = "HPCML_S3_NO_KMS"
 POINTER = "latest.json"
 
 
@@ -53,10 +56,11 @@ def push(client, uri: str, ckpt_path: Path) -> dict[str, Any]:
         raise ValueError(f"{ckpt_path.parent / POINTER} names {pointer['path']}, not {ckpt_path.name}")
     key = f"{prefix}/{ckpt_path.name}"
     t0 = time.perf_counter()
+    extra = write_args(client, None)  # SSE-KMS on AWS; none on the local store (no KMS)
     with s3_call("PutObject", bucket, key, client):
-        client.upload_file(str(ckpt_path), bucket, key)
+        client.upload_file(str(ckpt_path), bucket, key, ExtraArgs=dict(extra))
     with s3_call("PutObject", bucket, f"{prefix}/{POINTER}", client):  # last: the checkpoint is complete
-        client.put_object(Bucket=bucket, Key=f"{prefix}/{POINTER}", Body=json.dumps(pointer).encode())
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{POINTER}", Body=json.dumps(pointer).encode(), **extra)
     seconds = time.perf_counter() - t0
     rotate(client, uri)
     return {"key": key, "bytes": ckpt_path.stat().st_size, "seconds": seconds}
@@ -116,7 +120,21 @@ def pull(client, uri: str, cache_dir: Path) -> Path | None:
 def _env_client():
     import boto3
 
-    return boto3.client("s3")
+    client = boto3.client("s3")
+    client._hpcml_no_kms = os.environ.get(NO_KMS_ENV) == "1"
+    return client
+
+
+def configured() -> bool:
+    """True when ``$HPCML_CKPT_S3`` names where this run's checkpoints go."""
+    return bool(os.environ.get(ENV))
+
+
+def env(store, run: str, role: str = "trainer") -> dict[str, str]:
+    """The environment a worker needs to mirror run ``run``'s checkpoints to ``store`` as ``role``."""
+    ak, sk = store.credentials[role]
+    return {ENV: f"s3://{store.bucket}/checkpoints/{run}", "AWS_ACCESS_KEY_ID": ak, "AWS_SECRET_ACCESS_KEY": sk,
+            "AWS_ENDPOINT_URL_S3": store.endpoint, "AWS_DEFAULT_REGION": REGION, NO_KMS_ENV: "1"}
 
 
 def push_from_env(ckpt_path: Path) -> dict[str, Any] | None:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from hpcml.train import checkpoint as ck
+from hpcml.train import ckpt_bucket
 from hpcml.train import loop, shards
 from hpcml.train.exporter import Exporter, ExporterAB
 from hpcml.train.models import build_from_config, model_config_from
@@ -203,6 +204,8 @@ class Trainer:
     def resume(self) -> None:
         """Restore the latest checkpoint (rank 0 reads it, everyone gets it by broadcast)."""
         hvd = self.hvd
+        if hvd.rank() == 0 and ckpt_bucket.configured():  # a newer checkpoint in the bucket is fetched first
+            emit({"event": "resume_source", "source": ckpt_bucket.pull_from_env(self.ckpt_dir)})
         state = ck.resume_state(self.ckpt_dir) if hvd.rank() == 0 else None
         state = hvd.broadcast_object(state, root_rank=0, name="resume")
         if state is None:
@@ -245,6 +248,9 @@ class Trainer:
             self.ckpt_writes.append({"bytes": nbytes, "seconds": write_s})
             self.last_ckpt = str(path)
             emit({"event": "checkpoint", "step": self.step, "path": str(path), "bytes": nbytes, "write_s": write_s})
+            pushed = ckpt_bucket.push_from_env(path)  # to checkpoints/<run>/ when $HPCML_CKPT_S3 is set
+            if pushed:
+                emit({"event": "checkpoint_bucket", "step": self.step, **pushed})
 
     def preempt(self, checkpointed: bool) -> None:
         """Every rank saw a stop request at this step: checkpoint (unless this step just
