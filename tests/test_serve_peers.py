@@ -61,3 +61,22 @@ def test_peer_smoke_start_infer_stop(peer, tiny_cnn, sample_inputs, tmp_path):
     np.testing.assert_allclose(np.asarray(logits["data"]).reshape(2, 10), want, atol=1e-4)
     assert not any(proc.pid_alive(pid) for pid in pids)
     assert not p.log_path.exists(), "the peer's temporary folder (log, PyTriton workspace) is removed"
+
+
+@pytest.mark.integration
+def test_a_peer_that_cannot_be_installed_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HPCML_PEERS_CACHE", str(tmp_path / "peers"))
+    monkeypatch.setenv("PYTHON", "/bin/false")  # no interpreter: the venv cannot be made
+    with pytest.raises(launch.PeerUnavailable, match=r"^triton: could not be installed: setup_peers: triton could not"):
+        launch.venv("triton")
+    assert not any((tmp_path / "peers").glob("triton-*")), "a failed build leaves no half-made environment"
+
+
+@pytest.mark.integration
+def test_a_peer_that_does_not_start_says_so_with_its_log_tail(tmp_path):
+    peer_venv("kserve")
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not an onnx file")
+    with pytest.raises(launch.PeerUnavailable, match=r"^kserve: did not start \(kserve peer exited") as e:
+        launch.PeerProcess.start("kserve", bad, workers=1, batching=False, timeout_s=60)
+    assert "onnxruntime" in str(e.value).lower() or "INVALID_PROTOBUF" in str(e.value)
