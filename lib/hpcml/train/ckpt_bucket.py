@@ -138,9 +138,18 @@ def env(store, run: str, role: str = "trainer") -> dict[str, str]:
 
 
 def push_from_env(ckpt_path: Path) -> dict[str, Any] | None:
-    """:func:`push` to ``$HPCML_CKPT_S3`` when it is set (the worker's hook); None otherwise."""
+    """:func:`push` to ``$HPCML_CKPT_S3`` when it is set (the worker's hook); None otherwise.
+
+    A failed upload does not stop training (the local checkpoint is written): it returns
+    ``{"error": <the StoreError's message>}`` for the worker's event.
+    """
     uri = os.environ.get(ENV)
-    return push(_env_client(), uri, ckpt_path) if uri else None
+    if not uri:
+        return None
+    try:
+        return push(_env_client(), uri, ckpt_path)
+    except StoreError as e:  # the local checkpoint is written: training goes on, the event says what failed
+        return {"error": str(e)}
 
 
 def pull_from_env(cache_dir: Path) -> str:
