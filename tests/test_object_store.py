@@ -248,3 +248,17 @@ def test_worker_env_mirrors_checkpoints_and_models_go_through_the_bucket(object_
     assert model_store.fetch_model(s.client("inference"), B, "absent", local=model) == (model, "local disk")
     with pytest.raises(StoreError, match="AccessDenied"):
         model_store.publish_model(s.client("inference"), B, "evil", model)
+
+
+@pytest.mark.unit
+def test_young_daly_checkpoint_time_prefers_the_bucket_projection(monkeypatch):
+    from hpcml import report
+    from hpcml.cost import measured
+
+    vals = {"checkpoint_projection_resnet50_bucket_s": 7.9, "checkpoint_projection_resnet50_s": 1.2}
+    monkeypatch.setattr(report, "value", lambda nb, key: vals.get(key))
+    s, source = measured.checkpoint_time_s()
+    assert s == 7.9 and source.startswith("PROJECTION") and "bucket" in source
+    vals.pop("checkpoint_projection_resnet50_bucket_s")  # 02 not re-run since: the local-disk projection, said
+    s, source = measured.checkpoint_time_s()
+    assert s == 1.2 and "local disk" in source

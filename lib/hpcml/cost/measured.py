@@ -205,6 +205,24 @@ def checkpoint_projection_s(notebook: str = "02_horovod_training") -> float:
     return float(val)
 
 
+def checkpoint_time_s(notebook: str = "02_horovod_training") -> tuple[float, str]:
+    """Seconds per ResNet-50 checkpoint for Young/Daly, and where the number comes from.
+
+    The projection at 02's measured write rate to the bucket (``checkpoint_projection_resnet50_bucket_s``:
+    ResNet-50's weight and SGD-momentum bytes over the rate a checkpoint reached the object store)
+    when 02 recorded it; else 02's projection at its local-disk rate. Both are projections.
+
+    Raises:
+        MissingMetricsError: 02 recorded neither.
+    """
+    val = report.value(notebook, "checkpoint_projection_resnet50_bucket_s")
+    if val is not None and val > 0:
+        return float(val), ("PROJECTION: ResNet-50 weights + SGD momentum at 02's measured checkpoint write rate "
+                            "to the bucket (checkpoint_projection_resnet50_bucket_s)")
+    return checkpoint_projection_s(notebook), ("PROJECTION: ResNet-50 weights + SGD momentum at 02's measured "
+                                               "checkpoint write rate to local disk (checkpoint_projection_resnet50_s)")
+
+
 def serving_encoding(encoding_rps: dict[str, float]) -> str:
     """The request encoding 04 served with: the faster of the ones it compared (04 keeps it)."""
     if not isinstance(encoding_rps, dict) or not encoding_rps:
