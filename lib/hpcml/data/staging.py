@@ -1,8 +1,9 @@
 """S3 staging of the raw lake with boto3: upload the raw files, download them back.
 
 Against Amazon S3 when credentials are configured and no endpoint is given, otherwise
-against a local S3-compatible endpoint (:class:`hpcml.aws.local_s3.LocalS3`, moto's server on
-loopback). The job itself reads local files: on a cluster the same code downloads the
+against the local object store (:class:`hpcml.aws.local_s3.ObjectStore`, SeaweedFS on
+loopback, one identity per role). :func:`publish_dataset` uploads the shards first and the
+manifest last; :func:`abort_stale_uploads` clears multipart uploads a crash left behind. The job itself reads local files: on a cluster the same code downloads the
 raw prefix to the node's local disk (NVMe) first — no s3a connector needed here.
 
 Lake layout (one bucket per account)::
@@ -16,10 +17,12 @@ The Spark role reads ``raw/`` and writes ``processed/`` only (:mod:`hpcml.k8s.ia
 job's whole output, quarantine included, sits under ``processed/``.
 
 The requests are exactly those the rendered policies allow (``tests/test_s3_policy_coherence.py``
-records them against moto's server and evaluates each one): listing is always prefix-scoped
+records them against moto's server and evaluates each one; ``tests/test_object_store.py`` has
+the SeaweedFS store refuse the rest): listing is always prefix-scoped
 (``s3:ListBucket`` is granted under an ``s3:prefix`` condition, so no ``HeadBucket``), and every
 write carries ``ServerSideEncryption=aws:kms`` with the project's data key (the bucket policy
-denies any other ``PutObject``; the roles may use that key only).
+denies any other ``PutObject``; the roles may use that key only) — except on the SeaweedFS
+store, which has no KMS (:func:`write_args`).
 """
 
 from __future__ import annotations
