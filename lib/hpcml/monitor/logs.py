@@ -15,7 +15,7 @@ later) draws from the same counter. ``(node, seq)`` is therefore unique for ever
 which is the key the central log store (:mod:`hpcml.monitor.logstore`) de-duplicates on. The
 alternative, ``(node, boot id, seq)`` with an in-memory counter, would need a third key column,
 and two processes on one node (two ranks) would still need a shared counter; a file next to the
-log costs one lock per record (a few µs) and keeps the key at two columns.
+log costs one lock per record (about 20 µs here, against 8 µs for the JSON itself) and keeps the key at two columns.
 
 Keyword fields passed with ``extra={...}`` land at the top level of the object (a field
 that would overwrite one of the fixed keys or a ``LogRecord`` attribute is kept under
