@@ -2,7 +2,7 @@
 
 One builder, two sets of thresholds: :data:`PRODUCTION` (minutes-long ``rate()``
 windows and ``for:`` durations, node_exporter metric names — what the PrometheusRule in
-``manifests/monitoring`` carries) and :data:`DRILL` (seconds, the ``hpcml_node_`` sampler
+``manifests/monitoring`` carries) and :data:`DRILL` (seconds, node_exporter as job ``node``
 — what the notebook's local Prometheus evaluates so an alert can go pending -> firing
 while you watch). ``promtool check rules`` and ``promtool test rules`` (tests/promtool)
 check both (:mod:`hpcml.monitor.promtool` runs it). Metric names come from the stages that
