@@ -127,6 +127,8 @@ def test_the_drills_of_notebook_00(pipeline_run):
     rec = json.loads((build / "metrics" / "00_cluster_setup.json").read_text())
     m = {k: v["value"] for k, v in rec["metrics"].items()}
     if m.get("cluster_mode") != "multi":
+        from conftest import _cannot_run
+
         _cannot_run(f"00 ran on the {m.get('cluster_mode')} cluster")
     assert m["drill_restarts"] >= 1 and m["drill_max_abs_diff"] <= 1e-6
     assert m["drill_resumed_from_step"] >= m["drill_checkpoint_every"]
