@@ -1,5 +1,8 @@
 """hpcml.proc: a process that never gets ready and one that exits are told apart."""
 
+import os
+import signal
+import subprocess
 import sys
 
 import pytest
@@ -20,3 +23,28 @@ def test_wait_until_tells_not_ready_from_exited():
     with pytest.raises(RuntimeError, match="quitter exited with 3") as info:
         proc.wait_until(lambda: False, 10, "quitter", q)
     assert not isinstance(info.value, proc.NotReady)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_server_that_dies_with_its_parent_does_not_outlive_a_killed_kernel():
+    code = ("import sys, time; from hpcml import proc; "
+            "c = proc.spawn([sys.executable, '-c', 'import time; time.sleep(60)'], die_with_parent=True); "
+            "print(c.pid, flush=True); time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    try:
+        assert os.kill(child, 0) is None  # alive while its parent lives
+        parent.kill()  # SIGKILL: no atexit, no finally
+        parent.wait()
+        proc.wait_until(lambda: not _alive(child), 10, "the orphan to get SIGTERM")
+    finally:
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -106,15 +107,30 @@ def pid_alive(pid: int | None, needle: str = "") -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z" and needle in cmd
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the parent dies (``PR_SET_PDEATHSIG``)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+
+
 def spawn(argv: Sequence[str], log_path: Path | str | None = None, cwd: Path | str | None = None,
-          env: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``argv`` in its own session (so its whole group can be stopped), output to ``log_path``."""
+          env: dict[str, str] | None = None, die_with_parent: bool = False) -> subprocess.Popen:
+    """Start ``argv`` in its own session (so its whole group can be stopped), output to ``log_path``.
+
+    Args:
+        die_with_parent: the kernel sends the child SIGTERM when this process dies, however it dies
+            (Linux ``PR_SET_PDEATHSIG``). For servers that belong to one notebook or test (Prometheus,
+            Alertmanager, exporters): a kernel killed after a failed cell can't run its ``atexit`` stop,
+            and they would outlive it. Not for what later notebooks reuse (the cluster, the object store).
+    """
+    pre = _die_with_parent if die_with_parent and sys.platform.startswith("linux") else None
     if log_path is None:
         return subprocess.Popen(list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
-                                env=env, start_new_session=True)
+                                env=env, start_new_session=True, preexec_fn=pre)
     with open(log_path, "w", encoding="utf-8") as log:
         return subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=env,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=pre)
 
 
 def stop(proc: subprocess.Popen | None, timeout_s: float = 10.0, sig: int = signal.SIGTERM,

@@ -99,7 +99,7 @@ class Alertmanager:
         port = _proc.free_port()
         cmd = [str(exe), f"--config.file={workdir / 'alertmanager.yml'}", f"--storage.path={data}",
                f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=info"]
-        am = cls(port, workdir, _proc.spawn(cmd, workdir / "alertmanager.log", cwd=workdir))
+        am = cls(port, workdir, _proc.spawn(cmd, workdir / "alertmanager.log", cwd=workdir, die_with_parent=True))
         try:
             _proc.wait_until(lambda: am._ready(), timeout_s, "alertmanager", am.proc, am.log_path)
         except BaseException:

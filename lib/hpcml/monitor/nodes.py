@@ -128,7 +128,7 @@ def _answers(url: str) -> bool:
 
 
 def _start(node: str, address: str, cmd: list[str], log: Path, port: int, cpus, timeout_s: float) -> Exporter:
-    ex = Exporter(node, address, port, _proc.spawn(cmd, log), cpus)
+    ex = Exporter(node, address, port, _proc.spawn(cmd, log, die_with_parent=True), cpus)
     try:
         # the head reaches the node's address over the bridge: ready is "scrapable from the head"
         _proc.wait_until(lambda: _answers(f"http://{ex.target}/metrics"), timeout_s, f"node_exporter on {node}",

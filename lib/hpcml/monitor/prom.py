@@ -151,7 +151,7 @@ class Prometheus:
                f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
                "--storage.tsdb.retention.time=1d", "--log.level=info", "--web.console.templates=/nonexistent",
                "--web.console.libraries=/nonexistent"]
-        prom = cls(port, workdir, _proc.spawn(cmd, workdir / "prometheus.log", cwd=workdir), list(targets))
+        prom = cls(port, workdir, _proc.spawn(cmd, workdir / "prometheus.log", cwd=workdir, die_with_parent=True), list(targets))
         try:
             prom.wait_ready(timeout_s)
         except BaseException:
