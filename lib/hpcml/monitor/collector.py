@@ -250,7 +250,8 @@ def metrics(shipped: dict) -> list[Metric]:
                "lines the collector received more than once (RELP re-sends), stored once"),
         Metric("log_lines_not_json", shipped["other_rows"], "lines", "lines that were not JSON records: kept, counted"),
         Metric("log_ship_delay_s", round(shipped["delay_s"], 2), "s",
-               "from the last node job's exit until every line was in the collector's files (50 ms polls)"),
+               "from the last node job's exit until every line was in the collector's files (50 ms polls; "
+               "0 = all there at the first check: a job's interpreter exits later than its last line ships)"),
     ]
 
 
