@@ -256,7 +256,12 @@ def test_young_daly_checkpoint_time_prefers_the_bucket_projection(monkeypatch):
     from hpcml.cost import measured
 
     vals = {"checkpoint_projection_resnet50_bucket_s": 7.9, "checkpoint_projection_resnet50_s": 1.2}
-    monkeypatch.setattr(report, "value", lambda nb, key: vals.get(key))
+    def value(nb, key):
+        if key not in vals:
+            raise report.MissingMetricsError(f"{nb} recorded no metric {key!r}")
+        return vals[key]
+
+    monkeypatch.setattr(report, "value", value)
     s, source = measured.checkpoint_time_s()
     assert s == 7.9 and source.startswith("PROJECTION") and "bucket" in source
     vals.pop("checkpoint_projection_resnet50_bucket_s")  # 02 not re-run since: the local-disk projection, said

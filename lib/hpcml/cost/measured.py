@@ -215,7 +215,10 @@ def checkpoint_time_s(notebook: str = "02_horovod_training") -> tuple[float, str
     Raises:
         MissingMetricsError: 02 recorded neither.
     """
-    val = report.value(notebook, "checkpoint_projection_resnet50_bucket_s")
+    try:
+        val = report.value(notebook, "checkpoint_projection_resnet50_bucket_s")
+    except report.MissingMetricsError:  # 02 ran before it measured the bucket
+        val = None
     if val is not None and val > 0:
         return float(val), ("PROJECTION: ResNet-50 weights + SGD momentum at 02's measured checkpoint write rate "
                             "to the bucket (checkpoint_projection_resnet50_bucket_s)")
