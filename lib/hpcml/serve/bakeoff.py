@@ -99,9 +99,11 @@ def start(label: str, model_file: Path, s: Settings):
 
 def measure(urls: dict[str, str], bodies: list, s: Settings, log=print) -> dict[str, dict[str, dict[str, list]]]:
     """Interleaved closed-loop load on every server: ``{server: {clients: {"rps", "p50_ms", "p99_ms",
-    "errors": one value per round}}}`` (clients as a string: JSON keys)."""
+    "errors": one value per round, "error_kinds": {kind: count} over the rounds}}}`` (clients as a
+    string: JSON keys)."""
     names = list(urls)
-    pts = {n: {str(c): {"rps": [], "p50_ms": [], "p99_ms": [], "errors": []} for c in s.concurrencies} for n in names}
+    pts = {n: {str(c): {"rps": [], "p50_ms": [], "p99_ms": [], "errors": [], "error_kinds": {}} for c in s.concurrencies}
+           for n in names}
     for n in names:  # warm-up: connections, first model calls
         loadgen.closed_loop(urls[n] + bench.INFER, bodies, max(s.concurrencies), n_requests=200, duration_s=1)
     for r in range(s.rounds):
@@ -113,6 +115,8 @@ def measure(urls: dict[str, str], bodies: list, s: Settings, log=print) -> dict[
                 p["p50_ms"].append(res.pct(50))
                 p["p99_ms"].append(res.pct(99))
                 p["errors"].append(res.error_count)
+                for kind, k in res.errors.items():
+                    p["error_kinds"][kind] = p["error_kinds"].get(kind, 0) + k
             log(f"bakeoff: round {r + 1}/{s.rounds}, {c} clients: " +
                 ", ".join(f"{n} {pts[n][str(c)]['rps'][-1]:.0f} req/s" for n in names))
     return pts
@@ -208,11 +212,14 @@ def run(models: list[str], s: Settings, out_dir: Path | None = None, x: np.ndarr
                     rows = {k: conformance.run(urls[k], cs) for k in CONFORMANCE_SERVERS if k in urls}
                     result["conformance"] = {"rows": rows, "differences": conformance.differences(rows)}
                 points = measure(urls, bodies, s, log)
+                died = {k: srv.log_tail(15) for k, srv in servers.items() if srv.proc.poll() is not None}
             finally:
                 for srv in servers.values():
                     srv.stop()
+            for k in died:
+                log(f"bakeoff: {k} exited during the {name} load (its log tail is in the JSON)")
             result["models"][name] = {"file": str(f), "points": points, "stats": stats(points),
-                                      "target": target(points)}
+                                      "target": target(points), "exited": died}
             _plot(result["models"][name]["stats"], name, out_dir / f"curves-{name}.png")
     finally:
         os.sched_setaffinity(0, before)
