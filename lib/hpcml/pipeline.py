@@ -208,6 +208,7 @@ def run_pipeline(
     nb_dir: Path | None = None,
     log=print,
     keep_cluster: bool = False,
+    keep_store: bool = False,
 ) -> list[NotebookRun]:
     """Run the selected notebooks in order; stop at the first failure; render the site.
 
@@ -220,6 +221,9 @@ def run_pipeline(
         keep_cluster: leave the multi-node cluster up at the end. The runner owns the cluster
             that its notebooks brought up (00 starts it, the later ones reuse it) and takes it
             down when the run ends, failed or not, unless this is set.
+        keep_store: leave the object store (SeaweedFS under ``build/objectstore``) running at the
+            end. 01, 02, 03 and 04 start it or reuse it and never stop it (a stop takes ~15 s); the
+            runner stops it when the run ends, failed or not, unless this is set.
 
     Returns:
         One :class:`NotebookRun` per selected notebook.
@@ -261,6 +265,8 @@ def run_pipeline(
     finally:
         if not keep_cluster:
             _cluster_down(log)
+        if not keep_store:
+            _store_down(log)
     _write_summary(runs, prof_path)
     if render:
         from hpcml import site
@@ -278,6 +284,17 @@ def _cluster_down(log) -> None:
     if (state / "cluster.json").exists():
         removed = local.down(state)
         log(f"cluster down: {len(removed['netns'])} namespace(s), {len(removed['links'])} link(s) removed")
+
+
+def _store_down(log) -> None:
+    """Stop the object store whose data lives in this build tree, if one is running (by pid)."""
+    from hpcml.aws.local_s3 import ObjectStore, default_dir
+
+    store = ObjectStore.attach(default_dir())
+    if store is not None:
+        t0 = time.monotonic()
+        store.stop()
+        log(f"object store down: pid {store.pid} stopped in {time.monotonic() - t0:.1f}s")
 
 
 def _write_summary(runs: list[NotebookRun], profile: Path) -> None:
@@ -299,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--render-only", action="store_true", help="re-render the site from build/executed")
     ap.add_argument("--site-dir", type=Path, default=None,
                     help="with --render-only: write the site here (relative links only, ready for any static host)")
+    ap.add_argument("--keep-store", action="store_true",
+                    help="leave the object store running at the end (stop it later with "
+                         "`python -m hpcml.aws.local_s3 stop`)")
     ap.add_argument("--keep-cluster", action="store_true",
                     help="leave the multi-node cluster up at the end (take it down later with "
                          "`python -m hpcml.cluster.local down`)")
@@ -318,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"site: {site.render_site(None, args.site_dir)}")
             return 0
         runs = run_pipeline(args.only, args.parameters_file, args.param, render=not args.no_render,
-                            nb_dir=args.notebooks_dir, keep_cluster=args.keep_cluster)
+                            nb_dir=args.notebooks_dir, keep_cluster=args.keep_cluster,
+                            keep_store=args.keep_store)
     except (PipelineError, ParameterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
