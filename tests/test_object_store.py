@@ -240,6 +240,11 @@ def test_worker_env_mirrors_checkpoints_and_models_go_through_the_bucket(object_
     assert ckpt_bucket.pull_from_env(tmp_path / "lost") == "bucket"  # a new node: the bucket's is newer
     assert ck.resume_state(tmp_path / "lost")["step"] == 7
     assert ckpt_bucket.pull_from_env(tmp_path / "a") == "local"  # the cache is as new: no download
+    uri = f"s3://{B}/checkpoints/envrun"
+    assert ckpt_bucket.latest(s.client("trainer"), uri)["step"] == 7
+    assert ckpt_bucket.clear(s.client("trainer"), uri)  # a fresh run: nothing to resume
+    assert ckpt_bucket.latest(s.client("trainer"), uri) is None
+    assert ckpt_bucket.pull_from_env(tmp_path / "fresh") == "local"
     model = tmp_path / "model.pt"
     model.write_bytes(b"artifact")
     model_store.publish_model(s.client("trainer"), B, "cnntest", model)

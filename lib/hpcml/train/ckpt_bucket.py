@@ -96,6 +96,25 @@ def _pointer(client, bucket: str, prefix: str) -> dict | None:
     return json.loads(body)
 
 
+def latest(client, uri: str) -> dict | None:
+    """The bucket's pointer for ``s3://bucket/checkpoints/<run>`` (``path``, ``step``, SHA-256), or None."""
+    bucket, prefix = parse_s3_uri(uri)
+    return _pointer(client, bucket, prefix.rstrip("/"))
+
+
+def clear(client, uri: str) -> list[str]:
+    """Delete every object under ``s3://bucket/checkpoints/<run>/`` (a fresh run must not resume an old one); the keys."""
+    bucket, prefix = parse_s3_uri(uri)
+    prefix = prefix.rstrip("/")
+    with s3_call("ListObjectsV2", bucket, f"{prefix}/", client):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
+        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    for k in keys:
+        with s3_call("DeleteObject", bucket, k, client):
+            client.delete_object(Bucket=bucket, Key=k)
+    return keys
+
+
 def pull(client, uri: str, cache_dir: Path) -> Path | None:
     """Download the checkpoint the bucket's pointer names into ``cache_dir`` (with the pointer).
 
