@@ -37,11 +37,11 @@ from typing import Callable
 
 import numpy as np
 
+from hpcml.serve.protocol import INPUT_NAME  # the ONNX graph's input is the v2 input peers serve by name
 from hpcml.serve.spec import RUNTIMES
 
 #: Max |logit difference| accepted between an exported runtime and eager PyTorch (float32).
 TOLERANCE = 1e-3
-INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 INPUT_SHAPE = (1, 28, 28)
 
