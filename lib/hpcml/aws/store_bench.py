@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hpcml import paths
 from hpcml.aws.s3errors import s3_call
+from hpcml.data import staging
 
 
 def _files(root: Path) -> list[Path]:
@@ -70,9 +71,7 @@ def shard_rates(client, bucket: str, prefix: str, dataset_dir: Path) -> dict[str
         for i in range(len(files)):
             (tmp / "local" / str(i)).read_bytes()  # page cache, as the store's reads may be
         lr = time.perf_counter() - t0
-    for k in keys:
-        with s3_call("DeleteObject", bucket, k, client):
-            client.delete_object(Bucket=bucket, Key=k)
+    staging.delete_keys(client, bucket, keys)
     mb = nbytes / 1e6
     return {"bytes": nbytes, "store_upload_mb_per_s": mb / up, "store_download_mb_per_s": mb / down,
             "local_write_mb_per_s": mb / lw, "local_read_mb_per_s": mb / lr}

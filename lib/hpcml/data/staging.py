@@ -121,6 +121,21 @@ def upload_dir(client, local_dir: Path, uri: str, pattern: str = "*", kms_key_id
     return keys
 
 
+def list_keys(client, bucket: str, prefix: str) -> list[str]:
+    """Every key in ``bucket`` that starts with ``prefix``, sorted (all pages)."""
+    with s3_call("ListObjectsV2", bucket, prefix, client):
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+
+def delete_keys(client, bucket: str, keys: list[str]) -> list[str]:
+    """Delete ``keys`` from ``bucket`` one by one (each failure names its key); the keys."""
+    for k in keys:
+        with s3_call("DeleteObject", bucket, k, client):
+            client.delete_object(Bucket=bucket, Key=k)
+    return keys
+
+
 def download_prefix(client, uri: str, local_dir: Path) -> list[Path]:
     """Download every object under ``uri`` into ``local_dir`` (keeping relative paths); the files.
 
@@ -130,15 +145,12 @@ def download_prefix(client, uri: str, local_dir: Path) -> list[Path]:
     bucket, prefix = parse_s3_uri(uri)
     local_dir = Path(local_dir)
     out = []
-    with s3_call("ListObjectsV2", bucket, prefix, client):
-        objs = [o for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                for o in page.get("Contents", [])]
-    for obj in objs:
-        rel = obj["Key"][len(prefix):].lstrip("/") or Path(obj["Key"]).name
+    for key in list_keys(client, bucket, prefix):
+        rel = key[len(prefix):].lstrip("/") or Path(key).name
         dest = local_dir / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with s3_call("GetObject", bucket, obj["Key"], client):
-            client.download_file(bucket, obj["Key"], str(dest))
+        with s3_call("GetObject", bucket, key, client):
+            client.download_file(bucket, key, str(dest))
         out.append(dest)
     if not out:
         raise FileNotFoundError(f"no objects under {uri}")

@@ -24,7 +24,7 @@ from typing import Any
 from hpcml import paths
 from hpcml.aws.s3errors import StoreError, s3_call
 from hpcml.aws.account import REGION
-from hpcml.data.staging import parse_s3_uri, write_args
+from hpcml.data.staging import delete_keys, list_keys, parse_s3_uri, write_args
 from hpcml.train import checkpoint as ck
 
 ENV = "HPCML_CKPT_S3"
@@ -66,23 +66,13 @@ def push(client, uri: str, ckpt_path: Path) -> dict[str, Any]:
     return {"key": key, "bytes": ckpt_path.stat().st_size, "seconds": seconds}
 
 
-def _ckpt_keys(client, bucket: str, prefix: str) -> list[str]:
-    with s3_call("ListObjectsV2", bucket, f"{prefix}/", client):
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/ckpt-")
-        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
-
-
 def rotate(client, uri: str, keep: int = ck.KEEP) -> list[str]:
     """Delete the bucket's checkpoints beyond the newest ``keep`` (never the one the pointer names); the keys deleted."""
     bucket, prefix = parse_s3_uri(uri)
     prefix = prefix.rstrip("/")
-    keys = _ckpt_keys(client, bucket, prefix)
+    keys = list_keys(client, bucket, f"{prefix}/ckpt-")
     current = _pointer(client, bucket, prefix)
-    doomed = [k for k in keys[:-keep] if current is None or not k.endswith("/" + current["path"])]
-    for k in doomed:
-        with s3_call("DeleteObject", bucket, k, client):
-            client.delete_object(Bucket=bucket, Key=k)
-    return doomed
+    return delete_keys(client, bucket, [k for k in keys[:-keep] if current is None or not k.endswith("/" + current["path"])])
 
 
 def _pointer(client, bucket: str, prefix: str) -> dict | None:
@@ -105,14 +95,7 @@ def latest(client, uri: str) -> dict | None:
 def clear(client, uri: str) -> list[str]:
     """Delete every object under ``s3://bucket/checkpoints/<run>/`` (a fresh run must not resume an old one); the keys."""
     bucket, prefix = parse_s3_uri(uri)
-    prefix = prefix.rstrip("/")
-    with s3_call("ListObjectsV2", bucket, f"{prefix}/", client):
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/")
-        keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
-    for k in keys:
-        with s3_call("DeleteObject", bucket, k, client):
-            client.delete_object(Bucket=bucket, Key=k)
-    return keys
+    return delete_keys(client, bucket, list_keys(client, bucket, prefix.rstrip("/") + "/"))
 
 
 def pull(client, uri: str, cache_dir: Path) -> Path | None:
