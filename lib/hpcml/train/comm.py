@@ -1,0 +1,344 @@
+"""The collective layer both training backends share: Horovod (Gloo) or PyTorch DDP (Gloo).
+
+The training worker (:mod:`hpcml.train.worker`) runs one loop; it talks to its peers only
+through a :class:`Comm`, so the two backends differ only here:
+
+=====================  ======================================  =========================================
+                       ``horovod``                             ``ddp``
+=====================  ======================================  =========================================
+started by             ``horovodrun --gloo``                   ``torchrun`` (env: RANK, WORLD_SIZE, ...)
+gradient averaging     ``hvd.DistributedOptimizer`` (Tensor    ``DistributedDataParallel`` (gradient
+                       Fusion, a background cycle)             buckets, allreduce inside ``backward``)
+bucket / fusion size   ``HOROVOD_FUSION_THRESHOLD`` (set by    ``bucket_cap_mb`` (given to :meth:`wrap`)
+                       :func:`init` before ``hvd.init``)
+``synchronize(opt)``   waits for the gradient allreduces       no-op: ``backward`` already waited
+initial state          broadcast params + optimizer state      DDP broadcasts params; the optimizer
+                                                               state is broadcast here
+=====================  ======================================  =========================================
+
+``bucket_mb`` (MiB) reaches Horovod through :func:`init`'s ``bucket_mb`` argument, because
+Horovod reads its fusion threshold once, in ``hvd.init``; :meth:`Comm.wrap` takes it again
+for DDP (and checks that a Horovod comm was initialised with the same value). ``None`` keeps
+each tool's own default (Horovod 64 MiB, DDP 25 MiB).
+
+Every rendezvous and collective times out after ``timeout_s`` (60 s by default): Horovod's
+``HOROVOD_GLOO_TIMEOUT_SECONDS``, ``torch.distributed``'s process-group ``timeout``. A DDP
+job's Gloo interface is ``GLOO_SOCKET_IFNAME`` when set (torch reads it by name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import warnings
+from typing import Any, Iterator
+
+import torch
+
+#: The training backends, :attr:`hpcml.train.spec.TrainSpec.backend`'s choices.
+BACKENDS = ("horovod", "ddp")
+#: Reduction ops of :meth:`Comm.allreduce`.
+OPS = ("mean", "sum", "min")
+#: Seconds any rendezvous or collective waits before it fails.
+DEFAULT_TIMEOUT_S = 60.0
+#: Each tool's own default bucket size (MiB): Horovod's fusion threshold, DDP's ``bucket_cap_mb``.
+DEFAULT_BUCKET_MB = {"horovod": 64.0, "ddp": 25.0}
+
+
+def _check_op(op: str) -> None:
+    if op not in OPS:
+        raise ValueError(f"allreduce op must be one of {OPS}, got {op!r}")
+
+
+def check_bucket_mb(bucket_mb: float | None) -> float | None:
+    """``bucket_mb`` if it is None or a positive number, else a ValueError naming it."""
+    if bucket_mb is not None and (isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float))
+                                  or not bucket_mb > 0):
+        raise ValueError(f"bucket_mb must be None (each tool's default) or a positive number of MiB, "
+                         f"got {bucket_mb!r}")
+    return bucket_mb
+
+
+class Comm:
+    """One rank's view of its process group (base class: see :class:`HorovodComm`, :class:`DDPComm`)."""
+
+    name: str = ""
+
+    def rank(self) -> int:
+        raise NotImplementedError
+
+    def size(self) -> int:
+        raise NotImplementedError
+
+    def local_rank(self) -> int:
+        raise NotImplementedError
+
+    def allreduce(self, t: torch.Tensor, op: str = "mean", name: str | None = None) -> torch.Tensor:
+        """A new tensor: ``t`` reduced over all ranks (``op`` in :data:`OPS`)."""
+        return self.wait(self.allreduce_async(t, op, name))
+
+    def allreduce_async(self, t: torch.Tensor, op: str = "mean", name: str | None = None) -> Any:
+        """Start an allreduce of ``t``; :meth:`wait` on the handle returns the result."""
+        raise NotImplementedError
+
+    def wait(self, handle: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        """``root``'s (picklable) ``obj`` on every rank."""
+        raise NotImplementedError
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order."""
+        raise NotImplementedError
+
+    def barrier(self) -> None:
+        raise NotImplementedError
+
+    def wrap(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, bucket_mb: float | None = None,
+             fp16: bool = False) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """(model to run forward/backward through, optimizer to step), both in sync with rank 0.
+
+        The returned model may be a wrapper: save and evaluate the original one (its
+        ``state_dict`` keys stay unprefixed).
+        """
+        raise NotImplementedError
+
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        """Wait for this step's gradient allreduces (those backward did not wait for)."""
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """``optimizer.step()`` after :meth:`synchronize` (without synchronising twice)."""
+        optimizer.step()
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+
+class HorovodComm(Comm):
+    """Horovod over Gloo (started by ``horovodrun --gloo``)."""
+
+    name = "horovod"
+
+    def __init__(self, hvd: Any, bucket_mb: float | None):
+        self.hvd, self.bucket_mb = hvd, bucket_mb
+        self._ops = {"mean": hvd.Average, "sum": hvd.Sum, "min": hvd.Min}
+        self._n = 0
+
+    def _name(self, name: str | None) -> str:
+        if name is None:  # Horovod matches collectives by name: an unnamed one gets a call-order name
+            self._n += 1
+            return f"hpcml.{self._n}"
+        return name
+
+    def rank(self) -> int:
+        return self.hvd.rank()
+
+    def size(self) -> int:
+        return self.hvd.size()
+
+    def local_rank(self) -> int:
+        return self.hvd.local_rank()
+
+    def allreduce_async(self, t: torch.Tensor, op: str = "mean", name: str | None = None) -> Any:
+        _check_op(op)
+        return self.hvd.allreduce_async(t, name=self._name(name), op=self._ops[op])
+
+    def wait(self, handle: Any) -> torch.Tensor:
+        return self.hvd.synchronize(handle)
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        return self.hvd.broadcast_object(obj, root_rank=root, name=self._name(None))
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        return self.hvd.allgather_object(obj, name=self._name(None))
+
+    def barrier(self) -> None:
+        self.hvd.barrier()
+
+    def wrap(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, bucket_mb: float | None = None,
+             fp16: bool = False) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        if check_bucket_mb(bucket_mb) != self.bucket_mb:
+            raise ValueError(f"wrap(bucket_mb={bucket_mb}) differs from init(bucket_mb={self.bucket_mb}): Horovod "
+                             "reads its fusion threshold once, in hvd.init; pass the same value to both")
+        hvd = self.hvd
+        comp = hvd.Compression.fp16 if fp16 else hvd.Compression.none
+        opt = optimizer if hasattr(optimizer, "skip_synchronize") else hvd.DistributedOptimizer(
+            optimizer, named_parameters=model.named_parameters(), compression=comp, op=hvd.Average)
+        # Parameters only: BN running stats stay rank-local (each rank restored its own on resume).
+        hvd.broadcast_parameters(dict(model.named_parameters()), root_rank=0)
+        hvd.broadcast_optimizer_state(opt, root_rank=0)
+        return model, opt
+
+    def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.synchronize()  # type: ignore[attr-defined]
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        with optimizer.skip_synchronize():  # type: ignore[attr-defined]
+            optimizer.step()
+
+    def shutdown(self) -> None:
+        self.hvd.shutdown()
+
+
+class DDPComm(Comm):
+    """``torch.distributed`` over Gloo (started by ``torchrun``), gradients by DDP."""
+
+    name = "ddp"
+
+    def __init__(self, dist: Any):
+        self.dist = dist
+        self._ops = {"mean": dist.ReduceOp.SUM, "sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN}
+
+    def rank(self) -> int:
+        return self.dist.get_rank()
+
+    def size(self) -> int:
+        return self.dist.get_world_size()
+
+    def local_rank(self) -> int:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+
+    def allreduce_async(self, t: torch.Tensor, op: str = "mean", name: str | None = None) -> Any:
+        _check_op(op)  # Gloo has no AVG: mean = SUM, divided in wait()
+        buf = t.detach().clone()
+        return self.dist.all_reduce(buf, op=self._ops[op], async_op=True), buf, op
+
+    def wait(self, handle: Any) -> torch.Tensor:
+        work, buf, op = handle
+        work.wait()
+        if op == "mean":
+            return buf / self.size() if buf.is_floating_point() else buf // self.size()
+        return buf
+
+    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+        box = [obj]
+        self.dist.broadcast_object_list(box, src=root)
+        return box[0]
+
+    def allgather_object(self, obj: Any) -> list[Any]:
+        out: list[Any] = [None] * self.size()
+        self.dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+    def wrap(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, bucket_mb: float | None = None,
+             fp16: bool = False) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        from torch.nn.parallel import DistributedDataParallel
+
+        cap = check_bucket_mb(bucket_mb) or DEFAULT_BUCKET_MB["ddp"]
+        # broadcast_buffers=False: BN running stats stay rank-local, as under Horovod (the
+        # worker averages them at epoch ends); DDP broadcasts rank 0's parameters here.
+        with warnings.catch_warnings():  # torch 2.13 deprecates the name, and says to keep it for this
+            warnings.simplefilter("ignore", FutureWarning)
+            net = DistributedDataParallel(model, bucket_cap_mb=cap, broadcast_buffers=False)
+        if fp16:
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+            net.register_comm_hook(None, default_hooks.fp16_compress_hook)
+        state = self.broadcast_object(optimizer.state_dict() if self.rank() == 0 else None)
+        if self.rank() != 0:
+            optimizer.load_state_dict(state)
+        return net, optimizer
+
+    def shutdown(self) -> None:
+        if self.dist.is_initialized():
+            self.dist.destroy_process_group()
+
+
+def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | None = None) -> Comm:
+    """Join this process's group and return its :class:`Comm`.
+
+    Args:
+        backend: one of :data:`BACKENDS`.
+        timeout_s: rendezvous and collective timeout (seconds).
+        bucket_mb: Horovod's fusion threshold in MiB, set as ``HOROVOD_FUSION_THRESHOLD``
+            before ``hvd.init`` (None: Horovod's default, or what the environment says);
+            DDP takes it in :meth:`Comm.wrap` and ignores it here.
+
+    Raises:
+        ValueError: an unknown backend (naming the choices), a bad ``bucket_mb``, or DDP
+            started without torchrun's environment.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    check_bucket_mb(bucket_mb)
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    if backend == "horovod":
+        import horovod.torch as hvd
+
+        os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", str(int(max(timeout_s, 1))))
+        if bucket_mb is not None:
+            os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(bucket_mb * 1024 * 1024))
+        hvd.init()
+        return HorovodComm(hvd, bucket_mb)
+    import torch.distributed as dist
+
+    missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
+    if missing:
+        raise ValueError(f"backend 'ddp' needs torchrun's environment; missing {missing} (start the worker "
+                         "with torchrun, or set them)")
+    if not dist.is_initialized():
+        dist.init_process_group("gloo", init_method="env://", timeout=datetime.timedelta(seconds=timeout_s))
+    return DDPComm(dist)
+
+
+@contextlib.contextmanager
+def group(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | None = None) -> Iterator[Comm]:
+    """:func:`init` as a context manager that shuts the group down on exit."""
+    c = init(backend, timeout_s, bucket_mb)
+    try:
+        yield c
+    finally:
+        c.shutdown()
+
+
+def selftest(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, Any]:
+    """Exercise every collective of ``backend`` once in this process's group; returns what each gave.
+
+    ``python -m hpcml.train.comm --backend B`` runs it (one process, or under ``horovodrun`` /
+    ``torchrun``) and rank 0 prints the result as one JSON line: a smoke test of a group.
+    """
+    with group(backend, timeout_s) as c:
+        r, n = c.rank(), c.size()
+        x = torch.tensor([float(r + 1), 2.0 * (r + 1)])
+        h = c.allreduce_async(x, "sum", "selftest.async")
+        model = torch.nn.Linear(3, 2)
+        torch.manual_seed(r)  # different per rank: wrap must make them equal
+        for p in model.parameters():
+            torch.nn.init.normal_(p)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        net, opt = c.wrap(model, opt)
+        opt.zero_grad()
+        net(torch.full((4, 3), float(r))).sum().backward()
+        c.synchronize(opt)
+        grads = [p.grad.clone() for p in model.parameters()]
+        c.step(opt)
+        out = {"backend": c.name, "rank": r, "size": n, "local_rank": c.local_rank(),
+               "mean": c.allreduce(x, "mean", "selftest.mean").tolist(),
+               "sum": c.allreduce(x, "sum", "selftest.sum").tolist(),
+               "min": c.allreduce(x, "min", "selftest.min").tolist(),
+               "async_sum": c.wait(h).tolist(),
+               "broadcast": c.broadcast_object({"from": r}, root=n - 1),
+               "allgather": c.allgather_object(r * 10),
+               "weights": c.allgather_object([p.detach().sum().item() for p in model.parameters()]),
+               "grad_bias": grads[1].tolist()}
+        c.barrier()
+    return out
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Smoke-test a process group's collectives")
+    ap.add_argument("--backend", choices=BACKENDS, required=True)
+    ap.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
+    a = ap.parse_args()
+    res = selftest(a.backend, a.timeout_s)
+    if res["rank"] == 0:
+        print("HPCML-COMM " + json.dumps(res), flush=True)
