@@ -56,7 +56,7 @@ def test_bad_target_lists_the_registry(bad):
 @pytest.mark.unit
 def test_unknown_option_names_the_target_and_its_options():
     with pytest.raises(ValueError, match=r"launch target 'slurm' takes no option\(s\) \['context'\]; its options "
-                                         r"\(SlurmOptions\) are \['cluster', 'timeout_s', 'time_limit_min', 'fresh'\]"):
+                                         r"\(SlurmOptions\) are \['cluster', 'timeout_s', 'time_limit_min', 'fresh', 'env'\]"):
         launch(CPU, target="slurm", dry_run=True, context="prod")
 
 
@@ -398,3 +398,16 @@ def test_slurm_refuses_elastic_and_wrong_shard_count(build_tmp, tmp_path):
         launch(dataclasses.replace(CPU, elastic=True), target="slurm")
     with pytest.raises(FileNotFoundError, match="no train shards"):
         launch(dataclasses.replace(CPU, dataset_dir=str(tmp_path / "empty")), target="slurm")
+
+
+@pytest.mark.unit
+def test_slurm_env_is_exported_quoted_and_redacted_in_the_shown_request():
+    env = {"HPCML_CKPT_S3": "http://127.0.0.1:1/b", "AWS_SECRET_ACCESS_KEY": "s3cr'et $x"}
+    body = layout.slurm_body(CPU, "/tmp/spec.json", env=env)
+    out = subprocess.run(["bash", "-c", body.split("\nexport OMP")[0] + '\nprintf %s "$AWS_SECRET_ACCESS_KEY"'],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "s3cr'et $x"  # quoted: no expansion, no broken quote
+    shown = launch(CPU, target="slurm", dry_run=True, env=env).request
+    assert "s3cr" not in shown and "export AWS_SECRET_ACCESS_KEY=<redacted>" in shown
+    with pytest.raises(ValueError, match="'1BAD' is not a shell variable name"):
+        launch(CPU, target="slurm", dry_run=True, env={"1BAD": "x"})

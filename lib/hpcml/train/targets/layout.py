@@ -17,6 +17,7 @@ manifests from these.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -138,14 +139,39 @@ def horovodrun_argv(spec: TrainSpec, spec_path: str, hosts: str | None = None, h
     return argv + [python, "-m", WORKER_MODULE, "--spec", spec_path]
 
 
+#: What :func:`slurm_body` writes in place of an exported value when asked to redact it.
+REDACTED = "<redacted>"
+
+
+def env_exports(env: dict[str, str] | None, redact: bool = False) -> list[str]:
+    """``export NAME=value`` lines (values shell-quoted; :data:`REDACTED` when ``redact``).
+
+    Raises:
+        ValueError: a name that is not a shell variable name, or a value that is not a string.
+    """
+    lines = []
+    for k, v in sorted((env or {}).items()):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)):
+            raise ValueError(f"env: {k!r} is not a shell variable name (letters, digits, '_', not first a digit)")
+        if not isinstance(v, str):
+            raise ValueError(f"env[{k!r}] must be a string, got {type(v).__name__}")
+        lines.append(f"export {k}={REDACTED if redact else shlex.quote(v)}")
+    return lines
+
+
 def slurm_body(spec: TrainSpec, spec_path: str, python: str = "python", horovodrun: str = "horovodrun",
-               ssh_identity_file: str | None = None) -> str:
+               ssh_identity_file: str | None = None, env: dict[str, str] | None = None,
+               redact_env: bool = False) -> str:
     """Body of the sbatch script: ``horovodrun`` over the allocation's hosts, one slot per task.
 
     The host list comes from ``$SLURM_JOB_NODELIST`` with ``$SLURM_NTASKS_PER_NODE`` slots
     each (all ``$SLURM_NTASKS`` on a one-node allocation); Horovod starts the ranks on the
     local node directly and on the other nodes over SSH, so the same script runs on the
     one-node cluster here and on a ParallelCluster queue.
+
+    ``env`` is exported at the top (values shell-quoted; the script never echoes them, it
+    runs without ``set -x``); ``redact_env`` writes :data:`REDACTED` instead of each value,
+    for a request that is shown rather than submitted.
     """
     cmd = " ".join(shlex.quote(a) for a in horovodrun_argv(spec, spec_path, hosts="HOSTS", python=python,
                                                            horovodrun=horovodrun,
@@ -153,6 +179,7 @@ def slurm_body(spec: TrainSpec, spec_path: str, python: str = "python", horovodr
     cmd = cmd.replace(" -H HOSTS ", ' -H "$HOSTS" ')
     return "\n".join([
         "set -euo pipefail",
+        *env_exports(env, redact_env),
         f"export OMP_NUM_THREADS={spec.threads_per_worker}",
         'SLOTS="${SLURM_NTASKS_PER_NODE:-$SLURM_NTASKS}"',
         'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\\$/:${SLOTS}/" | paste -sd, -)',

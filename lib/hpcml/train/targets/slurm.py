@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from hpcml import paths
 from hpcml.train import shards
 from hpcml.train.spec import TrainSpec
-from hpcml.train.targets.layout import slurm_body
+from hpcml.train.targets.layout import env_exports, slurm_body
 from hpcml.train.targets.result import LaunchResult
 
 if TYPE_CHECKING:
@@ -33,12 +33,16 @@ class SlurmOptions:
         time_limit_min: the job's ``--time``.
         fresh: start from scratch (empty a previous run's out_dir under the build tree);
             False resumes from its last checkpoint.
+        env: environment variables exported at the top of the batch script (e.g. the trainer's
+            bucket credentials, :func:`hpcml.train.ckpt_bucket.env`): shell-quoted, never echoed
+            to the job log, and shown as ``<redacted>`` in the returned request.
     """
 
     cluster: SlurmCluster | None = None
     timeout_s: float = 900
     time_limit_min: int = 30
     fresh: bool = True
+    env: dict[str, str] | None = None
 
 
 def read_run_metrics(out_dir: Path) -> dict[str, Any]:
@@ -85,9 +89,10 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
     spec_path = out_dir / "spec.json"
     bin_dir = Path(sys.executable).parent
     cl = options.cluster
+    env_exports(options.env)  # a bad name or value fails here, before a cluster starts
     if dry_run:
         body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
-                          ssh_identity_file=node_allocation(spec, cl)[1])
+                          ssh_identity_file=node_allocation(spec, cl)[1], env=options.env, redact_env=True)
         return LaunchResult("slurm", False, request=body, reason="dry run")
     shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before a cluster starts
     if cl is None:
@@ -95,8 +100,8 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
 
         cl = slurm.ensure_cluster()
     nodes, key = node_allocation(spec, cl)
-    body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
-                      ssh_identity_file=key)
+    body, shown = (slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
+                              ssh_identity_file=key, env=options.env, redact_env=r) for r in (False, True))
     if options.fresh:
         _fresh_out_dir(out_dir)
     paths.ensure(out_dir)
@@ -108,4 +113,4 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
     if not res.ok:
         raise RuntimeError(f"Slurm job {res.job_id} ({spec.name}) ended {res.state} with exit code {res.exit_code}"
                            f"{' (' + res.reason + ')' if res.reason else ''}; output tail:\n{res.output_tail}")
-    return LaunchResult("slurm", True, request=body, job=res, metrics=read_run_metrics(out_dir))
+    return LaunchResult("slurm", True, request=shown, job=res, metrics=read_run_metrics(out_dir))
