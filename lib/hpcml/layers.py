@@ -53,6 +53,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.train.loop", "pure"),
     ("hpcml.train.abtest", "pure"),
     ("hpcml.train.stats", "pure"),
+    ("hpcml.train.allreduce_stats", "pure"),
     ("hpcml.train.plots", "pure"),
     ("hpcml.train.scaling", "pure"),
     ("hpcml.serve.protocol", "pure"),
