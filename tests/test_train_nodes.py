@@ -1,0 +1,98 @@
+"""Jobs across the local cluster's nodes (hpcml.train.targets.nodes): horovodrun over SSH, torchrun per node.
+
+Everything runs for real on the 2-node ``mcluster`` (namespaces, sshd, Gloo over ``eth1``); every
+rendezvous and collective here times out within 60 s.
+"""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from hpcml.train.spec import TrainSpec
+from hpcml.train.targets import nodes
+
+pytestmark = pytest.mark.integration
+SELFTEST = "hpcml.train.targets.nodes"
+
+
+def _hosts(cl) -> list[str]:
+    return [n.name for n in cl.plan.nodes]
+
+
+def test_a_host_list_that_does_not_match_the_nodes_is_refused(mcluster):
+    hosts = _hosts(mcluster)
+    with pytest.raises(ValueError, match=rf"'n9', not a node of this cluster; expected some of its nodes .*{hosts[1]}"):
+        nodes.check_hosts(mcluster, [hosts[0], "n9"])
+    with pytest.raises(ValueError, match="more than once"):
+        nodes.horovod_argv(mcluster, [hosts[0], hosts[0]], 1, SELFTEST, [])
+    with pytest.raises(ValueError, match="host list is empty"):
+        nodes.start(mcluster, "ddp", [], 1, SELFTEST, [])
+    with pytest.raises(ValueError, match="backend must be one of"):
+        nodes.start(mcluster, "mpi", hosts, 1, SELFTEST, [])
+
+
+def test_the_launchers_name_the_nodes_interface_and_rendezvous(mcluster):
+    h = _hosts(mcluster)
+    hv = nodes.horovod_argv(mcluster, h, 1, SELFTEST, ["--selftest"])
+    assert hv[hv.index("-H") + 1] == f"{h[0]}:1,{h[1]}:1" and "eth1" in hv and str(mcluster.key) in hv
+    assert f"--net=/run/netns/{mcluster.plan.node(h[0]).netns}" in " ".join(hv)
+    tr = nodes.torchrun_argv(mcluster, h[1], h, 2, SELFTEST, [], "job1", min_nodes=1, max_restarts=3)
+    assert "--nnodes=1:2" in tr and "--nproc-per-node=2" in tr and "--max-restarts=3" in tr
+    assert f"--rdzv-endpoint={mcluster.plan.node(h[0]).address}:{nodes.RDZV_PORT}" in tr
+    assert any("is_host=false" in a and "join_timeout=30" in a for a in tr)
+    with pytest.raises(ValueError, match="within 1..60"):
+        nodes.torchrun_argv(mcluster, h[0], h, 1, SELFTEST, [], "job1", rdzv_timeout_s=120)
+
+
+@pytest.mark.parametrize("backend", nodes.BACKENDS)
+def test_the_selftest_runs_one_rank_per_node(mcluster, tmp_path, backend):
+    job = nodes.start(mcluster, backend, _hosts(mcluster), 1, SELFTEST,
+                      ["--selftest", "--backend", backend, "--steps", "20"], log_dir=tmp_path)
+    try:
+        job.wait(60)
+    finally:
+        job.kill()
+    done = [e for e in job.events if e.get("event") == "done"]
+    assert done and done[0]["world_size"] == 2 and done[0]["weight_spread"] == 0.0, job.events
+    assert job.events[0]["host"] == _hosts(mcluster)[0]
+    assert not any(nodes.tagged_pids(mcluster, n, job.job_id) for n in _hosts(mcluster))
+
+
+def test_horovod_across_the_nodes_trains_a_spec(mcluster, tmp_path, contract_dataset):
+    ds = contract_dataset(tmp_path / "ds", n_shards=2, rows=(512, 64, 64), seed=3)
+    spec = TrainSpec(name="nodes-hvd", world_size=2, epochs=1, batch_size=32, width=8, lr=0.05,
+                     dataset_dir=str(ds), out_dir=str(tmp_path / "run"))
+    m = nodes.run_spec(mcluster, spec, timeout_s=120)
+    assert m["world_size"] == 2 and m["steps"] == 8 and 0.0 <= m["test_accuracy"] <= 1.0
+    assert (tmp_path / "run" / "logs" / f"{_hosts(mcluster)[0]}.log").exists()
+
+
+def test_a_rendezvous_that_times_out_names_the_node_that_never_joined(mcluster, tmp_path):
+    h = _hosts(mcluster)
+    job = nodes.start(mcluster, "ddp", h, 1, SELFTEST, ["--selftest", "--backend", "ddp"], log_dir=tmp_path,
+                      rdzv_timeout_s=8, skip_agents=(h[1],))
+    try:
+        with pytest.raises(nodes.NodesJobError, match=rf"did not complete within 8 s: {h[1]} never joined") as e:
+            job.wait(40)
+    finally:
+        job.kill()
+    assert e.value.node == h[1] and "its agent never started" in str(e.value)
+
+
+@pytest.mark.parametrize("backend", nodes.BACKENDS)
+def test_a_killed_rank_is_named_with_its_node_and_log_tail(mcluster, tmp_path, backend):
+    h = _hosts(mcluster)
+    job = nodes.start(mcluster, backend, h, 1, SELFTEST,
+                      ["--selftest", "--backend", backend, "--steps", "600", "--step-sleep", "0.05"], log_dir=tmp_path)
+    try:
+        job.wait_for(lambda e: e.get("step", 0) >= 10, 60)
+        assert set(job.rank_pids(h[1])) == {1}
+        job.kill_rank(h[1], signal.SIGKILL)
+        with pytest.raises(nodes.NodesJobError, match=rf"on {h[1]}") as e:
+            job.wait(60)
+    finally:
+        job.kill()
+    assert e.value.node == h[1] and "last lines" in str(e.value) and len(str(e.value).splitlines()) > 3
+    assert not any(nodes.tagged_pids(mcluster, n, job.job_id) for n in h)
