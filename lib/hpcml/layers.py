@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("hpcml.train.allreduce_stats", "pure"),
     ("hpcml.train.plots", "pure"),
     ("hpcml.train.scaling", "pure"),
+    ("hpcml.train.sweep_summary", "pure"),
     ("hpcml.serve.protocol", "pure"),
     ("hpcml.serve.batching", "pure"),
     ("hpcml.serve.capacity", "pure"),

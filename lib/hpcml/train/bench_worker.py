@@ -1,19 +1,21 @@
-"""The training benchmarks' in-worker code: what runs inside each ``horovodrun`` rank, or in
-each plain-PyTorch process of the scaling ceiling.
+"""The training benchmarks' in-worker code: what runs inside each rank (``horovodrun`` or
+``torchrun``), or in each plain-PyTorch process of the scaling ceiling.
 
 * ``synthetic`` — Horovod's synthetic benchmark method (``pytorch_synthetic_benchmark.py``):
   random ImageNet-shaped batches, warm-up batches, then ``iters`` timed iterations of
   ``batches_per_iter`` steps; img/s per worker as mean ± 1.96σ over iterations, **each rank
-  measured** and the total the sum over ranks.
-* ``overhead`` — the Horovod step (:func:`hpcml.train.worker.hvd_step`) at world size 1 vs a
+  measured** and the total the sum over ranks. One loop for both backends: it talks to its
+  peers only through :mod:`hpcml.train.comm` (``backend`` ``horovod`` or ``ddp``, gradient
+  buckets of ``bucket_mb`` MiB: Horovod's fusion threshold, DDP's ``bucket_cap_mb``).
+* ``overhead`` — the backend's step (:func:`dp_step`, the loss averaged too) at world size 1 vs a
   plain PyTorch step on the same batches, in alternating ABBA blocks in one process.
-* ``profile`` — ``torch.profiler`` over a few Horovod steps: top ops table and the split
+* ``profile`` — ``torch.profiler`` over a few steps of the backend: top ops table and the split
   data / compute / allreduce wait / optimizer.
 * :func:`independent_worker` — one plain-PyTorch copy of the synthetic step, timed alone and
   together with the others (the hardware's scaling ceiling).
 
-Run as ``python -m hpcml.train.bench_worker --config bench.json`` (one horovodrun rank; rank 0
-writes the JSON result) or ``… --independent --config bench.json --slot K --result out.json``.
+Run as ``python -m hpcml.train.bench_worker --config bench.json`` (one rank of either backend;
+rank 0 writes the JSON result) or ``… --independent --config bench.json --slot K --result out.json``.
 The drivers that start these are in :mod:`hpcml.train.bench`.
 """
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -38,28 +41,49 @@ DEFAULTS: dict[str, Any] = {
     "arch": "resnet50", "image_size": 64, "batch_size": 4, "num_classes": 1000, "channels_last": True,
     "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
     "overhead_steps": 10, "overhead_rounds": 12, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
-    "cycle_time_ms": None,
+    "cycle_time_ms": None, "backend": "horovod", "bucket_mb": None,
 }
 
 
-def _setup(cfg: dict) -> Any:
-    import horovod.torch as hvd
-
+def _setup(cfg: dict) -> tuple[Any, list[int]]:
+    """Join the group of ``cfg["backend"]`` (Horovod's fusion threshold set from ``bucket_mb``)
+    and pin this rank to its own core(s) of the node it runs on."""
+    from hpcml.train import comm
     from hpcml.train.worker import pin_cpus
 
-    hvd.init()
+    c = comm.init(cfg["backend"], bucket_mb=cfg["bucket_mb"])
     torch.set_num_threads(int(cfg["threads"]))
-    cores = pin_cpus(hvd.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
-    return hvd, cores
+    cores = pin_cpus(c.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
+    return c, cores
 
 
-def _wrap(hvd: Any, model: torch.nn.Module, lr: float, cfg: dict) -> Any:
+def _wrap(c: Any, model: torch.nn.Module, lr: float, cfg: dict) -> tuple[torch.nn.Module, Any]:
+    """SGD with momentum, wrapped by the backend (in sync with rank 0): (model to run, optimizer)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    comp = hvd.Compression.fp16 if cfg["fp16_allreduce"] else hvd.Compression.none
-    opt = hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters(), compression=comp)
-    hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-    hvd.broadcast_optimizer_state(opt, root_rank=0)
-    return opt
+    return c.wrap(model, opt, bucket_mb=cfg["bucket_mb"], fp16=bool(cfg["fp16_allreduce"]))
+
+
+def dp_step(c: Any, net: torch.nn.Module, opt: Any, x: torch.Tensor, y: torch.Tensor, timers: dict,
+            loss_allreduce: bool = False) -> None:
+    """One data-parallel step through the backend, timed: compute (forward + backward; under DDP
+    the gradient allreduce runs inside backward, so it lands here), allreduce (the wait
+    :meth:`~hpcml.train.comm.Comm.synchronize` adds: Horovod's exposed communication, ~0 under
+    DDP) and optimizer. ``loss_allreduce`` also averages the loss, as the training loop does."""
+    t0 = time.perf_counter()
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    h = c.allreduce_async(loss.detach().reshape(1), "mean", "loss") if loss_allreduce else None
+    t1 = time.perf_counter()
+    c.synchronize(opt)
+    if h is not None:
+        c.wait(h)
+    t2 = time.perf_counter()
+    c.step(opt)
+    t3 = time.perf_counter()
+    timers["compute"] += t1 - t0
+    timers["allreduce"] += t2 - t1
+    timers["optimizer"] += t3 - t2
 
 
 def _synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -92,12 +116,12 @@ def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, 
     return {"img_per_s": mean, "conf95": conf, "iters": img_secs}
 
 
-def synthetic(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """Synthetic ResNet benchmark on this rank; every rank's img/s gathered to all."""
-    from hpcml.train.worker import Timers, hvd_step
+def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
+    """Synthetic ResNet benchmark on this rank, either backend; every rank's img/s gathered to all."""
+    from hpcml.train.worker import Timers
 
     model, x, y = _synthetic_model(cfg)
-    opt = _wrap(hvd, model, 0.01, cfg)
+    net, opt = _wrap(c, model, 0.01, cfg)
     import psutil
 
     proc, timers, start = psutil.Process(), Timers(), {}
@@ -106,17 +130,20 @@ def synthetic(hvd: Any, cfg: dict) -> dict[str, Any]:
         timers.update(Timers())
         start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches())
 
-    mine = {"rank": hvd.rank(), **_timed_iters(lambda: hvd_step(hvd, model, opt, x, y, timers), cfg,
-                                               on_timed_start=timed_start)}
+    mine = {"rank": c.rank(), "host": socket.gethostname(),
+            **_timed_iters(lambda: dp_step(c, net, opt, x, y, timers), cfg, on_timed_start=timed_start)}
     wall, cpu, ctx = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches()
     mine["time_split"] = dict(timers)
     # what the process spent besides the step's own maths: kernel time and thread wake-ups
     mine["process"] = {"user_s": cpu.user - start["cpu"].user, "system_s": cpu.system - start["cpu"].system,
                        "wall_s": wall, "ctx_switches_per_s": (ctx.voluntary + ctx.involuntary
                                                           - start["ctx"].voluntary - start["ctx"].involuntary) / wall}
-    ranks = hvd.allgather_object(mine)
+    ranks = c.allgather_object(mine)
     return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
-            "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks]))}
+            "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks])), "backend": c.name,
+            "bucket_mb": cfg["bucket_mb"],
+            "time_split_note": ("" if c.name == "horovod" else "DDP reduces gradients inside backward: 'compute' "
+                                "holds the communication backward did not hide, 'allreduce' is ~0")}
 
 
 def _wait_files(d: Path, names: list[str], timeout_s: float = 600) -> None:
@@ -127,7 +154,7 @@ def _wait_files(d: Path, names: list[str], timeout_s: float = 600) -> None:
         time.sleep(0.01)
 
 
-def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
+def independent_worker(cfg: dict, slot: int, pin_slot: int | None = None) -> dict[str, Any]:
     """The synthetic step in plain PyTorch (no Horovod, no communication), pinned like rank ``slot``.
 
     With ``n`` slots sharing ``barrier_dir`` the phases are: warm-up; the first half of the
@@ -138,7 +165,8 @@ def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
     from hpcml.train.worker import pin_cpus
 
     torch.set_num_threads(int(cfg["threads"]))
-    cores = pin_cpus(slot, int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
+    pin = slot if pin_slot is None else pin_slot
+    cores = pin_cpus(pin, int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
     model, x, y = _synthetic_model(cfg)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
@@ -161,7 +189,7 @@ def independent_worker(cfg: dict, slot: int) -> dict[str, Any]:
         step()
     (d / f"warm-{slot}").touch()
     _wait_files(d, [f"warm-{k}" for k in range(n)])
-    out: dict[str, Any] = {"slot": slot, "cores": cores}
+    out: dict[str, Any] = {"slot": slot, "cores": cores, "host": socket.gethostname()}
     if slot < first:
         out["alone"] = alone()
     _wait_files(d, [f"alone-{k}" for k in range(first)])
@@ -183,19 +211,19 @@ def _cnn_data(cfg: dict, rank: int) -> tuple[np.ndarray, np.ndarray]:
     return rng.normal(size=(2048, 784)).astype(np.float32), rng.integers(0, 10, 2048).astype(np.int64)
 
 
-def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """Plain PyTorch step vs the Horovod step on the same CNN batches, in one process.
+def overhead(c: Any, cfg: dict) -> dict[str, Any]:
+    """Plain PyTorch step vs the backend's step on the same CNN batches, in one process.
 
     Two models with the same initial weights, one with a plain SGD optimizer and one wrapped
-    in ``hvd.DistributedOptimizer``, take turns in blocks of ``overhead_steps`` steps in ABBA
+    by the backend (``hvd.DistributedOptimizer``, or DDP), take turns in blocks of ``overhead_steps`` steps in ABBA
     order (:mod:`hpcml.train.abtest`), ``overhead_rounds`` block pairs in all: the ratio of
     mean step times, with a 95% interval over the pairs.
     """
     from hpcml.train import abtest, loop
     from hpcml.train.models import make_model
-    from hpcml.train.worker import Timers, hvd_step
+    from hpcml.train.worker import Timers
 
-    x, y = _cnn_data(cfg, hvd.rank())
+    x, y = _cnn_data(cfg, c.rank())
     b = cfg["cnn_batch"]
     batches = [(torch.from_numpy(x[i:i + b]), torch.from_numpy(y[i:i + b]))
                for i in range(0, min(len(x), b * cfg["overhead_steps"]) - b + 1, b)]
@@ -204,10 +232,10 @@ def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
     plain_o = loop.make_optimizer(plain_m, "sgd", 0.01)
     torch.manual_seed(0)
     hvd_m = make_model("cnn")
-    hvd_o = _wrap(hvd, hvd_m, 0.01, cfg)
+    hvd_net, hvd_o = _wrap(c, hvd_m, 0.01, cfg)
     timers = Timers()
     steps = {False: lambda xb, yb: loop.train_step(plain_m, plain_o, xb, yb),
-             True: lambda xb, yb: hvd_step(hvd, hvd_m, hvd_o, xb, yb, timers)}
+             True: lambda xb, yb: dp_step(c, hvd_net, hvd_o, xb, yb, timers, loss_allreduce=True)}
     for xb, yb in batches[:2]:  # warm-up both
         steps[False](xb, yb)
         steps[True](xb, yb)
@@ -218,24 +246,23 @@ def overhead(hvd: Any, cfg: dict) -> dict[str, Any]:
         for xb, yb in batches:
             steps[on](xb, yb)
         blocks.append({"block": k + 1, "on": on, "steps": len(batches), "sum_s": time.perf_counter() - t0})
-    ab = abtest.summarize(blocks, len(batches), "Horovod")
+    ab = abtest.summarize(blocks, len(batches), {"horovod": "Horovod", "ddp": "DDP"}.get(c.name, c.name))
     return {"plain_step_s": ab["mean_step_off_s"], "horovod_step_s": ab["mean_step_on_s"],
             "overhead_pct": ab["overhead_pct"], "ci95_half_width_pct": ab["ci95_half_width_pct"],
             "pair_overheads_pct": ab["pair_overheads_pct"], "blocks": blocks, "steps_per_block": len(batches)}
 
 
-def profile(hvd: Any, cfg: dict) -> dict[str, Any]:
-    """torch.profiler over ``profile_steps`` Horovod CNN steps on this rank."""
+def profile(c: Any, cfg: dict) -> dict[str, Any]:
+    """torch.profiler over ``profile_steps`` CNN steps of the backend on this rank."""
     from torch.profiler import ProfilerActivity, record_function
     from torch.profiler import profile as tprofile
 
     from hpcml.train.models import make_model
 
-    x, y = _cnn_data(cfg, hvd.rank())
+    x, y = _cnn_data(cfg, c.rank())
     b = cfg["cnn_batch"]
     torch.manual_seed(0)
-    model = make_model("cnn")
-    opt = _wrap(hvd, model, 0.01, cfg)
+    net, opt = _wrap(c, make_model("cnn"), 0.01, cfg)
     split = {"data": 0.0, "compute": 0.0, "allreduce": 0.0, "optimizer": 0.0}
     with tprofile(activities=[ProfilerActivity.CPU]) as prof:
         for s in range(cfg["profile_steps"]):
@@ -246,14 +273,13 @@ def profile(hvd: Any, cfg: dict) -> dict[str, Any]:
             t1 = time.perf_counter()
             with record_function("forward_backward"):
                 opt.zero_grad()
-                torch.nn.functional.cross_entropy(model(xb), yb).backward()
+                torch.nn.functional.cross_entropy(net(xb), yb).backward()
             t2 = time.perf_counter()
             with record_function("allreduce_wait"):
-                opt.synchronize()
+                c.synchronize(opt)
             t3 = time.perf_counter()
             with record_function("optimizer"):
-                with opt.skip_synchronize():
-                    opt.step()
+                c.step(opt)
             t4 = time.perf_counter()
             for k, dt in zip(split, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
                 split[k] += dt
@@ -270,15 +296,16 @@ MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile}
 
 
 def worker_main(cfg_path: str) -> int:
-    """One horovodrun rank: run the config's ``modes``; rank 0 writes the result to ``cfg["out"]``."""
+    """One rank (``horovodrun`` or ``torchrun``): run the config's ``modes``; rank 0 writes the result
+    to ``cfg["out"]`` (on the cluster's nodes too: they share this machine's file system)."""
     cfg = {**DEFAULTS, **json.loads(Path(cfg_path).read_text())}
-    hvd, cores = _setup(cfg)
-    out: dict[str, Any] = {"world_size": hvd.size(), "config": cfg,
+    c, cores = _setup(cfg)
+    out: dict[str, Any] = {"world_size": c.size(), "config": cfg, "backend": c.name,
                            "horovod_cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME")}
     for mode in cfg["modes"]:
-        out[mode] = MODES[mode](hvd, cfg)
-    cores_all = hvd.allgather_object(cores)
-    if hvd.rank() == 0:
+        out[mode] = MODES[mode](c, cfg)
+    cores_all = c.allgather_object(cores)
+    if c.rank() == 0:
         out["cores"] = cores_all
         paths.atomic_write_text(Path(cfg["out"]), json.dumps(out, indent=2, default=float))
     return 0
@@ -289,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="hpcml training benchmark worker")
     ap.add_argument("--config", required=True, help="benchmark config JSON written by the driver")
     ap.add_argument("--independent", action="store_true", help="run one plain-PyTorch process (no Horovod)")
-    ap.add_argument("--slot", type=int, default=0, help="independent: core slot to pin to")
+    ap.add_argument("--slot", type=int, default=0, help="independent: this process's slot (barrier order)")
+    ap.add_argument("--pin-slot", type=int, default=None,
+                    help="independent: core slot to pin to among the allowed cores (default: --slot; 0 on a node)")
     ap.add_argument("--result", help="independent: where to write the JSON result")
     args = ap.parse_args(argv)
     if not args.independent:
@@ -297,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.result:
         ap.error("--independent needs --result")
     cfg = {**DEFAULTS, **json.loads(Path(args.config).read_text())}
-    paths.atomic_write_text(Path(args.result), json.dumps(independent_worker(cfg, args.slot), default=float))
+    paths.atomic_write_text(Path(args.result), json.dumps(independent_worker(cfg, args.slot, args.pin_slot),
+                                                             default=float))
     return 0
 
 

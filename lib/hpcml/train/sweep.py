@@ -1,0 +1,170 @@
+"""Horovod vs DDP across the cluster's nodes, and the link sweep: the runs behind issue 25's numbers.
+
+* :func:`bakeoff`: the synthetic benchmark on both backends across the nodes, at two
+  settings: ``matched`` (the same bucket size for Horovod's fusion threshold and DDP's
+  ``bucket_cap_mb``, :data:`MATCHED_MB`) and ``defaults`` (each tool's own). Horovod's cycle
+  time is one argument for both settings (None: its 1 ms default; notebook 02 passes the cycle
+  it tunes and says so), so the two settings differ in bucket size only.
+* :func:`link_sweep`: one backend's scaling efficiency (N nodes x 1 rank vs 1) at each link
+  profile of the cluster (:meth:`hpcml.cluster.local.LocalCluster.shape`), restored to
+  ``unshaped`` afterwards even when a run fails.
+
+The numbers are made in :mod:`hpcml.train.sweep_summary` (pure). ``python -m hpcml.train.sweep``
+runs both on a cluster of its own name (up if needed, down after if it brought it up) and
+writes one JSON: the full profile's command (README, "Checking the performance targets").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpcml import paths
+from hpcml.cluster import fabric
+from hpcml.train import bench
+
+if TYPE_CHECKING:
+    from hpcml.cluster.local import LocalCluster
+
+SETTINGS = ("matched", "defaults")
+#: The matched setting's bucket size (MiB): DDP's own default, given to Horovod's fusion threshold too.
+MATCHED_MB = 25.0
+#: Every link profile of the full sweep; the last is slow enough that communication dominates
+#: (ResNet-50's ~102 MB of gradients per step take ~5 s at 150 Mbit/s, more than its compute).
+PROFILES_FULL = ("unshaped", "10gbit", "1gbit", "150mbit")
+#: CI's sweep: the two ends of the curve.
+PROFILES_CI = ("unshaped", "150mbit")
+
+
+def setting_options(setting: str, matched_mb: float = MATCHED_MB) -> dict[str, Any]:
+    """The benchmark options of a setting: ``{"bucket_mb": ...}`` (None: each tool's default)."""
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
+    return {"bucket_mb": matched_mb if setting == "matched" else None}
+
+
+def bakeoff(cluster: LocalCluster | None, settings: tuple[str, ...] = ("matched",), world_size: int = 2,
+            matched_mb: float = MATCHED_MB, cycle_time_ms: float | None = None, timeout_s: float = 600,
+            **cfg: Any) -> dict[str, dict[str, dict[str, Any]]]:
+    """Horovod and DDP, one synthetic run each per setting, across the nodes (or here without a cluster).
+
+    The order alternates (Horovod first in the first setting, DDP first in the next) so slow
+    drift on a shared machine does not favour one backend.
+
+    Returns:
+        setting -> {"horovod": run, "ddp": run} (each :func:`hpcml.train.bench.run_bench`'s JSON).
+    """
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for i, setting in enumerate(settings):
+        opts = setting_options(setting, matched_mb)
+        order = ("horovod", "ddp") if i % 2 == 0 else ("ddp", "horovod")
+        out[setting] = {}
+        for backend in order:
+            extra = {"cycle_time_ms": cycle_time_ms} if backend == "horovod" else {}
+            out[setting][backend] = bench.run_bench(world_size, ["synthetic"], timeout_s, tag=f"bakeoff-{setting}",
+                                                    backend=backend, cluster=cluster, **opts, **extra, **cfg)
+    return out
+
+
+def link_rates(cluster: LocalCluster, profiles: tuple[str, ...] | list[str], seconds: float = 1.0) -> dict[str, float]:
+    """Link rate (bits/s) of each profile: the tc rate when shaped; iperf3's measured rate unshaped
+    (one TCP stream between the first two nodes, on the cluster's current shaping: call it unshaped)."""
+    rates = {}
+    for prof in profiles:
+        rate = fabric.parse_rate(prof)
+        if rate is None:
+            names = [n.name for n in cluster.plan.nodes]
+            rate = cluster.iperf(names[0], names[1], seconds=seconds)
+        rates[prof] = float(rate)
+    return rates
+
+
+def link_sweep(cluster: LocalCluster, profiles: tuple[str, ...] | list[str] = PROFILES_CI, backend: str = "ddp",
+               world_size: int = 2, one: dict[str, Any] | None = None, timeout_s: float = 600,
+               **cfg: Any) -> dict[str, Any]:
+    """``backend``'s synthetic benchmark on ``world_size`` nodes at each link profile, and on one node.
+
+    Args:
+        cluster: a running multi-node cluster.
+        profiles: link profiles (``"unshaped"`` or a tc rate), in the order run.
+        backend: ``horovod`` or ``ddp``.
+        world_size: nodes (one rank each).
+        one: a 1-worker run to reuse (the compute per step; no link involved); run here if None.
+        timeout_s: per run.
+        **cfg: benchmark options (image size, batch, iterations, bucket_mb, ...).
+
+    Returns:
+        ``{"one", "runs": {profile: run}, "rates_bps": {profile: bits/s}, "backend", "world_size"}``.
+
+    Raises:
+        ValueError: the cluster is not a running multi-node one.
+    """
+    if not bench.on_nodes(cluster):
+        raise ValueError("link_sweep needs the multi-node cluster (it shapes the links between nodes); got "
+                         + ("none" if cluster is None else f"the {cluster.mode}-node fallback"))
+    names = [n.name for n in cluster.plan.nodes]
+    cluster.shape("unshaped")
+    rates = link_rates(cluster, profiles)
+    if one is None:
+        one = bench.run_bench(1, ["synthetic"], timeout_s, tag="sweep-one", backend=backend, cluster=cluster,
+                              hosts=names[:1], **cfg)
+    runs = {}
+    try:
+        for prof in profiles:
+            cluster.shape(prof)
+            runs[prof] = bench.run_bench(world_size, ["synthetic"], timeout_s, tag=f"sweep-{prof}", backend=backend,
+                                         cluster=cluster, **cfg)
+    finally:
+        cluster.shape("unshaped")
+    return {"one": one, "runs": runs, "rates_bps": rates, "backend": backend, "world_size": world_size}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpcml.train.sweep``: the bake-off and the link sweep on a cluster of its own; one JSON."""
+    from hpcml.cluster import local
+    from hpcml.cluster.fabric import LocalClusterSpec
+
+    ap = argparse.ArgumentParser(description="Horovod vs DDP across nodes, and the link sweep (issue 25)")
+    ap.add_argument("--cluster", default="hpcmlsw", help="the cluster's name (never the pipeline's 'hpcml')")
+    ap.add_argument("--profiles", default=",".join(PROFILES_FULL))
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="bake-off settings; empty for none")
+    ap.add_argument("--backend", default="ddp", choices=bench.BACKENDS, help="the sweep's backend")
+    ap.add_argument("--arch", default="resnet50")
+    ap.add_argument("--image-size", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--batches-per-iter", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--cycle-time-ms", type=float, default=None, help="Horovod's cycle (default: its 1 ms)")
+    ap.add_argument("--out", type=Path, default=None, help="the JSON (default build/sweep/<cluster>.json)")
+    a = ap.parse_args(argv)
+    if a.cluster == fabric.PREFIX:
+        ap.error(f"--cluster {a.cluster!r} is the pipeline's cluster; name one of your own")
+    cfg = dict(arch=a.arch, image_size=a.image_size, batch_size=a.batch_size, iters=a.iters,
+               batches_per_iter=a.batches_per_iter, warmup_batches=a.warmup)
+    state = paths.build_dir() / "sweep" / f"cluster-{a.cluster}"
+    running = local.leftovers(a.cluster)["netns"]
+    cl = local.up(LocalClusterSpec(nodes=2, name=a.cluster), state)
+    out: dict[str, Any] = {"config": cfg, "argv": sys.argv[1:] if argv is None else argv}
+    try:
+        settings = tuple(s for s in a.settings.split(",") if s)
+        if settings:
+            out["bakeoff"] = bakeoff(cl, settings, cycle_time_ms=a.cycle_time_ms, **cfg)
+        profiles = [p for p in a.profiles.split(",") if p]
+        if profiles:
+            out["sweep"] = link_sweep(cl, profiles, backend=a.backend, **cfg)
+            out["ceiling"] = bench.ceiling(2, cluster=cl, **cfg)
+    finally:
+        if not running:
+            local.down(state, prefix=a.cluster)
+    dest = a.out or paths.build_dir() / "sweep" / f"{a.cluster}.json"
+    paths.atomic_write_text(paths.ensure(dest.parent) / dest.name, json.dumps(out, indent=2, default=float))
+    print(dest)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

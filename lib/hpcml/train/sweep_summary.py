@@ -1,0 +1,229 @@
+"""Horovod vs DDP across the nodes, and the link sweep, as numbers: pure functions of the runs.
+
+:mod:`hpcml.train.sweep` launches the runs (each a :func:`hpcml.train.bench.run_bench` JSON);
+this module turns them into what notebook 02 shows and records:
+
+* :func:`backend_ratio`: Horovod/DDP total throughput with its 95 % half-width (the ranks'
+  1.96σ over timed iterations, propagated: :func:`hpcml.train.scaling.ratio_with_ci95`);
+* :func:`allreduce_gap_s` / :func:`gap_explained`: how much of a step-time gap the allreduce
+  micro-benchmark's per-size time difference accounts for (gradients cut into buckets);
+* :func:`sweep_points` / :func:`fit_sweep`: scaling efficiency per link profile and the
+  interconnect model (:func:`hpcml.cost.interconnect.fit_step_time`) fitted to it, serial and
+  overlapped; :func:`metrics` the Metric list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hpcml.cost import interconnect as ic
+from hpcml.report import Metric
+from hpcml.train.scaling import efficiency_with_ci95, ratio_with_ci95, total_with_ci95
+
+MIB = 1024 * 1024
+#: The relative error the fitted model may have at any profile (issue 25's target).
+FIT_TOLERANCE = 0.15
+
+
+def step_s(run: Mapping[str, Any]) -> float:
+    """Seconds per step of one worker of a synthetic run: per-worker batch / mean per-worker img/s."""
+    syn = run["synthetic"]
+    return float(run["config"]["batch_size"]) / float(syn["per_worker_img_per_s"])
+
+
+def backend_ratio(hvd: Mapping[str, Any], ddp: Mapping[str, Any]) -> dict[str, float]:
+    """Horovod / DDP total img/s of the same synthetic benchmark, with its 95 % interval.
+
+    Returns:
+        ``{"ratio", "ci95", "lower", "upper", "horovod_img_per_s", "ddp_img_per_s"}``.
+    """
+    h, d = total_with_ci95(hvd), total_with_ci95(ddp)
+    r, hw = ratio_with_ci95(h, d)
+    return {"ratio": r, "ci95": hw, "lower": r - hw, "upper": r + hw, "horovod_img_per_s": h[0],
+            "ddp_img_per_s": d[0]}
+
+
+def interp_time_s(times: Mapping[int | float, float], size_bytes: float) -> float:
+    """The allreduce time of ``size_bytes``, interpolated log-log between the measured sizes
+    (extrapolated linearly in size beyond the largest: the bandwidth term)."""
+    if not times:
+        raise ValueError("interp_time_s: no measured sizes")
+    sizes = np.array(sorted(float(s) for s in times))
+    ts = np.array([float(times[k]) for k in sorted(times, key=float)])
+    if np.any(sizes <= 0) or np.any(ts <= 0):
+        raise ValueError(f"interp_time_s: sizes and times must be > 0, got {dict(times)}")
+    if size_bytes >= sizes[-1]:
+        return float(ts[-1] * size_bytes / sizes[-1])
+    if size_bytes <= sizes[0]:
+        return float(ts[0])
+    return float(np.exp(np.interp(np.log(size_bytes), np.log(sizes), np.log(ts))))
+
+
+def buckets(grad_bytes: float, bucket_mb: float) -> list[float]:
+    """The gradient cut into buckets of ``bucket_mb`` MiB (the last one the remainder)."""
+    if not bucket_mb > 0 or not grad_bytes > 0:
+        raise ValueError(f"buckets: grad_bytes and bucket_mb must be > 0, got {grad_bytes} and {bucket_mb}")
+    b = bucket_mb * MIB
+    full = int(grad_bytes // b)
+    rest = grad_bytes - full * b
+    return [b] * full + ([rest] if rest > 0 else [])
+
+
+def allreduce_gap_s(times_a: Mapping[int | float, float], times_b: Mapping[int | float, float], grad_bytes: float,
+                    bucket_mb: float) -> float:
+    """Seconds per step by which tool A's allreduce of the gradients is slower than tool B's:
+    the per-bucket time difference of the micro-benchmark, summed over the buckets."""
+    return sum(interp_time_s(times_a, s) - interp_time_s(times_b, s) for s in buckets(grad_bytes, bucket_mb))
+
+
+def gap_explained(step_a_s: float, step_b_s: float, allreduce_gap: float) -> float:
+    """The share of the step-time gap ``step_a - step_b`` that ``allreduce_gap`` accounts for
+    (NaN when there is no gap to explain)."""
+    gap = step_a_s - step_b_s
+    return allreduce_gap / gap if gap > 0 else math.nan
+
+
+def sweep_points(one: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], rates_bps: Mapping[str, float],
+                 n: int) -> list[dict[str, Any]]:
+    """One row per link profile: the link rate, step time and scaling efficiency (± 95 %).
+
+    Args:
+        one: the 1-worker run (the compute per step).
+        runs: profile name -> the ``n``-worker run at that profile.
+        rates_bps: profile name -> link rate in bits/s (tc rate; measured for ``unshaped``).
+        n: workers of the runs.
+    """
+    missing = sorted(set(runs) - set(rates_bps))
+    if missing:
+        raise ValueError(f"sweep_points: no link rate for profile(s) {missing}")
+    rows = []
+    for prof, run in runs.items():
+        eff, hw = efficiency_with_ci95(run, one, n)
+        rows.append({"profile": prof, "rate_bps": float(rates_bps[prof]), "step_s": step_s(run),
+                     "compute_s": step_s(one), "efficiency": eff, "efficiency_ci95": hw,
+                     "img_per_s": run["synthetic"]["total_img_per_s"]})
+    return sorted(rows, key=lambda r: -r["rate_bps"])
+
+
+def fit_sweep(points: Sequence[Mapping[str, Any]], grad_bytes: float, n: int) -> dict[str, ic.InterconnectFit]:
+    """The interconnect model fitted to the sweep's points, serial and overlapped."""
+    bws = [p["rate_bps"] / 8 for p in points]
+    steps = [p["step_s"] for p in points]
+    compute = points[0]["compute_s"]
+    return {"serial": ic.fit_step_time(bws, steps, compute, grad_bytes, n, overlap=False),
+            "overlap": ic.fit_step_time(bws, steps, compute, grad_bytes, n, overlap=True)}
+
+
+def fit_rows(points: Sequence[Mapping[str, Any]], fits: Mapping[str, ic.InterconnectFit]) -> list[dict[str, Any]]:
+    """Per profile: measured efficiency, each fit's efficiency and relative error."""
+    rows = []
+    for i, p in enumerate(points):
+        row = {"profile": p["profile"], "link_mbit_s": p["rate_bps"] / 1e6, "measured": p["efficiency"],
+               "measured_ci95": p["efficiency_ci95"]}
+        for name, f in fits.items():
+            row[f"fit_{name}"] = f.efficiency(p["rate_bps"] / 8)
+            row[f"err_{name}"] = f.rel_errors[i]
+        rows.append(row)
+    return rows
+
+
+def best_fit(fits: Mapping[str, ic.InterconnectFit]) -> str:
+    """The name of the fit with the smallest largest relative error."""
+    return min(fits, key=lambda k: fits[k].max_abs_rel_error)
+
+
+def knee_reading(fit: ic.InterconnectFit) -> str:
+    """Why the knee is where it is, in the fit's own terms (no measured numbers in the text)."""
+    return ("At the knee one ring allreduce of the gradients takes as long as a step's compute. Above it the "
+            "link is fast enough that communication is a small addition to the compute (or hides under the "
+            "backward pass), and the curve is flat; below it the allreduce grows as 1/bandwidth and takes over "
+            "the step. The knee moves right (needs more bandwidth) when compute per step shrinks (a faster "
+            "chip, a smaller batch, smaller images) or gradients grow, and left when the allreduce reaches "
+            "more of the link rate.")
+
+
+def metrics(points: Sequence[Mapping[str, Any]], fits: Mapping[str, ic.InterconnectFit], backend: str,
+            arch: str, image_size: int) -> list[Metric]:
+    """The sweep's metrics for notebook 02, in order."""
+    best = best_fit(fits)
+    knee = fits[best].knee_bytes_per_s * 8 / 1e6
+    ms = [Metric("sweep_efficiency", {p["profile"]: p["efficiency"] for p in points},
+                 description=f"{arch} {image_size}px, {backend}, 2 nodes x 1 rank vs 1, per link profile"),
+          Metric("sweep_efficiency_ci95", {p["profile"]: p["efficiency_ci95"] for p in points},
+                 description="95 % half-widths of the sweep's efficiencies (ranks' 1.96σ, propagated)"),
+          Metric("sweep_link_mbit_s", {p["profile"]: p["rate_bps"] / 1e6 for p in points}, unit="Mbit/s",
+                 description="link rate of each profile: the tc rate, or iperf3's measured rate unshaped")]
+    for name, f in fits.items():
+        ms += [Metric(f"interconnect_fit_eta_{name}", f.eta,
+                      description=f"{name} model: share of the link rate the allreduce reaches (fitted)"),
+               Metric(f"interconnect_fit_overhead_s_{name}", f.overhead_s, unit="s",
+                      description=f"{name} model: per-step time no bandwidth removes (fitted)"),
+               Metric(f"interconnect_fit_max_err_{name}", f.max_abs_rel_error,
+                      description=f"{name} model: largest |fitted - measured| / measured efficiency over the profiles")]
+    ms += [Metric("interconnect_best_fit", best, description="the model form with the smaller largest error"),
+           Metric("interconnect_fit_max_err", fits[best].max_abs_rel_error, headline=True,
+                  description=f"best fit's largest relative efficiency error (target <= {FIT_TOLERANCE:.0%})"),
+           Metric("interconnect_knee_mbit_s", knee, unit="Mbit/s",
+                  description="link rate where the fitted allreduce time equals the compute per step")]
+    return ms
+
+
+def describe_setting(run: Mapping[str, Any]) -> str:
+    """How a run's gradients were bucketed and (Horovod) cycled, from its own config."""
+    cfg = run["config"]
+    mb = cfg.get("bucket_mb")
+    if run.get("backend", cfg.get("backend")) == "horovod":
+        cyc = cfg.get("cycle_time_ms")
+        return (f"Horovod fusion threshold {'its default' if mb is None else f'{mb:g} MiB'}, "
+                f"cycle {'its default 1 ms' if not cyc else f'{cyc:g} ms'}")
+    return f"DDP bucket_cap_mb {'its default 25' if mb is None else f'{mb:g}'}"
+
+
+def ratio_metrics(pairs: Mapping[str, Mapping[str, Mapping[str, Any]]], arch: str) -> list[Metric]:
+    """Per setting (``matched``, ``defaults``): the Horovod/DDP ratio, its half-width and both throughputs.
+
+    Args:
+        pairs: setting -> {"horovod": run, "ddp": run}.
+        arch: the benchmark's model (names the metrics).
+    """
+    ms = []
+    for setting, pair in pairs.items():
+        r = backend_ratio(pair["horovod"], pair["ddp"])
+        how = f"{describe_setting(pair['horovod'])} vs {describe_setting(pair['ddp'])}"
+        ms += [Metric(f"{arch}_horovod_ddp_ratio_{setting}", r["ratio"], unit="x", headline=setting == "matched",
+                      description=f"{arch} synthetic, total img/s Horovod / DDP across the nodes, {setting}: {how}"),
+               Metric(f"{arch}_horovod_ddp_ratio_{setting}_ci95", r["ci95"], unit="x",
+                      description="95 % half-width: each run's ranks' 1.96σ in quadrature, propagated to the ratio"),
+               Metric(f"{arch}_img_per_s_horovod_{setting}", r["horovod_img_per_s"], unit="img/s",
+                      description=f"total img/s, Horovod, {setting}"),
+               Metric(f"{arch}_img_per_s_ddp_{setting}", r["ddp_img_per_s"], unit="img/s",
+                      description=f"total img/s, DDP, {setting}")]
+    return ms
+
+
+def gap_metrics(pair: Mapping[str, Mapping[str, Any]], times: Mapping[str, Mapping[int | float, float]],
+                grad_bytes: float, bucket_mb: float, arch: str, setting: str = "matched") -> list[Metric]:
+    """How much of the Horovod-DDP step gap the allreduce micro-benchmark accounts for.
+
+    Args:
+        pair: {"horovod": run, "ddp": run} of one setting.
+        times: {"horovod": {bytes: s}, "ddp": {bytes: s}}: each tool's allreduce time per message
+            size across the same nodes (the micro-benchmark's medians).
+        grad_bytes: gradient bytes per step.
+        bucket_mb: the bucket size of the setting (MiB).
+        arch: names the metrics.
+        setting: names the metrics.
+    """
+    sh, sd = step_s(pair["horovod"]), step_s(pair["ddp"])
+    ar = allreduce_gap_s(times["horovod"], times["ddp"], grad_bytes, bucket_mb)
+    return [Metric(f"{arch}_step_gap_s_{setting}", sh - sd, unit="s",
+                   description="Horovod step - DDP step per worker (batch / per-worker img/s)"),
+            Metric(f"{arch}_allreduce_gap_s_{setting}", ar, unit="s",
+                   description=f"Horovod - torch.distributed allreduce time of the gradients in {bucket_mb:g} MiB "
+                               "buckets, from the micro-benchmark's per-size times"),
+            Metric(f"{arch}_gap_explained_{setting}", gap_explained(sh, sd, ar),
+                   description="allreduce gap / step gap (NaN: Horovod was not slower)")]
