@@ -384,3 +384,22 @@ def test_checkpoint_write_summary_is_total_bytes_over_total_seconds():
     s = checkpoint_write_summary([{"bytes": 1_000_000, "seconds": 0.5}, {"bytes": 3_000_000, "seconds": 1.5}])
     assert s["count"] == 2 and s["bytes_total"] == 4_000_000 and s["mean_bytes"] == 2_000_000
     assert s["bytes_per_s"] == pytest.approx(2e6)
+
+
+@pytest.mark.parametrize("a,b,steps,expect", [
+    ([2.0, 1.0], [2.0, 1.0], 100, {"max_rel_diff": 0.0, "mean_rel_diff": 0.0, "steps": 2, "worst_step": 1}),
+    ([2.0, 1.0, 0.5], [2.0, 1.1, 9.0], 2, {"max_rel_diff": 0.1 / 1.1, "mean_rel_diff": 0.05 / 1.1, "steps": 2,
+                                            "worst_step": 2}),
+    ([0.0, 4.0], [0.0, 2.0, 1.0], 10, {"max_rel_diff": 0.5, "mean_rel_diff": 0.25, "steps": 2, "worst_step": 2}),
+], ids=["equal", "first-n-only", "zero-and-shorter"])
+def test_loss_parity(a, b, steps, expect):
+    assert loop.loss_parity(a, b, steps) == pytest.approx(expect)
+
+
+@pytest.mark.parametrize("a,b,steps,match", [
+    ([1.0], [1.0], 0, "steps must be >= 1"), ([], [1.0], 5, "nothing to compare"),
+    ([float("nan")], [1.0], 5, "NaN or infinite"),
+], ids=["steps", "empty", "nan"])
+def test_loss_parity_rejects_bad_input(a, b, steps, match):
+    with pytest.raises(ValueError, match=match):
+        loop.loss_parity(a, b, steps)

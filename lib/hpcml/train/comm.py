@@ -36,8 +36,7 @@ from typing import Any, Iterator
 
 import torch
 
-#: The training backends, :attr:`hpcml.train.spec.TrainSpec.backend`'s choices.
-BACKENDS = ("horovod", "ddp")
+from hpcml.train.spec import BACKENDS  # TrainSpec.backend's choices, named once
 #: Reduction ops of :meth:`Comm.allreduce`.
 OPS = ("mean", "sum", "min")
 #: Seconds any rendezvous or collective waits before it fails.
@@ -85,11 +84,11 @@ class Comm:
     def wait(self, handle: Any) -> torch.Tensor:
         raise NotImplementedError
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        """``root``'s (picklable) ``obj`` on every rank."""
+    def broadcast_object(self, obj: Any, root: int = 0, name: str | None = None) -> Any:
+        """``root``'s (picklable) ``obj`` on every rank (``name``: Horovod's collective name)."""
         raise NotImplementedError
 
-    def allgather_object(self, obj: Any) -> list[Any]:
+    def allgather_object(self, obj: Any, name: str | None = None) -> list[Any]:
         """Every rank's ``obj``, in rank order."""
         raise NotImplementedError
 
@@ -124,13 +123,6 @@ class HorovodComm(Comm):
     def __init__(self, hvd: Any, bucket_mb: float | None):
         self.hvd, self.bucket_mb = hvd, bucket_mb
         self._ops = {"mean": hvd.Average, "sum": hvd.Sum, "min": hvd.Min}
-        self._n = 0
-
-    def _name(self, name: str | None) -> str:
-        if name is None:  # Horovod matches collectives by name: an unnamed one gets a call-order name
-            self._n += 1
-            return f"hpcml.{self._n}"
-        return name
 
     def rank(self) -> int:
         return self.hvd.rank()
@@ -143,16 +135,16 @@ class HorovodComm(Comm):
 
     def allreduce_async(self, t: torch.Tensor, op: str = "mean", name: str | None = None) -> Any:
         _check_op(op)
-        return self.hvd.allreduce_async(t, name=self._name(name), op=self._ops[op])
+        return self.hvd.allreduce_async(t, name=name, op=self._ops[op])  # None: Horovod names it
 
     def wait(self, handle: Any) -> torch.Tensor:
         return self.hvd.synchronize(handle)
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
-        return self.hvd.broadcast_object(obj, root_rank=root, name=self._name(None))
+    def broadcast_object(self, obj: Any, root: int = 0, name: str | None = None) -> Any:
+        return self.hvd.broadcast_object(obj, root_rank=root, name=name)
 
-    def allgather_object(self, obj: Any) -> list[Any]:
-        return self.hvd.allgather_object(obj, name=self._name(None))
+    def allgather_object(self, obj: Any, name: str | None = None) -> list[Any]:
+        return self.hvd.allgather_object(obj, name=name)
 
     def barrier(self) -> None:
         self.hvd.barrier()
@@ -212,12 +204,12 @@ class DDPComm(Comm):
             return buf / self.size() if buf.is_floating_point() else buf // self.size()
         return buf
 
-    def broadcast_object(self, obj: Any, root: int = 0) -> Any:
+    def broadcast_object(self, obj: Any, root: int = 0, name: str | None = None) -> Any:
         box = [obj]
         self.dist.broadcast_object_list(box, src=root)
         return box[0]
 
-    def allgather_object(self, obj: Any) -> list[Any]:
+    def allgather_object(self, obj: Any, name: str | None = None) -> list[Any]:
         out: list[Any] = [None] * self.size()
         self.dist.all_gather_object(out, obj)
         return out

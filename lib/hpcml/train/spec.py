@@ -15,6 +15,9 @@ from typing import Any
 from hpcml import specbase
 
 ARCHS = ("cnn", "resnet18", "resnet50")
+#: The training backends (one loop, two collective layers: :mod:`hpcml.train.comm`). Named here,
+#: the spec layer, and re-exported by ``hpcml.train.comm.BACKENDS``.
+BACKENDS = ("horovod", "ddp")
 OPTIMIZERS = ("sgd", "adamw")
 TARGETS = ("local", "slurm", "kubernetes", "sagemaker", "batch")
 #: The training images, named once: docker/Dockerfile.train (CPU, Gloo) builds
@@ -53,6 +56,13 @@ class TrainSpec:
         warmup_epochs: epochs of linear LR warm-up from lr to lr*world_size.
         weight_decay, optimizer, momentum: optimiser settings.
         fp16_allreduce: compress gradients to fp16 for the allreduce.
+        backend: the collective layer, one of BACKENDS: ``"horovod"`` (horovodrun, Gloo) or
+            ``"ddp"`` (torchrun, PyTorch DistributedDataParallel over Gloo); independent of
+            the target (the same worker runs either).
+        bucket_mb: gradient bucket size in MiB: Horovod's fusion threshold, DDP's
+            ``bucket_cap_mb``; None = each tool's own default (64 / 25 MiB).
+        record_losses: rank 0 records the first N per-step losses (``metrics["step_losses"]``)
+            so two runs can be compared (:func:`hpcml.train.loop.loss_parity`); 0 = none.
         seed: random seed (same seed -> same result).
         dataset_dir: the Parquet shards (hpcml.data layout); None = default.
         out_dir: checkpoints, logs and the model; None = build/runs/<name>.
@@ -82,6 +92,9 @@ class TrainSpec:
     optimizer: str = "sgd"
     momentum: float = 0.9
     fp16_allreduce: bool = False
+    backend: str = "horovod"
+    bucket_mb: float | None = None
+    record_losses: int = 100
     seed: int = 0
     dataset_dir: str | None = None
     out_dir: str | None = None
@@ -105,11 +118,16 @@ class TrainSpec:
         for f in ("world_size", "threads_per_worker", "epochs", "batch_size", "depth", "width"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 1:
                 bad(f, "an integer >= 1")
-        for f in ("checkpoint_every", "max_steps", "metrics_port", "gpus_per_worker"):
+        for f in ("checkpoint_every", "max_steps", "metrics_port", "gpus_per_worker", "record_losses"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) < 0:
                 bad(f, "an integer >= 0")
         if self.arch not in ARCHS:
             bad("arch", f"one of {ARCHS}")
+        if self.backend not in BACKENDS:
+            bad("backend", f"one of {BACKENDS}")
+        if self.bucket_mb is not None and (isinstance(self.bucket_mb, bool)
+                                           or not isinstance(self.bucket_mb, (int, float)) or not self.bucket_mb > 0):
+            bad("bucket_mb", "None (each tool's default) or a positive number of MiB")
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"one of {OPTIMIZERS}")
         if not (self.lr > 0):

@@ -1,13 +1,17 @@
-"""The ``local`` target: a TrainSpec under ``horovodrun`` (Gloo) on this machine, elastic or not.
+"""The ``local`` target: a TrainSpec under ``horovodrun`` (Gloo) or ``torchrun`` on this machine.
 
 :func:`run_local` checks the shards, writes the spec JSON next to the run, starts
-``horovodrun -np N -H localhost:N --gloo python -m hpcml.train.worker --spec …`` (the
-venv's horovodrun, next to ``sys.executable``) in its own process group, streams rank
-0's progress lines, enforces a timeout and returns the parsed final metrics;
+``horovodrun -np N -H localhost:N --gloo python -m hpcml.train.worker --spec …``
+(``spec.backend == "horovod"``) or ``torchrun --standalone --nproc-per-node N -m
+hpcml.train.worker --spec …`` (``"ddp"``; the venv's launchers, next to ``sys.executable``)
+in its own process group, streams rank 0's progress lines, enforces a timeout and returns
+the parsed final metrics;
 :func:`start_local` starts the same job in the background (:class:`LocalJob`: wait for an
 event, kill a worker, kill the job). :func:`launch_local` is the registry's launcher.
 
-Elastic runs get a host-discovery script. Horovod blacklists the *host* of a failed
+Elastic DDP runs under ``torchrun --max-restarts K`` (``spec.extra["max_restarts"]``, default
+3): after a failure the agent restarts every worker, which resumes from the latest checkpoint.
+Elastic Horovod runs get a host-discovery script. Horovod blacklists the *host* of a failed
 worker, so on one machine the slots are listed under two local names (``localhost``
 and ``127.0.0.1``, both loopback): killing a worker blacklists only its alias and the
 job continues on the survivors.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +40,8 @@ from hpcml.train.worker import ERROR_PREFIX, PREFIX
 
 
 class TrainJobError(RuntimeError):
-    """The horovodrun job failed; ``.events`` holds the worker error lines (parsed)."""
+    """The training job failed; ``.events`` holds the worker error lines (parsed: each names
+    its ``host`` and ``rank``)."""
 
     def __init__(self, message: str, events: list[dict] | None = None, returncode: int | None = None):
         super().__init__(message)
@@ -53,6 +59,29 @@ def horovodrun_path() -> Path:
     return p
 
 
+def torchrun_path() -> Path:
+    """The ``torchrun`` of this interpreter's environment (it runs ``-m`` with this interpreter)."""
+    p = Path(sys.executable).parent / "torchrun"
+    if not p.exists():
+        raise FileNotFoundError(f"torchrun not found next to {sys.executable}: install torch into this environment")
+    return p
+
+
+#: Seconds torchrun's rendezvous waits for its nodes before it fails.
+RDZV_JOIN_TIMEOUT_S = 60
+
+
+def torchrun_command(spec: TrainSpec, spec_path: Path, module: str = WORKER_MODULE,
+                     module_args: list[str] | None = None) -> list[str]:
+    """``torchrun --standalone --nproc-per-node N`` (elastic: ``--max-restarts K``) for ``spec``."""
+    cmd = [str(torchrun_path()), "--standalone", "--nproc-per-node", str(spec.world_size),
+           "--rdzv-conf", f"join_timeout={RDZV_JOIN_TIMEOUT_S}"]
+    if spec.elastic:
+        cmd += ["--max-restarts", str(int(spec.extra.get("max_restarts", 3)))]
+    cmd += ["-m", module]
+    return cmd + (module_args if module_args is not None else ["--spec", str(spec_path)])
+
+
 def discovery_script(path: Path, slots: int) -> Path:
     """Write an executable host-discovery script listing ``slots`` local slots (two aliases)."""
     lines = ["#!/bin/sh", "# hpcml: local slots under two loopback names (one blacklistable alias each)"]
@@ -67,7 +96,8 @@ def discovery_script(path: Path, slots: int) -> Path:
 
 def build_command(spec: TrainSpec, spec_path: Path, discovery: Path | None = None,
                   module: str = WORKER_MODULE, module_args: list[str] | None = None) -> list[str]:
-    """The horovodrun argv for ``spec`` (elastic when ``discovery`` is given).
+    """The launcher argv for ``spec``: horovodrun (elastic when ``discovery`` is given), or
+    :func:`torchrun_command` when ``spec.backend == "ddp"``.
 
     Args:
         spec: the job.
@@ -76,6 +106,8 @@ def build_command(spec: TrainSpec, spec_path: Path, discovery: Path | None = Non
         module: the module each rank runs (the benchmarks run their own).
         module_args: its arguments (default ``--spec spec_path``).
     """
+    if spec.backend == "ddp":
+        return torchrun_command(spec, spec_path, module, module_args)
     n = spec.world_size
     cmd = [str(horovodrun_path()), "-np", str(n)]
     if discovery is not None:
@@ -101,7 +133,7 @@ def parse_line(line: str) -> tuple[str, dict] | None:
 
 @dataclass
 class LocalJob:
-    """A running horovodrun job (its own process group)."""
+    """A running horovodrun or torchrun job (its own process group)."""
 
     spec: TrainSpec
     proc: subprocess.Popen
@@ -139,6 +171,10 @@ class LocalJob:
             time.sleep(0.05)
         raise TimeoutError(f"no matching event within {timeout_s} s; log: {self.log_path}")
 
+    def log_tail(self, chars: int = 1500) -> str:
+        """The last ``chars`` characters of the job's log."""
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+
     def worker_pid(self, rank: int) -> int:
         return int((self.spec.resolved_out_dir() / "pids" / f"rank-{rank}.pid").read_text())
 
@@ -170,13 +206,15 @@ class LocalJob:
         if self._reader:
             self._reader.join(timeout=10)
         if self.errors:
-            msg = "; ".join(e.get("message", str(e)) for e in self.errors[:1])
-            raise TrainJobError(msg, self.errors, self.proc.returncode)
+            e = self.errors[0]
+            where = f" (rank {e.get('rank', '?')} on node {e['host']})" if "host" in e else ""
+            raise TrainJobError(f"{e.get('message', str(e))}{where}; last log lines ({self.log_path}):\n"
+                                f"{self.log_tail()}", self.errors, self.proc.returncode)
         metrics = self.spec.resolved_out_dir() / "metrics.json"
         if self.proc.returncode != 0 or not metrics.exists():
-            tail = self.log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-            raise TrainJobError(f"horovodrun exited with {self.proc.returncode}; log {self.log_path}:\n{tail}",
-                                self.errors, self.proc.returncode)
+            launcher = Path(self.proc.args[0]).name if isinstance(self.proc.args, list) else "the launcher"
+            raise TrainJobError(f"{launcher} exited with {self.proc.returncode} on node {socket.gethostname()}; "
+                                f"log {self.log_path}:\n{self.log_tail(3000)}", self.errors, self.proc.returncode)
         return json.loads(metrics.read_text(encoding="utf-8"))
 
 
@@ -184,7 +222,7 @@ def start_local(spec: TrainSpec, on_progress: Callable[[dict], None] | None = No
                 env: dict[str, str] | None = None, module: str = WORKER_MODULE,
                 module_args: list[str] | None = None, check_data: bool = True,
                 command: Callable[[Path], list[str]] | None = None) -> LocalJob:
-    """Start ``spec`` under horovodrun in the background (elastic if ``spec.elastic``).
+    """Start ``spec`` under its backend's launcher in the background (elastic if ``spec.elastic``).
 
     Args:
         spec: the job.
@@ -204,10 +242,11 @@ def start_local(spec: TrainSpec, on_progress: Callable[[dict], None] | None = No
     if command is not None:
         cmd = command(spec_path)
     else:
-        disc = discovery_script(out / "discover_hosts.sh", spec.world_size) if spec.elastic else None
+        elastic_hvd = spec.elastic and spec.backend == "horovod"
+        disc = discovery_script(out / "discover_hosts.sh", spec.world_size) if elastic_hvd else None
         cmd = build_command(spec, spec_path, disc, module=module, module_args=module_args)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    log_path = out / "horovodrun.log"
+    log_path = out / ("torchrun.log" if spec.backend == "ddp" else "horovodrun.log")
     log_path.write_text(" ".join(cmd) + "\n", encoding="utf-8")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                             env=full_env, cwd=str(out), start_new_session=True)
