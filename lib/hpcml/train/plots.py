@@ -70,3 +70,41 @@ def split_chart(split_frac: Mapping[str, float], label: str = "rank 0"):
     ax.set_xlabel("fraction of step time")
     ax.legend(ncol=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35))
     return fig
+
+
+def interconnect_chart(points: Sequence[Mapping[str, Any]], fits: Mapping[str, Any], knee_bps: float, title: str,
+                       ceiling: float | None = None):
+    """Scaling efficiency against link rate: measured points (±95 %), each fitted model's curve,
+    the knee (a vertical line) and, if given, the no-communication ceiling (a horizontal line).
+
+    Args:
+        points: rows with ``profile``, ``rate_bps``, ``efficiency`` and ``efficiency_ci95``
+            (:func:`hpcml.train.sweep_summary.sweep_points`).
+        fits: name -> a fit with ``efficiency(bytes_per_s)`` (:func:`hpcml.cost.interconnect.fit_step_time`).
+        knee_bps: the knee's link rate in bits/s.
+        title: the chart's title.
+        ceiling: the no-communication ceiling's efficiency, or None.
+    """
+    import numpy as np
+
+    rates = [p["rate_bps"] for p in points]
+    lo, hi = min(rates + [knee_bps]) / 3, max(rates + [knee_bps]) * 3
+    grid = np.geomspace(lo, hi, 200)
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for i, (name, f) in enumerate(fits.items()):
+        ax.plot(grid / 1e6, [f.efficiency(b / 8) for b in grid], color=f"C{i + 1}", label=f"model, {name}")
+    ax.errorbar([r / 1e6 for r in rates], [p["efficiency"] for p in points],
+                yerr=[p["efficiency_ci95"] for p in points], fmt="o", color="C0", capsize=4, label="measured")
+    for p in points:
+        ax.annotate(p["profile"], (p["rate_bps"] / 1e6, p["efficiency"]), textcoords="offset points", xytext=(4, 6),
+                    fontsize=7)
+    ax.axvline(knee_bps / 1e6, color="grey", ls="--", label="knee: allreduce = compute")
+    if ceiling is not None:
+        ax.axhline(ceiling, color="black", ls=":", label="no-communication ceiling")
+    ax.set_xscale("log")
+    ax.set_xlabel("link rate (Mbit/s)")
+    ax.set_ylabel("scaling efficiency")
+    ax.set_ylim(0, 1.1)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="lower right")
+    return fig

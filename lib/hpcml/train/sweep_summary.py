@@ -227,3 +227,47 @@ def gap_metrics(pair: Mapping[str, Mapping[str, Any]], times: Mapping[str, Mappi
                                "buckets, from the micro-benchmark's per-size times"),
             Metric(f"{arch}_gap_explained_{setting}", gap_explained(sh, sd, ar),
                    description="allreduce gap / step gap (NaN: Horovod was not slower)")]
+
+
+#: Per-GPU batch of the GPU carry: NVIDIA DeepLearningExamples' ResNet-50 v1.5 for PyTorch
+#: trains with 256 images per GPU under mixed precision (its README, "Default configuration"
+#: and the performance tables); the per-GPU throughput is ``hpcml.cost.models.GPU_RESNET50_IMG_S``.
+GPU_BATCH = 256
+
+
+def gpu_carry(fit: ic.InterconnectFit, nodes: Sequence[int] = (1, 2, 4, 8, 16), gpu_type: str = "H100",
+              batch_per_gpu: int = GPU_BATCH) -> list[dict[str, Any]]:
+    """The interconnect model on 8-GPU nodes (p5's EFA vs 100 Gbit/s TCP, :func:`hpcml.cost.interconnect.carry_to_gpus`),
+    with the link rate at which this sweep's runs had the same communication/compute ratio
+    (``cpu_sweep_equivalent_mbit_s``: where the GPU job sits on the measured curve).
+
+    Args:
+        fit: the sweep's fit (compute per step, gradients, workers and ``eta`` of the CPU runs).
+        nodes: instance counts.
+        gpu_type: the GPU (its published ResNet-50 throughput and its link inside a node).
+        batch_per_gpu: images per GPU per step.
+    """
+    from hpcml.cost.models import GPU_RESNET50_IMG_S
+
+    rows = ic.carry_to_gpus(GPU_RESNET50_IMG_S[gpu_type], batch_per_gpu, fit.grad_bytes, nodes, gpu_type=gpu_type)
+    for r in rows:
+        r["cpu_sweep_equivalent_mbit_s"] = ic.equivalent_bandwidth(
+            r["comm_over_compute"], fit.compute_s, fit.grad_bytes, fit.n, fit.eta) * 8 / 1e6
+    return rows
+
+
+def carry_metrics(rows: Sequence[Mapping[str, Any]], at_nodes: int = 2) -> list[Metric]:
+    """The GPU carry's metrics: the table, and EFA vs TCP at ``at_nodes`` instances."""
+    pick = {r["network"].split()[-1]: r for r in rows if r["nodes"] == at_nodes}
+    ms = [Metric("gpu_carry", [dict(r) for r in rows],
+                 description="MODEL, not measured: ResNet-50 on 8-GPU nodes, EFA vs TCP (published inputs)")]
+    for net, r in pick.items():
+        key = net.lower()
+        ms += [Metric(f"gpu_{key}_efficiency_{at_nodes}nodes", r["efficiency"],
+                      description=f"MODEL: {r['network']}, {r['gpus']} GPUs, allreduce after backward"),
+               Metric(f"gpu_{key}_efficiency_overlap_{at_nodes}nodes", r["efficiency_overlap"],
+                      description=f"MODEL: {r['network']}, {r['gpus']} GPUs, allreduce overlapped with backward"),
+               Metric(f"gpu_{key}_cpu_equivalent_mbit_s", r["cpu_sweep_equivalent_mbit_s"], unit="Mbit/s",
+                      description=f"the link rate at which this sweep's CPU runs had {r['network']}'s "
+                                  "communication/compute ratio")]
+    return ms

@@ -1,0 +1,225 @@
+"""Horovod vs DDP across the nodes and the link sweep (hpcml.train.sweep, hpcml.train.sweep_summary).
+
+Unit tests on hand-made runs; one integration test runs both backends, the sweep and the
+ceiling on the 2-node cluster (tiny ResNet-18 at 32 px).
+"""
+
+import math
+
+import pytest
+
+from hpcml.cost import interconnect as ic
+from hpcml.report import Metric
+from hpcml.train import bench, sweep
+from hpcml.train import sweep_summary as ss
+
+G = 25_557_032 * 4
+
+
+def _run(backend, per_rank_img_s, conf=0.0, batch=32, bucket_mb=None, cycle=None):
+    per = [{"rank": r, "img_per_s": v, "conf95": conf, "host": f"n{r + 1}"} for r, v in enumerate(per_rank_img_s)]
+    return {"backend": backend, "config": {"batch_size": batch, "bucket_mb": bucket_mb, "cycle_time_ms": cycle,
+                                           "backend": backend},
+            "synthetic": {"per_rank": per, "total_img_per_s": sum(per_rank_img_s),
+                          "per_worker_img_per_s": sum(per_rank_img_s) / len(per_rank_img_s)}}
+
+
+@pytest.mark.unit
+def test_backend_ratio_and_interval_by_hand():
+    # 16 ± 0.1·√2·8 vs 20 ± 0.1·√2·10: relative half-widths 0.1/√2 each, in quadrature
+    r = ss.backend_ratio(_run("horovod", [8.0, 8.0], 0.8), _run("ddp", [10.0, 10.0], 1.0))
+    rel = 0.1 / 2 ** 0.5
+    assert r["ratio"] == pytest.approx(0.8) and r["ci95"] == pytest.approx(0.8 * (2 * rel ** 2) ** 0.5)
+    assert (r["lower"], r["upper"]) == (pytest.approx(0.8 - r["ci95"]), pytest.approx(0.8 + r["ci95"]))
+    assert (r["horovod_img_per_s"], r["ddp_img_per_s"]) == (16.0, 20.0)
+
+
+@pytest.mark.unit
+def test_step_time_is_batch_over_per_worker_throughput():
+    assert ss.step_s(_run("ddp", [8.0, 8.0], batch=32)) == pytest.approx(4.0)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("size,expected", [
+    (1024, 1e-3),                        # at a measured size
+    (4096, 4e-3),                        # between two: log-log, here a straight line
+    (2048, 2e-3),
+    (512, 1e-3),                         # below the smallest: its time (latency-bound)
+    (8192 * 3, 4e-3 * 3 * 8192 / 4096),  # beyond the largest: the bandwidth term, linear in size
+])
+def test_interp_time(size, expected):
+    times = {1024: 1e-3, 8192: 8e-3}
+    assert ss.interp_time_s(times, size) == pytest.approx(expected)
+
+
+@pytest.mark.unit
+def test_buckets_and_the_allreduce_gap():
+    mib = 1024 * 1024
+    assert ss.buckets(100 * mib, 25) == [25 * mib] * 4
+    assert ss.buckets(102 * mib, 25) == [25 * mib] * 4 + [2 * mib]
+    a = {mib: 0.010, 32 * mib: 0.320}  # 100 MiB/s
+    b = {mib: 0.008, 32 * mib: 0.256}  # 125 MiB/s
+    # 4 buckets of 25 MiB: each 0.25 s vs 0.2 s
+    assert ss.allreduce_gap_s(a, b, 100 * mib, 25) == pytest.approx(4 * (0.25 - 0.2))
+    assert ss.gap_explained(2.0, 1.6, 0.2) == pytest.approx(0.5)
+    assert math.isnan(ss.gap_explained(1.6, 2.0, 0.2))  # Horovod faster: nothing to explain
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("call,msg", [
+    (lambda: ss.interp_time_s({}, 10), "no measured sizes"),
+    (lambda: ss.interp_time_s({0: 1.0, 10: 1.0}, 5), "must be > 0"),
+    (lambda: ss.buckets(100, 0), "bucket_mb must be > 0"),
+    (lambda: sweep.setting_options("tuned"), "setting must be one of"),
+], ids=["empty", "zero-size", "zero-bucket", "setting"])
+def test_bad_input_is_named(call, msg):
+    with pytest.raises(ValueError, match=msg):
+        call()
+
+
+@pytest.mark.unit
+def test_setting_options():
+    assert sweep.setting_options("matched") == {"bucket_mb": sweep.MATCHED_MB} == {"bucket_mb": 25.0}
+    assert sweep.setting_options("defaults") == {"bucket_mb": None}
+    assert sweep.setting_options("matched", 64) == {"bucket_mb": 64}
+
+
+def _sweep_runs(eta=0.8, overhead=0.2, compute=4.0, profiles=("unshaped", "10gbit", "1gbit", "150mbit")):
+    rates = {"unshaped": 8e9, "10gbit": 1e10, "1gbit": 1e9, "150mbit": 1.5e8}
+    rates = {p: rates[p] for p in profiles}
+    runs = {p: _run("ddp", [32 / (ic.step_time(compute, G, 2, eta * r / 8) + overhead)] * 2, conf=0.1)
+            for p, r in rates.items()}
+    return _run("ddp", [32 / compute], conf=0.1), runs, rates
+
+
+@pytest.mark.unit
+def test_sweep_points_fit_and_metrics():
+    one, runs, rates = _sweep_runs()
+    pts = ss.sweep_points(one, runs, rates, 2)
+    assert [p["profile"] for p in pts] == ["10gbit", "unshaped", "1gbit", "150mbit"]  # fastest link first
+    slow = pts[-1]
+    assert slow["step_s"] == pytest.approx(4.0 + G / (0.8 * 1.5e8 / 8) + 0.2)
+    assert slow["efficiency"] == pytest.approx(4.0 / slow["step_s"]) and slow["compute_s"] == pytest.approx(4.0)
+    fits = ss.fit_sweep(pts, G, 2)
+    assert fits["serial"].eta == pytest.approx(0.8, rel=1e-3) and fits["serial"].max_abs_rel_error < 1e-4
+    assert ss.best_fit(fits) == "serial"
+    rows = ss.fit_rows(pts, fits)
+    assert rows[-1]["fit_serial"] == pytest.approx(slow["efficiency"], rel=1e-4)
+    assert set(rows[0]) == {"profile", "link_mbit_s", "measured", "measured_ci95", "fit_serial", "err_serial",
+                            "fit_overlap", "err_overlap"}
+    ms = ss.metrics(pts, fits, "ddp", "resnet50", 128)
+    by = {m.name: m for m in ms}
+    assert all(isinstance(m, Metric) for m in ms)
+    assert by["sweep_efficiency"].value["150mbit"] == pytest.approx(slow["efficiency"])
+    assert by["interconnect_best_fit"].value == "serial"
+    assert by["interconnect_fit_max_err"].headline and by["interconnect_fit_max_err"].value < 1e-4
+    assert by["interconnect_knee_mbit_s"].value == pytest.approx(G * 8 / (0.8 * 4.0) / 1e6, rel=1e-3)
+    assert {"interconnect_fit_eta_overlap", "interconnect_fit_overhead_s_serial"} <= set(by)
+    assert "knee" in ss.knee_reading(fits["serial"])
+
+
+@pytest.mark.unit
+def test_sweep_points_needs_a_rate_for_every_profile():
+    one, runs, rates = _sweep_runs()
+    del rates["1gbit"]
+    with pytest.raises(ValueError, match=r"no link rate for profile\(s\) \['1gbit'\]"):
+        ss.sweep_points(one, runs, rates, 2)
+
+
+@pytest.mark.unit
+def test_ratio_and_gap_metrics():
+    mib = 1024 * 1024
+    pairs = {"matched": {"horovod": _run("horovod", [8.0, 8.0], 0.8, bucket_mb=25, cycle=50),
+                         "ddp": _run("ddp", [10.0, 10.0], 1.0, bucket_mb=25)},
+             "defaults": {"horovod": _run("horovod", [9.0, 9.0], 0.9), "ddp": _run("ddp", [10.0, 10.0], 1.0)}}
+    ms = ss.ratio_metrics(pairs, "resnet50")
+    assert [m.name for m in ms][:4] == ["resnet50_horovod_ddp_ratio_matched", "resnet50_horovod_ddp_ratio_matched_ci95",
+                                        "resnet50_img_per_s_horovod_matched", "resnet50_img_per_s_ddp_matched"]
+    by = {m.name: m for m in ms}
+    assert by["resnet50_horovod_ddp_ratio_matched"].headline and not by["resnet50_horovod_ddp_ratio_defaults"].headline
+    assert by["resnet50_horovod_ddp_ratio_defaults"].value == pytest.approx(0.9)
+    assert "fusion threshold 25 MiB, cycle 50 ms vs DDP bucket_cap_mb 25" in by["resnet50_horovod_ddp_ratio_matched"].description
+    assert "fusion threshold its default, cycle its default 1 ms vs DDP bucket_cap_mb its default 25" in \
+        by["resnet50_horovod_ddp_ratio_defaults"].description
+    # steps 4 s vs 3.2 s; allreduce 100 MiB/s vs 125 MiB/s over 4 x 25 MiB: 0.2 s of the 0.8 s gap
+    times = {"horovod": {mib: 0.010, 32 * mib: 0.320}, "ddp": {mib: 0.008, 32 * mib: 0.256}}
+    gm = {m.name: m.value for m in ss.gap_metrics(pairs["matched"], times, 100 * mib, 25, "resnet50")}
+    assert gm == {"resnet50_step_gap_s_matched": pytest.approx(0.8), "resnet50_allreduce_gap_s_matched": pytest.approx(0.2),
+                  "resnet50_gap_explained_matched": pytest.approx(0.25)}
+
+
+@pytest.mark.unit
+def test_bench_refuses_a_bad_backend_and_a_sweep_without_nodes():
+    with pytest.raises(ValueError, match="backend must be one of"):
+        bench.run_bench(2, ["synthetic"], backend="mpi")
+    with pytest.raises(ValueError, match="link_sweep needs the multi-node cluster"):
+        sweep.link_sweep(None, ["1gbit"])
+
+
+TINY = dict(arch="resnet18", image_size=32, batch_size=2, iters=2, batches_per_iter=1, warmup_batches=1)
+
+
+@pytest.mark.integration
+def test_bakeoff_sweep_and_ceiling_across_the_nodes(mcluster):
+    from hpcml.train.targets.local import TrainJobError
+
+    nodes = [n.name for n in mcluster.plan.nodes]
+    b = sweep.bakeoff(mcluster, ("matched",), cycle_time_ms=20, timeout_s=180, **TINY)["matched"]
+    for backend, run in b.items():
+        assert run["backend"] == backend and run["config"]["bucket_mb"] == 25.0
+        assert run["placement"] == {"where": "nodes", "hosts": nodes[:2]}  # one rank on each node
+    assert b["horovod"]["horovod_cycle_time_ms"] == "20"
+    assert ss.backend_ratio(b["horovod"], b["ddp"])["ratio"] > 0
+    with pytest.raises(ValueError, match="multiple of the 2 host"):
+        bench.run_bench(3, ["synthetic"], backend="ddp", cluster=mcluster, hosts=nodes[:2], **TINY)
+
+    s = sweep.link_sweep(mcluster, ["1gbit"], backend="ddp", timeout_s=180, **TINY)
+    assert mcluster.spec.bandwidth == "unshaped" and mcluster.plan.rate_bps is None
+    assert s["one"]["world_size"] == 1 and s["one"]["placement"]["hosts"] == nodes[:1]
+    assert s["rates_bps"] == {"1gbit": 1e9} and s["runs"]["1gbit"]["world_size"] == 2
+    assert ss.sweep_points(s["one"], s["runs"], s["rates_bps"], 2)[0]["efficiency"] > 0
+    # a run that fails while shaped: the error names the node, and the link is unshaped again
+    with pytest.raises(TrainJobError, match="|".join(nodes)):
+        sweep.link_sweep(mcluster, ["100mbit"], one=s["one"], timeout_s=120, **{**TINY, "iters": 0})
+    assert mcluster.spec.bandwidth == "unshaped" and mcluster.plan.rate_bps is None
+
+    c = bench.ceiling(2, cluster=mcluster, timeout_s=180, **TINY)
+    assert c["placement"] == {"where": "nodes", "hosts": nodes[:2]}
+    assert [p["cores"] for p in c["per_process"]] == [list(n.cpus[:1]) for n in mcluster.plan.nodes[:2]]
+    assert 0 < c["efficiency"] < 1.5
+
+
+@pytest.mark.unit
+def test_interconnect_chart_draws_points_curves_and_knee():
+    from hpcml.train import plots
+
+    one, runs, rates = _sweep_runs()
+    pts = ss.sweep_points(one, runs, rates, 2)
+    fits = ss.fit_sweep(pts, G, 2)
+    fig = plots.interconnect_chart(pts, fits, fits["serial"].knee_bytes_per_s * 8, "t", ceiling=0.9)
+    ax = fig.axes[0]
+    assert [ln.get_label() for ln in ax.get_lines()][:2] == ["model, serial", "model, overlap"]
+    assert ax.get_xscale() == "log" and len(ax.texts) == 4  # one label per profile
+    knee = [ln for ln in ax.get_lines() if ln.get_label().startswith("knee")][0]
+    assert knee.get_xdata()[0] == pytest.approx(fits["serial"].knee_bytes_per_s * 8 / 1e6)
+
+
+@pytest.mark.unit
+def test_gpu_carry_places_the_gpu_job_on_the_cpu_curve():
+    from hpcml.cost.models import GPU_RESNET50_IMG_S
+
+    fit = ic.InterconnectFit(overlap=False, compute_s=4.0, grad_bytes=G, n=2, backward_fraction=2 / 3, eta=0.5,
+                             overhead_s=0.0, bandwidths=(1e9,), measured_s=(4.5,))
+    rows = ss.gpu_carry(fit, nodes=(2,))
+    assert [r["network"] for r in rows] == ["3200 Gbit/s EFA", "100 Gbit/s TCP"]
+    tcp = rows[1]
+    assert tcp["compute_ms"] == pytest.approx(1e3 * ss.GPU_BATCH / GPU_RESNET50_IMG_S["H100"])
+    # the same comm/compute ratio on the CPU runs: G / (0.5 * bw) = ratio * 4 s
+    bw = G / (0.5 * tcp["comm_over_compute"] * 4.0)
+    assert tcp["cpu_sweep_equivalent_mbit_s"] == pytest.approx(bw * 8 / 1e6)
+    assert fit.comm_s(bw) / fit.compute_s == pytest.approx(tcp["comm_over_compute"])
+    by = {m.name: m.value for m in ss.carry_metrics(rows)}
+    assert by["gpu_efa_efficiency_2nodes"] > by["gpu_tcp_efficiency_2nodes"]
+    assert set(by) == {"gpu_carry", "gpu_efa_efficiency_2nodes", "gpu_efa_efficiency_overlap_2nodes",
+                       "gpu_efa_cpu_equivalent_mbit_s", "gpu_tcp_efficiency_2nodes",
+                       "gpu_tcp_efficiency_overlap_2nodes", "gpu_tcp_cpu_equivalent_mbit_s"}
