@@ -19,6 +19,12 @@ on AWS. What the store cannot express: its ``Write`` covers ``DeleteObject`` too
 that may write a prefix may also delete there (on AWS only ``checkpoints/`` rotation and the
 data scientist's sandbox may delete). Reads and writes outside a role's prefixes are refused
 with ``AccessDenied`` by the store itself (``tests/test_object_store.py``).
+
+One identity is not a pipeline role: :data:`LAUNCHER`, who builds a SageMaker training job and
+whose SDK stages the job's code into its session bucket (:data:`STAGING_BUCKET`, not the data
+lake). On AWS that is the person's or CI's own credentials, whose policy is not among
+``manifests/iam/``; on the store it may read, write and list that bucket only (``List`` on the
+bucket itself answers the SDK's ``HeadBucket``).
 """
 
 from __future__ import annotations
@@ -32,6 +38,12 @@ from hpcml.k8s import iam
 ADMIN = "store-admin"
 #: Pipeline roles given an identity on the local store (each stage uses its own).
 ROLES = (*iam.ACCESS, *iam.OTHER_ACCESS)
+#: Who builds a SageMaker job: its SDK stages code into :data:`STAGING_BUCKET`, and nothing else.
+LAUNCHER = "sagemaker-launcher"
+#: The SageMaker SDK session's default bucket, where it stages a job's code and driver config.
+STAGING_BUCKET = "hpcml-sagemaker"
+#: Every identity on the store.
+IDENTITIES = (*ROLES, LAUNCHER, ADMIN)
 
 _READ = {"s3:GetObject"}
 _WRITE = set(iam.WRITE_ACTIONS) | set(iam.DELETE_ACTIONS)
@@ -79,26 +91,29 @@ def store_actions(policy: Mapping, bucket: str) -> list[str]:
 
 
 def identities_config(spec: iam.IamSpec, credentials: Mapping[str, tuple[str, str]]) -> dict:
-    """SeaweedFS's ``-s3.config`` document: one identity per role in ``credentials`` plus the admin.
+    """SeaweedFS's ``-s3.config`` document: one identity per role, the launcher and the admin.
 
     Args:
         spec: where the data lives (the bucket the policies name).
-        credentials: ``{role or ADMIN: (access key, secret key)}``; every role of :data:`ROLES`
-            and :data:`ADMIN` must be present.
+        credentials: ``{identity: (access key, secret key)}`` for exactly :data:`IDENTITIES`.
 
     Raises:
         ValueError: a role or the admin has no credentials, or an unknown role is given.
     """
-    missing = [r for r in (*ROLES, ADMIN) if r not in credentials]
-    unknown = [r for r in credentials if r not in (*ROLES, ADMIN)]
+    missing = [r for r in IDENTITIES if r not in credentials]
+    unknown = [r for r in credentials if r not in IDENTITIES]
     if missing or unknown:
-        raise ValueError(f"credentials: expected exactly {', '.join((*ROLES, ADMIN))}; "
+        raise ValueError(f"credentials: expected exactly {', '.join(IDENTITIES)}; "
                          f"missing {missing}, unknown {unknown}")
     out = []
     for role in ROLES:
         ak, sk = credentials[role]
         out.append({"name": role, "credentials": [{"accessKey": ak, "secretKey": sk}],
                     "actions": store_actions(iam.workload_policy(spec, role), spec.bucket)})
+    ak, sk = credentials[LAUNCHER]
+    out.append({"name": LAUNCHER, "credentials": [{"accessKey": ak, "secretKey": sk}],
+                "actions": [f"Read:{STAGING_BUCKET}/*", f"Write:{STAGING_BUCKET}/*", f"List:{STAGING_BUCKET}/*",
+                            f"List:{STAGING_BUCKET}"]})
     ak, sk = credentials[ADMIN]
     out.append({"name": ADMIN, "credentials": [{"accessKey": ak, "secretKey": sk}],
                 "actions": ["Admin", "Read", "Write", "List", "Tagging"]})

@@ -51,7 +51,7 @@ def s3_call(action: str, bucket: str, key: str = "", client=None) -> Iterator[No
     Raises:
         StoreError: the request failed; chained from botocore's exception.
     """
-    from botocore.exceptions import ClientError, EndpointConnectionError, ConnectionClosedError
+    from botocore.exceptions import ClientError, ConnectTimeoutError, ConnectionClosedError, EndpointConnectionError
 
     try:
         yield
@@ -60,7 +60,7 @@ def s3_call(action: str, bucket: str, key: str = "", client=None) -> Iterator[No
         code = str(err.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?"))
         detail = _HINTS.get(code, err.get("Message") or str(exc))
         raise StoreError(action, bucket, key, code, detail, _identity(client)) from None
-    except (EndpointConnectionError, ConnectionClosedError) as exc:
+    except (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError) as exc:  # refused, cut, or silent (an address that is gone)
         endpoint = getattr(getattr(client, "meta", None), "endpoint_url", "?")
         raise StoreError(action, bucket, key, "EndpointConnectionError",
                          f"no S3 endpoint answers at {endpoint} (is the store running? "

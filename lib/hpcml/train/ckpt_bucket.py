@@ -8,9 +8,11 @@ leaves the pointer on the previous, complete checkpoint, so :func:`pull` resumes
 good one (its hash is verified on load). An incomplete multipart upload left by the crash
 holds no object; :func:`hpcml.data.staging.abort_stale_uploads` removes it.
 
-Workers use it through the environment: ``HPCML_CKPT_S3=s3://<bucket>/checkpoints/<run>``
+Workers use it through the environment (:func:`env`): ``HPCML_CKPT_S3=s3://<bucket>/checkpoints/<run>``
 with the trainer's credentials in ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` and the
-endpoint in ``AWS_ENDPOINT_URL_S3`` (boto3 reads them); unset, nothing is uploaded.
+endpoint in ``AWS_ENDPOINT_URL_S3`` (boto3 reads them); unset, nothing is uploaded. A job on
+the cluster's nodes reaches the store at the head's bridge address, where the store listens
+while the cluster is up (``env(..., nodes=True)`` refuses a loopback endpoint).
 """
 
 from __future__ import annotations
@@ -132,8 +134,27 @@ def configured() -> bool:
     return bool(os.environ.get(ENV))
 
 
-def env(store, run: str, role: str = "trainer") -> dict[str, str]:
-    """The environment a worker needs to mirror run ``run``'s checkpoints to ``store`` as ``role``."""
+def env(store, run: str, role: str = "trainer", nodes: bool = False) -> dict[str, str]:
+    """The environment a worker needs to mirror run ``run``'s checkpoints to ``store`` as ``role``.
+
+    Args:
+        store: the running :class:`~hpcml.aws.local_s3.ObjectStore`; its endpoint goes in.
+        run: the run's folder under ``checkpoints/``.
+        role: the identity the worker signs as.
+        nodes: the worker runs on the cluster's nodes (an ``sbatch`` job), which reach the
+            store only at the head's bridge address, never at 127.0.0.1.
+
+    Raises:
+        ValueError: ``nodes`` is set and the store listens on loopback (start it while the
+            cluster is up: ``ObjectStore.start()`` then binds the head's address).
+        KeyError: ``role`` has no identity on the store.
+    """
+    if nodes and store.address.startswith("127."):
+        raise ValueError(f"the store listens on {store.endpoint}, which the cluster's nodes cannot reach: start it "
+                         "with address=<the head's bridge address> (ObjectStore.start() binds it while the "
+                         "build tree's cluster is up)")
+    if role not in store.credentials:
+        raise KeyError(f"no identity {role!r} on the store (known: {', '.join(store.credentials)})")
     ak, sk = store.credentials[role]
     return {ENV: f"s3://{store.bucket}/checkpoints/{run}", "AWS_ACCESS_KEY_ID": ak, "AWS_SECRET_ACCESS_KEY": sk,
             "AWS_ENDPOINT_URL_S3": store.endpoint, "AWS_DEFAULT_REGION": REGION, NO_KMS_ENV: "1"}
