@@ -3,22 +3,28 @@
 AWS credentials.
 
 Without credentials the SDK still builds the request itself, offline: it stages the code
-and its MPI driver config into a local S3 endpoint (:class:`hpcml.aws.local_s3.LocalS3`)
-through a session whose every client is pointed at that endpoint with placeholder
-credentials (:func:`offline_session`). The process environment is left alone.
+and its MPI driver config into the local object store (SeaweedFS,
+:class:`hpcml.aws.local_s3.ObjectStore`: the build tree's running store, or a throwaway one
+for the call), signed as the store's launcher identity, which may write the SDK's staging
+bucket and nothing else (:data:`hpcml.aws.identities.LAUNCHER`), through a session whose
+every client is pointed at the store (:func:`offline_session`). The process environment is
+left alone.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import shutil
+import signal
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from hpcml.aws import account
+from hpcml.aws import account, identities
 from hpcml.aws import requests as aws_requests
 from hpcml.aws import send as aws_send
 from hpcml.train.spec import TrainSpec
@@ -26,7 +32,7 @@ from hpcml.train.targets.layout import check_image_for, container_spec, ecr_imag
 from hpcml.train.targets.result import LaunchResult
 
 SAGEMAKER_ROLE = account.role_arn("hpcml-sagemaker")
-SAGEMAKER_BUCKET = "hpcml-sagemaker"
+SAGEMAKER_BUCKET = identities.STAGING_BUCKET
 #: Where SageMaker mounts the ``train`` input channel and syncs checkpoints in the container.
 SM_DATA, SM_CHECKPOINTS = "/opt/ml/input/data/train", "/opt/ml/checkpoints"
 #: The entry script shipped in the ``code`` channel: runs the worker on the spec beside it.
@@ -38,8 +44,6 @@ import sys
 sys.argv = ["hpcml.train.worker", "--spec", os.path.join(os.path.dirname(os.path.abspath(__file__)), "spec.json")]
 runpy.run_module("hpcml.train.worker", run_name="__main__")
 '''
-#: Placeholder credentials of the offline session (the local endpoint accepts any).
-_OFFLINE_KEY = "local"
 #: The trust policy the offline IAM answer gives the placeholder role: SageMaker may assume it.
 _SAGEMAKER_TRUST = {"Version": "2012-10-17", "Statement": [
     {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
@@ -140,18 +144,20 @@ def _offline_iam(role: str) -> Any:
     return answer
 
 
-def offline_session(endpoint: str, role: str = SAGEMAKER_ROLE, default_bucket: str = SAGEMAKER_BUCKET) -> Any:
+def offline_session(endpoint: str, credentials: tuple[str, str], role: str = SAGEMAKER_ROLE,
+                    default_bucket: str = SAGEMAKER_BUCKET) -> Any:
     """A ``sagemaker`` Session that builds requests with no AWS account.
 
     Every boto3 client and resource it creates talks to ``endpoint`` (unless the SDK names
-    another endpoint itself), with placeholder credentials and :data:`hpcml.aws.account.REGION`,
-    all passed to the session explicitly; IAM's role check is answered in-process
+    another endpoint itself), with ``credentials`` and :data:`hpcml.aws.account.REGION`, all
+    passed to the session explicitly; IAM's role check is answered in-process
     (:func:`_offline_iam`).
 
     Args:
-        endpoint: the local S3-compatible endpoint (``LocalS3.endpoint``).
+        endpoint: the local object store's endpoint (``ObjectStore.endpoint``).
+        credentials: (access key, secret key) of the store's launcher identity.
         role: the execution role the SDK will check.
-        default_bucket: the bucket the SDK stages code into (must exist at the endpoint).
+        default_bucket: the bucket the SDK stages code into (the store provisions it).
     """
     import boto3
     from sagemaker.core.helper.session_helper import Session
@@ -167,10 +173,34 @@ def offline_session(endpoint: str, role: str = SAGEMAKER_ROLE, default_bucket: s
                 kw["endpoint_url"] = endpoint
             return super().resource(service_name, *args, **kw)
 
-    boto = _EndpointSession(aws_access_key_id=_OFFLINE_KEY, aws_secret_access_key=_OFFLINE_KEY,
+    boto = _EndpointSession(aws_access_key_id=credentials[0], aws_secret_access_key=credentials[1],
                             region_name=account.REGION)
     boto.events.register("before-call.iam", _offline_iam(role))
     return Session(boto_session=boto, default_bucket=default_bucket)
+
+
+@contextmanager
+def offline_store() -> Iterator[Any]:
+    """The object store the offline SDK stages into: the build tree's, when it is running and
+    answering, else a throwaway one in a temporary folder, SIGKILLed after the call (its data
+    is discarded, so the ~15 s orderly shutdown buys nothing) and removed."""
+    from hpcml import proc
+    from hpcml.aws.local_s3 import ObjectStore
+
+    running = ObjectStore.attach()
+    if running is not None and identities.LAUNCHER in running.credentials \
+            and proc.port_open(running.ports["s3"], running.address):
+        yield running
+        return
+    tmp = tempfile.mkdtemp(prefix="hpcml-sagemaker-store-")
+    store = None
+    try:
+        store = ObjectStore.start(Path(tmp), address=proc.LOOPBACK)
+        yield store
+    finally:
+        if store is not None:
+            store.stop(sig=signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sagemaker_request(spec: TrainSpec, options: SageMakerOptions = SageMakerOptions(),
@@ -180,16 +210,14 @@ def sagemaker_request(spec: TrainSpec, options: SageMakerOptions = SageMakerOpti
     Args:
         spec: the job.
         options: bucket, role, image, spot and run-time limit.
-        session: a live ``sagemaker`` Session; without one the SDK runs offline against a
-            local S3 endpoint started for the call (:func:`offline_session`).
+        session: a live ``sagemaker`` Session; without one the SDK runs offline against the
+            local object store (:func:`offline_store`, :func:`offline_session`).
 
     Returns:
         ``(request, staged)``: ``request`` in boto3 form (validated against botocore's
         sagemaker model); ``staged`` maps staged driver files (``distributed.json``,
         ``sourcecode.json``) to their text, read back from S3.
     """
-    from hpcml.aws import local_s3
-
     def build(sess: Any, s3: Any) -> tuple[dict, dict[str, str]]:
         with tempfile.TemporaryDirectory() as tmp:
             trainer = sagemaker_trainer(spec, sess, Path(tmp), options)
@@ -207,10 +235,9 @@ def sagemaker_request(spec: TrainSpec, options: SageMakerOptions = SageMakerOpti
 
     if session is not None:
         return build(session, session.boto_session.client("s3"))
-    with local_s3.LocalS3.start() as local:
-        s3 = local.client()
-        s3.create_bucket(Bucket=SAGEMAKER_BUCKET)
-        return build(offline_session(local.endpoint, role=options.role), s3)
+    with offline_store() as store:
+        return build(offline_session(store.endpoint, store.credentials[identities.LAUNCHER], role=options.role),
+                     store.client(identities.LAUNCHER))
 
 
 def launch_sagemaker(spec: TrainSpec, dry_run: bool | None, options: SageMakerOptions) -> LaunchResult:
