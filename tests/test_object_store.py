@@ -272,3 +272,139 @@ def test_young_daly_checkpoint_time_prefers_the_bucket_projection(monkeypatch):
     vals.pop("checkpoint_projection_resnet50_bucket_s")  # 02 not re-run since: the local-disk projection, said
     s, source = measured.checkpoint_time_s()
     assert s == 1.2 and "local disk" in source
+
+
+# ------------------------------------------------------------ the store on the cluster's address
+@pytest.mark.unit
+def test_identities_give_the_sagemaker_launcher_its_staging_bucket_only():
+    creds = {r: (f"AK{i}", f"SK{i}") for i, r in enumerate(identities.IDENTITIES)}
+    cfg = {i["name"]: i["actions"] for i in identities.identities_config(SPEC, creds)["identities"]}
+    staging = identities.STAGING_BUCKET
+    assert cfg[identities.LAUNCHER] == [f"Read:{staging}/*", f"Write:{staging}/*", f"List:{staging}/*", f"List:{staging}"]
+    assert not any(staging in a for r in identities.ROLES for a in cfg[r])  # no pipeline role touches it
+
+
+@pytest.mark.unit
+def test_checkpoint_env_for_the_nodes_refuses_a_loopback_store():
+    from types import SimpleNamespace
+
+    from hpcml.train import ckpt_bucket
+
+    creds = {"trainer": ("AK", "SK")}
+    loop = SimpleNamespace(address="127.0.0.1", endpoint="http://127.0.0.1:8333", credentials=creds, bucket=B)
+    assert ckpt_bucket.env(loop, "r")["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:8333"  # a job on this machine
+    with pytest.raises(ValueError, match="cluster's nodes cannot reach"):
+        ckpt_bucket.env(loop, "r", nodes=True)
+    head = SimpleNamespace(address="10.250.0.1", endpoint="http://10.250.0.1:8333", credentials=creds, bucket=B)
+    assert ckpt_bucket.env(head, "r", nodes=True)["AWS_ENDPOINT_URL_S3"] == "http://10.250.0.1:8333"
+    with pytest.raises(KeyError, match="no identity 'inferencer'"):
+        ckpt_bucket.env(head, "r", role="inferencer")
+
+
+_NODE_SCRIPT = """
+import json, boto3
+from botocore.exceptions import ClientError
+c, bucket = boto3.client("s3"), {bucket!r}
+c.put_object(Bucket=bucket, Key="checkpoints/node-probe/x", Body=b"from the node")
+got = c.get_object(Bucket=bucket, Key="checkpoints/node-probe/x")["Body"].read().decode()
+try:
+    c.put_object(Bucket=bucket, Key="processed/x", Body=b"x")
+    denied = None
+except ClientError as e:
+    denied = e.response["Error"]["Code"]
+print(json.dumps({{"got": got, "denied": denied}}))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_store_on_the_head_address_serves_jobs_on_the_nodes(mcluster, build_tmp, tmp_path, contract_dataset):
+    """Bound to the head's bridge address (every listener, ``ss``) and reused there; a process on a
+    node writes and reads as the trainer (and is refused the rest by the store); an sbatch run on
+    the nodes mirrors its checkpoints, so the bucket holds the run's last one."""
+    import os
+    import subprocess
+    import sys
+
+    from hpcml.train import checkpoint as ck, ckpt_bucket
+    from hpcml.train.spec import TrainSpec
+    from hpcml.train.targets.registry import launch
+
+    cl = mcluster
+    head, node = cl.plan.head_address, cl.plan.nodes[0].name
+    s = local_s3.ObjectStore.start(tmp_path / "store", address=head)
+    try:
+        listeners = s.listeners()
+        on_head = {p for a, p in listeners if a == head}
+        assert on_head == set(s.ports.values()), listeners  # every port, HTTP and gRPC, on the head's address
+        # and nowhere else but SeaweedFS's loopback twins of the same ports (NewIpAndLocalListeners)
+        assert {a for a, p in listeners if a != head} <= {"127.0.0.1"} and {p for _, p in listeners} == on_head
+        again = local_s3.ObjectStore.start(s.data_dir, address=head)
+        assert again.reused and again.pid == s.pid
+        spec = TrainSpec(name="ckpt-on-nodes", world_size=2, threads_per_worker=1, epochs=1, batch_size=32,
+                         dataset_dir=str(contract_dataset(tmp_path / "data", n_shards=2)), checkpoint_every=4,
+                         pin_cpus=False)
+        job_env = ckpt_bucket.env(s, spec.name, nodes=True)
+        assert job_env["AWS_ENDPOINT_URL_S3"] == f"http://{head}:{s.ports['s3']}"
+        p = subprocess.run(cl.node_argv(node, [sys.executable, "-c", _NODE_SCRIPT.format(bucket=B)]),
+                           env={**os.environ, **job_env}, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert json.loads(p.stdout.strip().splitlines()[-1]) == {"got": "from the node", "denied": "AccessDenied"}
+
+        res = launch(spec, target="slurm", cluster=cl.slurm, timeout_s=300, env=job_env)
+        assert res.submitted and res.job.ok, res.job
+        local_last = json.loads((spec.resolved_out_dir() / "checkpoints" / "latest.json").read_text())
+        uri = job_env[ckpt_bucket.ENV]
+        assert ckpt_bucket.latest(s.client("trainer"), uri) == local_last  # the bucket holds the run's last checkpoint
+        assert ckpt_bucket.pull(s.client("trainer"), uri, tmp_path / "lost-node") is not None
+        assert ck.resume_state(tmp_path / "lost-node")["step"] == local_last["step"]  # SHA-256 verified
+    finally:
+        s.stop(sig=signal.SIGKILL)  # its data is the test's: no orderly (~15 s) shutdown needed
+
+
+@pytest.mark.integration
+def test_store_whose_address_is_gone_is_restarted_on_loopback(tmp_path):
+    """The address the store was bound to goes away (as the bridge does when the cluster goes
+    down): the next start stops it by pid and starts it on loopback, data and credentials kept;
+    a client made before fails with one StoreError and must take the new endpoint."""
+    import os
+    import subprocess
+
+    import boto3
+    from botocore.config import Config
+
+    from conftest import _cannot_run
+
+    if os.geteuid() != 0:
+        _cannot_run("an address that goes away needs an interface of its own (root)")
+    link, addr = f"s3gone{os.getpid() % 100000}", "198.51.100.7"  # TEST-NET-2: never a real network
+    ip = ["ip"]
+    subprocess.run(ip + ["link", "add", link, "type", "bridge"], check=True)  # an empty bridge: just the address
+    try:
+        subprocess.run(ip + ["addr", "add", f"{addr}/32", "dev", link], check=True)
+        subprocess.run(ip + ["link", "set", link, "up"], check=True)
+        s = local_s3.ObjectStore.start(tmp_path / "store", address=addr)
+        assert {p for a, p in s.listeners() if a == addr} == set(s.ports.values())
+        s.client("trainer").put_object(Bucket=B, Key="checkpoints/gone/ckpt", Body=b"kept")
+        old = boto3.client("s3", endpoint_url=s.endpoint, region_name="us-east-1",
+                           aws_access_key_id=s.credentials["trainer"][0], aws_secret_access_key=s.credentials["trainer"][1],
+                           config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+        subprocess.run(ip + ["link", "del", link], check=True)  # the address is gone
+        assert not local_s3.address_here(addr)
+        moved = local_s3.ObjectStore.start(s.data_dir)  # not the build tree's store: loopback
+        assert moved.pid != s.pid and moved.address == "127.0.0.1" and not moved.reused
+        assert not local_s3._proc.pid_alive(s.pid, "weed")
+        assert moved.credentials == s.credentials
+        assert {a for a, _ in moved.listeners()} == {"127.0.0.1"}
+        assert moved.client("trainer").get_object(Bucket=B, Key="checkpoints/gone/ckpt")["Body"].read() == b"kept"
+        # a client made before the move no longer reaches the store: one StoreError (no endpoint
+        # answers, or, where the gone address is routed on to a gateway, whatever answers there)
+        with pytest.raises(StoreError, match=r"GetObject s3://.*/checkpoints/gone/ckpt failed"):
+            with s3_call("GetObject", B, "checkpoints/gone/ckpt", old):
+                old.get_object(Bucket=B, Key="checkpoints/gone/ckpt")
+        moved.stop(sig=signal.SIGKILL)
+    finally:
+        subprocess.run(ip + ["link", "del", link], capture_output=True)
+        running = local_s3.ObjectStore.attach(tmp_path / "store")
+        if running is not None:
+            running.stop(sig=signal.SIGKILL)
