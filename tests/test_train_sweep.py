@@ -173,11 +173,15 @@ def test_bakeoff_sweep_and_ceiling_across_the_nodes(mcluster):
     with pytest.raises(ValueError, match="multiple of the 2 host"):
         bench.run_bench(3, ["synthetic"], backend="ddp", cluster=mcluster, hosts=nodes[:2], **TINY)
 
-    s = sweep.link_sweep(mcluster, ["1gbit"], backend="ddp", timeout_s=180, **TINY)
+    s = sweep.link_sweep(mcluster, ["unshaped", "1gbit"], backend="ddp", reuse={"unshaped": b["ddp"]}, timeout_s=180,
+                         **TINY)
     assert mcluster.spec.bandwidth == "unshaped" and mcluster.plan.rate_bps is None
     assert s["one"]["world_size"] == 1 and s["one"]["placement"]["hosts"] == nodes[:1]
-    assert s["rates_bps"] == {"1gbit": 1e9} and s["runs"]["1gbit"]["world_size"] == 2
-    assert ss.sweep_points(s["one"], s["runs"], s["rates_bps"], 2)[0]["efficiency"] > 0
+    assert s["runs"]["unshaped"] is b["ddp"] and s["runs"]["1gbit"]["world_size"] == 2
+    assert s["rates_bps"]["1gbit"] == 1e9 and s["rates_bps"]["unshaped"] > 1e9  # iperf3 on the veth pair
+    assert all(p["efficiency"] > 0 for p in ss.sweep_points(s["one"], s["runs"], s["rates_bps"], 2))
+    with pytest.raises(ValueError, match="the run reused at 'unshaped' is horovod on 2 ranks, not ddp"):
+        sweep.link_sweep(mcluster, ["unshaped"], one=s["one"], reuse={"unshaped": b["horovod"]})
     # a run that fails while shaped: the error names the node, and the link is unshaped again
     with pytest.raises(TrainJobError, match="|".join(nodes)):
         sweep.link_sweep(mcluster, ["100mbit"], one=s["one"], timeout_s=120, **{**TINY, "iters": 0})
@@ -223,3 +227,14 @@ def test_gpu_carry_places_the_gpu_job_on_the_cpu_curve():
     assert set(by) == {"gpu_carry", "gpu_efa_efficiency_2nodes", "gpu_efa_efficiency_overlap_2nodes",
                        "gpu_efa_cpu_equivalent_mbit_s", "gpu_tcp_efficiency_2nodes",
                        "gpu_tcp_efficiency_overlap_2nodes", "gpu_tcp_cpu_equivalent_mbit_s"}
+
+
+@pytest.mark.unit
+def test_allreduce_times_from_the_micro_benchmark_rows():
+    rows = [{"profile": p, "tool": t, "size_bytes": s, "time_med_s": s * k * 1e-9}
+            for p in ("unshaped", "1gbit") for t, k in (("horovod", 2), ("torch", 1), ("mpi", 3)) for s in (4096, 65536)]
+    got = ss.allreduce_times(rows, "1gbit")
+    assert got == {"horovod": {4096: pytest.approx(4096 * 2e-9), 65536: pytest.approx(65536 * 2e-9)},
+                   "ddp": {4096: pytest.approx(4096e-9), 65536: pytest.approx(65536e-9)}}
+    with pytest.raises(ValueError, match="no 'horovod' rows at profile '150mbit'"):
+        ss.allreduce_times(rows, "150mbit")

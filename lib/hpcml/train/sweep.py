@@ -83,8 +83,8 @@ def link_rates(cluster: LocalCluster, profiles: tuple[str, ...] | list[str], sec
 
 
 def link_sweep(cluster: LocalCluster, profiles: tuple[str, ...] | list[str] = PROFILES_CI, backend: str = "ddp",
-               world_size: int = 2, one: dict[str, Any] | None = None, timeout_s: float = 600,
-               **cfg: Any) -> dict[str, Any]:
+               world_size: int = 2, one: dict[str, Any] | None = None, reuse: dict[str, dict[str, Any]] | None = None,
+               timeout_s: float = 600, **cfg: Any) -> dict[str, Any]:
     """``backend``'s synthetic benchmark on ``world_size`` nodes at each link profile, and on one node.
 
     Args:
@@ -93,6 +93,8 @@ def link_sweep(cluster: LocalCluster, profiles: tuple[str, ...] | list[str] = PR
         backend: ``horovod`` or ``ddp``.
         world_size: nodes (one rank each).
         one: a 1-worker run to reuse (the compute per step; no link involved); run here if None.
+        reuse: profile -> a ``world_size`` run of the same backend and options already made at
+            that profile (e.g. the bake-off's unshaped run); those profiles are not run again.
         timeout_s: per run.
         **cfg: benchmark options (image size, batch, iterations, bucket_mb, ...).
 
@@ -114,6 +116,12 @@ def link_sweep(cluster: LocalCluster, profiles: tuple[str, ...] | list[str] = PR
     runs = {}
     try:
         for prof in profiles:
+            if reuse and prof in reuse:
+                if reuse[prof].get("backend") != backend or reuse[prof].get("world_size") != world_size:
+                    raise ValueError(f"link_sweep: the run reused at {prof!r} is {reuse[prof].get('backend')} on "
+                                     f"{reuse[prof].get('world_size')} ranks, not {backend} on {world_size}")
+                runs[prof] = reuse[prof]
+                continue
             cluster.shape(prof)
             runs[prof] = bench.run_bench(world_size, ["synthetic"], timeout_s, tag=f"sweep-{prof}", backend=backend,
                                          cluster=cluster, **cfg)

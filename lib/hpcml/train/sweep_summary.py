@@ -80,6 +80,29 @@ def allreduce_gap_s(times_a: Mapping[int | float, float], times_b: Mapping[int |
     return sum(interp_time_s(times_a, s) - interp_time_s(times_b, s) for s in buckets(grad_bytes, bucket_mb))
 
 
+def allreduce_times(records: Sequence[Mapping[str, Any]], profile: str = "unshaped",
+                    tools: Mapping[str, str] | None = None) -> dict[str, dict[int, float]]:
+    """Each backend's allreduce time per message size at ``profile``, from the micro-benchmark's rows
+    (``hpcml.train.allreduce``'s table as records: ``profile``, ``tool``, ``size_bytes``, ``time_med_s``).
+
+    Args:
+        records: the rows (``df.to_dict("records")``).
+        profile: the link profile the bake-off ran at.
+        tools: backend -> the micro-benchmark's tool name (default: horovod -> horovod, ddp -> torch).
+
+    Raises:
+        ValueError: a backend's tool has no row at ``profile``.
+    """
+    tools = dict(tools or {"horovod": "horovod", "ddp": "torch"})
+    out: dict[str, dict[int, float]] = {}
+    for backend, tool in tools.items():
+        out[backend] = {int(r["size_bytes"]): float(r["time_med_s"]) for r in records
+                        if r["profile"] == profile and r["tool"] == tool}
+        if not out[backend]:
+            raise ValueError(f"allreduce_times: no {tool!r} rows at profile {profile!r} in the micro-benchmark")
+    return out
+
+
 def gap_explained(step_a_s: float, step_b_s: float, allreduce_gap: float) -> float:
     """The share of the step-time gap ``step_a - step_b`` that ``allreduce_gap`` accounts for
     (NaN when there is no gap to explain)."""
