@@ -27,7 +27,8 @@ waits for every port to free; so a test session shares one store.
 :class:`LocalS3` (moto's server) stays for one caller only: the policy-coherence test
 (``tests/test_s3_policy_coherence.py``), which records the requests AWS would see with the
 SSE-KMS headers the bucket policy demands and reads back the key each object was encrypted
-with; SeaweedFS has no KMS to name. The SageMaker SDK's offline staging uses this store
+with; SeaweedFS has no KMS to name (4.48 answers an SSE-KMS ``PutObject`` with ``InternalError``,
+logging ``handleSSEKMSEncryption: encryption failed: KMS is not configured``). The SageMaker SDK's offline staging uses this store
 (:mod:`hpcml.train.targets.sagemaker`, as :data:`~hpcml.aws.identities.LAUNCHER`).
 
 Command line: ``python -m hpcml.aws.local_s3 {start,stop,status}``.
