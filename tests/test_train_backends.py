@@ -34,19 +34,35 @@ def _one_process_env(backend: str) -> dict[str, str]:
             "MASTER_PORT": str(free_port())}
 
 
-@pytest.mark.unit
-@pytest.mark.parametrize("backend", comm.BACKENDS)
-def test_every_collective_at_world_size_one(backend):
-    r = _comm_result([sys.executable, "-m", "hpcml.train.comm", "--backend", backend, "--timeout-s", "30"],
-                     _one_process_env(backend))
+def _check_world_size_one(r: dict, backend: str) -> None:
     assert (r["backend"], r["rank"], r["size"], r["local_rank"]) == (backend, 0, 1, 0)
     assert r["mean"] == r["sum"] == r["min"] == r["async_sum"] == [1.0, 2.0]
     assert r["broadcast"] == {"from": 0} and r["allgather"] == [0]
     assert r["grad_bias"] == [4.0, 4.0]  # d(sum of 4 rows x 2 outputs)/d(bias), not averaged away
 
 
+@pytest.mark.unit
+def test_every_collective_at_world_size_one_horovod():
+    # a process of its own: hvd.init is process-wide state
+    r = _comm_result([sys.executable, "-m", "hpcml.train.comm", "--backend", "horovod", "--timeout-s", "30"])
+    _check_world_size_one(r, "horovod")
+
+
+@pytest.mark.unit
+def test_every_collective_at_world_size_one_ddp(monkeypatch):
+    # in this process (a one-rank Gloo group over env:// on loopback; destroyed at the end)
+    for k, v in _one_process_env("ddp").items():
+        monkeypatch.setenv(k, v)
+    _check_world_size_one(comm.selftest("ddp", timeout_s=30), "ddp")
+    import torch.distributed as dist
+
+    assert not dist.is_initialized()
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("backend", comm.BACKENDS)
+# Horovod at 2 ranks under horovodrun goes through the same Comm in every test of
+# test_train_integration.py; add "horovod" here to run its smoke test too (+10 s).
+@pytest.mark.parametrize("backend", ["ddp"])
 def test_two_ranks_on_localhost_under_the_backends_launcher(backend):
     if backend == "horovod":
         cmd = [str(BIN / "horovodrun"), "-np", "2", "-H", "localhost:2", "--gloo", sys.executable]
@@ -80,3 +96,34 @@ def test_ddp_without_torchrun_env_names_what_is_missing(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(ValueError, match=r"torchrun's environment; missing \['RANK'"):
         comm.init("ddp")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_elastic_ddp_restarts_resume_reshard_and_a_dead_rank_names_its_node(tmp_path, contract_dataset):
+    import signal
+    import socket
+
+    from hpcml.train.spec import TrainSpec
+    from hpcml.train.targets.local import TrainJobError, start_local
+
+    ds = contract_dataset(tmp_path / "ds")
+    spec = TrainSpec(name="ddp-elastic", world_size=2, epochs=40, batch_size=32, lr=0.02, width=8, backend="ddp",
+                     elastic=True, checkpoint_every=2, dataset_dir=str(ds), out_dir=str(tmp_path / "run"),
+                     extra={"max_restarts": 1, "comm_timeout_s": 30})
+    job = start_local(spec, on_progress=None)
+    try:
+        job.wait_for(lambda e: e.get("event") == "checkpoint" and e["step"] >= 4, 60)
+        job.kill_worker(1)  # torchrun stops the survivor and restarts both (restart 1 of 1)
+        reset = job.wait_for(lambda e: e.get("event") == "reset", 60)
+        assert reset["world_size"] == 2 and reset["restart"] == 1 and reset["step"] >= 4
+        assert reset["step"] % 2 == 0  # resumed from a checkpoint, not from step 0
+        job.wait_for(lambda e: e.get("event") == "checkpoint" and e["step"] > reset["step"], 60)
+        job.kill_worker(1, signal.SIGKILL)  # no restart left: the job fails
+        with pytest.raises(TrainJobError) as err:
+            job.wait(60)
+    finally:
+        job.kill()
+    msg = str(err.value)
+    assert f"torchrun exited with 1 on node {socket.gethostname()}" in msg
+    assert "hpcml.train.worker FAILED" in msg and "rank      : 1" in msg  # torchrun's failure summary: the tail
