@@ -238,3 +238,21 @@ def test_allreduce_times_from_the_micro_benchmark_rows():
                    "ddp": {4096: pytest.approx(4096e-9), 65536: pytest.approx(65536e-9)}}
     with pytest.raises(ValueError, match="no 'horovod' rows at profile '150mbit'"):
         ss.allreduce_times(rows, "150mbit")
+
+
+@pytest.mark.unit
+def test_summary_of_a_sweep_json():
+    one, runs, rates = _sweep_runs()
+    out = {"bakeoff": {"matched": {"horovod": _run("horovod", [8.0, 8.0], 0.8), "ddp": _run("ddp", [10.0, 10.0], 1.0)}},
+           "sweep": {"one": one, "runs": runs, "rates_bps": rates, "world_size": 2},
+           "ceiling": {"efficiency": 0.9}}
+    s = ss.summary(out, G)
+    assert s["ratios"]["matched"]["ratio"] == pytest.approx(0.8)
+    assert s["best_fit"] == "serial" and s["fits"]["serial"]["eta"] == pytest.approx(0.8, rel=1e-3)
+    assert s["knee_mbit_s"] == pytest.approx(G * 8 / (0.8 * 4.0) / 1e6, rel=1e-3)
+    unshaped = [p for p in s["points"] if p["profile"] == "unshaped"][0]
+    assert s["unshaped_vs_ceiling"] == pytest.approx(unshaped["efficiency"] / 0.9)
+    assert [r["nodes"] for r in s["gpu_carry"]] == [2, 2]
+    only = ss.summary({"sweep": {"one": one, "runs": {"unshaped": runs["unshaped"]}, "rates_bps": rates,
+                                 "world_size": 2}, "ceiling": {"efficiency": 0.9}}, G)
+    assert "fits" not in only and only["unshaped_vs_ceiling"] == pytest.approx(unshaped["efficiency"] / 0.9)

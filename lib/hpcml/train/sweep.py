@@ -148,7 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--cycle-time-ms", type=float, default=None, help="Horovod's cycle (default: its 1 ms)")
     ap.add_argument("--out", type=Path, default=None, help="the JSON (default build/sweep/<cluster>.json)")
+    ap.add_argument("--summary-of", type=Path, default=None, help="print the summary of an earlier run's JSON, run nothing")
     a = ap.parse_args(argv)
+    if a.summary_of:
+        print(json.dumps(summary_of(json.loads(a.summary_of.read_text())), indent=1, default=float))
+        return 0
     if a.cluster == fabric.PREFIX:
         ap.error(f"--cluster {a.cluster!r} is the pipeline's cluster; name one of your own")
     cfg = dict(arch=a.arch, image_size=a.image_size, batch_size=a.batch_size, iters=a.iters,
@@ -171,7 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     dest = a.out or paths.build_dir() / "sweep" / f"{a.cluster}.json"
     paths.atomic_write_text(paths.ensure(dest.parent) / dest.name, json.dumps(out, indent=2, default=float))
     print(dest)
+    print(json.dumps(summary_of(out), indent=1, default=float))
     return 0
+
+
+def summary_of(out: dict[str, Any]) -> dict[str, Any]:
+    """:func:`hpcml.train.sweep_summary.summary` of a run's JSON, for its model's gradient bytes."""
+    from hpcml.train.models import count_params, make_model
+    from hpcml.train.sweep_summary import summary
+
+    arch = out.get("config", {}).get("arch", "resnet50")
+    return summary(out, 4.0 * count_params(make_model(arch)))
 
 
 if __name__ == "__main__":

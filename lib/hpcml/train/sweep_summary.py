@@ -294,3 +294,29 @@ def carry_metrics(rows: Sequence[Mapping[str, Any]], at_nodes: int = 2) -> list[
                       description=f"the link rate at which this sweep's CPU runs had {r['network']}'s "
                                   "communication/compute ratio")]
     return ms
+
+
+def summary(out: Mapping[str, Any], grad_bytes: float) -> dict[str, Any]:
+    """The key numbers of a ``python -m hpcml.train.sweep`` JSON: ratios, sweep points, both fits,
+    the knee, the cross-node ceiling and the GPU carry (what its command line prints)."""
+    res: dict[str, Any] = {}
+    if out.get("bakeoff"):
+        res["ratios"] = {k: backend_ratio(v["horovod"], v["ddp"]) for k, v in out["bakeoff"].items()}
+    if out.get("sweep"):
+        sw = out["sweep"]
+        pts = sweep_points(sw["one"], sw["runs"], sw["rates_bps"], int(sw["world_size"]))
+        res["points"] = pts
+        if len(pts) >= 2:
+            fits = fit_sweep(pts, grad_bytes, int(sw["world_size"]))
+            best = best_fit(fits)
+            res["fits"] = {k: {"eta": f.eta, "overhead_s": f.overhead_s, "max_abs_rel_error": f.max_abs_rel_error,
+                               "rel_errors": f.rel_errors} for k, f in fits.items()}
+            res["best_fit"] = best
+            res["knee_mbit_s"] = fits[best].knee_bytes_per_s * 8 / 1e6
+            res["gpu_carry"] = gpu_carry(fits[best], nodes=(2,))
+    if out.get("ceiling"):
+        res["ceiling"] = out["ceiling"]["efficiency"]
+        unshaped = [p for p in res.get("points", []) if p["profile"] == "unshaped"]
+        if unshaped:
+            res["unshaped_vs_ceiling"] = unshaped[0]["efficiency"] / res["ceiling"]
+    return res
