@@ -10,7 +10,7 @@ import signal
 
 import pytest
 
-from hpcml.train.spec import TrainSpec
+from hpcml.train.spec import BACKENDS, TrainSpec
 from hpcml.train.targets import nodes
 
 pytestmark = pytest.mark.integration
@@ -46,27 +46,19 @@ def test_the_launchers_name_the_nodes_interface_and_rendezvous(mcluster):
         nodes.torchrun_argv(mcluster, h[0], h, 1, SELFTEST, [], "job1", rdzv_timeout_s=120)
 
 
-@pytest.mark.parametrize("backend", nodes.BACKENDS)
-def test_the_selftest_runs_one_rank_per_node(mcluster, tmp_path, backend):
-    job = nodes.start(mcluster, backend, _hosts(mcluster), 1, SELFTEST,
-                      ["--selftest", "--backend", backend, "--steps", "20"], log_dir=tmp_path)
-    try:
-        job.wait(60)
-    finally:
-        job.kill()
-    done = [e for e in job.events if e.get("event") == "done"]
-    assert done and done[0]["world_size"] == 2 and done[0]["weight_spread"] == 0.0, job.events
-    assert job.events[0]["host"] == _hosts(mcluster)[0]
-    assert not any(nodes.tagged_pids(mcluster, n, job.job_id) for n in _hosts(mcluster))
-
-
-def test_horovod_across_the_nodes_trains_a_spec(mcluster, tmp_path, contract_dataset):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_spec_trains_across_the_nodes(mcluster, tmp_path, contract_dataset, backend):
+    """horovodrun over SSH / torchrun per node: one rank per node, the same spec, the job leaves nothing behind."""
     ds = contract_dataset(tmp_path / "ds", n_shards=2, rows=(512, 64, 64), seed=3)
-    spec = TrainSpec(name="nodes-hvd", world_size=2, epochs=1, batch_size=32, width=8, lr=0.05,
-                     dataset_dir=str(ds), out_dir=str(tmp_path / "run"))
-    m = nodes.run_spec(mcluster, spec, timeout_s=120)
+    spec = TrainSpec(name=f"nodes-{backend}", world_size=2, epochs=1, batch_size=32, width=8, lr=0.05,
+                     dataset_dir=str(ds), out_dir=str(tmp_path / "run"), backend=backend)
+    seen: list[dict] = []
+    m = nodes.run_spec(mcluster, spec, timeout_s=120, on_progress=seen.append)
     assert m["world_size"] == 2 and m["steps"] == 8 and 0.0 <= m["test_accuracy"] <= 1.0
-    assert (tmp_path / "run" / "logs" / f"{_hosts(mcluster)[0]}.log").exists()
+    assert seen[0]["event"] == "start" and seen[0]["world_size"] == 2 and seen[0]["backend"] == backend
+    logs = tmp_path / "run" / "logs"
+    assert {p.name for p in logs.glob("*.log")} == ({f"{n}.log" for n in _hosts(mcluster)} if backend == "ddp"
+                                                    else {f"{_hosts(mcluster)[0]}.log"})
 
 
 def test_a_rendezvous_that_times_out_names_the_node_that_never_joined(mcluster, tmp_path):
@@ -81,7 +73,7 @@ def test_a_rendezvous_that_times_out_names_the_node_that_never_joined(mcluster, 
     assert e.value.node == h[1] and "its agent never started" in str(e.value)
 
 
-@pytest.mark.parametrize("backend", nodes.BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_a_killed_rank_is_named_with_its_node_and_log_tail(mcluster, tmp_path, backend):
     h = _hosts(mcluster)
     job = nodes.start(mcluster, backend, h, 1, SELFTEST,

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from hpcml import paths
 from hpcml.cluster.fabric import NODE_IFACE
+from hpcml.train.spec import BACKENDS
 from hpcml.train.targets.layout import WORKER_MODULE
 from hpcml.train.targets.local import TrainJobError, parse_line
 
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from hpcml.cluster.local import LocalCluster
     from hpcml.train.spec import TrainSpec
 
-BACKENDS = ("horovod", "ddp")
 #: The environment variable that tags every process of a job (its value is the job id).
 JOB_ENV = "HPCML_NODES_JOB"
 #: The port of the c10d rendezvous store on the first node (torchrun's default).
@@ -58,6 +58,10 @@ RDZV_TIMEOUT_S = 30
 #: Seconds horovodrun waits for its ranks to start over SSH.
 HOROVOD_START_TIMEOUT_S = 30
 TAIL_LINES = 15
+#: Elastic torchrun: seconds a rendezvous round stays open for more nodes once the minimum joined.
+LAST_CALL_S = 2
+#: Elastic torchrun: seconds between an agent's heartbeats in the rendezvous store.
+KEEP_ALIVE_S = 1
 #: What a torchrun agent logs once it reached the rendezvous store and waits for the others.
 JOINING = "Rendezvous'ing worker group"
 
@@ -149,6 +153,10 @@ def torchrun_argv(cl: LocalCluster, node: str, hosts: list[str], slots: int, mod
     nnodes = str(len(hosts)) if min_nodes is None else f"{min_nodes}:{len(hosts)}"
     first = cl.plan.node(hosts[0]).address
     conf = f"join_timeout={rdzv_timeout_s},read_timeout={rdzv_timeout_s},is_host={str(node == hosts[0]).lower()}"
+    if min_nodes is not None:
+        # elastic: a round closes LAST_CALL_S after min_nodes joined (default 30 s), and a node that stops
+        # its heartbeat is dropped after 3 missed beats of KEEP_ALIVE_S (default 5 s)
+        conf += f",last_call_timeout={LAST_CALL_S},keep_alive_interval={KEEP_ALIVE_S},keep_alive_max_attempt=3"
     argv = [_python_bin("torchrun"), f"--nnodes={nnodes}", f"--nproc-per-node={slots}",
             "--rdzv-backend=c10d", f"--rdzv-endpoint={first}:{port}", f"--rdzv-id={job_id}",
             f"--rdzv-conf={conf}", f"--max-restarts={max_restarts}", f"--local-addr={cl.plan.node(node).address}",
@@ -205,6 +213,7 @@ class NodesJob:
     logs: dict[str, Path]
     rdzv_timeout_s: int = RDZV_TIMEOUT_S
     skipped: tuple[str, ...] = ()
+    min_nodes: int | None = None
     events: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
     lines: dict[str, list[str]] = field(default_factory=dict)
@@ -307,7 +316,8 @@ class NodesJob:
                 self.kill()
                 raise TimeoutError(f"the {self.backend} job {self.job_id} on {', '.join(self.hosts)} exceeded "
                                    f"{timeout_s:g} s and was killed; logs: {', '.join(map(str, self.logs.values()))}")
-            if self.backend == "ddp" and any(self.procs[n].poll() not in (None, 0) for n in self.procs):
+            if self.backend == "ddp" and self.min_nodes is None and \
+                    any(self.procs[n].poll() not in (None, 0) for n in self.procs):
                 # one agent failed: the others would wait for their collectives or rendezvous; end them now
                 time.sleep(1.0)
                 self.kill()
@@ -323,6 +333,8 @@ class NodesJob:
         rcs = {n: p.returncode for n, p in self.procs.items()}
         if all(rc == 0 for rc in rcs.values()) and not self.errors:
             return None
+        if self.min_nodes is not None and sum(rc == 0 for rc in rcs.values()) >= self.min_nodes and not self.errors:
+            return None  # elastic: the job finished on the nodes that were left
         if self.backend == "horovod":
             return self._horovod_failure(rcs[self.hosts[0]])
         return self._torchrun_failure(rcs)
@@ -364,7 +376,8 @@ class NodesJob:
         signalled = [n for n, t in texts.items() if re.search(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG", t)]
         failed = sorted((n for n, rc in rcs.items() if rc not in (0, None) and rc != -signal.SIGKILL),
                         key=lambda n: self.exited_at.get(n, float("inf")))
-        node = (signalled or failed or [self.hosts[0]])[0]
+        named = [e["host"] for e in self.errors if e.get("host") in self.procs]
+        node = (named or signalled or failed or [self.hosts[0]])[0]
         worker = "; ".join(e.get("message", str(e)) for e in self.errors[:1])
         return NodesJobError(f"a rank on {node} failed (torchrun agent exit {rcs.get(node)})"
                              + (f" ({worker})" if worker else "") + f"; last lines of {node}:\n"
@@ -401,7 +414,7 @@ def start(cl: LocalCluster, backend: str, hosts: list[str], slots: int, module: 
         argvs = {n: torchrun_argv(cl, n, hosts, slots, module, module_args, job_id, port, min_nodes, max_restarts,
                                   rdzv_timeout_s, log_dir / f"torchelastic-{n}") for n in hosts if n not in skip_agents}
     job = NodesJob(cl, backend, list(hosts), slots, job_id, {}, {}, rdzv_timeout_s, tuple(skip_agents),
-                   on_progress=on_progress)
+                   min_nodes if backend == "ddp" else None, on_progress=on_progress)
     try:
         for node, argv in argvs.items():
             job.logs[node] = log_dir / f"{node}.log"
@@ -415,11 +428,6 @@ def start(cl: LocalCluster, backend: str, hosts: list[str], slots: int, module: 
         job.kill()
         raise
     return job
-
-
-def spec_backend(spec: TrainSpec) -> str:
-    """The spec's backend (``horovod`` where the spec has no ``backend`` field)."""
-    return getattr(spec, "backend", "horovod")
 
 
 def run_spec(cl: LocalCluster, spec: TrainSpec, hosts: list[str] | None = None, timeout_s: float = 900,
@@ -438,9 +446,7 @@ def run_spec(cl: LocalCluster, spec: TrainSpec, hosts: list[str] | None = None, 
     """
     from hpcml.train import shards
 
-    backend = spec_backend(spec)
-    if backend not in BACKENDS:
-        raise ValueError(f"TrainSpec.backend must be one of {BACKENDS}, got {backend!r}")
+    backend = spec.backend
     if hosts is None:
         names = [n.name for n in cl.plan.nodes] if cl.plan else []
         hosts = names[:max([k for k in range(1, len(names) + 1) if spec.world_size % k == 0] or [0])]
