@@ -127,3 +127,21 @@ def test_elastic_ddp_restarts_resume_reshard_and_a_dead_rank_names_its_node(tmp_
     msg = str(err.value)
     assert f"torchrun exited with 1 on node {socket.gethostname()}" in msg
     assert "hpcml.train.worker FAILED" in msg and "rank      : 1" in msg  # torchrun's failure summary: the tail
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_sbatch_runs_ddp_across_the_nodes(mcluster, tmp_path, contract_dataset):
+    """``sbatch -N2`` of a ddp TrainSpec: srun starts one torchrun agent per node (c10d rendezvous)."""
+    from hpcml.train.spec import TrainSpec
+    from hpcml.train.targets.registry import launch
+
+    ds = contract_dataset(tmp_path / "ds")
+    spec = TrainSpec(name="slurm-ddp", world_size=2, epochs=1, batch_size=32, lr=0.02, width=8, backend="ddp",
+                     dataset_dir=str(ds), out_dir=str(tmp_path / "run"), pin_cpus=False)
+    res = launch(spec, target="slurm", cluster=mcluster.slurm, timeout_s=240)
+    assert res.job.ok, res.job
+    m = res.metrics
+    assert m["backend"] == "ddp" and m["world_size"] == 2 and m["steps"] == 6 and len(m["step_losses"]) == 6
+    assert "--rdzv-backend=c10d" in res.request and "GLOO_SOCKET_IFNAME=eth1" in res.request
+    assert sorted(m["hosts"]) == sorted(n.name for n in mcluster.plan.nodes)  # one rank on each node

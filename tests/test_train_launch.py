@@ -411,3 +411,18 @@ def test_slurm_env_is_exported_quoted_and_redacted_in_the_shown_request():
     assert "s3cr" not in shown and "export AWS_SECRET_ACCESS_KEY=<redacted>" in shown
     with pytest.raises(ValueError, match="'1BAD' is not a shell variable name"):
         launch(CPU, target="slurm", dry_run=True, env={"1BAD": "x"})
+
+
+@pytest.mark.unit
+def test_slurm_script_for_ddp_starts_one_torchrun_agent_per_node():
+    spec = dataclasses.replace(CPU, backend="ddp", world_size=4, threads_per_worker=2)
+    body = layout.slurm_body(spec, "/tmp/my spec.json", torchrun="/venv/bin/torchrun", gloo_iface="eth1")
+    subprocess.run(["bash", "-n"], input=body, text=True, check=True)
+    assert "horovodrun" not in body and "export GLOO_SOCKET_IFNAME=eth1" in body
+    srun = next(ln for ln in body.splitlines() if ln.startswith("srun "))
+    assert '--ntasks="$SLURM_NNODES" --ntasks-per-node=1 --cpus-per-task=$((SLOTS * 2))' in srun
+    for arg in ("--nnodes=$SLURM_NNODES", "--nproc-per-node=$SLOTS", "--rdzv-backend=c10d", "--rdzv-endpoint=$RDZV",
+                "--rdzv-id=$SLURM_JOB_ID", "join_timeout=60", "-m hpcml.train.worker --spec"):
+        assert arg in srun
+    shown = launch(spec, target="slurm", dry_run=True).request  # the dry run shows the ddp script too
+    assert "torchrun" in shown and "--rdzv-backend=c10d" in shown

@@ -352,6 +352,7 @@ class Trainer:
         t = c.allreduce(torch.tensor([self.timers[k] for k in ("data", "compute", "allreduce", "optimizer")]
                                      + [self.train_s], dtype=torch.float64), "mean", "timers")
         split = dict(zip(("data_s", "compute_s", "allreduce_s", "optimizer_s", "train_s"), map(float, t)))
+        hosts = c.allgather_object(socket.gethostname(), name="hosts")  # each rank's node, in rank order
         last = self.history[-1] if self.history else {}
         metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "test_count": test["count"],
                    "val_accuracy": last.get("val_accuracy"), "train_loss": last.get("loss"),
@@ -360,6 +361,7 @@ class Trainer:
                    "time_split": split, "time_split_note": TIME_SPLIT_NOTES[c.name],
                    "step_time_s": split["train_s"] / max(self.step - (self.resumed_from or 0), 1),
                    "backend": c.name, "bucket_mb": self.spec.bucket_mb, "step_losses": self.step_losses,
+                   "hosts": hosts,
                    "resumed_from_step": self.resumed_from,
                    "history": self.history, "model_config": self.mcfg,
                    "checkpoint_writes": checkpoint_write_summary(self.ckpt_writes)}

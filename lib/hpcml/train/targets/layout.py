@@ -159,29 +159,71 @@ def env_exports(env: dict[str, str] | None, redact: bool = False) -> list[str]:
     return lines
 
 
+#: torchrun's c10d rendezvous port on the first node of a Slurm job: this base + job id mod 500.
+SLURM_RDZV_PORT_BASE = 29400
+#: Seconds a torchrun agent of a Slurm job waits for the others (join and read timeouts).
+SLURM_RDZV_TIMEOUT_S = 60
+# Run by each node's srun task: its own address (Slurm's NodeAddr), whether it hosts the
+# rendezvous, then torchrun. $HEAD, $RDZV and $SLOTS come from the batch script.
+_TORCHRUN_TASK = ('ME=$(scontrol show node "$SLURMD_NODENAME" | grep -o "NodeAddr=[^ ]*" | cut -d= -f2); '
+                  'IS_HOST=false; [ "$SLURMD_NODENAME" = "$HEAD" ] && IS_HOST=true; exec {cmd}')
+
+
+def torchrun_slurm_argv(spec: TrainSpec, spec_path: str, torchrun: str = "torchrun") -> list[str]:
+    """One node's ``torchrun`` in a Slurm job (shell words: ``$SLURM_NNODES``, ``$SLOTS``, ``$RDZV``,
+    ``$IS_HOST``, ``$ME`` and ``$SLURM_JOB_ID`` are expanded on the node)."""
+    t = SLURM_RDZV_TIMEOUT_S
+    return [torchrun, "--nnodes=$SLURM_NNODES", "--nproc-per-node=$SLOTS", "--rdzv-backend=c10d",
+            "--rdzv-endpoint=$RDZV", "--rdzv-id=$SLURM_JOB_ID",
+            f"--rdzv-conf=join_timeout={t},read_timeout={t},is_host=$IS_HOST", "--local-addr=$ME",
+            "-m", WORKER_MODULE, "--spec", shlex.quote(spec_path)]
+
+
 def slurm_body(spec: TrainSpec, spec_path: str, python: str = "python", horovodrun: str = "horovodrun",
                ssh_identity_file: str | None = None, env: dict[str, str] | None = None,
-               redact_env: bool = False) -> str:
-    """Body of the sbatch script: ``horovodrun`` over the allocation's hosts, one slot per task.
+               redact_env: bool = False, torchrun: str = "torchrun", gloo_iface: str | None = None) -> str:
+    """Body of the sbatch script, for ``spec.backend``.
 
-    The host list comes from ``$SLURM_JOB_NODELIST`` with ``$SLURM_NTASKS_PER_NODE`` slots
-    each (all ``$SLURM_NTASKS`` on a one-node allocation); Horovod starts the ranks on the
-    local node directly and on the other nodes over SSH, so the same script runs on the
-    one-node cluster here and on a ParallelCluster queue.
+    ``horovod``: ``horovodrun`` over the allocation's hosts, one slot per task. The host list
+    comes from ``$SLURM_JOB_NODELIST`` with ``$SLURM_NTASKS_PER_NODE`` slots each (all
+    ``$SLURM_NTASKS`` on a one-node allocation); Horovod starts the ranks on the local node
+    directly and on the other nodes over SSH, so the same script runs on the one-node
+    cluster here and on a ParallelCluster queue.
+
+    ``ddp``: ``srun`` starts one ``torchrun`` agent per node (``--nproc-per-node`` = the
+    node's slots); they meet at a c10d rendezvous on the first node's address (Slurm's
+    ``NodeAddr``, port :data:`SLURM_RDZV_PORT_BASE` + job id mod 500), each advertising its
+    own address, and time out after :data:`SLURM_RDZV_TIMEOUT_S` s. No SSH.
 
     ``env`` is exported at the top (values shell-quoted; the script never echoes them, it
     runs without ``set -x``); ``redact_env`` writes :data:`REDACTED` instead of each value,
-    for a request that is shown rather than submitted.
+    for a request that is shown rather than submitted. ``gloo_iface`` sets
+    ``GLOO_SOCKET_IFNAME`` (the nodes' interface: Gloo otherwise binds to what the
+    hostname resolves to).
     """
+    head = ["set -euo pipefail", *env_exports(env, redact_env),
+            *([f"export GLOO_SOCKET_IFNAME={shlex.quote(gloo_iface)}"] if gloo_iface else []),
+            f"export OMP_NUM_THREADS={spec.threads_per_worker}",
+            'SLOTS="${SLURM_NTASKS_PER_NODE:-$SLURM_NTASKS}"']
+    if spec.backend == "ddp":
+        task = _TORCHRUN_TASK.format(cmd=" ".join(torchrun_slurm_argv(spec, spec_path, torchrun)))
+        return "\n".join([
+            *head,
+            'export SLOTS HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
+            'HEAD_ADDR=$(scontrol show node "$HEAD" | grep -o "NodeAddr=[^ ]*" | cut -d= -f2)',
+            f'export RDZV="$HEAD_ADDR:$(({SLURM_RDZV_PORT_BASE} + SLURM_JOB_ID % 500))"',
+            'echo "hpcml: job $SLURM_JOB_ID runs ' + f'{spec.name} (ddp) with {spec.world_size} workers: '
+            '$SLURM_NNODES torchrun agents x $SLOTS, rendezvous at $RDZV"',
+            f'srun --ntasks="$SLURM_NNODES" --ntasks-per-node=1 --cpus-per-task=$((SLOTS * {spec.threads_per_worker})) '
+            f'--kill-on-bad-exit=1 bash -c {shlex.quote(task)}',
+            "",
+        ])
     cmd = " ".join(shlex.quote(a) for a in horovodrun_argv(spec, spec_path, hosts="HOSTS", python=python,
                                                            horovodrun=horovodrun,
                                                            ssh_identity_file=ssh_identity_file))
     cmd = cmd.replace(" -H HOSTS ", ' -H "$HOSTS" ')
     return "\n".join([
-        "set -euo pipefail",
-        *env_exports(env, redact_env),
-        f"export OMP_NUM_THREADS={spec.threads_per_worker}",
-        'SLOTS="${SLURM_NTASKS_PER_NODE:-$SLURM_NTASKS}"',
+        *head,
         'HOSTS=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed "s/\\$/:${SLOTS}/" | paste -sd, -)',
         'echo "hpcml: job $SLURM_JOB_ID runs ' + f'{spec.name} with {spec.world_size} workers on $HOSTS"',
         cmd,

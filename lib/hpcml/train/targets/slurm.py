@@ -1,7 +1,8 @@
 """The ``slurm`` target: ``sbatch`` on the local Slurm cluster, waited for, metrics read back.
 
 The script (:func:`hpcml.train.targets.layout.slurm_body`) runs ``horovodrun`` over the
-allocation's hosts; the same script runs on an AWS ParallelCluster queue.
+allocation's hosts (``spec.backend == "horovod"``), or one ``torchrun`` agent per node with a
+c10d rendezvous on the first node (``"ddp"``); the same script runs on an AWS ParallelCluster queue.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _fresh_out_dir(out_dir: Path) -> None:
 
 
 def node_allocation(spec: TrainSpec, cl: SlurmCluster | None) -> tuple[int, str | None]:
-    """Nodes the job spreads over, and the SSH key Horovod uses to reach them.
+    """Nodes the job spreads over, and the SSH key Horovod uses to reach them (DDP needs none).
 
     On the multi-node cluster (:mod:`hpcml.cluster.local`) the ranks spread over as many nodes as
     divide ``world_size`` evenly (one rank per node on the 2-node cluster), and Horovod starts the
@@ -71,7 +72,19 @@ def node_allocation(spec: TrainSpec, cl: SlurmCluster | None) -> tuple[int, str 
     if cl is None or not cl.multi_node:
         return 1, None
     n = max(k for k in range(1, min(spec.world_size, len(cl.node_names)) + 1) if spec.world_size % k == 0)
-    return n, cl.layout.get("ssh_key")
+    return n, (cl.layout.get("ssh_key") if spec.backend == "horovod" else None)
+
+
+def _body(spec: TrainSpec, spec_path: Path, cl: SlurmCluster | None, key: str | None, env: dict[str, str] | None,
+          redact: bool) -> str:
+    """The batch script for ``spec`` (Gloo on the nodes' interface when the cluster is the multi-node one)."""
+    from hpcml.cluster.fabric import NODE_IFACE
+
+    bin_dir = Path(sys.executable).parent
+    multi = cl is not None and cl.multi_node
+    return slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
+                      ssh_identity_file=key, env=env, redact_env=redact, torchrun=str(bin_dir / "torchrun"),
+                      gloo_iface=NODE_IFACE if multi and spec.backend == "ddp" else None)
 
 
 def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -> LaunchResult:
@@ -87,12 +100,10 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
                          "fixed); run elastic jobs with target='local' or set elastic=False")
     out_dir = spec.resolved_out_dir()
     spec_path = out_dir / "spec.json"
-    bin_dir = Path(sys.executable).parent
     cl = options.cluster
     env_exports(options.env)  # a bad name or value fails here, before a cluster starts
     if dry_run:
-        body = slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
-                          ssh_identity_file=node_allocation(spec, cl)[1], env=options.env, redact_env=True)
+        body = _body(spec, spec_path, cl, node_allocation(spec, cl)[1], options.env, True)
         return LaunchResult("slurm", False, request=body, reason="dry run")
     shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size)  # fail before a cluster starts
     if cl is None:
@@ -100,8 +111,7 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
 
         cl = slurm.ensure_cluster()
     nodes, key = node_allocation(spec, cl)
-    body, shown = (slurm_body(spec, str(spec_path), python=sys.executable, horovodrun=str(bin_dir / "horovodrun"),
-                              ssh_identity_file=key, env=options.env, redact_env=r) for r in (False, True))
+    body, shown = (_body(spec, spec_path, cl, key, options.env, r) for r in (False, True))
     if options.fresh:
         _fresh_out_dir(out_dir)
     paths.ensure(out_dir)
