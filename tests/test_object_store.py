@@ -316,50 +316,63 @@ print(json.dumps({{"got": got, "denied": denied}}))
 """
 
 
+@pytest.fixture(scope="module")
+def head_store(mcluster, tmp_path_factory):
+    """A store of this module's own on the test cluster head's bridge address (SIGKILLed after:
+    its data is the tests', so the ~15 s orderly shutdown buys nothing)."""
+    s = local_s3.ObjectStore.start(tmp_path_factory.mktemp("headstore"), address=mcluster.plan.head_address)
+    yield s
+    s.stop(sig=signal.SIGKILL)
+
+
 @pytest.mark.integration
-@pytest.mark.slow
-def test_store_on_the_head_address_serves_jobs_on_the_nodes(mcluster, build_tmp, tmp_path, contract_dataset):
+def test_store_on_the_head_address_serves_a_process_on_a_node(mcluster, head_store):
     """Bound to the head's bridge address (every listener, ``ss``) and reused there; a process on a
-    node writes and reads as the trainer (and is refused the rest by the store); an sbatch run on
-    the nodes mirrors its checkpoints, so the bucket holds the run's last one."""
+    node writes and reads as the trainer, and the store refuses it ``processed/``."""
     import os
     import subprocess
     import sys
 
+    from hpcml.train import ckpt_bucket
+
+    s, head, node = head_store, mcluster.plan.head_address, mcluster.plan.nodes[0].name
+    listeners = s.listeners()
+    on_head = {p for a, p in listeners if a == head}
+    assert on_head == set(s.ports.values()), listeners  # every port, HTTP and gRPC, on the head's address
+    # and nowhere else but SeaweedFS's loopback twins of the same ports (NewIpAndLocalListeners)
+    assert {a for a, p in listeners if a != head} <= {"127.0.0.1"} and {p for _, p in listeners} == on_head
+    again = local_s3.ObjectStore.start(s.data_dir, address=head)
+    assert again.reused and again.pid == s.pid
+    job_env = ckpt_bucket.env(s, "node-probe", nodes=True)
+    assert job_env["AWS_ENDPOINT_URL_S3"] == f"http://{head}:{s.ports['s3']}"
+    p = subprocess.run(mcluster.node_argv(node, [sys.executable, "-c", _NODE_SCRIPT.format(bucket=B)]),
+                       env={**os.environ, **job_env}, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1]) == {"got": "from the node", "denied": "AccessDenied"}
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_sbatch_run_on_the_nodes_mirrors_its_checkpoints(mcluster, head_store, build_tmp, tmp_path, contract_dataset):
+    """An sbatch run on the cluster's nodes (rank 0 on a node, the trainer's credentials through
+    ``SlurmOptions.env``) leaves the run's last checkpoint in the bucket, resumable with its SHA-256."""
     from hpcml.train import checkpoint as ck, ckpt_bucket
     from hpcml.train.spec import TrainSpec
     from hpcml.train.targets.registry import launch
 
-    cl = mcluster
-    head, node = cl.plan.head_address, cl.plan.nodes[0].name
-    s = local_s3.ObjectStore.start(tmp_path / "store", address=head)
-    try:
-        listeners = s.listeners()
-        on_head = {p for a, p in listeners if a == head}
-        assert on_head == set(s.ports.values()), listeners  # every port, HTTP and gRPC, on the head's address
-        # and nowhere else but SeaweedFS's loopback twins of the same ports (NewIpAndLocalListeners)
-        assert {a for a, p in listeners if a != head} <= {"127.0.0.1"} and {p for _, p in listeners} == on_head
-        again = local_s3.ObjectStore.start(s.data_dir, address=head)
-        assert again.reused and again.pid == s.pid
-        spec = TrainSpec(name="ckpt-on-nodes", world_size=2, threads_per_worker=1, epochs=1, batch_size=32,
-                         dataset_dir=str(contract_dataset(tmp_path / "data", n_shards=2)), checkpoint_every=4,
-                         pin_cpus=False)
-        job_env = ckpt_bucket.env(s, spec.name, nodes=True)
-        assert job_env["AWS_ENDPOINT_URL_S3"] == f"http://{head}:{s.ports['s3']}"
-        p = subprocess.run(cl.node_argv(node, [sys.executable, "-c", _NODE_SCRIPT.format(bucket=B)]),
-                           env={**os.environ, **job_env}, capture_output=True, text=True, timeout=120)
-        assert p.returncode == 0, p.stderr[-2000:]
-        assert json.loads(p.stdout.strip().splitlines()[-1]) == {"got": "from the node", "denied": "AccessDenied"}
-
-        res = launch(spec, target="slurm", cluster=cl.slurm, timeout_s=300, env=job_env)
-        assert res.submitted and res.job.ok, res.job
-        local_last = json.loads((spec.resolved_out_dir() / "checkpoints" / "latest.json").read_text())
-        uri = job_env[ckpt_bucket.ENV]
-        assert ckpt_bucket.latest(s.client("trainer"), uri) == local_last  # the bucket holds the run's last checkpoint
-        assert ckpt_bucket.pull(s.client("trainer"), uri, tmp_path / "lost-node") is not None
-        assert ck.resume_state(tmp_path / "lost-node")["step"] == local_last["step"]  # SHA-256 verified
-    finally:
-        s.stop(sig=signal.SIGKILL)  # its data is the test's: no orderly (~15 s) shutdown needed
+    s = head_store
+    spec = TrainSpec(name="ckpt-on-nodes", world_size=2, threads_per_worker=1, epochs=1, batch_size=32,
+                     dataset_dir=str(contract_dataset(tmp_path / "data", n_shards=2)), checkpoint_every=4,
+                     pin_cpus=False)
+    job_env = ckpt_bucket.env(s, spec.name, nodes=True)
+    res = launch(spec, target="slurm", cluster=mcluster.slurm, timeout_s=300, env=job_env)
+    assert res.submitted and res.job.ok, res.job
+    assert "<redacted>" in res.request and job_env["AWS_SECRET_ACCESS_KEY"] not in res.request
+    local_last = json.loads((spec.resolved_out_dir() / "checkpoints" / "latest.json").read_text())
+    uri = job_env[ckpt_bucket.ENV]
+    assert ckpt_bucket.latest(s.client("trainer"), uri) == local_last  # the bucket holds the run's last checkpoint
+    assert ckpt_bucket.pull(s.client("trainer"), uri, tmp_path / "lost-node") is not None
+    assert ck.resume_state(tmp_path / "lost-node")["step"] == local_last["step"]  # SHA-256 verified
 
 
 @pytest.mark.integration
