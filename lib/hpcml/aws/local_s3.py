@@ -7,15 +7,17 @@ while the build tree's multi-node cluster is up, the head's bridge address
 (:func:`default_address`), so that a job on the cluster's nodes reaches the store too (the
 host reaches that address as well). On a non-loopback address SeaweedFS also opens a twin
 listener on 127.0.0.1 for the master's, filer's and gateway's ports (``NewIpAndLocalListeners``
-in ``weed/util/net_timeout.go`` does it unconditionally; no flag turns it off): every listener is
-then on the head's address or loopback, nothing on a public interface. The store keeps a state file (``store.json``: pid,
-address, ports) beside its data, so a second :meth:`ObjectStore.start` (another notebook,
-another test) reuses the server running at the address asked for; one running at another
-address, or at an address that is gone (the cluster went down, taking its bridge with it), is
-stopped and started again at the new one, on the same data, credentials and (when free)
-ports. A client made before such a move gets ``EndpointConnectionError`` (a
-:class:`~hpcml.aws.s3errors.StoreError` naming the old endpoint) and must take the store's
-new endpoint from :meth:`ObjectStore.start` or :meth:`ObjectStore.attach`; a job's mirror
+in ``weed/util/net_timeout.go`` does it unconditionally; no flag turns it off): every listener
+is then on the head's address or loopback, nothing on a public interface. The store keeps a
+state file (``store.json``: pid, address, ports) beside its data, so a second
+:meth:`ObjectStore.start` (another notebook, another test) reuses the server running at the
+address asked for; one running at another address, or at an address that is gone (the cluster
+went down, taking its bridge with it), is stopped and started again at the new one, on the
+same data, credentials and (when free) ports. A client made before such a move fails with a
+:class:`~hpcml.aws.s3errors.StoreError`: ``EndpointConnectionError`` naming the old endpoint
+where nothing answers there (where the gone address is routed on to a gateway, whatever
+answers it: this sandbox's answered 404). It must take the store's new endpoint from
+:meth:`ObjectStore.start` or :meth:`ObjectStore.attach`; a job's mirror
 (:func:`hpcml.train.ckpt_bucket.push_from_env`) records the error and trains on. Each
 pipeline role gets its own credentials, with the rights its IAM policy grants
 (:mod:`hpcml.aws.identities`); the store itself refuses the rest.
@@ -27,8 +29,9 @@ waits for every port to free; so a test session shares one store.
 :class:`LocalS3` (moto's server) stays for one caller only: the policy-coherence test
 (``tests/test_s3_policy_coherence.py``), which records the requests AWS would see with the
 SSE-KMS headers the bucket policy demands and reads back the key each object was encrypted
-with; SeaweedFS has no KMS to name (4.48 answers an SSE-KMS ``PutObject`` with ``InternalError``,
-logging ``handleSSEKMSEncryption: encryption failed: KMS is not configured``). The SageMaker SDK's offline staging uses this store
+with; SeaweedFS has no KMS to name (4.48 answers an SSE-KMS ``PutObject`` with
+``InternalError``, logging ``handleSSEKMSEncryption: encryption failed: KMS is not
+configured``). The SageMaker SDK's offline staging uses this store
 (:mod:`hpcml.train.targets.sagemaker`, as :data:`~hpcml.aws.identities.LAUNCHER`).
 
 Command line: ``python -m hpcml.aws.local_s3 {start,stop,status}``.
