@@ -136,3 +136,46 @@ def test_the_drills_of_notebook_00(pipeline_run):
     assert m["drill_lost_steps"] <= m["drill_checkpoint_every"]
     assert m["elastic_world_after"] == 1 and m["elastic_epochs_run"] == rec["params"]["elastic_epochs"]
     assert m["elastic_reset_s"] <= 60
+
+
+# ---- elastic, side by side (drills.elastic_side_by_side runs in a notebook; these check its record) ------
+def _elastic_run(backend: str, reset_s: float, **kw):
+    from hpcml.cluster.drills import ElasticRun
+
+    base = dict(backend=backend, launcher=backend, node_cut="n2", reset_s=reset_s, progress_s=reset_s + 1,
+                step_s=0.05, step_at_cut=100.0, resumed_from_step=80, lost_steps=20.0, final_world=1, epochs_run=3,
+                test_accuracy=0.9, total_s=60.0)
+    return ElasticRun(**{**base, **kw})
+
+
+@pytest.mark.unit
+def test_the_side_by_side_record_keeps_the_elastic_drills_metric_names():
+    """00 can swap elastic_drill for elastic_side_by_side: drill_metrics() gives ElasticDrill's names."""
+    from hpcml.cluster.drills import ElasticComparison, ElasticDrill
+
+    cmp = ElasticComparison({"horovod": _elastic_run("horovod", 0.5), "ddp": _elastic_run("ddp", 11.0)}, 40, 0.5, 10)
+    old = ElasticDrill("n2", 0.5, 1, 1, 3, 0.9, 10)
+    assert [m.name for m in cmp.drill_metrics()] == [m.name for m in old.metrics()]
+    got = {m.name: m.value for m in cmp.metrics()}
+    assert got["elastic_horovod_reset_s"] == 0.5 and got["elastic_ddp_reset_s"] == 11.0
+    assert {f"elastic_{b}_{k}" for b in ("horovod", "ddp") for k in ("lost_steps", "final_world", "progress_s")} <= set(got)
+    assert [r["backend"] for r in cmp.rows()] == ["horovod", "ddp"]
+
+
+@pytest.mark.unit
+def test_a_torchrun_restart_is_split_into_its_phases_from_the_agent_log(tmp_path):
+    from hpcml.cluster.drills import _log_time, agent_phases
+
+    t0 = _log_time("I1205 06:08:00.000000 1 x.py:1] start")
+    log = tmp_path / "n1.log"
+    log.write_text("\n".join([
+        "I1205 06:07:55.579000 4809 torch/distributed/elastic/agent/server/api.py:715] [default] Starting worker group",
+        "I1205 06:08:06.140000 4809 torch/distributed/elastic/agent/server/api.py:942] [default] Worker group FAILED. "
+        "3/3 attempts left; will restart worker group",
+        "I1205 06:08:08.467000 4809 torch/distributed/elastic/agent/server/api.py:553] [default] Rendezvous complete "
+        "for workers. Result:",
+        "I1205 06:08:08.468000 4809 torch/distributed/elastic/agent/server/api.py:715] [default] Starting worker group"]))
+    ph = agent_phases(log, t0 + 5.0, t0 + 17.0)
+    assert ph == pytest.approx({"detect": 1.14, "rendezvous": 2.327, "worker_start": 0.001, "worker_resume": 8.532},
+                               abs=1e-4)
+    assert agent_phases(log, t0 + 7.0, t0 + 17.0) == {}  # no failure after the loss: no phases
