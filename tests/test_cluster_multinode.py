@@ -138,9 +138,9 @@ def test_the_drills_of_notebook_00(pipeline_run):
     assert m["elastic_reset_s"] <= 60
 
 
-# ---- elastic, side by side (drills.elastic_side_by_side runs in a notebook; these check its record) ------
+# ---- elastic, side by side (elastic.elastic_side_by_side runs in a notebook; these check its record) -----
 def _elastic_run(backend: str, reset_s: float, **kw):
-    from hpcml.cluster.drills import ElasticRun
+    from hpcml.cluster.elastic import ElasticRun
 
     base = dict(backend=backend, launcher=backend, node_cut="n2", reset_s=reset_s, progress_s=reset_s + 1,
                 step_s=0.05, step_at_cut=100.0, resumed_from_step=80, lost_steps=20.0, final_world=1, epochs_run=3,
@@ -151,7 +151,8 @@ def _elastic_run(backend: str, reset_s: float, **kw):
 @pytest.mark.unit
 def test_the_side_by_side_record_keeps_the_elastic_drills_metric_names():
     """00 can swap elastic_drill for elastic_side_by_side: drill_metrics() gives ElasticDrill's names."""
-    from hpcml.cluster.drills import ElasticComparison, ElasticDrill
+    from hpcml.cluster.drills import ElasticDrill
+    from hpcml.cluster.elastic import ElasticComparison
 
     cmp = ElasticComparison({"horovod": _elastic_run("horovod", 0.5), "ddp": _elastic_run("ddp", 11.0)}, 40, 0.5, 10)
     old = ElasticDrill("n2", 0.5, 1, 1, 3, 0.9, 10)
@@ -164,7 +165,7 @@ def test_the_side_by_side_record_keeps_the_elastic_drills_metric_names():
 
 @pytest.mark.unit
 def test_a_torchrun_restart_is_split_into_its_phases_from_the_agent_log(tmp_path):
-    from hpcml.cluster.drills import _log_time, agent_phases
+    from hpcml.cluster.elastic import _log_time, agent_phases
 
     t0 = _log_time("I1205 06:08:00.000000 1 x.py:1] start")
     log = tmp_path / "n1.log"

@@ -15,13 +15,7 @@ the first node over SSH, with a host-discovery script that lists the nodes Slurm
 cuts (and fences) the second node: the surviving rank's collective fails after Gloo's timeout, the
 job resets to the hosts discovery still lists, goes on with one worker and finishes.
 
-:func:`elastic_side_by_side` puts the same node loss to both elastic stacks, one after the other:
-Horovod elastic (above) and ``torchrun --nnodes=1:2 --max-restarts=3`` with the DDP backend, one
-agent per node, the same spec. Horovod's survivor rolls back to its last in-memory commit and
-goes on in the same process; torchrun's agent restarts its worker, which resumes from the last
-checkpoint on disk. Each records the time from the node loss until the job re-formed with one
-worker and until it wrote its next checkpoint, and the steps lost (the step it had reached,
-estimated from its step rate, minus the step it resumed from).
+:mod:`hpcml.cluster.elastic` puts the same node loss to Horovod elastic and torchrun elastic, side by side.
 
 Every wait has its own timeout of at most 60 s; a timeout raises :class:`DrillError` with what
 Slurm showed, and the link is restored whatever happened.
@@ -36,7 +30,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from hpcml import paths
 from hpcml.cluster import netns
@@ -48,10 +42,6 @@ from hpcml.train import checkpoint as ck
 from hpcml.train.spec import TrainSpec
 from hpcml.train.targets.layout import slurm_body
 from hpcml.train.targets.slurm import read_run_metrics
-
-if TYPE_CHECKING:
-    from hpcml.train.targets.local import LocalJob
-    from hpcml.train.targets.nodes import NodesJob
 
 MAX_WAIT_S = 60.0
 
@@ -112,14 +102,14 @@ class RequeueDrill:
 FINAL_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "train_loss", "steps", "epochs_run")
 
 
-def _dataset(ds: Path, n_shards: int, rows: int, seed: int) -> Path:
+def drill_dataset(ds: Path, n_shards: int, rows: int, seed: int) -> Path:
     """The drills' synthetic dataset at ``ds``, written once (``rows`` train rows, an eighth each for val/test)."""
     if not (ds / MANIFEST).exists():
         write_contract_dataset(ds, n_shards=n_shards, rows=(rows, rows // 8, rows // 8), seed=seed)
     return ds
 
 
-def _empty(folder: Path) -> Path:
+def empty_run_dir(folder: Path) -> Path:
     """``folder``, emptied of an earlier drill's run (checkpoints there would make the job resume)."""
     if folder.exists():
         shutil.rmtree(folder)
@@ -128,13 +118,13 @@ def _empty(folder: Path) -> Path:
 
 def drill_spec(root: Path, epochs: int = 4, checkpoint_every: int = 40, rows: int = 4096, seed: int = 0) -> TrainSpec:
     """A one-rank CNN job on a synthetic one-shard dataset (written under ``root``), checkpointing often."""
-    ds = _dataset(root / "dataset", 1, rows, seed)
+    ds = drill_dataset(root / "dataset", 1, rows, seed)
     return TrainSpec(name="drill", world_size=1, epochs=epochs, batch_size=16, width=16, lr=0.02, seed=seed,
                      dataset_dir=str(ds), checkpoint_every=checkpoint_every)
 
 
 def _submit(cl: LocalCluster, spec: TrainSpec, out_dir: Path, name: str, requeue: bool) -> str:
-    _empty(out_dir)
+    empty_run_dir(out_dir)
     spec = dataclasses.replace(spec, out_dir=str(out_dir))
     spec_path = out_dir / "spec.json"
     spec.to_json(spec_path)
@@ -293,6 +283,20 @@ def discovery_script(cl: LocalCluster, path: Path, slots: int = 1) -> Path:
     return path
 
 
+def horovod_elastic_command(cl: LocalCluster, discovery: Path) -> Callable[[Path], list[str]]:
+    """``horovodrun --min-np 1 --max-np 2`` with ``discovery``, inside the first node, for a spec JSON's path."""
+    launcher = cl.plan.nodes[0].name
+    hvd = str(Path(sys.executable).parent / "horovodrun")
+
+    def command(spec_path: Path) -> list[str]:
+        return cl.node_argv(launcher, [hvd, "-np", "2", "--min-np", "1", "--max-np", "2",
+                                       "--host-discovery-script", str(discovery), "--network-interface", "eth1",
+                                       "--ssh-identity-file", str(cl.key), "--start-timeout", "30", "--gloo",
+                                       sys.executable, "-m", "hpcml.train.worker", "--spec", str(spec_path)], pin=False)
+
+    return command
+
+
 def elastic_drill(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_every: int = 40,
                   gloo_timeout_s: int = 10, cut_after_checkpoints: int = 2,
                   on_event: Callable[[str], None] | None = None) -> ElasticDrill:
@@ -306,20 +310,11 @@ def elastic_drill(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_ever
     if cl.mode != "multi" or len(cl.plan.nodes) < 2:
         raise DrillError(f"the elastic drill needs the multi-node cluster with at least 2 nodes ({cl.describe()})")
     say = on_event or (lambda s: None)
-    launcher = cl.plan.nodes[0].name
-    ds = _dataset(root / "dataset-2", 2, 4096, seed=1)
-    out = _empty(root / "elastic")
+    ds = drill_dataset(root / "dataset-2", 2, 4096, seed=1)
+    out = empty_run_dir(root / "elastic")
     spec = TrainSpec(name="elastic-drill", world_size=2, min_workers=1, elastic=True, epochs=epochs, batch_size=16,
                      width=16, lr=0.02, dataset_dir=str(ds), out_dir=str(out), checkpoint_every=checkpoint_every)
-    disc = discovery_script(cl, out / "discover_hosts.sh")
-    hvd = str(Path(sys.executable).parent / "horovodrun")
-
-    def command(spec_path: Path) -> list[str]:
-        return cl.node_argv(launcher, [hvd, "-np", "2", "--min-np", "1", "--max-np", "2",
-                                       "--host-discovery-script", str(disc), "--network-interface", "eth1",
-                                       "--ssh-identity-file", str(cl.key), "--start-timeout", "30", "--gloo",
-                                       sys.executable, "-m", "hpcml.train.worker", "--spec", str(spec_path)], pin=False)
-
+    command = horovod_elastic_command(cl, discovery_script(cl, out / "discover_hosts.sh"))
     job = start_local(spec, command=command, env={"HOROVOD_GLOO_TIMEOUT_SECONDS": str(gloo_timeout_s)})
     try:
         job.wait_for(lambda e: e.get("event") == "start", MAX_WAIT_S)
@@ -346,254 +341,3 @@ def elastic_drill(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_ever
                         epochs_run=int(m["epochs_run"]), test_accuracy=float(m["test_accuracy"]),
                         gloo_timeout_s=gloo_timeout_s,
                         events=[e for e in job.events if e.get("event") in ("reset", "checkpoint", "epoch")][-20:])
-
-
-# ---- elastic, side by side: Horovod elastic and torchrun elastic through the same node loss ------------
-@dataclass
-class ElasticRun:
-    """One elastic stack through the node loss (seconds from the loss: the victim's processes killed)."""
-
-    backend: str  # horovod | ddp
-    launcher: str  # how the job was started
-    node_cut: str
-    reset_s: float  # loss -> the job re-formed with one worker (its reset event)
-    progress_s: float  # loss -> the first checkpoint written after the reset (training went on)
-    step_s: float  # seconds per step with two workers, before the loss
-    step_at_cut: float  # the step the job had reached at the loss (last checkpoint + elapsed / step_s)
-    resumed_from_step: int  # the step the job went on from
-    lost_steps: float  # step_at_cut - resumed_from_step: work done again
-    final_world: int
-    epochs_run: int
-    test_accuracy: float
-    total_s: float  # start -> end of the job
-    timeline: list[tuple[float, int]] = field(default_factory=list)  # (s from the loss, step) of checkpoints/resets
-    phases: dict[str, float] = field(default_factory=dict)  # torchrun: where reset_s went (from its agent's log)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if k not in ("timeline", "phases")}
-        return {**d, **{f"{k}_s": v for k, v in self.phases.items()}}
-
-
-@dataclass
-class ElasticComparison:
-    """Both elastic stacks through the same node loss, in one comparable record."""
-
-    runs: dict[str, ElasticRun]
-    checkpoint_every: int
-    cut_fraction: float  # the loss came this far into a checkpoint interval
-    gloo_timeout_s: int  # HOROVOD_GLOO_TIMEOUT_SECONDS of the Horovod run
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per stack (a table for the notebook)."""
-        return [r.as_dict() for r in self.runs.values()]
-
-    def metrics(self) -> list[Metric]:
-        """``elastic_<backend>_*`` metrics for :func:`hpcml.report.record_all`."""
-        out = [Metric("elastic_cmp_checkpoint_every", self.checkpoint_every, "steps",
-                      "steps between checkpoints (and Horovod commits) in both runs"),
-               Metric("elastic_cmp_cut_fraction", self.cut_fraction, "", "how far into a checkpoint interval the node was lost")]
-        for b, r in self.runs.items():
-            out += [Metric(f"elastic_{b}_reset_s", r.reset_s, "s", f"{r.launcher}: s after the node loss until the job "
-                           "re-formed with one worker", True),
-                    Metric(f"elastic_{b}_progress_s", r.progress_s, "s",
-                           f"{r.launcher}: s after the node loss until the next checkpoint was written"),
-                    Metric(f"elastic_{b}_lost_steps", r.lost_steps, "steps",
-                           f"{r.launcher}: steps done again (reached at the loss, estimated, minus resumed from)"),
-                    Metric(f"elastic_{b}_resumed_from_step", r.resumed_from_step, "step"),
-                    Metric(f"elastic_{b}_final_world", r.final_world, "workers"),
-                    Metric(f"elastic_{b}_test_accuracy", r.test_accuracy, "fraction"),
-                    Metric(f"elastic_{b}_step_s", r.step_s, "s", "seconds per step with two workers")]
-        return out
-
-    def drill_metrics(self) -> list[Metric]:
-        """The Horovod run under :class:`ElasticDrill`'s names (00's elastic drill, when this replaces it)."""
-        r = self.runs["horovod"]
-        return [Metric("elastic_reset_s", r.reset_s, "s", "s after the cut until the elastic job reset to the survivors"),
-                Metric("elastic_world_after", 1, "workers", "workers after the reset"),
-                Metric("elastic_final_world", r.final_world, "workers", "workers at the end of the job"),
-                Metric("elastic_epochs_run", r.epochs_run, "epochs"),
-                Metric("elastic_test_accuracy", r.test_accuracy, "fraction"),
-                Metric("elastic_gloo_timeout_s", self.gloo_timeout_s, "s", "HOROVOD_GLOO_TIMEOUT_SECONDS of the job")]
-
-    def plot(self, ax: Any = None) -> Any:
-        """The step each job had reached against the seconds since the node loss (checkpoints and resets)."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(7, 3.5))[1]
-        for r in self.runs.values():
-            t, step = zip(*r.timeline) if r.timeline else ((), ())
-            ax.plot(t, step, marker=".", label=f"{r.launcher}: re-formed after {r.reset_s:.1f} s, "
-                                                f"{r.lost_steps:.0f} steps done again")
-        ax.axvline(0, color="k", lw=0.8, ls="--")
-        ax.set(xlabel="seconds since the node was lost", ylabel="training step",
-               title="Elastic training through the loss of one of two nodes")
-        ax.legend(fontsize=8, loc="upper left")
-        ax.figure.tight_layout()
-        return ax
-
-
-def elastic_spec(root: Path, backend: str, epochs: int = 6, checkpoint_every: int = 40) -> TrainSpec:
-    """The elastic drills' job: two workers (one shard each), down to one; ``backend`` horovod or ddp."""
-    ds = _dataset(root / "dataset-2", 2, 4096, seed=1)
-    out = _empty(root / f"elastic-{backend}")
-    return TrainSpec(name=f"elastic-{backend}", world_size=2, min_workers=1, elastic=True, epochs=epochs,
-                     batch_size=16, width=16, lr=0.02, dataset_dir=str(ds), out_dir=str(out),
-                     checkpoint_every=checkpoint_every, backend=backend)
-
-
-def _stamp(ev: dict) -> None:
-    ev.setdefault("t", time.time())
-
-
-def _through_node_loss(cl: LocalCluster, job: LocalJob | NodesJob, victim: str, checkpoint_every: int,
-                       cut_after_checkpoints: int, cut_fraction: float, say: Callable[[str], None]) -> dict[str, float]:
-    """Lose ``victim`` (fence, then cut its link) ``cut_fraction`` into a checkpoint interval; time the recovery.
-
-    Every event must carry its arrival time ``t``. Returns the timings of :class:`ElasticRun`.
-    """
-    k = cut_after_checkpoints * checkpoint_every
-    ck_at = lambda e, s: e.get("event") == "checkpoint" and e["step"] >= s  # noqa: E731
-    job.wait_for(lambda e: ck_at(e, k - checkpoint_every), MAX_WAIT_S)
-    last = job.wait_for(lambda e: ck_at(e, k), MAX_WAIT_S)
-    prev = [e for e in job.events if e.get("event") == "checkpoint" and e["step"] == last["step"] - checkpoint_every][-1]
-    step_s = (last["t"] - prev["t"]) / checkpoint_every
-    time.sleep(max(0.0, last["t"] + cut_fraction * checkpoint_every * step_s - time.time()))
-    t_loss = time.time()
-    fence(cl, victim)  # the node's processes die first (see elastic_drill), then its link goes
-    with cl.link_cut(victim):
-        say(f"killed {victim}'s processes and cut its link at ~step {last['step'] + (t_loss - last['t']) / step_s:.0f}")
-        reset = job.wait_for(lambda e: e.get("event") == "reset" and e.get("world_size") == 1, MAX_WAIT_S)
-        say(f"the job re-formed with 1 worker {reset['t'] - t_loss:.1f} s after the loss, from step {reset['step']}")
-    nxt = job.wait_for(lambda e: e.get("t", 0) > reset["t"] and e.get("event") == "checkpoint", MAX_WAIT_S)
-    at_cut = last["step"] + (t_loss - last["t"]) / step_s
-    return {"reset_s": reset["t"] - t_loss, "progress_s": nxt["t"] - t_loss, "step_s": step_s,
-            "step_at_cut": at_cut, "resumed_from_step": int(reset["step"]), "lost_steps": at_cut - int(reset["step"]),
-            "t_loss": t_loss}
-
-
-def _timeline(events: list[dict], t_loss: float) -> list[tuple[float, int]]:
-    return [(e["t"] - t_loss, int(e["step"])) for e in events if e.get("event") in ("checkpoint", "reset") and "t" in e]
-
-
-#: torchrun agent log lines that mark the phases of a restart, in order.
-AGENT_MARKS = {"failed": "Worker group FAILED", "rendezvous": "Rendezvous complete for workers",
-               "workers_started": "Starting worker group"}
-
-
-def _log_time(line: str) -> float | None:
-    """Epoch seconds of a glog-style torch line (``I1205 06:08:06.139000 …``, this machine's local time)."""
-    try:
-        stamp = time.strptime(f"{time.localtime().tm_year}{line[1:5]} {line[6:14]}", "%Y%m%d %H:%M:%S")
-        return time.mktime(stamp) + float("0" + line[14:21])
-    except (ValueError, IndexError):
-        return None
-
-
-def agent_phases(log: Path, t_loss: float, t_reset: float) -> dict[str, float]:
-    """Where a torchrun restart's time went: loss -> the agent saw its worker fail -> the new rendezvous
-    closed -> the agent started the new worker -> the worker re-formed (its reset event), in seconds."""
-    marks: dict[str, float] = {}
-    for line in log.read_text(errors="replace").splitlines():
-        t = _log_time(line)
-        for name, text in AGENT_MARKS.items():
-            if t is not None and t >= t_loss and text in line and name not in marks and \
-                    (name == "failed" or "failed" in marks):
-                marks[name] = t
-    if len(marks) < len(AGENT_MARKS):
-        return {}
-    return {"detect": marks["failed"] - t_loss, "rendezvous": marks["rendezvous"] - marks["failed"],
-            "worker_start": marks["workers_started"] - marks["rendezvous"],
-            "worker_resume": t_reset - marks["workers_started"]}
-
-
-def _run_record(backend: str, launcher: str, victim: str, timing: dict[str, float], m: dict[str, Any],
-                total_s: float, events: list[dict]) -> ElasticRun:
-    t_loss = timing.pop("t_loss")
-    return ElasticRun(backend=backend, launcher=launcher, node_cut=victim, final_world=int(m["world_size"]),
-                      epochs_run=int(m["epochs_run"]), test_accuracy=float(m["test_accuracy"]), total_s=total_s,
-                      timeline=_timeline(events, t_loss), **timing)
-
-
-def horovod_elastic_run(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_every: int = 40,
-                        cut_after_checkpoints: int = 2, cut_fraction: float = 0.5, gloo_timeout_s: int = 10,
-                        on_event: Callable[[str], None] | None = None) -> ElasticRun:
-    """Horovod elastic (``horovodrun --min-np 1 --max-np 2`` over SSH) through the loss of the second node."""
-    from hpcml.train.targets.local import start_local
-
-    _two_nodes(cl)
-    spec = elastic_spec(root, "horovod", epochs, checkpoint_every)
-    disc = discovery_script(cl, Path(spec.out_dir) / "discover_hosts.sh")
-    launcher, victim = cl.plan.nodes[0].name, cl.plan.nodes[1].name
-    hvd = str(Path(sys.executable).parent / "horovodrun")
-
-    def command(spec_path: Path) -> list[str]:
-        return cl.node_argv(launcher, [hvd, "-np", "2", "--min-np", "1", "--max-np", "2",
-                                       "--host-discovery-script", str(disc), "--network-interface", "eth1",
-                                       "--ssh-identity-file", str(cl.key), "--start-timeout", "30", "--gloo",
-                                       sys.executable, "-m", "hpcml.train.worker", "--spec", str(spec_path)], pin=False)
-
-    t0 = time.time()
-    job = start_local(spec, command=command, on_progress=_stamp,
-                      env={"HOROVOD_GLOO_TIMEOUT_SECONDS": str(gloo_timeout_s)})
-    try:
-        timing = _through_node_loss(cl, job, victim, checkpoint_every, cut_after_checkpoints, cut_fraction,
-                                    on_event or (lambda s: None))
-        m = job.wait(MAX_WAIT_S)
-    except (TimeoutError, RuntimeError) as exc:
-        raise DrillError(f"the Horovod elastic run failed: {exc}; last events {job.events[-5:]}") from exc
-    finally:
-        job.kill()
-    return _run_record("horovod", "horovodrun --min-np 1 --max-np 2", victim, timing, m, time.time() - t0, job.events)
-
-
-def torchrun_elastic_run(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_every: int = 40,
-                         cut_after_checkpoints: int = 2, cut_fraction: float = 0.5,
-                         on_event: Callable[[str], None] | None = None) -> ElasticRun:
-    """torchrun elastic (``--nnodes=1:2 --max-restarts=3``, DDP) through the loss of the second node.
-
-    The first node's agent hosts the rendezvous and is never the one lost.
-    """
-    from hpcml.train.targets import nodes
-    from hpcml.train.targets.layout import WORKER_MODULE
-
-    _two_nodes(cl)
-    spec = elastic_spec(root, "ddp", epochs, checkpoint_every)
-    hosts, victim = [n.name for n in cl.plan.nodes[:2]], cl.plan.nodes[1].name
-    spec_path = Path(spec.out_dir) / "spec.json"
-    spec.to_json(spec_path)
-    t0 = time.time()
-    job = nodes.start(cl, "ddp", hosts, 1, WORKER_MODULE, ["--spec", str(spec_path)], log_dir=Path(spec.out_dir) / "logs",
-                      min_nodes=1, max_restarts=3)
-    try:
-        timing = _through_node_loss(cl, job, victim, checkpoint_every, cut_after_checkpoints, cut_fraction,
-                                    on_event or (lambda s: None))
-        job.wait(MAX_WAIT_S)
-        phases = agent_phases(job.logs[hosts[0]], timing["t_loss"], timing["t_loss"] + timing["reset_s"])
-    except (TimeoutError, RuntimeError) as exc:
-        raise DrillError(f"the torchrun elastic run failed: {exc}; last events {job.events[-5:]}") from exc
-    finally:
-        job.kill()
-    run = _run_record("ddp", "torchrun --nnodes=1:2 --max-restarts=3", victim, timing,
-                      read_run_metrics(Path(spec.out_dir)), time.time() - t0, job.events)
-    run.phases = phases
-    return run
-
-
-def _two_nodes(cl: LocalCluster) -> None:
-    if cl.mode != "multi" or len(cl.plan.nodes) < 2:
-        raise DrillError(f"the elastic drills need the multi-node cluster with at least 2 nodes ({cl.describe()})")
-
-
-def elastic_side_by_side(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_every: int = 40,
-                         cut_after_checkpoints: int = 2, cut_fraction: float = 0.5, gloo_timeout_s: int = 10,
-                         on_event: Callable[[str], None] | None = None) -> ElasticComparison:
-    """Horovod elastic, then torchrun elastic, through the same node loss at the same point of the same job.
-
-    Raises:
-        DrillError: a run did not re-form, progress or finish in time (each wait at most 60 s).
-    """
-    kw = dict(epochs=epochs, checkpoint_every=checkpoint_every, cut_after_checkpoints=cut_after_checkpoints,
-              cut_fraction=cut_fraction, on_event=on_event)
-    runs = {"horovod": horovod_elastic_run(cl, root, gloo_timeout_s=gloo_timeout_s, **kw)}
-    runs["ddp"] = torchrun_elastic_run(cl, root, **kw)  # torchrun needs the node's link only, not Slurm's idle
-    return ElasticComparison(runs, checkpoint_every, cut_fraction, gloo_timeout_s)
