@@ -150,7 +150,9 @@ def test_metrics_name_every_tool_and_profile():
     assert "allreduce_torch_unshaped_link_frac_lo" not in m  # no link rate to compare with
     assert "allreduce_mpi_1gbit_link_frac_lo" not in m  # no message >= 16 MiB measured
     assert m["allreduce_mpi_1gbit_small_us"] == pytest.approx(5e4)
-    assert all(isinstance(v, (int, float)) and math.isfinite(v) for v in m.values())
+    assert m["allreduce_best_1gbit_tool"] == "torch" and m["allreduce_best_1gbit_link_frac_lo"] == pytest.approx(0.95)
+    assert m["allreduce_best_unshaped_busbw_gbit"] == pytest.approx(0.95)
+    assert all(isinstance(v, (int, float)) and math.isfinite(v) for k, v in m.items() if not k.endswith("_tool"))
     assert {"link", "tool", "size", "busbw Gbit/s"} <= set(st.table(df).columns)
     fig = st.plot(df)
     assert len(fig.axes) == 2 and fig.axes[1].get_title().startswith("link: 1gbit")

@@ -33,6 +33,8 @@ messages is reported in the hundreds of GB/s, far beyond what a CPU core can sum
 Command line (the full run; the lead's quiet-machine numbers)::
 
     python -m hpcml.train.allreduce --profiles unshaped,1gbit --sizes 4KiB..128MiB --out build/allreduce
+
+(``--cluster NAME`` runs on a cluster of another name; one the command brought up, it takes down.)
 """
 
 from __future__ import annotations
@@ -300,18 +302,29 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--mpi-mca", action="append", default=[], metavar="NAME=VALUE",
                     help="an extra Open MPI parameter, e.g. btl_tcp_links=2 (repeatable)")
+    ap.add_argument("--cluster", default="hpcml", help="the multi-node cluster's name (brought up if it is not "
+                    "running, and then taken down again)")
     ap.add_argument("--loopback", action="store_true", help="2 ranks on this machine, no cluster (development)")
     a = ap.parse_args(argv)
-    cl = None
-    if not a.loopback:
-        from hpcml.cluster import local
-
-        cl = local.ensure(mode="multi")
     mca = dict(kv.split("=", 1) for kv in a.mpi_mca if "=" in kv)
     if len(mca) != len(a.mpi_mca):
         ap.error(f"--mpi-mca takes NAME=VALUE, got {a.mpi_mca}")
-    df = run(cl, a.profiles.split(","), a.sizes, a.tools.split(","), a.warmup, a.reps, a.out, mpi_mca=mca)
-    print(st.table(df).to_string(index=False))
+    from hpcml.cluster import local
+    from hpcml.cluster.fabric import PREFIX, LocalClusterSpec
+
+    state = None if a.cluster == PREFIX else paths.build_dir() / f"cluster-{a.cluster}"
+    cl = None if a.loopback else local.ensure(mode="multi", spec=LocalClusterSpec(name=a.cluster), state_dir=state)
+    out = Path(a.out or paths.build_dir() / "allreduce")
+    try:
+        df = run(cl, a.profiles.split(","), a.sizes, a.tools.split(","), a.warmup, a.reps, out, mpi_mca=mca)
+    finally:
+        if cl is not None and cl.started_here:
+            local.down(cl.state_dir, prefix=a.cluster)
+    text = st.table(df).to_string(index=False)
+    paths.atomic_write_text(out / "table.txt", text + "\n")
+    st.plot(df).savefig(out / "busbw.png", dpi=110)
+    print(text)
+    print(f"results: {out / 'results.json'}, {out / 'table.txt'}, {out / 'busbw.png'}")
     return 0
 
 

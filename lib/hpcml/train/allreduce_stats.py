@@ -196,6 +196,7 @@ def metrics(df: Any) -> list[Any]:
     * ``allreduce_<t>_<p>_link_frac_lo`` (shaped profiles with messages >= 16 MiB): the lowest
       95 %-interval low end of busbw / link rate over those messages, the number the target
       (>= 0.8 at profiles <= 1 Gbit/s) is checked on;
+    * ``allreduce_best_<p>_tool`` / ``..._busbw_gbit`` / ``..._link_frac_lo``: the same, for the best tool;
     * ``allreduce_horovod_vs_torch_<p>_time_ratio``: Horovod's time over torch's for the largest
       message (both Gloo: what Horovod's own machinery costs);
     * ``allreduce_ranks``, ``allreduce_largest_bytes``.
@@ -219,8 +220,17 @@ def metrics(df: Any) -> list[Any]:
             if _known(big.link_gbit) and not large.empty:
                 out.append(Metric(f"allreduce_{t}_{pk}_link_frac_lo", float(large.busbw_lo_frac_link.min()), "",
                                   f"{t}: lowest 95 %-interval low end of busbw / link rate over messages >= 16 MiB, link {p}"))
-        tools = set(df[df.profile == p].tool)
-        if {"horovod", "torch"} <= tools:
+        mine = {m.name: m.value for m in out}
+        tools = list(dict.fromkeys(df[df.profile == p].tool))
+        best = max(tools, key=lambda t: mine[f"allreduce_{t}_{pk}_busbw_gbit"])
+        out += [Metric(f"allreduce_best_{pk}_tool", best, "", f"the tool with the highest busbw of the largest message, link {p}"),
+                Metric(f"allreduce_best_{pk}_busbw_gbit", mine[f"allreduce_{best}_{pk}_busbw_gbit"], "Gbit/s",
+                       f"the highest busbw of the largest message over the tools, link {p} (median)")]
+        fracs = [mine[f"allreduce_{t}_{pk}_link_frac_lo"] for t in tools if f"allreduce_{t}_{pk}_link_frac_lo" in mine]
+        if fracs:
+            out.append(Metric(f"allreduce_best_{pk}_link_frac_lo", max(fracs), "",
+                              f"the best tool's lowest 95 %-interval low end of busbw / link over messages >= 16 MiB, link {p}"))
+        if {"horovod", "torch"} <= set(tools):
             h, _ = _largest(df, p, "horovod")
             d, _ = _largest(df, p, "torch")
             out.append(Metric(f"allreduce_horovod_vs_torch_{pk}_time_ratio", float(h.time_med_s / d.time_med_s), "",
@@ -262,6 +272,9 @@ def plot(df: Any) -> Any:
             ax.axhline(float(link.iloc[0]), ls="--", color="grey", label=f"link {p}")
             ax.axhline(TARGET_FRACTION * float(link.iloc[0]), ls=":", color="grey", label=f"{TARGET_FRACTION:.0%} of link")
         ax.set_xscale("log", base=2)
+        ticks = sorted(set(sub.size_bytes))
+        ax.set_xticks(ticks, [size_label(int(t)).replace(" ", "\n") for t in ticks], fontsize=7)
+        ax.minorticks_off()
         ax.set_yscale("log")
         ax.set_xlabel("message size (bytes)")
         ax.set_title(f"link: {p}, {int(sub.ranks.max())} ranks (1 per node)")
