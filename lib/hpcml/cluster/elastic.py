@@ -21,6 +21,7 @@ into its phases from its agent's log (:func:`agent_phases`). Every wait is at mo
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -278,3 +279,35 @@ def elastic_side_by_side(cl: LocalCluster, root: Path, epochs: int = 6, checkpoi
     runs = {"horovod": horovod_elastic_run(cl, root, gloo_timeout_s=gloo_timeout_s, **kw)}
     runs["ddp"] = torchrun_elastic_run(cl, root, **kw)  # torchrun needs the node's link only, not Slurm's idle
     return ElasticComparison(runs, checkpoint_every, cut_fraction, gloo_timeout_s)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    import argparse
+    import json
+
+    from hpcml import paths
+    from hpcml.cluster import local
+    from hpcml.cluster.fabric import PREFIX, LocalClusterSpec
+
+    ap = argparse.ArgumentParser(prog="python -m hpcml.cluster.elastic", description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--checkpoint-every", type=int, default=40)
+    ap.add_argument("--name", default=PREFIX, help="the cluster's name (its running copy is reused)")
+    ap.add_argument("--state-dir", type=Path, default=None)
+    ap.add_argument("--root", type=Path, default=None, help="folder for the dataset and runs (default build/drill)")
+    a = ap.parse_args(argv)
+    cl = local.up(LocalClusterSpec(nodes=2, name=a.name), a.state_dir)
+    t0 = time.time()
+    try:
+        cmp = elastic_side_by_side(cl, paths.ensure(a.root or paths.build_dir() / "drill"), epochs=a.epochs,
+                                   checkpoint_every=a.checkpoint_every,
+                                   on_event=lambda s: print(f"{time.time() - t0:6.1f} s  {s}", flush=True))
+    finally:
+        if cl.started_here:  # a cluster brought up for this measurement goes down with it
+            local.down(cl.state_dir, prefix=a.name)
+    print(json.dumps(cmp.rows(), indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
