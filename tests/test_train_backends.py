@@ -145,3 +145,40 @@ def test_sbatch_runs_ddp_across_the_nodes(mcluster, tmp_path, contract_dataset):
     assert m["backend"] == "ddp" and m["world_size"] == 2 and m["steps"] == 6 and len(m["step_losses"]) == 6
     assert "--rdzv-backend=c10d" in res.request and "GLOO_SOCKET_IFNAME=eth1" in res.request
     assert sorted(m["hosts"]) == sorted(n.name for n in mcluster.plan.nodes)  # one rank on each node
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("kw,match", [
+    ({"backend": "nccl"}, r"TrainSpec.backend: expected one of \('horovod', 'ddp'\), got 'nccl'"),
+    ({"bucket_mb": -1}, r"TrainSpec.bucket_mb: expected None \(each tool's default\) or a positive number of MiB"),
+    ({"record_losses": 1.5}, r"TrainSpec.record_losses: expected an integer >= 0"),
+], ids=["backend", "bucket", "record"])
+def test_spec_rejects_a_bad_backend_field(kw, match):
+    from hpcml.specbase import SpecError
+    from hpcml.train.spec import TrainSpec
+
+    with pytest.raises(SpecError, match=match):
+        TrainSpec(**kw)
+
+
+@pytest.mark.unit
+def test_backend_comparison_order_and_summary():
+    from hpcml.train import backend_compare as bc
+
+    assert bc.abba(2) == ["horovod", "ddp", "ddp", "horovod"]
+    run = lambda t, losses: {"step_time_s": t, "train_samples_per_s": 64 / t, "time_split": {}, "test_accuracy": 0.9,  # noqa: E731
+                             "steps": 3, "hosts": ["h"], "step_losses": losses}
+    s = bc.summarize({"horovod": [run(0.2, [2.0, 1.0, 0.5]), run(0.4, [9.0])], "ddp": [run(0.25, [2.0, 1.0, 0.55])]}, 3)
+    assert s["parity"]["max_rel_diff"] == pytest.approx(0.05 / 0.55) and s["parity"]["steps"] == 3
+    assert s["horovod"]["step_time_s"] == pytest.approx(0.3) and s["step_time_ratio_hvd_over_ddp"] == pytest.approx(1.2)
+    assert s["throughput_ratio_hvd_over_ddp"] == pytest.approx((160 + 320) / 2 / 256)
+
+
+@pytest.mark.unit
+def test_comparison_refuses_runs_shorter_than_the_parity_window(tmp_path):
+    from hpcml.train import backend_compare as bc
+    from hpcml.train.spec import TrainSpec
+
+    fake = lambda s: {"steps": 10, "step_losses": [1.0] * 10}  # noqa: E731  (stands in for a real run's metrics)
+    with pytest.raises(ValueError, match="the horovod run trained 10 steps, fewer than parity_steps=100"):
+        bc.compare_backends(TrainSpec(out_dir=str(tmp_path / "x")), runner=fake, out_root=tmp_path)
