@@ -172,6 +172,9 @@ def test_backend_comparison_order_and_summary():
     assert s["parity"]["max_rel_diff"] == pytest.approx(0.05 / 0.55) and s["parity"]["steps"] == 3
     assert s["horovod"]["step_time_s"] == pytest.approx(0.3) and s["step_time_ratio_hvd_over_ddp"] == pytest.approx(1.2)
     assert s["throughput_ratio_hvd_over_ddp"] == pytest.approx((160 + 320) / 2 / 256)
+    m = {x.name: x.value for x in bc.comparison_metrics(s)}
+    assert m["cnn_backend_loss_parity_steps"] == 3 and m["cnn_backend_ddp_step_time_s"] == pytest.approx(0.25)
+    assert len(m) == 11 and all(k.startswith("cnn_backend_") for k in m)
 
 
 @pytest.mark.unit

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from hpcml.report import Metric
 from hpcml.train import loop
 from hpcml.train.spec import BACKENDS, TrainSpec
 
@@ -86,3 +87,24 @@ def compare_backends(spec: TrainSpec, n_pairs: int = 1, parity_steps: int = 100,
         runs[b].append({**{k: m.get(k) for k in RUN_KEYS}, "step_losses": m["step_losses"],
                         "time_split_note": m.get("time_split_note")})
     return summarize(runs, parity_steps)
+
+
+def comparison_metrics(cmp: dict[str, Any], prefix: str = "cnn_backend") -> list[Metric]:
+    """The metrics 02 records from :func:`compare_backends`'s result (``<prefix>_...``)."""
+    par = cmp["parity"]
+    out = [Metric(f"{prefix}_loss_parity_max_rel", par["max_rel_diff"], "",
+                  f"largest relative difference of the rank-averaged loss, Horovod vs DDP, over the first "
+                  f"{par['steps']} steps (same seed, shards, per-worker batch)"),
+           Metric(f"{prefix}_loss_parity_mean_rel", par["mean_rel_diff"], "", "mean of the same"),
+           Metric(f"{prefix}_loss_parity_steps", par["steps"], "steps", "steps the loss parity compares"),
+           Metric(f"{prefix}_step_time_ratio_hvd_over_ddp", cmp["step_time_ratio_hvd_over_ddp"], "",
+                  "Horovod's mean per-step time over DDP's (> 1: Horovod is slower)"),
+           Metric(f"{prefix}_throughput_ratio_hvd_over_ddp", cmp["throughput_ratio_hvd_over_ddp"], "",
+                  "Horovod's training samples/s over DDP's")]
+    for b in BACKENDS:
+        r = cmp[b]
+        out += [Metric(f"{prefix}_{b}_step_time_s", r["step_time_s"], "s", f"{b}: mean per-step wall time"),
+                Metric(f"{prefix}_{b}_samples_per_s", r["train_samples_per_s"], "samples/s", f"{b}: training samples/s"),
+                Metric(f"{prefix}_{b}_time_split", r["time_split"], "s", f"{b}: {r['time_split_note']}")]
+    return out
+
