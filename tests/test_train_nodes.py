@@ -7,6 +7,8 @@ rendezvous and collective here times out within 60 s.
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -44,6 +46,19 @@ def test_the_launchers_name_the_nodes_interface_and_rendezvous(mcluster):
     assert any("is_host=false" in a and "join_timeout=30" in a for a in tr)
     with pytest.raises(ValueError, match="within 1..60"):
         nodes.torchrun_argv(mcluster, h[0], h, 1, SELFTEST, [], "job1", rdzv_timeout_s=120)
+
+
+def test_a_rendezvous_port_in_use_is_skipped(mcluster):
+    node = mcluster.plan.node(_hosts(mcluster)[0])
+    code = (f"import socket,time;s=socket.socket();s.bind(({node.address!r},{nodes.RDZV_PORT}));s.listen();"
+            "print('up',flush=True);time.sleep(30)")
+    p = subprocess.Popen(mcluster.node_argv(node.name, [sys.executable, "-c", code]), stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "up"
+        assert nodes.free_port(mcluster, node.name) == nodes.RDZV_PORT + 1
+    finally:
+        p.kill()
+        p.wait()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

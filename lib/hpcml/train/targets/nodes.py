@@ -170,6 +170,16 @@ def job_env(job_id: str, extra: dict[str, str] | None = None) -> dict[str, str]:
             "LOGLEVEL": "INFO", **(extra or {})}
 
 
+def free_port(cl: LocalCluster, node: str, first: int = RDZV_PORT, tries: int = 100) -> int:
+    """The first TCP port from ``first`` that nothing listens on in ``node`` (two jobs never share a rendezvous)."""
+    out = cl.run_on(node, ["ss", "-Hltn"], timeout=10)
+    used = {int(m) for m in re.findall(r":(\d+)\s", out)}
+    for port in range(first, first + tries):
+        if port not in used:
+            return port
+    raise RuntimeError(f"no free port in {first}..{first + tries - 1} on {node}: {sorted(used)}")
+
+
 def _environ(pid: int) -> dict[str, str]:
     try:
         raw = Path(f"/proc/{pid}/environ").read_bytes()
@@ -386,7 +396,7 @@ class NodesJob:
 
 def start(cl: LocalCluster, backend: str, hosts: list[str], slots: int, module: str, module_args: list[str],
           env: dict[str, str] | None = None, log_dir: Path | None = None, min_nodes: int | None = None,
-          max_restarts: int = 0, rdzv_timeout_s: int = RDZV_TIMEOUT_S, port: int = RDZV_PORT,
+          max_restarts: int = 0, rdzv_timeout_s: int = RDZV_TIMEOUT_S, port: int | None = None,
           on_progress: Callable[[dict], None] | None = None, skip_agents: tuple[str, ...] = ()) -> NodesJob:
     """Start ``python -m module module_args`` on ``slots`` processes per node of ``hosts``.
 
@@ -397,8 +407,9 @@ def start(cl: LocalCluster, backend: str, hosts: list[str], slots: int, module: 
         slots: processes per node.
         env: extra environment of every process.
         log_dir: where the logs go (``<node>.log``); default ``build/nodes/<job id>``.
-        min_nodes / max_restarts / rdzv_timeout_s / port: torchrun's elastic range, restarts and
-            rendezvous (see :func:`torchrun_argv`).
+        min_nodes / max_restarts / rdzv_timeout_s: torchrun's elastic range, restarts and rendezvous
+            wait (see :func:`torchrun_argv`).
+        port: the rendezvous port on the first node (default: the first free one from ``RDZV_PORT``).
         on_progress: called with each progress event of rank 0.
         skip_agents: fault injection: nodes counted in the job whose agent is never started.
     """
@@ -411,6 +422,7 @@ def start(cl: LocalCluster, backend: str, hosts: list[str], slots: int, module: 
     if backend == "horovod":
         argvs = {hosts[0]: horovod_argv(cl, hosts, slots, module, module_args)}
     else:
+        port = port or free_port(cl, hosts[0])
         argvs = {n: torchrun_argv(cl, n, hosts, slots, module, module_args, job_id, port, min_nodes, max_restarts,
                                   rdzv_timeout_s, log_dir / f"torchelastic-{n}") for n in hosts if n not in skip_agents}
     job = NodesJob(cl, backend, list(hosts), slots, job_id, {}, {}, rdzv_timeout_s, tuple(skip_agents),
