@@ -23,7 +23,7 @@ def _hosts(cl) -> list[str]:
     return [n.name for n in cl.plan.nodes]
 
 
-def test_a_host_list_that_does_not_match_the_nodes_is_refused(mcluster):
+def test_a_host_list_that_does_not_match_the_nodes_is_refused(mcluster, tmp_path):
     hosts = _hosts(mcluster)
     with pytest.raises(ValueError, match=rf"'n9', not a node of this cluster; expected some of its nodes .*{hosts[1]}"):
         nodes.check_hosts(mcluster, [hosts[0], "n9"])
@@ -33,6 +33,12 @@ def test_a_host_list_that_does_not_match_the_nodes_is_refused(mcluster):
         nodes.start(mcluster, "ddp", [], 1, SELFTEST, [])
     with pytest.raises(ValueError, match="backend must be one of"):
         nodes.start(mcluster, "mpi", hosts, 1, SELFTEST, [])
+    spec = TrainSpec(name="x", world_size=3, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"world_size=3 does not divide over 2 nodes"):
+        nodes.run_spec(mcluster, spec, hosts=hosts)
+    spec = TrainSpec(name="x", world_size=2, elastic=True, min_workers=1, out_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="elastic Horovod spec needs a host-discovery script"):
+        nodes.run_spec(mcluster, spec)
 
 
 def test_the_launchers_name_the_nodes_interface_and_rendezvous(mcluster):

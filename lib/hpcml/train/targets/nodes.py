@@ -446,6 +446,11 @@ def run_spec(cl: LocalCluster, spec: TrainSpec, hosts: list[str] | None = None, 
              on_progress: Callable[[dict], None] | None = None, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the training worker for ``spec`` on the nodes (``spec.world_size`` ranks, spread evenly).
 
+    An elastic DDP spec runs ``torchrun --nnodes=MIN:N --max-restarts=3`` with MIN the nodes that
+    hold ``spec.min_workers``. An elastic Horovod spec needs host discovery: run it with
+    :func:`hpcml.cluster.elastic.horovod_elastic_run` instead. The out_dir's checkpoints, if any,
+    are resumed from.
+
     Args:
         hosts: the nodes (default: as many of the cluster's as divide ``world_size``, up to all).
 
@@ -466,12 +471,17 @@ def run_spec(cl: LocalCluster, spec: TrainSpec, hosts: list[str] | None = None, 
     if spec.world_size % len(hosts):
         raise ValueError(f"TrainSpec.world_size={spec.world_size} does not divide over {len(hosts)} nodes {hosts}: "
                          "expected a multiple of the number of hosts (the same slots on every node)")
+    if spec.elastic and backend == "horovod":
+        raise ValueError("an elastic Horovod spec needs a host-discovery script: run it with "
+                         "hpcml.cluster.elastic.horovod_elastic_run, or set TrainSpec.backend='ddp' (torchrun elastic)")
+    slots = spec.world_size // len(hosts)
+    elastic = dict(min_nodes=-(-spec.min_workers // slots), max_restarts=3) if spec.elastic else {}
     shards.check_world_size(spec.resolved_dataset_dir(), spec.world_size, elastic=spec.elastic)
     out = paths.ensure(spec.resolved_out_dir())
     spec_path = out / "spec.json"
     spec.to_json(spec_path)
-    job = start(cl, backend, hosts, spec.world_size // len(hosts), WORKER_MODULE, ["--spec", str(spec_path)],
-                env=env, log_dir=out / "logs", on_progress=on_progress)
+    job = start(cl, backend, hosts, slots, WORKER_MODULE, ["--spec", str(spec_path)],
+                env=env, log_dir=out / "logs", on_progress=on_progress, **elastic)
     try:
         job.wait(timeout_s)
     finally:
