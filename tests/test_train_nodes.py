@@ -16,7 +16,7 @@ from hpcml.train.spec import BACKENDS, TrainSpec
 from hpcml.train.targets import nodes
 
 pytestmark = pytest.mark.integration
-SELFTEST = "hpcml.train.targets.nodes"
+SELFTEST = "hpcml.train.targets.nodes_selftest"
 
 
 def _hosts(cl) -> list[str]:
@@ -43,7 +43,7 @@ def test_a_host_list_that_does_not_match_the_nodes_is_refused(mcluster, tmp_path
 
 def test_the_launchers_name_the_nodes_interface_and_rendezvous(mcluster):
     h = _hosts(mcluster)
-    hv = nodes.horovod_argv(mcluster, h, 1, SELFTEST, ["--selftest"])
+    hv = nodes.horovod_argv(mcluster, h, 1, SELFTEST, [])
     assert hv[hv.index("-H") + 1] == f"{h[0]}:1,{h[1]}:1" and "eth1" in hv and str(mcluster.key) in hv
     assert f"--net=/run/netns/{mcluster.plan.node(h[0]).netns}" in " ".join(hv)
     tr = nodes.torchrun_argv(mcluster, h[1], h, 2, SELFTEST, [], "job1", min_nodes=1, max_restarts=3)
@@ -84,7 +84,7 @@ def test_a_spec_trains_across_the_nodes(mcluster, tmp_path, contract_dataset, ba
 
 def test_a_rendezvous_that_times_out_names_the_node_that_never_joined(mcluster, tmp_path):
     h = _hosts(mcluster)
-    job = nodes.start(mcluster, "ddp", h, 1, SELFTEST, ["--selftest", "--backend", "ddp"], log_dir=tmp_path,
+    job = nodes.start(mcluster, "ddp", h, 1, SELFTEST, ["--backend", "ddp"], log_dir=tmp_path,
                       rdzv_timeout_s=8, skip_agents=(h[1],))
     try:
         with pytest.raises(nodes.NodesJobError, match=rf"did not complete within 8 s: {h[1]} never joined") as e:
@@ -98,7 +98,7 @@ def test_a_rendezvous_that_times_out_names_the_node_that_never_joined(mcluster, 
 def test_a_killed_rank_is_named_with_its_node_and_log_tail(mcluster, tmp_path, backend):
     h = _hosts(mcluster)
     job = nodes.start(mcluster, backend, h, 1, SELFTEST,
-                      ["--selftest", "--backend", backend, "--steps", "600", "--step-sleep", "0.05"], log_dir=tmp_path)
+                      ["--backend", backend, "--steps", "600", "--step-sleep", "0.05"], log_dir=tmp_path)
     try:
         job.wait_for(lambda e: e.get("step", 0) >= 10, 60)
         assert set(job.rank_pids(h[1])) == {1}
