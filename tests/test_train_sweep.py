@@ -160,6 +160,7 @@ TINY = dict(arch="resnet18", image_size=32, batch_size=2, iters=2, batches_per_i
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_bakeoff_sweep_and_ceiling_across_the_nodes(mcluster):
     from hpcml.train.targets.local import TrainJobError
 
