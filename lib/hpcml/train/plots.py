@@ -106,5 +106,5 @@ def interconnect_chart(points: Sequence[Mapping[str, Any]], fits: Mapping[str, A
     ax.set_ylabel("scaling efficiency")
     ax.set_ylim(0, 1.1)
     ax.set_title(title)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     return fig
