@@ -4,10 +4,11 @@
 * ``synthetic`` — Horovod's synthetic benchmark method (``pytorch_synthetic_benchmark.py``):
   random ImageNet-shaped batches, warm-up batches, then ``iters`` timed iterations of
   ``batches_per_iter`` steps; img/s per worker as mean ± 1.96σ over iterations, **each rank
-  measured** and the total the sum over ranks. One loop for both backends: it talks to its
-  peers only through :mod:`hpcml.train.comm` (``backend`` ``horovod`` or ``ddp``, gradient
+  measured** and the total the sum over ranks. One step for both backends, the training
+  worker's own (:func:`hpcml.train.worker.dist_step`): it talks to its peers only through
+  :mod:`hpcml.train.comm` (``backend`` ``horovod`` or ``ddp``, gradient
   buckets of ``bucket_mb`` MiB: Horovod's fusion threshold, DDP's ``bucket_cap_mb``).
-* ``overhead`` — the backend's step (:func:`dp_step`, the loss averaged too) at world size 1 vs a
+* ``overhead`` — the backend's step (:func:`hpcml.train.worker.dist_step`) at world size 1 vs a
   plain PyTorch step on the same batches, in alternating ABBA blocks in one process.
 * ``profile`` — ``torch.profiler`` over a few steps of the backend: top ops table and the split
   data / compute / allreduce wait / optimizer.
@@ -63,29 +64,6 @@ def _wrap(c: Any, model: torch.nn.Module, lr: float, cfg: dict) -> tuple[torch.n
     return c.wrap(model, opt, bucket_mb=cfg["bucket_mb"], fp16=bool(cfg["fp16_allreduce"]))
 
 
-def dp_step(c: Any, net: torch.nn.Module, opt: Any, x: torch.Tensor, y: torch.Tensor, timers: dict,
-            loss_allreduce: bool = False) -> None:
-    """One data-parallel step through the backend, timed: compute (forward + backward; under DDP
-    the gradient allreduce runs inside backward, so it lands here), allreduce (the wait
-    :meth:`~hpcml.train.comm.Comm.synchronize` adds: Horovod's exposed communication, ~0 under
-    DDP) and optimizer. ``loss_allreduce`` also averages the loss, as the training loop does."""
-    t0 = time.perf_counter()
-    opt.zero_grad()
-    loss = torch.nn.functional.cross_entropy(net(x), y)
-    loss.backward()
-    h = c.allreduce_async(loss.detach().reshape(1), "mean", "loss") if loss_allreduce else None
-    t1 = time.perf_counter()
-    c.synchronize(opt)
-    if h is not None:
-        c.wait(h)
-    t2 = time.perf_counter()
-    c.step(opt)
-    t3 = time.perf_counter()
-    timers["compute"] += t1 - t0
-    timers["allreduce"] += t2 - t1
-    timers["optimizer"] += t3 - t2
-
-
 def _synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
     from hpcml.train.models import make_model
 
@@ -118,7 +96,7 @@ def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, 
 
 def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
     """Synthetic ResNet benchmark on this rank, either backend; every rank's img/s gathered to all."""
-    from hpcml.train.worker import Timers
+    from hpcml.train.worker import TIME_SPLIT_NOTES, Timers, dist_step
 
     model, x, y = _synthetic_model(cfg)
     net, opt = _wrap(c, model, 0.01, cfg)
@@ -131,7 +109,7 @@ def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
         start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches())
 
     mine = {"rank": c.rank(), "host": socket.gethostname(),
-            **_timed_iters(lambda: dp_step(c, net, opt, x, y, timers), cfg, on_timed_start=timed_start)}
+            **_timed_iters(lambda: dist_step(c, net, opt, x, y, timers), cfg, on_timed_start=timed_start)}
     wall, cpu, ctx = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches()
     mine["time_split"] = dict(timers)
     # what the process spent besides the step's own maths: kernel time and thread wake-ups
@@ -141,9 +119,7 @@ def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
     ranks = c.allgather_object(mine)
     return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
             "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks])), "backend": c.name,
-            "bucket_mb": cfg["bucket_mb"],
-            "time_split_note": ("" if c.name == "horovod" else "DDP reduces gradients inside backward: 'compute' "
-                                "holds the communication backward did not hide, 'allreduce' is ~0")}
+            "bucket_mb": cfg["bucket_mb"], "time_split_note": TIME_SPLIT_NOTES[c.name]}
 
 
 def _wait_files(d: Path, names: list[str], timeout_s: float = 600) -> None:
@@ -221,7 +197,7 @@ def overhead(c: Any, cfg: dict) -> dict[str, Any]:
     """
     from hpcml.train import abtest, loop
     from hpcml.train.models import make_model
-    from hpcml.train.worker import Timers
+    from hpcml.train.worker import Timers, dist_step
 
     x, y = _cnn_data(cfg, c.rank())
     b = cfg["cnn_batch"]
@@ -235,7 +211,7 @@ def overhead(c: Any, cfg: dict) -> dict[str, Any]:
     hvd_net, hvd_o = _wrap(c, hvd_m, 0.01, cfg)
     timers = Timers()
     steps = {False: lambda xb, yb: loop.train_step(plain_m, plain_o, xb, yb),
-             True: lambda xb, yb: dp_step(c, hvd_net, hvd_o, xb, yb, timers, loss_allreduce=True)}
+             True: lambda xb, yb: dist_step(c, hvd_net, hvd_o, xb, yb, timers)}
     for xb, yb in batches[:2]:  # warm-up both
         steps[False](xb, yb)
         steps[True](xb, yb)
