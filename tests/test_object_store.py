@@ -326,16 +326,23 @@ def head_store(mcluster, tmp_path_factory):
 
 
 @pytest.mark.integration
-def test_store_on_the_head_address_serves_a_process_on_a_node(mcluster, head_store):
-    """Bound to the head's bridge address (every listener, ``ss``) and reused there; a process on a
-    node writes and reads as the trainer, and the store refuses it ``processed/``."""
+def test_store_on_the_head_address_serves_a_process_on_a_node(mcluster, head_store, build_tmp):
+    """The build tree's store goes to the head's address while its cluster is up; bound there
+    (every listener, ``ss``) and reused there; a process on a node writes and reads as the
+    trainer, and the store refuses it ``processed/``."""
+    import dataclasses
     import os
     import subprocess
     import sys
 
+    from hpcml.cluster import local
     from hpcml.train import ckpt_bucket
 
     s, head, node = head_store, mcluster.plan.head_address, mcluster.plan.nodes[0].name
+    state = local.default_state_dir()  # this build tree's cluster is the test cluster
+    state.mkdir(parents=True)
+    (state / "cluster.json").write_text(json.dumps({"spec": dataclasses.asdict(mcluster.spec), "subnet": mcluster.plan.subnet}))
+    assert local_s3.default_address() == head and local_s3.default_address(s.data_dir) == "127.0.0.1"
     listeners = s.listeners()
     on_head = {p for a, p in listeners if a == head}
     assert on_head == set(s.ports.values()), listeners  # every port, HTTP and gRPC, on the head's address
@@ -421,3 +428,21 @@ def test_store_whose_address_is_gone_is_restarted_on_loopback(tmp_path):
         running = local_s3.ObjectStore.attach(tmp_path / "store")
         if running is not None:
             running.stop(sig=signal.SIGKILL)
+
+
+@pytest.mark.unit
+def test_store_address_is_loopback_unless_the_build_trees_cluster_is_up(build_tmp, tmp_path):
+    """The build tree's store follows its cluster (its state file names a subnet whose head
+    address is on this machine); any other folder, or a stale state file, gives loopback; an
+    address not on this machine is refused before anything starts."""
+    from hpcml.cluster import local
+
+    assert local_s3.default_address() == "127.0.0.1"  # no cluster recorded
+    state = local.default_state_dir()
+    state.mkdir(parents=True)
+    (state / "cluster.json").write_text(json.dumps({"spec": {"nodes": 2, "name": "hpcml"}, "subnet": "198.51.100.0/24"}))
+    assert local_s3.cluster_address() is None  # its head (198.51.100.1) is not on this machine: the cluster is down
+    assert local_s3.default_address() == "127.0.0.1" and local_s3.default_address(tmp_path / "other") == "127.0.0.1"
+    with pytest.raises(ValueError, match=r"address: expected 127\.0\.0\.1 or an address of this machine.*198\.51\.100\.1"):
+        local_s3.ObjectStore.start(tmp_path / "store", address="198.51.100.1")
+    assert not (tmp_path / "store").exists()
