@@ -153,6 +153,8 @@ def test_metrics_name_every_tool_and_profile():
     assert m["allreduce_best_1gbit_tool"] == "torch" and m["allreduce_best_1gbit_link_frac_lo"] == pytest.approx(0.95)
     assert m["allreduce_best_unshaped_busbw_gbit"] == pytest.approx(0.95)
     assert all(isinstance(v, (int, float)) and math.isfinite(v) for k, v in m.items() if not k.endswith("_tool"))
+    assert {(v["profile"], v["tool"], v["verdict"]) for v in st.verdicts(df)} == {
+        ("1gbit", "torch", "met"), ("1gbit", "horovod", "missed")}  # mpi: no message >= 16 MiB; unshaped: no target
     assert {"link", "tool", "size", "busbw Gbit/s"} <= set(st.table(df).columns)
     fig = st.plot(df)
     assert len(fig.axes) == 2 and fig.axes[1].get_title().startswith("link: 1gbit")
@@ -197,6 +199,7 @@ def test_open_mpi_on_loopback(tmp_path):
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_allreduce_across_the_nodes(mcluster, tmp_path):
     """Every tool, one rank per node, at a shaped link; the link is unshaped again afterwards."""
     from hpcml.train import allreduce as ar
@@ -223,3 +226,21 @@ def test_a_run_past_its_timeout_names_the_node_and_leaves_nothing(mcluster, tmp_
         ar.run(mcluster, profiles=["100mbit"], sizes="64MiB", tools=["mpi"], reps=5, timeout_s=3, out_dir=out)
     assert mcluster.spec.bandwidth == "unshaped"  # restored on error too
     assert not _leftover(str(out.resolve()))
+
+
+@pytest.mark.unit
+def test_a_collective_that_does_not_sum_fails_instead_of_reporting_a_time():
+    """The worker checks every size's result: a 'collective' that moves nothing is caught."""
+    import numpy as np
+
+    from hpcml.train.allreduce_worker import _Tool, measure
+
+    t = _Tool()
+    t.rank, t.size, t.barrier, t.finish = 0, 2, lambda: None, lambda: None
+    t.make = lambda n: np.ones(n, dtype=np.float32)
+    t.allreduce = lambda buf: None  # two ranks' sum would be 2 everywhere
+    with pytest.raises(RuntimeError, match="expected 2 everywhere"):
+        measure(t, [4096], warmup=0, reps=2)
+    t.allreduce = lambda buf: buf.__imul__(2)  # what a 2-rank sum of ones gives
+    times = measure(t, [4096, 65536], warmup=1, reps=3)
+    assert sorted(times) == ["4096", "65536"] and all(len(v) == 3 and min(v) >= 0 for v in times.values())

@@ -1,20 +1,21 @@
 """The allreduce micro-benchmark across the cluster's nodes: Horovod, torch.distributed, Open MPI.
 
-One rank per node runs :mod:`hpcml.train.allreduce_worker`, started by each tool's own launcher:
+One rank per node runs :mod:`hpcml.train.allreduce_worker`, started by each tool's own launcher
+(Horovod and torchrun through :func:`hpcml.train.targets.nodes.start`, as the training jobs are):
 
 ===========  ===================================================================================
 ``horovod``  ``horovodrun --gloo -H n1:1,n2:1 --network-interface eth1`` from the first node,
              over the cluster's SSH key (this Horovod is built without MPI: Gloo does the data)
-``torch``    one ``torchrun`` agent per node, c10d rendezvous at the first node's address,
-             ``GLOO_SOCKET_IFNAME=eth1``: ``torch.distributed.all_reduce`` over Gloo
+``torch``    one ``torchrun`` agent per node (backend ``ddp``), c10d rendezvous at the first node's
+             address, ``GLOO_SOCKET_IFNAME=eth1``: ``torch.distributed.all_reduce`` over Gloo
 ``mpi``      Debian's Open MPI: ``mpirun -H n1:1,n2:1`` from the first node, ``plm_rsh_agent`` =
              ssh with the cluster's key, the TCP BTL on ``eth1`` only; mpi4py's ``Allreduce``
 ===========  ===================================================================================
 
 :func:`run` sweeps link profiles (``cl.shape``; the link is restored afterwards, also on
 error) and returns a :class:`pandas.DataFrame`, one row per profile x tool x size, with the
-bandwidths of :mod:`hpcml.train.allreduce_stats`; :func:`metrics` turns it into
-:class:`hpcml.report.Metric` s; :func:`bench` is the notebook's one call and :func:`plot`
+bandwidths of :mod:`hpcml.train.allreduce_stats`; :func:`hpcml.train.allreduce_stats.metrics` turns
+it into :class:`hpcml.report.Metric` s; :func:`bench` is the notebook's one call and :func:`plot`
 its figure. Without a cluster (``cl=None``) the ranks share this machine over loopback,
 which is for development and tests only (no link to speak of).
 
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from hpcml import paths
-from hpcml.proc import free_port, tail
+from hpcml.proc import tail
 from hpcml.train import allreduce_stats as st
 from hpcml.train.allreduce_worker import TOOLS
 
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
 WORKER_MODULE = "hpcml.train.allreduce_worker"
 #: Seconds any rendezvous or collective waits before it fails (the issue's limit: 60).
 COLLECTIVE_TIMEOUT_S = 60
+#: The tools that start across the nodes through :mod:`hpcml.train.targets.nodes`, with its backend name.
+NODES_BACKEND = {"horovod": "horovod", "torch": "ddp"}
 
 
 class AllreduceError(RuntimeError):
@@ -97,7 +100,10 @@ def _mpi_common(iface: str) -> list[str]:
 
 def launches(tool: str, worker: list[str], cl: LocalCluster | None = None, ranks: int = 2,
              mpi_mca: dict[str, str] | None = None) -> list[tuple[str, list[str]]]:
-    """``(node, argv)`` of every process the head starts for ``tool``: one launcher, or one torchrun per node.
+    """``(node, argv)`` of the launcher the head starts for ``tool`` on loopback, or for ``mpi`` across the nodes.
+
+    Across the nodes, Horovod and torchrun start through :func:`hpcml.train.targets.nodes.start`
+    (the training jobs' own launcher); ``mpirun`` starts here.
 
     Args:
         tool: one of :data:`TOOLS`.
@@ -118,20 +124,11 @@ def launches(tool: str, worker: list[str], cl: LocalCluster | None = None, ranks
         return [("localhost", _mpi_common("lo") + extra + ["-np", str(ranks), *py_m])]
     if cl.mode != "multi":
         raise AllreduceError(f"the allreduce benchmark across nodes needs the multi-node cluster, got {cl.describe()}")
+    if tool != "mpi":
+        raise ValueError(f"across the nodes, {tool} starts through hpcml.train.targets.nodes (see run_tool), not here")
     nodes = cl.plan.nodes
     first = nodes[0]
     hosts = ",".join(f"{n.name}:1" for n in nodes)
-    if tool == "horovod":
-        argv = [_bin("horovodrun"), "--gloo", "-np", str(len(nodes)), "-H", hosts, "--network-interface", "eth1",
-                "--ssh-identity-file", str(cl.key), "--start-timeout", "30", *py_m]
-        return [(first.name, cl.node_argv(first.name, argv, pin=False))]
-    if tool == "torch":
-        port = free_port()  # any free number: the store listens inside the first node's namespace
-        return [(n.name, cl.node_argv(n.name, [
-            _bin("torchrun"), "--nnodes", str(len(nodes)), "--nproc-per-node", "1", "--rdzv-backend", "c10d",
-            "--rdzv-endpoint", f"{first.address}:{port}", "--rdzv-id", f"allreduce-{port}",
-            "--rdzv-conf", f"join_timeout={COLLECTIVE_TIMEOUT_S}", "--max-restarts", "0",
-            "-m", WORKER_MODULE, *worker])) for n in nodes]
     rsh = " ".join(["ssh", *_ssh_opts(cl)])
     argv = _mpi_common("eth1") + extra + ["--mca", "plm_rsh_agent", rsh, "-np", str(len(nodes)), "-H", hosts, *py_m]
     return [(first.name, cl.node_argv(first.name, argv, pin=False))]
@@ -178,6 +175,9 @@ def run_tool(tool: str, sizes: list[int], out: Path, cl: LocalCluster | None = N
               "--timeout", str(COLLECTIVE_TIMEOUT_S), "--out", str(out.resolve())]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo" if cl is None else "eth1",
            "HOROVOD_GLOO_TIMEOUT_SECONDS": str(COLLECTIVE_TIMEOUT_S)}
+    if cl is not None and tool in NODES_BACKEND:
+        _run_on_nodes(cl, tool, worker, out, env, timeout_s)
+        return _records(tool, out, len(cl.plan.nodes), out / "nodes")
     procs = []
     try:
         for i, (node, argv) in enumerate(launches(tool, worker, cl, ranks, mpi_mca)):
@@ -207,11 +207,30 @@ def run_tool(tool: str, sizes: list[int], out: Path, cl: LocalCluster | None = N
                     pass
                 p.wait()
         _reap(str(out.resolve()))
+    return _records(tool, out, len(cl.plan.nodes) if cl is not None else ranks, procs[0][1])
+
+
+def _run_on_nodes(cl: LocalCluster, tool: str, worker: list[str], out: Path, env: dict[str, str],
+                  timeout_s: float) -> None:
+    """Horovod or torchrun across the nodes, one rank each, through the training jobs' launcher."""
+    from hpcml.train.targets import nodes
+
+    hosts = [n.name for n in cl.plan.nodes]
+    job = nodes.start(cl, NODES_BACKEND[tool], hosts, 1, WORKER_MODULE, worker, env=env, log_dir=out / "nodes")
+    try:
+        job.wait(timeout_s)
+    except (TimeoutError, nodes.NodesJobError) as e:
+        raise AllreduceError(f"{tool} allreduce: {e}") from e
+    finally:
+        job.kill()
+        _reap(str(out.resolve()))
+
+
+def _records(tool: str, out: Path, want: int, log: Path) -> list[dict[str, Any]]:
     recs = [json.loads(f.read_text()) for f in sorted(out.glob("rank-*.json"))]
-    want = len(cl.plan.nodes) if cl is not None else ranks
     if len(recs) != want:
         raise AllreduceError(f"{tool} allreduce: {len(recs)} of {want} ranks wrote a record in {out}; "
-                             f"launch log:\n{tail(procs[0][1], 15)}")
+                             f"logs: {log}")
     return recs
 
 
@@ -304,6 +323,8 @@ def _main(argv: list[str]) -> int:
                     help="an extra Open MPI parameter, e.g. btl_tcp_links=2 (repeatable)")
     ap.add_argument("--cluster", default="hpcml", help="the multi-node cluster's name (brought up if it is not "
                     "running, and then taken down again)")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless the best tool meets the bus-bandwidth "
+                    "target (>= 80 %% of the link, 95 %% low end, messages >= 16 MiB) at every profile <= 1gbit")
     ap.add_argument("--loopback", action="store_true", help="2 ranks on this machine, no cluster (development)")
     a = ap.parse_args(argv)
     mca = dict(kv.split("=", 1) for kv in a.mpi_mca if "=" in kv)
@@ -325,6 +346,14 @@ def _main(argv: list[str]) -> int:
     st.plot(df).savefig(out / "busbw.png", dpi=110)
     print(text)
     print(f"results: {out / 'results.json'}, {out / 'table.txt'}, {out / 'busbw.png'}")
+    found = st.verdicts(df)
+    for v in found:
+        print(f"target busbw >= {st.TARGET_FRACTION:.0%} of the link, messages >= 16 MiB, link {v['profile']}, "
+              f"{v['tool']}: {v['verdict']} (worst message: {v['frac_lo']:.0%}-{v['frac_hi']:.0%} of the link)")
+    best_met = {p: any(v["verdict"] == "met" for v in found if v["profile"] == p) for p in {v["profile"] for v in found}}
+    if a.check and (not best_met or not all(best_met.values())):
+        print(f"CHECK FAILED: no tool met the target at {sorted(p for p, ok in best_met.items() if not ok) or 'any profile'}")
+        return 1
     return 0
 
 

@@ -238,6 +238,24 @@ def metrics(df: Any) -> list[Any]:
     return out
 
 
+def verdicts(df: Any) -> list[dict[str, Any]]:
+    """The bus-bandwidth target per tool at every profile it applies to (shaped, <= 1 Gbit/s).
+
+    ``met`` when the 95 % interval of busbw / link clears :data:`TARGET_FRACTION` for every
+    message >= 16 MiB, ``missed`` when the whole interval of one of them is below it, else
+    ``undecided``; ``frac_lo`` / ``frac_hi`` are the worst message's interval ends.
+    """
+    out = []
+    for (p, t), sub in df[df.size_bytes >= TARGET_MIN_BYTES].groupby(["profile", "tool"], sort=False):
+        link = sub.link_gbit.iloc[0]
+        if not _known(link) or not target_applies(link * 1e9):
+            continue
+        lo, hi = float(sub.busbw_lo_frac_link.min()), float((sub.busbw_hi_gbit / link).min())
+        word = "met" if lo >= TARGET_FRACTION else "missed" if hi < TARGET_FRACTION else "undecided"
+        out.append({"profile": p, "tool": t, "frac_lo": lo, "frac_hi": hi, "verdict": word})
+    return out
+
+
 def table(df: Any) -> Any:
     """The results as a reader reads them: one row per profile x tool x size, times in ms, Gbit/s."""
     import pandas as pd
