@@ -426,3 +426,18 @@ def test_slurm_script_for_ddp_starts_one_torchrun_agent_per_node():
         assert arg in srun
     shown = launch(spec, target="slurm", dry_run=True).request  # the dry run shows the ddp script too
     assert "torchrun" in shown and "--rdzv-backend=c10d" in shown
+
+
+@pytest.mark.unit
+def test_a_failed_slurm_job_names_the_rank_its_node_and_the_tail(tmp_path):
+    from hpcml.cluster.slurm.jobs import JobResult
+    from hpcml.train.targets.slurm import failure_message
+
+    out = tmp_path / "job.out"
+    out.write_text('noise\n[1]<stderr>:HPCML-ERROR {"error": "nan_loss", "message": "loss is nan at step 3", '
+                   '"host": "hpcmln2", "rank": 1}\n' + "x\n" * 50)
+    res = JobResult(job_id="7", state="FAILED", exit_code=3, stdout_path=out, stderr_path=None, elapsed_s=1.0,
+                    output_tail="last lines here")
+    msg = failure_message(CPU, res)
+    assert msg.startswith("Slurm job 7 (mnist-cnn) ended FAILED with exit code 3; rank 1 on node hpcmln2: "
+                          "loss is nan at step 3; output tail:\nlast lines here")

@@ -87,13 +87,38 @@ def _body(spec: TrainSpec, spec_path: Path, cl: SlurmCluster | None, key: str | 
                       gloo_iface=NODE_IFACE if multi and spec.backend == "ddp" else None)
 
 
+def worker_errors(output: str) -> list[dict[str, Any]]:
+    """The worker error events (``HPCML-ERROR {...}``) in a job's output, each naming its
+    ``host`` (the node) and ``rank``."""
+    from hpcml.train.targets.local import parse_line
+
+    return [ev for kind, ev in filter(None, map(parse_line, output.splitlines())) if kind == "error"]
+
+
+def failure_message(spec: TrainSpec, res: Any) -> str:
+    """What went wrong in a failed job: state, exit code, the first worker error with its
+    node and rank (from the job's whole output), and the output tail."""
+    text = ""
+    for p in (res.stdout_path, res.stderr_path):
+        if p is not None and Path(p).exists():
+            text += Path(p).read_text(encoding="utf-8", errors="replace") + "\n"
+    errs = worker_errors(text or res.output_tail)
+    first = ""
+    if errs:
+        e = errs[0]
+        first = f"; rank {e.get('rank', '?')} on node {e.get('host', '?')}: {e.get('message', e.get('error'))}"
+    return (f"Slurm job {res.job_id} ({spec.name}) ended {res.state} with exit code {res.exit_code}"
+            f"{' (' + res.reason + ')' if res.reason else ''}{first}; output tail:\n{res.output_tail}")
+
+
 def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -> LaunchResult:
     """Submit the job with ``sbatch`` to the local Slurm cluster and wait for it (``dry_run``: the script).
 
     Raises:
         ValueError: an elastic spec (a Slurm allocation is fixed), or shards that do not
             match ``world_size`` (checked before queueing, not in the job).
-        RuntimeError: the job did not complete (state, exit code and output tail).
+        RuntimeError: the job did not complete (state, exit code, the first failed rank's node
+            and error, and the output tail).
     """
     if spec.elastic:
         raise ValueError("TrainSpec.elastic=True is not supported by the slurm target (a Slurm allocation is "
@@ -121,6 +146,5 @@ def launch_slurm(spec: TrainSpec, dry_run: bool | None, options: SlurmOptions) -
                        timeout_s=options.timeout_s, workdir=out_dir,
                        sbatch_args=[f"--nodes={nodes}", f"--ntasks-per-node={spec.world_size // nodes}"])
     if not res.ok:
-        raise RuntimeError(f"Slurm job {res.job_id} ({spec.name}) ended {res.state} with exit code {res.exit_code}"
-                           f"{' (' + res.reason + ')' if res.reason else ''}; output tail:\n{res.output_tail}")
+        raise RuntimeError(failure_message(spec, res))
     return LaunchResult("slurm", True, request=shown, job=res, metrics=read_run_metrics(out_dir))
