@@ -108,3 +108,35 @@ def comparison_metrics(cmp: dict[str, Any], prefix: str = "cnn_backend") -> list
                 Metric(f"{prefix}_{b}_time_split", r["time_split"], "s", f"{b}: {r['time_split_note']}")]
     return out
 
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m hpcml.train.backend_compare``: the CNN under both backends, JSON on stdout."""
+    import argparse
+    import json
+    import tempfile
+
+    from hpcml.data.dataset import ensure_dataset
+
+    ap = argparse.ArgumentParser(description="Horovod vs DDP: loss parity and per-step time of one TrainSpec")
+    ap.add_argument("--bucket-mb", default="default", help="MiB for both tools, or 'default' (each tool's own)")
+    ap.add_argument("--pairs", type=int, default=1, help="runs of each backend (ABBA order)")
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--width", type=int, default=32)
+    ap.add_argument("--parity-steps", type=int, default=100)
+    ap.add_argument("--out", default=None, help="where the runs go (default: a temporary folder, removed)")
+    a = ap.parse_args(argv)
+    bucket = None if a.bucket_mb == "default" else float(a.bucket_mb)
+    ds = ensure_dataset(n_shards=2)
+    with tempfile.TemporaryDirectory(prefix="hpcml-backends-") as tmp:
+        root = Path(a.out or tmp)
+        spec = TrainSpec(name="backends", world_size=2, threads_per_worker=1, epochs=a.epochs, batch_size=a.batch_size,
+                         lr=0.02, width=a.width, seed=0, dataset_dir=str(ds), bucket_mb=bucket, out_dir=str(root / "x"))
+        res = compare_backends(spec, n_pairs=a.pairs, parity_steps=a.parity_steps, out_root=root)
+    print(json.dumps({"bucket_mb": bucket, **res}, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
