@@ -257,3 +257,17 @@ def test_summary_of_a_sweep_json():
     only = ss.summary({"sweep": {"one": one, "runs": {"unshaped": runs["unshaped"]}, "rates_bps": rates,
                                  "world_size": 2}, "ceiling": {"efficiency": 0.9}}, G)
     assert "fits" not in only and only["unshaped_vs_ceiling"] == pytest.approx(unshaped["efficiency"] / 0.9)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("world,hosts,expected", [
+    (1, None, (["n1"], 1)), (2, None, (["n1", "n2"], 1)), (4, None, (["n1", "n2"], 2)),
+    (2, ["n2"], (["n2"], 2)),
+], ids=["one", "one-per-node", "two-per-node", "given"])
+def test_bench_hosts(world, hosts, expected):
+    from types import SimpleNamespace
+
+    cl = SimpleNamespace(plan=SimpleNamespace(nodes=[SimpleNamespace(name="n1"), SimpleNamespace(name="n2")]))
+    assert bench.bench_hosts(cl, world, hosts) == expected
+    with pytest.raises(ValueError, match="world_size 3 must be a positive multiple of the 2 host"):
+        bench.bench_hosts(cl, 3, ["n1", "n2"])
