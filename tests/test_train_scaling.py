@@ -142,3 +142,15 @@ def test_ratio_with_ci95_refuses_non_positive_values():
     (True, True, "own core"), (True, False, "cannot leave its core")])
 def test_pinning_reading_follows_the_measured_result(measurable, faster, words):
     assert words in scaling.pinning_reading(measurable, faster)
+
+
+def test_runs_without_the_pinning_comparison_and_with_ddp(runs):
+    """On the nodes 02 skips the unpinned run (pinning needs both runs on one host) and adds DDP's."""
+    import dataclasses
+
+    r = dataclasses.replace(runs, unpinned=None, ddp=_run(_rank(0, 9.0), _rank(1, 9.5)))
+    labels = [label for label, _ in r.horovod_runs()]
+    assert labels == ["1 worker, 50 ms cycle", "2 pinned, 50 ms cycle", "2 pinned, 1 ms cycle", "2 DDP"]
+    assert [(x["run"], x["rank"]) for x in scaling.process_rows(r)][::2] == [("2 pinned, 50 ms cycle", 0),
+                                                                            ("2 pinned, 1 ms cycle", 0)]
+    assert scaling.summarize(r).efficiency == scaling.summarize(runs).efficiency

@@ -27,8 +27,10 @@ class ScalingRuns:
     Attributes:
         one: 1 worker, pinned, with the tuned cycle time.
         pinned: ``world_size`` workers, pinned, tuned cycle.
-        unpinned: ``world_size`` workers, not pinned, tuned cycle.
+        unpinned: ``world_size`` workers, not pinned, tuned cycle (None: not measured; the
+            pinning comparison needs both runs on the same host, see notebook 02).
         default_cycle: ``world_size`` workers, pinned, Horovod's default 1 ms cycle.
+        ddp: ``world_size`` workers under PyTorch DDP (None: not run), shown beside Horovod's.
         ceiling: :func:`hpcml.train.bench.ceiling`'s result (plain PyTorch, alone and together).
         world_size: workers of the multi-worker runs.
         cycle: the tuned cycle as the tables name it, e.g. ``"50 ms cycle"``.
@@ -36,17 +38,20 @@ class ScalingRuns:
 
     one: dict[str, Any]
     pinned: dict[str, Any]
-    unpinned: dict[str, Any]
+    unpinned: dict[str, Any] | None
     default_cycle: dict[str, Any]
     ceiling: dict[str, Any]
     world_size: int
     cycle: str
+    ddp: dict[str, Any] | None = None
 
     def horovod_runs(self) -> list[tuple[str, dict[str, Any]]]:
-        """(label, result) of the Horovod runs, in the tables' order."""
+        """(label, result) of the data-parallel runs that were made, in the tables' order (DDP last)."""
         n, cyc = self.world_size, self.cycle
-        return [(f"1 worker, {cyc}", self.one), (f"{n} pinned, {cyc}", self.pinned),
-                (f"{n} unpinned, {cyc}", self.unpinned), (f"{n} pinned, 1 ms cycle", self.default_cycle)]
+        runs = [(f"1 worker, {cyc}", self.one), (f"{n} pinned, {cyc}", self.pinned),
+                (f"{n} unpinned, {cyc}", self.unpinned), (f"{n} pinned, 1 ms cycle", self.default_cycle),
+                (f"{n} DDP", self.ddp)]
+        return [(label, r) for label, r in runs if r is not None]
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,8 @@ def per_rank_rows(runs: ScalingRuns) -> list[dict[str, Any]]:
 
 def process_rows(runs: ScalingRuns) -> list[dict[str, Any]]:
     """Per rank of the pinned ``world_size`` runs (tuned and 1 ms cycle): what the process spent."""
-    labelled = runs.horovod_runs()
-    pinned = [labelled[1], labelled[3]]  # N pinned: the tuned cycle, then the 1 ms cycle
+    labelled = dict((id(r), label) for label, r in runs.horovod_runs())
+    pinned = [(labelled[id(r)], r) for r in (runs.pinned, runs.default_cycle)]  # the tuned cycle, then 1 ms
     return [dict(run=name, rank=p["rank"], ctx_switches_per_s=p["process"]["ctx_switches_per_s"],
                  system_share=p["process"]["system_s"] / p["process"]["wall_s"],
                  cpu_share=(p["process"]["user_s"] + p["process"]["system_s"]) / p["process"]["wall_s"])
