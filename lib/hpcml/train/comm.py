@@ -238,6 +238,9 @@ class DDPComm(Comm):
 
     def shutdown(self) -> None:
         if self.dist.is_initialized():
+            # every rank first: one that tears its Gloo pairs down while a peer still uses them
+            # can abort at exit ("terminate called without an active exception")
+            self.dist.barrier()
             self.dist.destroy_process_group()
 
 
