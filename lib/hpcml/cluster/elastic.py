@@ -12,8 +12,9 @@ on the same job (:func:`elastic_spec`: two workers, one shard each, down to one)
   resumes from the last checkpoint on disk.
 
 The node lost is always the second (never the launcher's or the rendezvous host's): its processes
-are killed (:func:`hpcml.cluster.drills.fence`) and its link cut, half a checkpoint interval after
-the second checkpoint. Each run records (:class:`ElasticRun`) the seconds from the loss until the
+are killed (:func:`hpcml.cluster.drills.fence`) and, :data:`FIN_GRACE_S` later, its link cut, half
+a checkpoint interval after the second checkpoint. Both jobs have the same collective timeout
+(``gloo_timeout_s``), which bounds the wait where the peer's loss goes unseen. Each run records (:class:`ElasticRun`) the seconds from the loss until the
 job re-formed with one worker and until its next checkpoint, and the steps done again (the step
 reached at the loss, from the step rate, minus the step resumed from); torchrun's restart is split
 into its phases from its agent's log (:func:`agent_phases`). Every wait is at most 60 s.
@@ -33,6 +34,12 @@ from hpcml.cluster.local import LocalCluster
 from hpcml.report import Metric
 from hpcml.train.spec import TrainSpec
 from hpcml.train.targets.slurm import read_run_metrics
+
+#: Seconds between killing the node's processes and cutting its link. Their TCP connections' FINs
+#: reach the survivor, which sees the peer gone at once. Cut at the same instant, the FIN is
+#: sometimes lost, and the survivor waits out the collective timeout instead: about 10 s
+#: (Horovod's ``HOROVOD_GLOO_TIMEOUT_SECONDS``) or 60 s (DDP at its default) in our runs.
+FIN_GRACE_S = 0.5
 
 if TYPE_CHECKING:
     from hpcml.train.targets.local import LocalJob
@@ -71,7 +78,7 @@ class ElasticComparison:
     runs: dict[str, ElasticRun]
     checkpoint_every: int
     cut_fraction: float  # the loss came this far into a checkpoint interval
-    gloo_timeout_s: int  # HOROVOD_GLOO_TIMEOUT_SECONDS of the Horovod run
+    gloo_timeout_s: int  # the collective timeout of both runs (HOROVOD_GLOO_TIMEOUT_SECONDS, DDP's group timeout)
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per stack (a table for the notebook)."""
@@ -103,7 +110,7 @@ class ElasticComparison:
                 Metric("elastic_final_world", r.final_world, "workers", "workers at the end of the job"),
                 Metric("elastic_epochs_run", r.epochs_run, "epochs"),
                 Metric("elastic_test_accuracy", r.test_accuracy, "fraction"),
-                Metric("elastic_gloo_timeout_s", self.gloo_timeout_s, "s", "HOROVOD_GLOO_TIMEOUT_SECONDS of the job")]
+                Metric("elastic_gloo_timeout_s", self.gloo_timeout_s, "s", "collective timeout of both jobs (Gloo)")]
 
     def plot(self, ax: Any = None) -> Any:
         """The step each job had reached against the seconds since the node loss (checkpoints and resets)."""
@@ -122,13 +129,18 @@ class ElasticComparison:
         return ax
 
 
-def elastic_spec(root: Path, backend: str, epochs: int = 6, checkpoint_every: int = 40) -> TrainSpec:
-    """The elastic drills' job: two workers (one shard each), down to one; ``backend`` horovod or ddp."""
+def elastic_spec(root: Path, backend: str, epochs: int = 6, checkpoint_every: int = 40,
+                 timeout_s: int = 10) -> TrainSpec:
+    """The elastic drills' job: two workers (one shard each), down to one; ``backend`` horovod or ddp.
+
+    Both backends get the same collective timeout ``timeout_s`` (``comm_timeout_s``: Horovod's
+    Gloo timeout, the DDP process group's), the longest a survivor waits for a silent peer.
+    """
     ds = drill_dataset(root / "dataset-2", 2, 4096, seed=1)
     out = empty_run_dir(root / f"elastic-{backend}")
     return TrainSpec(name=f"elastic-{backend}", world_size=2, min_workers=1, elastic=True, epochs=epochs,
                      batch_size=16, width=16, lr=0.02, dataset_dir=str(ds), out_dir=str(out),
-                     checkpoint_every=checkpoint_every, backend=backend)
+                     checkpoint_every=checkpoint_every, backend=backend, extra={"comm_timeout_s": timeout_s})
 
 
 def _stamp(ev: dict) -> None:
@@ -142,14 +154,17 @@ def _through_node_loss(cl: LocalCluster, job: LocalJob | NodesJob, victim: str, 
     Every event must carry its arrival time ``t``. Returns the timings of :class:`ElasticRun`.
     """
     k = cut_after_checkpoints * checkpoint_every
-    ck_at = lambda e, s: e.get("event") == "checkpoint" and e["step"] >= s  # noqa: E731
+    # both workers in (an elastic torchrun round may close before the second agent arrives; it then restarts to 2)
+    formed = job.wait_for(lambda e: e.get("event") in ("start", "reset") and e.get("world_size") == 2, MAX_WAIT_S)
+    ck_at = lambda e, s: e.get("event") == "checkpoint" and e["step"] >= s and e["t"] >= formed["t"]  # noqa: E731
     job.wait_for(lambda e: ck_at(e, k - checkpoint_every), MAX_WAIT_S)
     last = job.wait_for(lambda e: ck_at(e, k), MAX_WAIT_S)
-    prev = [e for e in job.events if e.get("event") == "checkpoint" and e["step"] == last["step"] - checkpoint_every][-1]
+    prev = [e for e in job.events if ck_at(e, 0) and e["step"] == last["step"] - checkpoint_every][-1]
     step_s = (last["t"] - prev["t"]) / checkpoint_every
     time.sleep(max(0.0, last["t"] + cut_fraction * checkpoint_every * step_s - time.time()))
     t_loss = time.time()
     fence(cl, victim)  # the node's processes die first (see elastic_drill), then its link goes
+    time.sleep(FIN_GRACE_S)  # their closed connections reach the survivor: a crash, detected at once
     with cl.link_cut(victim):
         say(f"killed {victim}'s processes and cut its link at ~step {last['step'] + (t_loss - last['t']) / step_s:.0f}")
         reset = job.wait_for(lambda e: e.get("event") == "reset" and e.get("world_size") == 1, MAX_WAIT_S)
@@ -211,7 +226,7 @@ def horovod_elastic_run(cl: LocalCluster, root: Path, epochs: int = 6, checkpoin
     from hpcml.train.targets.local import start_local
 
     _two_nodes(cl)
-    spec = elastic_spec(root, "horovod", epochs, checkpoint_every)
+    spec = elastic_spec(root, "horovod", epochs, checkpoint_every, gloo_timeout_s)
     victim = cl.plan.nodes[1].name
     command = horovod_elastic_command(cl, discovery_script(cl, Path(spec.out_dir) / "discover_hosts.sh"))
     t0 = time.time()
@@ -229,7 +244,7 @@ def horovod_elastic_run(cl: LocalCluster, root: Path, epochs: int = 6, checkpoin
 
 
 def torchrun_elastic_run(cl: LocalCluster, root: Path, epochs: int = 6, checkpoint_every: int = 40,
-                         cut_after_checkpoints: int = 2, cut_fraction: float = 0.5,
+                         cut_after_checkpoints: int = 2, cut_fraction: float = 0.5, gloo_timeout_s: int = 10,
                          on_event: Callable[[str], None] | None = None) -> ElasticRun:
     """torchrun elastic (``--nnodes=1:2 --max-restarts=3``, DDP) through the loss of the second node.
 
@@ -239,7 +254,7 @@ def torchrun_elastic_run(cl: LocalCluster, root: Path, epochs: int = 6, checkpoi
     from hpcml.train.targets.layout import WORKER_MODULE
 
     _two_nodes(cl)
-    spec = elastic_spec(root, "ddp", epochs, checkpoint_every)
+    spec = elastic_spec(root, "ddp", epochs, checkpoint_every, gloo_timeout_s)
     hosts, victim = [n.name for n in cl.plan.nodes[:2]], cl.plan.nodes[1].name
     spec_path = Path(spec.out_dir) / "spec.json"
     spec.to_json(spec_path)
@@ -276,7 +291,8 @@ def elastic_side_by_side(cl: LocalCluster, root: Path, epochs: int = 6, checkpoi
     """
     kw = dict(epochs=epochs, checkpoint_every=checkpoint_every, cut_after_checkpoints=cut_after_checkpoints,
               cut_fraction=cut_fraction, on_event=on_event)
-    runs = {"horovod": horovod_elastic_run(cl, root, gloo_timeout_s=gloo_timeout_s, **kw)}
+    kw["gloo_timeout_s"] = gloo_timeout_s  # the same collective timeout for both
+    runs = {"horovod": horovod_elastic_run(cl, root, **kw)}
     runs["ddp"] = torchrun_elastic_run(cl, root, **kw)  # torchrun needs the node's link only, not Slurm's idle
     return ElasticComparison(runs, checkpoint_every, cut_fraction, gloo_timeout_s)
 
