@@ -278,7 +278,12 @@ def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | 
         raise ValueError(f"backend 'ddp' needs torchrun's environment; missing {missing} (start the worker "
                          "with torchrun, or set them)")
     if not dist.is_initialized():
-        dist.init_process_group("gloo", init_method="env://", timeout=datetime.timedelta(seconds=timeout_s))
+        td = datetime.timedelta(seconds=timeout_s)
+        store, rank, size = next(dist.rendezvous("env://", timeout=td))
+        # Keys of this restart round only: after torchrun restarts the group, a rank could
+        # otherwise read a killed peer's Gloo address from the previous round (connection refused).
+        store = dist.PrefixStore(f"hpcml/round-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}/", store)
+        dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=td)
     return DDPComm(dist)
 
 
