@@ -19,7 +19,8 @@ initial state          broadcast params + optimizer state      DDP broadcasts pa
 ``bucket_mb`` (MiB) reaches Horovod through :func:`init`'s ``bucket_mb`` argument, because
 Horovod reads its fusion threshold once, in ``hvd.init``; :meth:`Comm.wrap` takes it again
 for DDP (and checks that a Horovod comm was initialised with the same value). ``None`` keeps
-each tool's own default (Horovod 64 MiB, DDP 25 MiB).
+each tool's own default (Horovod 128 MiB: ``SetTensorFusionThresholdBytes(128 * 1024 * 1024)`` in
+Horovod 0.28.1's ``operations.cc`` and ``horovodrun --help``; DDP 25 MiB).
 
 Every rendezvous and collective times out after ``timeout_s`` (60 s by default): Horovod's
 ``HOROVOD_GLOO_TIMEOUT_SECONDS``, ``torch.distributed``'s process-group ``timeout``. A DDP
@@ -42,7 +43,7 @@ OPS = ("mean", "sum", "min")
 #: Seconds any rendezvous or collective waits before it fails.
 DEFAULT_TIMEOUT_S = 60.0
 #: Each tool's own default bucket size (MiB): Horovod's fusion threshold, DDP's ``bucket_cap_mb``.
-DEFAULT_BUCKET_MB = {"horovod": 64.0, "ddp": 25.0}
+DEFAULT_BUCKET_MB = {"horovod": 128.0, "ddp": 25.0}
 
 
 def _check_op(op: str) -> None:
