@@ -441,3 +441,13 @@ def test_a_failed_slurm_job_names_the_rank_its_node_and_the_tail(tmp_path):
     msg = failure_message(CPU, res)
     assert msg.startswith("Slurm job 7 (mnist-cnn) ended FAILED with exit code 3; rank 1 on node hpcmln2: "
                           "loss is nan at step 3; output tail:\nlast lines here")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("target", ["kubernetes", "sagemaker", "batch"])
+def test_a_ddp_spec_is_refused_by_the_mpi_targets(target):
+    from hpcml.train.spec import TrainSpec
+    from hpcml.train.targets import registry
+
+    with pytest.raises(ValueError, match=rf"backend='ddp'.*'{target}' target"):
+        registry.launch(TrainSpec(backend="ddp"), target=target, dry_run=True)

@@ -99,6 +99,10 @@ def options_for(name: str, **kw: Any) -> Any:
     return t.options(**kw)
 
 
+#: The targets that launch ``TrainSpec.backend="ddp"`` (torchrun); the others render MPI launches.
+DDP_TARGETS = ("local", "slurm")
+
+
 def launch(spec: TrainSpec, target: str = "local", dry_run: bool | None = None, options: Any = None,
            **kw: Any) -> LaunchResult:
     """Run (or render) ``spec`` on ``target``.
@@ -115,12 +119,16 @@ def launch(spec: TrainSpec, target: str = "local", dry_run: bool | None = None, 
 
     Raises:
         ValueError: not a TrainSpec, an unknown target (the message lists the registry), an
-            option the target does not take (the message lists its options), or options of
-            another target.
+            option the target does not take (the message lists its options), options of
+            another target, or a backend the target does not launch (:data:`DDP_TARGETS`).
     """
     if not isinstance(spec, TrainSpec):
         raise ValueError(f"launch(spec=…) expects a TrainSpec, got {type(spec).__name__}")
     t = get_target(target)
+    if spec.backend == "ddp" and target not in DDP_TARGETS:
+        raise ValueError(f"TrainSpec.backend='ddp' runs on the targets {DDP_TARGETS} (torchrun); the {target!r} target "
+                         "renders an MPI launch (MPIJob / SageMaker's MPI driver / Batch's horovodrun) that only runs "
+                         "backend='horovod'. Set backend='horovod' for it, or use a PyTorchJob/torch_distributed launch")
     if options is None:
         options = options_for(target, **kw)
     elif kw or not isinstance(options, t.options):
