@@ -69,7 +69,7 @@ def seaweedfs() -> Check:
 def run_checks() -> list[Check]:
     checks = [Check("python", sys.version_info >= (3, 11), sys.version.split()[0])]
     for mod in ("torch", "pyspark", "papermill", "nbconvert", "kubernetes", "boto3", "optuna",
-                "pyarrow", "pandas", "prometheus_client", "fastapi", "onnxruntime", "diagrams", "hpcml"):
+                "pyarrow", "pandas", "prometheus_client", "fastapi", "onnxruntime", "diagrams", "mpi4py", "hpcml"):
         checks.append(_version(mod))
     checks.append(horovod_build())
     checks.append(seaweedfs())
@@ -78,6 +78,7 @@ def run_checks() -> list[Check]:
     checks.append(_cmd("slurm", ["slurmctld", "-V"], "slurm-wlm", False))
     checks.append(_cmd("munge", ["munged", "--version"], "munge", False))
     checks.append(_cmd("prometheus", ["prometheus", "--version"], "prometheus", False))
+    checks.append(_cmd("open mpi", ["mpirun", "--version"], "openmpi-bin", False))
     checks.append(_cmd("chromium", ["chromium", "--version"], "chromium", False))
     checks.append(_cmd("postgresql", ["psql", "--version"], "postgresql", False))
     try:
