@@ -122,7 +122,7 @@ def test_a_failed_up_leaves_nothing_and_down_removes_everything(monkeypatch, tmp
 @pytest.mark.slow
 def test_the_drills_of_notebook_00(pipeline_run):
     """The drills 00 ran: the requeued job resumed from its checkpoint with the same final metrics, and
-    the elastic job shrank to the survivor and finished."""
+    the elastic job shrank to the survivor and finished, under Horovod elastic and under torchrun elastic."""
     runs, build = pipeline_run
     rec = json.loads((build / "metrics" / "00_cluster_setup.json").read_text())
     m = {k: v["value"] for k, v in rec["metrics"].items()}
@@ -136,6 +136,10 @@ def test_the_drills_of_notebook_00(pipeline_run):
     assert m["drill_lost_steps"] <= m["drill_checkpoint_every"]
     assert m["elastic_world_after"] == 1 and m["elastic_epochs_run"] == rec["params"]["elastic_epochs"]
     assert m["elastic_reset_s"] <= 60
+    for b in ("horovod", "ddp"):  # the same node loss under Horovod elastic and torchrun elastic
+        assert m[f"elastic_{b}_final_world"] == 1 and m[f"elastic_{b}_reset_s"] <= 60
+        assert 0 <= m[f"elastic_{b}_lost_steps"] <= m["elastic_cmp_checkpoint_every"]
+        assert m[f"elastic_{b}_resumed_from_step"] >= m["elastic_cmp_checkpoint_every"]
 
 
 # ---- elastic, side by side (elastic.elastic_side_by_side runs in a notebook; these check its record) -----
