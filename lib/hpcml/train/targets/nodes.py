@@ -119,8 +119,11 @@ def horovod_argv(cl: LocalCluster, hosts: list[str], slots: int, module: str, mo
     check_hosts(cl, hosts)
     if slots < 1:
         raise ValueError(f"slots must be >= 1 (processes per node), got {slots}")
+    # one host is the launcher's own: horovodrun then looks for 127.0.0.1 among the named interfaces
+    # ("No interface is found for address 127.0.0.1" with eth1), so only a multi-host job names eth1
+    nic = ["--network-interface", NODE_IFACE] if len(hosts) > 1 else []
     argv = [_python_bin("horovodrun"), "--gloo", "-np", str(slots * len(hosts)),
-            "-H", ",".join(f"{h}:{slots}" for h in hosts), "--network-interface", NODE_IFACE,
+            "-H", ",".join(f"{h}:{slots}" for h in hosts), *nic,
             "--ssh-identity-file", str(cl.key), "--start-timeout", str(HOROVOD_START_TIMEOUT_S),
             sys.executable, "-m", module, *module_args]
     return cl.node_argv(hosts[0], argv, pin=False)
