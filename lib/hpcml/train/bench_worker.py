@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from hpcml import paths
+from hpcml.train import comm
 from hpcml.train.stats import ci95
 
 #: Every benchmark option and its default (the drivers reject any other key).
@@ -308,4 +309,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    comm.exit_process(main())  # os._exit under torchrun: see its docstring

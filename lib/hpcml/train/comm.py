@@ -343,3 +343,25 @@ if __name__ == "__main__":
     res = selftest(a.backend, a.timeout_s)
     if res["rank"] == 0:
         print("HPCML-COMM " + json.dumps(res), flush=True)
+
+
+def exit_process(code: int) -> None:
+    """End this rank's process with ``code``: ``sys.exit``, except under torchrun, where it is
+    ``os._exit`` after flushing stdio and logging.
+
+    A Gloo process group that has been destroyed can still abort the interpreter's teardown
+    ("terminate called without an active exception", SIGABRT): its C++ threads are destructed
+    while joinable. The barrier in :meth:`DDPComm.shutdown` made it rarer, not impossible (seen
+    once in a dozen two-node runs after the rank had written everything). By then the rank's
+    results are on disk and its peers are done, so nothing the teardown would do is needed.
+    """
+    import logging
+    import sys
+
+    if not os.environ.get("TORCHELASTIC_RUN_ID"):
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+

@@ -502,4 +502,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    comm.exit_process(main())  # os._exit under torchrun: see its docstring
