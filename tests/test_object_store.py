@@ -359,30 +359,6 @@ def test_store_on_the_head_address_serves_a_process_on_a_node(mcluster, head_sto
 
 
 @pytest.mark.integration
-@pytest.mark.slow
-def test_sbatch_run_on_the_nodes_mirrors_its_checkpoints(mcluster, head_store, build_tmp, tmp_path, contract_dataset):
-    """An sbatch run on the cluster's nodes (rank 0 on a node, the trainer's credentials through
-    ``SlurmOptions.env``) leaves the run's last checkpoint in the bucket, resumable with its SHA-256."""
-    from hpcml.train import checkpoint as ck, ckpt_bucket
-    from hpcml.train.spec import TrainSpec
-    from hpcml.train.targets.registry import launch
-
-    s = head_store
-    spec = TrainSpec(name="ckpt-on-nodes", world_size=2, threads_per_worker=1, epochs=1, batch_size=32,
-                     dataset_dir=str(contract_dataset(tmp_path / "data", n_shards=2)), checkpoint_every=4,
-                     pin_cpus=False)
-    job_env = ckpt_bucket.env(s, spec.name, nodes=True)
-    res = launch(spec, target="slurm", cluster=mcluster.slurm, timeout_s=300, env=job_env)
-    assert res.submitted and res.job.ok, res.job
-    assert "<redacted>" in res.request and job_env["AWS_SECRET_ACCESS_KEY"] not in res.request
-    local_last = json.loads((spec.resolved_out_dir() / "checkpoints" / "latest.json").read_text())
-    uri = job_env[ckpt_bucket.ENV]
-    assert ckpt_bucket.latest(s.client("trainer"), uri) == local_last  # the bucket holds the run's last checkpoint
-    assert ckpt_bucket.pull(s.client("trainer"), uri, tmp_path / "lost-node") is not None
-    assert ck.resume_state(tmp_path / "lost-node")["step"] == local_last["step"]  # SHA-256 verified
-
-
-@pytest.mark.integration
 def test_store_whose_address_is_gone_is_restarted_on_loopback(tmp_path):
     """The address the store was bound to goes away (as the bridge does when the cluster goes
     down): the next start stops it by pid and starts it on loopback, data and credentials kept;

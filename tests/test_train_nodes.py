@@ -67,21 +67,6 @@ def test_a_rendezvous_port_in_use_is_skipped(mcluster):
         p.wait()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_a_spec_trains_across_the_nodes(mcluster, tmp_path, contract_dataset, backend):
-    """horovodrun over SSH / torchrun per node: one rank per node, the same spec, the job leaves nothing behind."""
-    ds = contract_dataset(tmp_path / "ds", n_shards=2, rows=(512, 64, 64), seed=3)
-    spec = TrainSpec(name=f"nodes-{backend}", world_size=2, epochs=1, batch_size=32, width=8, lr=0.05,
-                     dataset_dir=str(ds), out_dir=str(tmp_path / "run"), backend=backend)
-    seen: list[dict] = []
-    m = nodes.run_spec(mcluster, spec, timeout_s=120, on_progress=seen.append)
-    assert m["world_size"] == 2 and m["steps"] == 8 and 0.0 <= m["test_accuracy"] <= 1.0
-    assert seen[0]["event"] == "start" and seen[0]["world_size"] == 2 and seen[0]["backend"] == backend
-    logs = tmp_path / "run" / "logs"
-    assert {p.name for p in logs.glob("*.log")} == ({f"{n}.log" for n in _hosts(mcluster)} if backend == "ddp"
-                                                    else {f"{_hosts(mcluster)[0]}.log"})
-
-
 def test_a_rendezvous_that_times_out_names_the_node_that_never_joined(mcluster, tmp_path):
     h = _hosts(mcluster)
     job = nodes.start(mcluster, "ddp", h, 1, SELFTEST, ["--backend", "ddp"], log_dir=tmp_path,

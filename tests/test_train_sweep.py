@@ -159,41 +159,6 @@ def test_bench_refuses_a_bad_backend_and_a_sweep_without_nodes():
 TINY = dict(arch="resnet18", image_size=32, batch_size=2, iters=2, batches_per_iter=1, warmup_batches=1)
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_bakeoff_sweep_and_ceiling_across_the_nodes(mcluster):
-    from hpcml.train.targets.local import TrainJobError
-
-    nodes = [n.name for n in mcluster.plan.nodes]
-    b = sweep.bakeoff(mcluster, ("matched",), cycle_time_ms=20, timeout_s=180, **TINY)["matched"]
-    for backend, run in b.items():
-        assert run["backend"] == backend and run["config"]["bucket_mb"] == 25.0
-        assert run["placement"] == {"where": "nodes", "hosts": nodes[:2]}  # one rank on each node
-    assert b["horovod"]["horovod_cycle_time_ms"] == "20"
-    assert ss.backend_ratio(b["horovod"], b["ddp"])["ratio"] > 0
-    with pytest.raises(ValueError, match="multiple of the 2 host"):
-        bench.run_bench(3, ["synthetic"], backend="ddp", cluster=mcluster, hosts=nodes[:2], **TINY)
-
-    s = sweep.link_sweep(mcluster, ["unshaped", "1gbit"], backend="ddp", reuse={"unshaped": b["ddp"]}, timeout_s=180,
-                         **TINY)
-    assert mcluster.spec.bandwidth == "unshaped" and mcluster.plan.rate_bps is None
-    assert s["one"]["world_size"] == 1 and s["one"]["placement"]["hosts"] == nodes[:1]
-    assert s["runs"]["unshaped"] is b["ddp"] and s["runs"]["1gbit"]["world_size"] == 2
-    assert s["rates_bps"]["1gbit"] == 1e9 and s["rates_bps"]["unshaped"] > 1e9  # iperf3 on the veth pair
-    assert all(p["efficiency"] > 0 for p in ss.sweep_points(s["one"], s["runs"], s["rates_bps"], 2))
-    with pytest.raises(ValueError, match="the run reused at 'unshaped' is horovod on 2 ranks, not ddp"):
-        sweep.link_sweep(mcluster, ["unshaped"], one=s["one"], reuse={"unshaped": b["horovod"]})
-    # a run that fails while shaped: the error names the node, and the link is unshaped again
-    with pytest.raises(TrainJobError, match="|".join(nodes)):
-        sweep.link_sweep(mcluster, ["100mbit"], one=s["one"], timeout_s=120, **{**TINY, "iters": 0})
-    assert mcluster.spec.bandwidth == "unshaped" and mcluster.plan.rate_bps is None
-
-    c = bench.ceiling(2, cluster=mcluster, timeout_s=180, **TINY)
-    assert c["placement"] == {"where": "nodes", "hosts": nodes[:2]}
-    assert [p["cores"] for p in c["per_process"]] == [list(n.cpus[:1]) for n in mcluster.plan.nodes[:2]]
-    assert 0 < c["efficiency"] < 1.5
-
-
 @pytest.mark.unit
 def test_interconnect_chart_draws_points_curves_and_knee():
     from hpcml.train import plots
