@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from hpcml import paths
-from hpcml.train import comm
+from hpcml.train import comm, heap
 from hpcml.train.stats import ci95
 
 #: Every benchmark option and its default (the drivers reject any other key).
@@ -43,16 +43,17 @@ DEFAULTS: dict[str, Any] = {
     "arch": "resnet50", "image_size": 64, "batch_size": 4, "num_classes": 1000, "channels_last": True,
     "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
     "overhead_steps": 10, "overhead_rounds": 12, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
-    "cycle_time_ms": None, "backend": "horovod", "bucket_mb": None,
+    "cycle_time_ms": None, "backend": "horovod", "bucket_mb": None, "keep_heap": True,
 }
 
 
 def _setup(cfg: dict) -> tuple[Any, list[int]]:
-    """Join the group of ``cfg["backend"]`` (Horovod's fusion threshold set from ``bucket_mb``)
-    and pin this rank to its own core(s) of the node it runs on."""
-    from hpcml.train import comm
+    """Join the group of ``cfg["backend"]`` (Horovod's fusion threshold set from ``bucket_mb``),
+    keep freed memory when ``keep_heap`` (:func:`hpcml.train.heap.keep`) and pin this rank to
+    its own core(s) of the node it runs on."""
     from hpcml.train.worker import pin_cpus
 
+    cfg["heap_applied"] = heap.keep() if cfg["keep_heap"] else False
     c = comm.init(cfg["backend"], bucket_mb=cfg["bucket_mb"])
     torch.set_num_threads(int(cfg["threads"]))
     cores = pin_cpus(c.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
@@ -105,18 +106,27 @@ def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
 
     proc, timers, start = psutil.Process(), Timers(), {}
 
+    def thread_cpu() -> tuple[float, float]:  # (this main thread, every other thread) CPU seconds
+        ts = {t.id: t.user_time + t.system_time for t in proc.threads()}
+        return ts.get(os.getpid(), 0.0), sum(v for k, v in ts.items() if k != os.getpid())
+
     def timed_start() -> None:
         timers.update(Timers())
-        start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches())
+        start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches(), threads=thread_cpu(),
+                     faults=heap.usage()["minflt"])
 
     mine = {"rank": c.rank(), "host": socket.gethostname(),
             **_timed_iters(lambda: dist_step(c, net, opt, x, y, timers), cfg, on_timed_start=timed_start)}
-    wall, cpu, ctx = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches()
+    wall, cpu, ctx, th = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches(), thread_cpu()
     mine["time_split"] = dict(timers)
-    # what the process spent besides the step's own maths: kernel time and thread wake-ups
+    # what the process spent besides the step's own maths: kernel time, page faults, thread
+    # wake-ups, and the CPU its other threads (Horovod's background cycle, Gloo's loops) took
+    # from the one core the rank is pinned to
     mine["process"] = {"user_s": cpu.user - start["cpu"].user, "system_s": cpu.system - start["cpu"].system,
                        "wall_s": wall, "ctx_switches_per_s": (ctx.voluntary + ctx.involuntary
-                                                          - start["ctx"].voluntary - start["ctx"].involuntary) / wall}
+                                                          - start["ctx"].voluntary - start["ctx"].involuntary) / wall,
+                       "main_thread_s": th[0] - start["threads"][0], "other_threads_s": th[1] - start["threads"][1],
+                       "minflt": heap.usage()["minflt"] - start["faults"], "heap_kept": bool(cfg.get("heap_applied"))}
     ranks = c.allgather_object(mine)
     return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
             "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks])), "backend": c.name,
@@ -141,6 +151,8 @@ def independent_worker(cfg: dict, slot: int, pin_slot: int | None = None) -> dic
     """
     from hpcml.train.worker import pin_cpus
 
+    if cfg["keep_heap"]:
+        heap.keep()  # as the ranks do: the ceiling must measure the same step
     torch.set_num_threads(int(cfg["threads"]))
     pin = slot if pin_slot is None else pin_slot
     cores = pin_cpus(pin, int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))

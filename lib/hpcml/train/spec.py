@@ -60,7 +60,7 @@ class TrainSpec:
             ``"ddp"`` (torchrun, PyTorch DistributedDataParallel over Gloo); independent of
             the target (the same worker runs either).
         bucket_mb: gradient bucket size in MiB: Horovod's fusion threshold, DDP's
-            ``bucket_cap_mb``; None = each tool's own default (64 / 25 MiB).
+            ``bucket_cap_mb``; None = each tool's own default (Horovod 128, DDP 25 MiB).
         record_losses: rank 0 records the first N per-step losses (``metrics["step_losses"]``)
             so two runs can be compared (:func:`hpcml.train.loop.loss_parity`); 0 = none.
         seed: random seed (same seed -> same result).
@@ -72,6 +72,8 @@ class TrainSpec:
         elastic: run under hvd.elastic with min_workers..world_size workers.
         min_workers: the fewest workers an elastic job continues with.
         pin_cpus: pin each worker to its own cores (CPU affinity).
+        keep_heap: each worker keeps freed memory for reuse instead of giving it back to the
+            kernel every step (glibc's mmap/trim thresholds, :func:`hpcml.train.heap.keep`).
         gpus_per_worker: GPUs per worker on a GPU cluster (0 here).
         image: container image for the cluster targets.
         instance_type: EC2 instance type for SageMaker / Batch / node selectors.
@@ -104,6 +106,7 @@ class TrainSpec:
     elastic: bool = False
     min_workers: int = 1
     pin_cpus: bool = True
+    keep_heap: bool = True
     gpus_per_worker: int = 0
     image: str = TRAIN_IMAGE
     instance_type: str = "g4dn.12xlarge"

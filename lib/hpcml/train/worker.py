@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from hpcml.train import checkpoint as ck
-from hpcml.train import ckpt_bucket, comm
+from hpcml.train import ckpt_bucket, comm, heap
 from hpcml.train import loop, shards
 from hpcml.train.exporter import Exporter, ExporterAB
 from hpcml.train.models import build_from_config, model_config_from
@@ -452,6 +452,8 @@ def _train_elastic(t: Trainer) -> dict[str, Any]:
 def run(spec: TrainSpec) -> dict[str, Any]:
     """Run this rank of the job described by ``spec`` (inside horovodrun or torchrun)."""
     stop = StopRequest().install()  # before anything slow: a SIGTERM from here on is caught
+    if spec.keep_heap:
+        heap.keep()  # before the model's first allocation (see hpcml.train.heap)
     c = comm.init(spec.backend, timeout_s=float(spec.extra.get("comm_timeout_s", comm.DEFAULT_TIMEOUT_S)),
                   bucket_mb=spec.bucket_mb)
     torch.set_num_threads(spec.threads_per_worker)
