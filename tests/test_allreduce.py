@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcml.proc import cmdlines
 from hpcml.train import allreduce_stats as st
 
 MiB = 2**20
@@ -176,16 +177,7 @@ def test_driver_rejects_bad_input():
 
 # ---- real runs -----------------------------------------------------------------------------------
 def _leftover(marker: str) -> list[str]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if marker in cmd:
-                out.append(cmd)
-    return out
+    return list(cmdlines(marker).values())
 
 
 @pytest.mark.integration

@@ -48,3 +48,19 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.unit
+def test_cmdlines_finds_a_process_by_its_command_line_and_never_this_one():
+    marker = f"hpcml-cmdlines-{os.getpid()}"
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", marker])
+    try:
+        proc.wait_until(lambda: p.pid in proc.cmdlines(marker), 10, "the child's command line")
+        found = proc.cmdlines(marker)
+        assert list(found) == [p.pid] and found[p.pid].split()[-1] == marker
+        assert os.getpid() not in proc.cmdlines("python")
+        assert proc.cmdline(p.pid) == found[p.pid] and proc.pid_alive(p.pid, marker)
+    finally:
+        p.kill()
+        p.wait()
+    assert proc.cmdline(p.pid) is None and proc.cmdlines(marker) == {}

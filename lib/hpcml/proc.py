@@ -95,16 +95,35 @@ def tail(path: Path | str, n: int = 20, missing: str = "") -> str:
         return missing
 
 
+def cmdline(pid: int | str) -> str | None:
+    """``pid``'s command line, arguments joined by spaces (None once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None
+
+
+def cmdlines(needle: str = "") -> dict[int, str]:
+    """``{pid: command line}`` of every process but this one whose command line contains ``needle``."""
+    me, out = os.getpid(), {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != me:
+            cmd = cmdline(entry.name)
+            if cmd is not None and needle in cmd:
+                out[int(entry.name)] = cmd
+    return out
+
+
 def pid_alive(pid: int | None, needle: str = "") -> bool:
     """True when ``pid`` runs (not a zombie) and, if given, its command line contains ``needle``."""
     if not pid:
         return False
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z" and needle in cmd
+    cmd = cmdline(pid)
+    return cmd is not None and stat.rsplit(")", 1)[1].split()[0] != "Z" and needle in cmd
 
 
 def _die_with_parent() -> None:

@@ -42,7 +42,7 @@ from hpcml import paths
 from hpcml.cluster import fabric, netns
 from hpcml.cluster.fabric import ClusterPlan, LocalClusterSpec, NodePlan
 from hpcml.cluster.slurm import daemons
-from hpcml.proc import pid_alive, stop, tail, wait_until
+from hpcml.proc import cmdlines, pid_alive, stop, tail, wait_until
 
 MODES = ("auto", "multi", "single")
 HOSTS_FILE = Path("/etc/hosts")
@@ -422,15 +422,10 @@ def leftovers(prefix: str = fabric.PREFIX) -> dict[str, list]:
     found["hosts"] += [str(_ssh_config_path(prefix))] if _ssh_config_path(prefix).exists() else []
     found["daemons"] = []
     stem = fabric.node_stem(prefix)
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if (f"/{prefix}-n" in cmd or f"sshd_config-{stem}" in cmd or "slurmd -f" in cmd and f" -N {stem}" in cmd) \
-                    and int(entry.name) != os.getpid() and pid_alive(int(entry.name)):
-                found["daemons"].append(f"{entry.name} {cmd[:120]}")
+    for pid, cmd in cmdlines().items():
+        if (f"/{prefix}-n" in cmd or f"sshd_config-{stem}" in cmd or "slurmd -f" in cmd and f" -N {stem}" in cmd) \
+                and pid_alive(pid):
+            found["daemons"].append(f"{pid} {cmd[:120]}")
     return found
 
 

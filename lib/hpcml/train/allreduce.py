@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from hpcml import paths
-from hpcml.proc import tail
+from hpcml.proc import cmdlines, tail
 from hpcml.train import allreduce_stats as st
 from hpcml.train.allreduce_worker import TOOLS
 
@@ -142,19 +142,11 @@ def _ssh_opts(cl: LocalCluster) -> list[str]:
 
 def _reap(marker: str) -> None:
     """Kill, by pid, whatever still runs with ``marker`` (the run's unique folder) in its command line."""
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
+    for pid in cmdlines(marker):
         try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if marker in cmd:
-            try:
-                os.kill(int(entry.name), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def run_tool(tool: str, sizes: list[int], out: Path, cl: LocalCluster | None = None, warmup: int = 2,
