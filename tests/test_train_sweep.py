@@ -148,6 +148,28 @@ def test_ratio_and_gap_metrics():
                   "resnet50_gap_explained_matched": pytest.approx(0.25)}
 
 
+def _ranks(backend, walls, mains, others, waits):
+    return {"config": {"iters": 5, "batches_per_iter": 2}, "synthetic": {"per_rank": [
+        {"rank": i, "time_split": {"allreduce": w}, "process": {"wall_s": wa, "main_thread_s": m, "other_threads_s": o}}
+        for i, (wa, m, o, w) in enumerate(zip(walls, mains, others, waits))]}}
+
+
+@pytest.mark.unit
+def test_where_the_gap_goes_on_the_rank_the_others_waited_for():
+    # Horovod's rank 1 waited least (0.2 s): it is the critical one; 10 steps per run
+    pair = {"horovod": _ranks("horovod", [45.0, 45.0], [44.0, 41.0], [1.6, 2.6], [4.0, 0.2]),
+            "ddp": _ranks("ddp", [43.0, 43.0], [42.0, 42.0], [0.8, 0.8], [0.0, 0.01])}
+    assert ss.critical_rank(pair["horovod"])["rank"] == 1 and ss.critical_rank(pair["ddp"])["rank"] == 0
+    g = ss.where_gap_goes(pair)
+    assert g["gap_s"] == pytest.approx(0.2)
+    assert g["main_thread_s"] == pytest.approx(-0.1) and g["other_threads_s"] == pytest.approx(0.18)
+    assert g["off_cpu_s"] == pytest.approx(0.12)
+    assert g["main_thread_s"] + g["other_threads_s"] + g["off_cpu_s"] == pytest.approx(g["gap_s"])
+    by = {m.name: m.value for m in ss.thread_gap_metrics(pair, "resnet50")}
+    assert by["resnet50_hvd_minus_ddp_other_threads_s_matched"] == pytest.approx(0.18)
+    assert by["resnet50_horovod_other_threads_s_matched"] == pytest.approx(0.26)
+
+
 @pytest.mark.unit
 def test_bench_refuses_a_bad_backend_and_a_sweep_without_nodes():
     with pytest.raises(ValueError, match="backend must be one of"):

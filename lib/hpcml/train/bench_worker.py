@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any

@@ -100,6 +100,11 @@ def _worker(arch: str, image_size: int, batch_size: int, steps: int, kept: bool,
             "system_s_per_step": (u1["system_s"] - u0["system_s"]) / steps, "maxrss_mib": u1["maxrss_mib"]}
 
 
+def arm_cores(cores: list[int], round_no: int) -> tuple[int, int]:
+    """(default arm's core, kept arm's core) in round ``round_no``: the first two cores, swapped every round."""
+    return (cores[0], cores[1]) if round_no % 2 == 0 else (cores[1], cores[0])
+
+
 def compare(arch: str = "resnet50", image_size: int = 128, batch_size: int = 32, steps: int = 3, rounds: int = 2,
             timeout_s: float = 600) -> dict[str, Any]:
     """glibc's defaults vs :func:`keep`, the same step in two processes at once (one core each).
@@ -119,8 +124,7 @@ def compare(arch: str = "resnet50", image_size: int = 128, batch_size: int = 32,
     out: list[dict[str, Any]] = []
     for r in range(rounds):
         procs = {}
-        for i, kept in enumerate((False, True)):
-            core = cores[(i + r) % 2]
+        for kept, core in zip((False, True), arm_cores(cores, r)):
             cmd = [sys.executable, "-m", "hpcml.train.heap", "--worker", "--arch", arch, "--image-size", str(image_size),
                    "--batch-size", str(batch_size), "--steps", str(steps), "--core", str(core)] + (["--kept"] if kept else [])
             procs["kept" if kept else "default"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

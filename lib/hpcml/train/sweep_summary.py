@@ -252,6 +252,54 @@ def gap_metrics(pair: Mapping[str, Mapping[str, Any]], times: Mapping[str, Mappi
                    description="allreduce gap / step gap (NaN: Horovod was not slower)")]
 
 
+def critical_rank(run: Mapping[str, Any]) -> dict[str, Any]:
+    """The rank the others waited for: the one that spent least time waiting on the allreduce."""
+    return min(run["synthetic"]["per_rank"], key=lambda r: r["time_split"]["allreduce"])
+
+
+def where_gap_goes(pair: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Where Horovod's extra wall time went, on the rank the others waited for (pure).
+
+    Each rank runs on one core, so its timed window splits into its main thread's CPU
+    (forward, backward, the optimizer, and under Horovod the spin in ``synchronize``), its
+    other threads' CPU (Horovod's background cycle: fusion copies, scaling, negotiation;
+    both tools' Gloo loops) and time off the CPU (waiting for bytes or for Horovod's next
+    cycle). The three differences (Horovod - DDP, per step) add up to the wall-time gap.
+
+    Returns:
+        ``{"gap_s", "main_thread_s", "other_threads_s", "off_cpu_s"}`` per step, and
+        ``"horovod_other_threads_s"`` / ``"ddp_other_threads_s"`` per step.
+    """
+    out: dict[str, float] = {}
+    parts: dict[str, dict[str, float]] = {}
+    for b in ("horovod", "ddp"):
+        r = critical_rank(pair[b])
+        cfg = pair[b]["config"]
+        steps = cfg["iters"] * cfg["batches_per_iter"]
+        p = r["process"]
+        parts[b] = {"wall": p["wall_s"] / steps, "main": p["main_thread_s"] / steps,
+                    "other": p["other_threads_s"] / steps}
+        parts[b]["off"] = parts[b]["wall"] - parts[b]["main"] - parts[b]["other"]
+        out[f"{b}_other_threads_s"] = parts[b]["other"]
+    h, d = parts["horovod"], parts["ddp"]
+    out.update(gap_s=h["wall"] - d["wall"], main_thread_s=h["main"] - d["main"],
+               other_threads_s=h["other"] - d["other"], off_cpu_s=h["off"] - d["off"])
+    return out
+
+
+def thread_gap_metrics(pair: Mapping[str, Mapping[str, Any]], arch: str, setting: str = "matched") -> list[Metric]:
+    """:func:`where_gap_goes` as metrics (seconds per step, Horovod - DDP on the critical rank)."""
+    g = where_gap_goes(pair)
+    what = {"gap_s": "wall time per step", "main_thread_s": "main-thread CPU per step",
+            "other_threads_s": "CPU of the other threads per step", "off_cpu_s": "time off the CPU per step"}
+    out = [Metric(f"{arch}_hvd_minus_ddp_{k}_{setting}", g[k], unit="s",
+                  description=f"Horovod - DDP {v}, on the rank the others waited for") for k, v in what.items()]
+    out += [Metric(f"{arch}_{b}_other_threads_s_{setting}", g[f"{b}_other_threads_s"], unit="s",
+                   description=f"{b}: CPU its rank's non-main threads took per step, on that rank's one core")
+            for b in ("horovod", "ddp")]
+    return out
+
+
 #: Per-GPU batch of the GPU carry: NVIDIA DeepLearningExamples' ResNet-50 v1.5 for PyTorch
 #: trains with 256 images per GPU under mixed precision (its README, "Default configuration"
 #: and the performance tables); the per-GPU throughput is ``hpcml.cost.models.GPU_RESNET50_IMG_S``.
