@@ -258,3 +258,18 @@ def test_bench_hosts(world, hosts, expected):
     assert bench.bench_hosts(cl, world, hosts) == expected
     with pytest.raises(ValueError, match="world_size 3 must be a positive multiple of the 2 host"):
         bench.bench_hosts(cl, 3, ["n1", "n2"])
+
+
+@pytest.mark.unit
+def test_bakeoff_gives_the_cycle_to_the_matched_setting_only(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "run_bench", lambda ws, modes, timeout_s, tag, backend, cluster, **kw:
+                        calls.append((tag, backend, kw)) or {"backend": backend})
+    out = sweep.bakeoff(None, ("matched", "defaults"), cycle_time_ms=50.0, iters=2)
+    assert [(t, b) for t, b, _ in calls] == [("bakeoff-matched", "horovod"), ("bakeoff-matched", "ddp"),
+                                            ("bakeoff-defaults", "ddp"), ("bakeoff-defaults", "horovod")]
+    kw = {(t, b): k for t, b, k in calls}
+    assert kw[("bakeoff-matched", "horovod")] == {"bucket_mb": 25.0, "cycle_time_ms": 50.0, "iters": 2}
+    assert kw[("bakeoff-defaults", "horovod")] == {"bucket_mb": None, "iters": 2}  # Horovod's own 1 ms cycle
+    assert kw[("bakeoff-matched", "ddp")] == {"bucket_mb": 25.0, "iters": 2}
+    assert set(out) == {"matched", "defaults"}
