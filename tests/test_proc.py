@@ -64,3 +64,22 @@ def test_cmdlines_finds_a_process_by_its_command_line_and_never_this_one():
         p.kill()
         p.wait()
     assert proc.cmdline(p.pid) is None and proc.cmdlines(marker) == {}
+
+
+@pytest.mark.unit
+def test_pin_threads_pins_threads_started_before_it():
+    import threading
+
+    before = sorted(os.sched_getaffinity(0))
+    started, stop = threading.Event(), threading.Event()
+    t = threading.Thread(target=lambda: (started.set(), stop.wait(10)))
+    t.start()
+    started.wait(5)
+    try:
+        assert proc.pin_threads([before[-1]]) == [before[-1]]
+        assert os.sched_getaffinity(t.native_id) == {before[-1]} == os.sched_getaffinity(0)
+    finally:
+        stop.set()
+        t.join()
+        proc.pin_threads(before)
+    assert sorted(os.sched_getaffinity(0)) == before

@@ -114,6 +114,18 @@ def cmdlines(needle: str = "") -> dict[int, str]:
     return out
 
 
+def pin_threads(cores: Sequence[int]) -> list[int]:
+    """Pin every thread of this process to ``cores`` (``sched_setaffinity(0, …)`` pins only the
+    calling thread; threads started earlier, e.g. a library's background thread, keep theirs)."""
+    mine = sorted(cores)
+    for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+        try:
+            os.sched_setaffinity(tid, mine)
+        except ProcessLookupError:  # a thread that has just ended
+            pass
+    return mine
+
+
 def pid_alive(pid: int | None, needle: str = "") -> bool:
     """True when ``pid`` runs (not a zombie) and, if given, its command line contains ``needle``."""
     if not pid:

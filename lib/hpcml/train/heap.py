@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from hpcml import proc
+
 #: ``mallopt`` parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 #: Both thresholds :func:`keep` sets: 1 GiB, above any single tensor of these models.
@@ -75,7 +77,7 @@ def _worker(arch: str, image_size: int, batch_size: int, steps: int, kept: bool,
     from hpcml.train.models import make_model
 
     applied = keep() if kept else False
-    os.sched_setaffinity(0, {core})
+    proc.pin_threads([core])
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = make_model(arch, num_classes=1000)

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hpcml import proc
 from hpcml.train import checkpoint as ck
 from hpcml.train import ckpt_bucket, comm, heap
 from hpcml.train import loop, shards
@@ -109,10 +110,17 @@ def emit(event: dict[str, Any], error: bool = False) -> None:
 
 
 def pin_cpus(local_rank: int, threads: int) -> list[int]:
-    """Pin this process to ``threads`` cores of its own (wrapping when oversubscribed)."""
+    """Pin this process, every thread of it, to ``threads`` cores of its own (wrapping when oversubscribed).
+
+    ``sched_setaffinity(0, …)`` pins the calling thread only (threads it starts later inherit
+    it). The collective layer starts its threads before the rank knows its local rank:
+    Horovod's background thread in ``hvd.init``, Gloo's loops in ``init_process_group``.
+    Pinned by the caller alone, those ran on any core, including the core of the rank beside
+    them, so each thread of the process is pinned here (:func:`hpcml.proc.pin_threads`).
+    """
     cores = sorted(os.sched_getaffinity(0))
     mine = [cores[(local_rank * threads + i) % len(cores)] for i in range(threads)]
-    os.sched_setaffinity(0, mine)
+    proc.pin_threads(mine)
     return mine
 
 
