@@ -93,6 +93,17 @@ def test_evaluate_is_safe_and_strict():
         claims.evaluate("a > 1", {})
 
 
+def test_and_or_short_circuit_as_in_python():
+    # a share of a gap is NaN when there is no gap: the rule must not read it then
+    nan = float("nan")
+    assert claims.evaluate("gap > 0 and share >= 0.8", {"gap": -0.1, "share": nan}) is False
+    assert claims.evaluate("gap <= 0 or share >= 0.8", {"gap": -0.1, "share": nan}) is True
+    assert claims.evaluate("gap > 0 and share >= 0.8", {"gap": 0.2, "share": 0.9}) is True
+    assert claims.evaluate("gap > 0 or share >= 0.8", {"gap": -0.2, "share": 0.5}) is False
+    with pytest.raises(claims.ClaimError, match="not a number"):
+        claims.evaluate("gap > 0 and share >= 0.8", {"gap": 0.2, "share": nan})
+
+
 @pytest.mark.parametrize(
     "mean, hw, target, higher, verdict",
     [

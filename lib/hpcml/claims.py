@@ -128,9 +128,9 @@ def evaluate(rule: str, values: Mapping[str, Any]) -> bool:
             return -ev(node.operand)
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
             return not ev(node.operand)
-        if isinstance(node, ast.BoolOp):
-            vals = [bool(ev(v)) for v in node.values]
-            return all(vals) if isinstance(node.op, ast.And) else any(vals)
+        if isinstance(node, ast.BoolOp):  # short-circuit, as Python: "gap > 0 and share >= 0.8"
+            decided = isinstance(node.op, ast.Or)  # the value that ends an 'or' (True) or an 'and' (False)
+            return decided if any(bool(ev(v)) == decided for v in node.values) else not decided
         if isinstance(node, ast.Compare):
             left = ev(node.left)
             for op, comp in zip(node.ops, node.comparators):
