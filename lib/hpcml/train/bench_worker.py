@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from hpcml import paths
-from hpcml.train import comm, heap
+from hpcml.train import comm, heap, loop
 from hpcml.train.stats import ci95
 
 #: Every benchmark option and its default (the drivers reject any other key).
@@ -65,18 +65,10 @@ def _wrap(c: Any, model: torch.nn.Module, lr: float, cfg: dict) -> tuple[torch.n
     return c.wrap(model, opt, bucket_mb=cfg["bucket_mb"], fp16=bool(cfg["fp16_allreduce"]))
 
 
-def _synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    from hpcml.train.models import make_model
-
-    torch.manual_seed(0)
-    # Horovod only reduces/broadcasts contiguous tensors, so the weights keep the default
-    # layout; a channels-last *input* still makes every activation channels-last (NHWC).
-    model = make_model(cfg["arch"], num_classes=cfg["num_classes"])
-    x = torch.randn(cfg["batch_size"], 3, cfg["image_size"], cfg["image_size"])
-    if cfg["channels_last"]:
-        x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, cfg["num_classes"], (cfg["batch_size"],))
-    return model, x, y
+def synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """:func:`hpcml.train.loop.synthetic_batch` for a benchmark config."""
+    return loop.synthetic_batch(cfg["arch"], cfg["batch_size"], cfg["image_size"], cfg["num_classes"],
+                                cfg["channels_last"])
 
 
 def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, Any]:
@@ -99,7 +91,7 @@ def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
     """Synthetic ResNet benchmark on this rank, either backend; every rank's img/s gathered to all."""
     from hpcml.train.worker import TIME_SPLIT_NOTES, Timers, dist_step
 
-    model, x, y = _synthetic_model(cfg)
+    model, x, y = synthetic_model(cfg)
     net, opt = _wrap(c, model, 0.01, cfg)
     import psutil
 
@@ -155,14 +147,7 @@ def independent_worker(cfg: dict, slot: int, pin_slot: int | None = None) -> dic
     torch.set_num_threads(int(cfg["threads"]))
     pin = slot if pin_slot is None else pin_slot
     cores = pin_cpus(pin, int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
-    model, x, y = _synthetic_model(cfg)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-
+    step = loop.plain_step(*synthetic_model(cfg))
     d, n = Path(cfg["barrier_dir"]), int(cfg["n"])
     first = (n + 1) // 2  # slots 0..first-1 are timed alone before the together phase
     timed = {**cfg, "warmup_batches": 0}

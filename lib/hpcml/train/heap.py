@@ -74,21 +74,12 @@ def _worker(arch: str, image_size: int, batch_size: int, steps: int, kept: bool,
     """One process's measurement: ``steps`` timed plain-PyTorch steps after one warm-up step."""
     import torch
 
-    from hpcml.train.models import make_model
+    from hpcml.train import loop
 
     applied = keep() if kept else False
     proc.pin_threads([core])
     torch.set_num_threads(1)
-    torch.manual_seed(0)
-    model = make_model(arch, num_classes=1000)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(batch_size, 3, image_size, image_size).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 1000, (batch_size,))
-
-    def step() -> None:
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
+    step = loop.plain_step(*loop.synthetic_batch(arch, batch_size, image_size))
 
     step()
     u0, times = usage(), []

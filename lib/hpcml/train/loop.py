@@ -100,6 +100,29 @@ def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor,
     return loss.detach()
 
 
+def synthetic_batch(arch: str, batch_size: int, image_size: int, num_classes: int = 1000,
+                    channels_last: bool = True) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A fresh model (seed 0) and one random ImageNet-shaped batch: Horovod's synthetic benchmark input.
+
+    The weights keep the default layout (Horovod only reduces/broadcasts contiguous tensors);
+    a channels-last *input* still makes every activation channels-last (NHWC).
+    """
+    from hpcml.train.models import make_model
+
+    torch.manual_seed(0)
+    model = make_model(arch, num_classes=num_classes)
+    x = torch.randn(batch_size, 3, image_size, image_size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model, x, torch.randint(0, num_classes, (batch_size,))
+
+
+def plain_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """:func:`train_step` on fixed batches with SGD (lr 0.01, momentum 0.9), no communication, as a callable."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    return lambda: train_step(model, opt, x, y)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
              batch_size: int = 1024) -> dict[str, float]:
