@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hpcml import paths
+from hpcml import paths, proc
 from hpcml.tune.spec import TuneSpec
 from hpcml.tune.study import load_data, open_storage, run_study, summarize, trial_config
 
@@ -47,7 +47,7 @@ def pin(cores: Sequence[int]) -> int:
     """Pin this process to ``cores`` and use that many torch threads; returns the thread count."""
     import torch
 
-    os.sched_setaffinity(0, set(cores))
+    proc.pin_threads(cores)  # every thread, not only the caller (sched_setaffinity(0, ...))
     torch.set_num_threads(len(cores))
     return len(cores)
 
