@@ -84,10 +84,37 @@ def test_two_ranks_on_localhost_under_the_backends_launcher(backend):
     ({"backend": "ddp", "bucket_mb": 0}, "bucket_mb must be None"),
     ({"backend": "ddp", "bucket_mb": True}, "bucket_mb must be None"),
     ({"backend": "ddp", "timeout_s": 0}, "timeout_s must be > 0"),
-], ids=["backend", "bucket-zero", "bucket-bool", "timeout"])
+    ({"backend": "horovod", "poll_ms": 0}, "poll_ms must be None"),
+    ({"backend": "horovod", "poll_ms": "1"}, "poll_ms must be None"),
+], ids=["backend", "bucket-zero", "bucket-bool", "timeout", "poll-zero", "poll-str"])
 def test_init_rejects_bad_input(kw, match):
     with pytest.raises(ValueError, match=match):
         comm.init(**kw)
+
+
+@pytest.mark.unit
+def test_horovod_waits_sleep_between_polls_before_horovods_own_wait(monkeypatch):
+    # a stand-in for horovod.torch: each handle is done after a given number of polls
+    from types import SimpleNamespace
+
+    left, log, slept = {1: 3, 2: 1}, [], []
+
+    def poll(h):
+        left[h] -= 1
+        return left[h] <= 0
+
+    hvd = SimpleNamespace(Average=0, Sum=1, Min=2, poll=poll, synchronize=lambda h: log.append(("sync", h)) or h)
+    monkeypatch.setattr(comm.time, "sleep", slept.append)
+    c = comm.HorovodComm(hvd, None, poll_ms=2.0)
+    opt = SimpleNamespace(_handles={"a": (1, None), "b": (2, None), "c": (None, None)},
+                          synchronize=lambda: log.append(("opt",)))
+    c.synchronize(opt)
+    assert log == [("opt",)] and slept == [0.002, 0.002] and left == {1: 0, 2: 0}
+    assert c.wait(1) == 1 and log[-1] == ("sync", 1)
+    spin = comm.HorovodComm(hvd, None, poll_ms=None)  # Horovod 0.28.1's own wait, untouched
+    left[1], slept[:] = 5, []
+    spin.wait(1)
+    assert slept == [] and left[1] == 5
 
 
 @pytest.mark.unit

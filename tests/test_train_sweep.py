@@ -16,10 +16,10 @@ from hpcml.train import sweep_summary as ss
 G = 25_557_032 * 4
 
 
-def _run(backend, per_rank_img_s, conf=0.0, batch=32, bucket_mb=None, cycle=None):
+def _run(backend, per_rank_img_s, conf=0.0, batch=32, bucket_mb=None, cycle=None, poll=None):
     per = [{"rank": r, "img_per_s": v, "conf95": conf, "host": f"n{r + 1}"} for r, v in enumerate(per_rank_img_s)]
     return {"backend": backend, "config": {"batch_size": batch, "bucket_mb": bucket_mb, "cycle_time_ms": cycle,
-                                           "backend": backend},
+                                           "backend": backend, "hvd_poll_ms": poll},
             "synthetic": {"per_rank": per, "total_img_per_s": sum(per_rank_img_s),
                           "per_worker_img_per_s": sum(per_rank_img_s) / len(per_rank_img_s)}}
 
@@ -269,7 +269,44 @@ def test_bakeoff_gives_the_cycle_to_the_matched_setting_only(monkeypatch):
     assert [(t, b) for t, b, _ in calls] == [("bakeoff-matched", "horovod"), ("bakeoff-matched", "ddp"),
                                             ("bakeoff-defaults", "ddp"), ("bakeoff-defaults", "horovod")]
     kw = {(t, b): k for t, b, k in calls}
-    assert kw[("bakeoff-matched", "horovod")] == {"bucket_mb": 25.0, "cycle_time_ms": 50.0, "iters": 2}
-    assert kw[("bakeoff-defaults", "horovod")] == {"bucket_mb": None, "iters": 2}  # Horovod's own 1 ms cycle
+    assert kw[("bakeoff-matched", "horovod")] == {"bucket_mb": 25.0, "cycle_time_ms": 50.0, "hvd_poll_ms": None,
+                                                  "iters": 2}
+    # Horovod as it ships: its own 1 ms cycle and its spinning wait
+    assert kw[("bakeoff-defaults", "horovod")] == {"bucket_mb": None, "hvd_poll_ms": None, "iters": 2}
     assert kw[("bakeoff-matched", "ddp")] == {"bucket_mb": 25.0, "iters": 2}
     assert set(out) == {"matched", "defaults"}
+
+
+@pytest.mark.unit
+def test_bakeoff_pairs_alternate_abba_and_keep_every_pair(monkeypatch):
+    calls = []
+    monkeypatch.setattr(bench, "run_bench", lambda ws, modes, timeout_s, tag, backend, cluster, **kw:
+                        calls.append(backend) or {"backend": backend, "n": len(calls)})
+    out = sweep.bakeoff(None, ("matched",), pairs=3, hvd_poll_ms=1.0)
+    assert ss.describe_setting({"backend": "horovod", "config": {"bucket_mb": 25, "cycle_time_ms": 50, "hvd_poll_ms": 1.0}}) \
+        == "Horovod fusion threshold 25 MiB, cycle 50 ms, waits sleeping 1 ms between polls"
+    assert calls == ["horovod", "ddp", "ddp", "horovod", "horovod", "ddp"]
+    assert [(p["horovod"]["n"], p["ddp"]["n"]) for p in out["matched"]["pairs"]] == [(1, 2), (4, 3), (5, 6)]
+    assert out["matched"]["horovod"]["n"] == 1 and out["matched"]["ddp"]["n"] == 2
+    assert "pairs" not in sweep.bakeoff(None, ("matched",), pairs=1)["matched"]
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="pairs must be a whole number >= 1"):
+            sweep.bakeoff(None, ("matched",), pairs=bad)
+
+
+@pytest.mark.unit
+def test_pooled_ratio_is_the_geometric_mean_with_a_t_interval():
+    from scipy import stats
+
+    pairs = [{"horovod": _run("horovod", [h, h]), "ddp": _run("ddp", [10.0, 10.0])} for h in (9.0, 10.0, 11.0)]
+    p = ss.pooled_ratio(pairs)
+    logs = [math.log(0.9), 0.0, math.log(1.1)]
+    sd = math.sqrt(sum((x - sum(logs) / 3) ** 2 for x in logs) / 2)
+    half = stats.t.ppf(0.975, 2) * sd / math.sqrt(3)
+    assert p["ratio"] == pytest.approx(math.exp(sum(logs) / 3))
+    assert p["lower"] == pytest.approx(math.exp(sum(logs) / 3 - half)) and p["upper"] > p["ratio"] > p["lower"]
+    assert p["pairs"] == 3 and p["pair_ratios"] == pytest.approx([0.9, 1.0, 1.1])
+    with pytest.raises(ValueError, match="at least 2 Horovod/DDP run pairs, got 1"):
+        ss.pooled_ratio(pairs[:1])
+    s = ss.summary({"bakeoff": {"matched": {**pairs[0], "pairs": pairs}}}, G)
+    assert s["pooled"]["matched"]["ratio"] == pytest.approx(p["ratio"]) and s["ratios"]["matched"]["ratio"] == 0.9

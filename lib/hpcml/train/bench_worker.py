@@ -43,6 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "warmup_batches": 2, "iters": 4, "batches_per_iter": 2, "threads": 1, "pin": True, "fp16_allreduce": False,
     "overhead_steps": 10, "overhead_rounds": 12, "profile_steps": 6, "dataset_dir": None, "cnn_batch": 64,
     "cycle_time_ms": None, "backend": "horovod", "bucket_mb": None, "keep_heap": True,
+    "hvd_poll_ms": None,
 }
 
 
@@ -53,7 +54,7 @@ def _setup(cfg: dict) -> tuple[Any, list[int]]:
     from hpcml.train.worker import pin_cpus
 
     cfg["heap_applied"] = heap.keep() if cfg["keep_heap"] else False
-    c = comm.init(cfg["backend"], bucket_mb=cfg["bucket_mb"])
+    c = comm.init(cfg["backend"], bucket_mb=cfg["bucket_mb"], poll_ms=cfg["hvd_poll_ms"])
     torch.set_num_threads(int(cfg["threads"]))
     cores = pin_cpus(c.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
     return c, cores

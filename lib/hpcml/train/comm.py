@@ -22,6 +22,16 @@ for DDP (and checks that a Horovod comm was initialised with the same value). ``
 each tool's own default (Horovod 128 MiB: ``SetTensorFusionThresholdBytes(128 * 1024 * 1024)`` in
 Horovod 0.28.1's ``operations.cc`` and ``horovodrun --help``; DDP 25 MiB).
 
+Horovod 0.28.1's ``synchronize`` (``WaitAndClear`` in ``torch/mpi_ops_v2.cc``) waits in a loop of
+``std::this_thread::yield()``: the rank's main thread stays runnable while Horovod's background
+thread and Gloo's loops do the allreduce, on the same core when a rank has one (perf shows
+``sched_yield`` in the main thread). Horovod's master branch (after 0.28.1) sleeps 1 ms between
+polls instead. ``poll_ms`` (None by default: Horovod's own wait) makes :meth:`HorovodComm.wait`
+and :meth:`HorovodComm.synchronize` sleep that long between ``hvd.poll`` calls until every handle
+is done, so Horovod's wait then returns at once: ``python -m hpcml.train.sweep --hvd-poll-ms 1``
+measures it against the spin. On these nodes it did not pay: a yield hands the core to the
+runnable thread it waits for, so the spin costs little.
+
 Every rendezvous and collective times out after ``timeout_s`` (60 s by default): Horovod's
 ``HOROVOD_GLOO_TIMEOUT_SECONDS``, ``torch.distributed``'s process-group ``timeout``. A DDP
 job's Gloo interface is ``GLOO_SOCKET_IFNAME`` when set (torch reads it by name).
@@ -32,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import time
 import warnings
 from typing import Any, Iterator
 
@@ -49,6 +60,15 @@ DEFAULT_BUCKET_MB = {"horovod": 128.0, "ddp": 25.0}
 def _check_op(op: str) -> None:
     if op not in OPS:
         raise ValueError(f"allreduce op must be one of {OPS}, got {op!r}")
+
+
+def check_poll_ms(poll_ms: float | None) -> float | None:
+    """``poll_ms`` if it is None or a positive number, else a ValueError naming it."""
+    if poll_ms is not None and (isinstance(poll_ms, bool) or not isinstance(poll_ms, (int, float))
+                                or not poll_ms > 0):
+        raise ValueError(f"poll_ms must be None (Horovod's own spinning wait) or a positive number of "
+                         f"milliseconds, got {poll_ms!r}")
+    return poll_ms
 
 
 def check_bucket_mb(bucket_mb: float | None) -> float | None:
@@ -121,9 +141,19 @@ class HorovodComm(Comm):
 
     name = "horovod"
 
-    def __init__(self, hvd: Any, bucket_mb: float | None):
-        self.hvd, self.bucket_mb = hvd, bucket_mb
+    def __init__(self, hvd: Any, bucket_mb: float | None, poll_ms: float | None = None):
+        self.hvd, self.bucket_mb, self.poll_ms = hvd, bucket_mb, check_poll_ms(poll_ms)
         self._ops = {"mean": hvd.Average, "sum": hvd.Sum, "min": hvd.Min}
+
+    def _sleep_until_done(self, handles: list[Any]) -> None:
+        """Sleep ``poll_ms`` between polls until every handle is done (no-op when ``poll_ms`` is None)."""
+        if self.poll_ms is None:
+            return
+        pending = [h for h in handles if h is not None]
+        while pending:
+            pending = [h for h in pending if not self.hvd.poll(h)]
+            if pending:
+                time.sleep(self.poll_ms / 1000)
 
     def rank(self) -> int:
         return self.hvd.rank()
@@ -139,6 +169,7 @@ class HorovodComm(Comm):
         return self.hvd.allreduce_async(t, name=name, op=self._ops[op])  # None: Horovod names it
 
     def wait(self, handle: Any) -> torch.Tensor:
+        self._sleep_until_done([handle])
         return self.hvd.synchronize(handle)
 
     def broadcast_object(self, obj: Any, root: int = 0, name: str | None = None) -> Any:
@@ -165,6 +196,10 @@ class HorovodComm(Comm):
         return model, opt
 
     def synchronize(self, optimizer: torch.optim.Optimizer) -> None:
+        # DistributedOptimizer keeps {param: (handle, ctx)} of the allreduces backward started;
+        # its synchronize() then starts any a hook missed and waits (spinning) on all of them.
+        started = getattr(optimizer, "_handles", {})
+        self._sleep_until_done([hc[0] for hc in started.values()])
         optimizer.synchronize()  # type: ignore[attr-defined]
 
     def step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -245,7 +280,8 @@ class DDPComm(Comm):
             self.dist.destroy_process_group()
 
 
-def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | None = None) -> Comm:
+def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | None = None,
+         poll_ms: float | None = None) -> Comm:
     """Join this process's group and return its :class:`Comm`.
 
     Args:
@@ -254,6 +290,8 @@ def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | 
         bucket_mb: Horovod's fusion threshold in MiB, set as ``HOROVOD_FUSION_THRESHOLD``
             before ``hvd.init`` (None: Horovod's default, or what the environment says);
             DDP takes it in :meth:`Comm.wrap` and ignores it here.
+        poll_ms: Horovod's waits sleep this many milliseconds between polls (None: Horovod's
+            own spinning wait); DDP ignores it (its waits block on a condition variable).
 
     Raises:
         ValueError: an unknown backend (naming the choices), a bad ``bucket_mb``, or DDP
@@ -262,6 +300,7 @@ def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | 
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     check_bucket_mb(bucket_mb)
+    check_poll_ms(poll_ms)
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
     if backend == "horovod":
@@ -271,7 +310,7 @@ def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | 
         if bucket_mb is not None:
             os.environ["HOROVOD_FUSION_THRESHOLD"] = str(int(bucket_mb * 1024 * 1024))
         hvd.init()
-        return HorovodComm(hvd, bucket_mb)
+        return HorovodComm(hvd, bucket_mb, poll_ms)
     import torch.distributed as dist
 
     missing = [k for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
@@ -289,9 +328,10 @@ def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | 
 
 
 @contextlib.contextmanager
-def group(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | None = None) -> Iterator[Comm]:
+def group(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | None = None,
+          poll_ms: float | None = None) -> Iterator[Comm]:
     """:func:`init` as a context manager that shuts the group down on exit."""
-    c = init(backend, timeout_s, bucket_mb)
+    c = init(backend, timeout_s, bucket_mb, poll_ms)
     try:
         yield c
     finally:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from hpcml import paths
 from hpcml.cluster import fabric
-from hpcml.train import bench
+from hpcml.train import bench, comm
 
 if TYPE_CHECKING:
     from hpcml.cluster.local import LocalCluster
@@ -48,25 +48,41 @@ def setting_options(setting: str, matched_mb: float = MATCHED_MB) -> dict[str, A
 
 def bakeoff(cluster: LocalCluster | None, settings: tuple[str, ...] = ("matched",), world_size: int = 2,
             matched_mb: float = MATCHED_MB, cycle_time_ms: float | None = None, timeout_s: float = 600,
-            **cfg: Any) -> dict[str, dict[str, dict[str, Any]]]:
-    """Horovod and DDP, one synthetic run each per setting, across the nodes (or here without a cluster).
+            pairs: int = 1, hvd_poll_ms: float | None = None,
+            **cfg: Any) -> dict[str, dict[str, Any]]:
+    """Horovod and DDP, ``pairs`` runs each per setting, across the nodes (or here without a cluster).
 
-    The order alternates (Horovod first in the first setting, DDP first in the next) so slow
-    drift on a shared machine does not favour one backend.
+    The order alternates, ABBA (Horovod first in the first pair of the first setting, DDP first
+    in the next pair, ...), so slow drift on a shared machine does not favour one backend.
+    ``hvd_poll_ms`` is the matched setting's Horovod wait: milliseconds slept between polls
+    (:func:`hpcml.train.comm.init`'s ``poll_ms``), None for Horovod's own spinning wait, which
+    ``defaults`` always runs.
 
     Returns:
-        setting -> {"horovod": run, "ddp": run} (each :func:`hpcml.train.bench.run_bench`'s JSON).
+        setting -> {"horovod": run, "ddp": run} of the first pair (each
+        :func:`hpcml.train.bench.run_bench`'s JSON), plus ``"pairs"``: every pair in order when
+        ``pairs`` > 1 (:func:`hpcml.train.sweep_summary.pooled_ratio` pools them).
     """
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for i, setting in enumerate(settings):
+    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+        raise ValueError(f"pairs must be a whole number >= 1 (Horovod/DDP runs per setting), got {pairs!r}")
+    out: dict[str, dict[str, Any]] = {}
+    k = 0
+    for setting in settings:
         opts = setting_options(setting, matched_mb)
-        order = ("horovod", "ddp") if i % 2 == 0 else ("ddp", "horovod")
-        out[setting] = {}
-        for backend in order:
-            # "defaults" is each tool as it ships: Horovod's own cycle as well as its own fusion threshold
-            extra = {"cycle_time_ms": cycle_time_ms} if backend == "horovod" and setting == "matched" else {}
-            out[setting][backend] = bench.run_bench(world_size, ["synthetic"], timeout_s, tag=f"bakeoff-{setting}",
-                                                    backend=backend, cluster=cluster, **opts, **extra, **cfg)
+        # "defaults" is each tool as it ships: Horovod's own cycle and spinning wait, not only its fusion threshold
+        extra = ({"cycle_time_ms": cycle_time_ms, "hvd_poll_ms": hvd_poll_ms} if setting == "matched"
+                 else {"hvd_poll_ms": None})
+        runs = []
+        for _ in range(pairs):
+            order = ("horovod", "ddp") if k % 2 == 0 else ("ddp", "horovod")
+            k += 1
+            pair = {}
+            for backend in order:
+                pair[backend] = bench.run_bench(world_size, ["synthetic"], timeout_s, tag=f"bakeoff-{setting}",
+                                                backend=backend, cluster=cluster, **opts,
+                                                **(extra if backend == "horovod" else {}), **cfg)
+            runs.append(pair)
+        out[setting] = {"horovod": runs[0]["horovod"], "ddp": runs[0]["ddp"], **({"pairs": runs} if pairs > 1 else {})}
     return out
 
 
@@ -149,12 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--cycle-time-ms", type=float, default=None, help="Horovod's cycle in the matched setting (default: its 1 ms; "
                     "the defaults setting always runs Horovod's own)")
+    ap.add_argument("--pairs", type=int, default=1, help="Horovod/DDP run pairs per setting, in ABBA order; "
+                    ">= 2 adds the pooled ratio whose interval includes run-to-run spread")
+    ap.add_argument("--hvd-poll-ms", default="spin", help="the matched Horovod wait: ms slept between polls, or "
+                    "'spin' (default) for Horovod 0.28.1's own synchronize")
     ap.add_argument("--out", type=Path, default=None, help="the JSON (default build/sweep/<cluster>.json)")
     ap.add_argument("--summary-of", type=Path, default=None, help="print the summary of an earlier run's JSON, run nothing")
     a = ap.parse_args(argv)
     if a.summary_of:
         print(json.dumps(summary_of(json.loads(a.summary_of.read_text())), indent=1, default=float))
         return 0
+    try:
+        poll = None if a.hvd_poll_ms == "spin" else comm.check_poll_ms(float(a.hvd_poll_ms))
+    except ValueError:
+        ap.error(f"--hvd-poll-ms must be a positive number of ms or 'spin', got {a.hvd_poll_ms!r}")
     if a.cluster == fabric.PREFIX:
         ap.error(f"--cluster {a.cluster!r} is the pipeline's cluster; name one of your own")
     cfg = dict(arch=a.arch, image_size=a.image_size, batch_size=a.batch_size, iters=a.iters,
@@ -166,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = tuple(s for s in a.settings.split(",") if s)
         if settings:
-            out["bakeoff"] = bakeoff(cl, settings, cycle_time_ms=a.cycle_time_ms, **cfg)
+            out["bakeoff"] = bakeoff(cl, settings, cycle_time_ms=a.cycle_time_ms, pairs=a.pairs,
+                                     hvd_poll_ms=poll, **cfg)
         profiles = [p for p in a.profiles.split(",") if p]
         if profiles:
             out["sweep"] = link_sweep(cl, profiles, backend=a.backend, **cfg)

@@ -5,6 +5,8 @@ this module turns them into what notebook 02 shows and records:
 
 * :func:`backend_ratio`: Horovod/DDP total throughput with its 95 % half-width (the ranks'
   1.96σ over timed iterations, propagated: :func:`hpcml.train.scaling.ratio_with_ci95`);
+* :func:`pooled_ratio`: the same over several run pairs (ABBA), with an interval from their
+  spread, which includes run-to-run variation;
 * :func:`allreduce_gap_s` / :func:`gap_explained`: how much of a step-time gap the allreduce
   micro-benchmark's per-size time difference accounts for (gradients cut into buckets);
 * :func:`sweep_points` / :func:`fit_sweep`: scaling efficiency per link profile and the
@@ -45,6 +47,28 @@ def backend_ratio(hvd: Mapping[str, Any], ddp: Mapping[str, Any]) -> dict[str, f
     r, hw = ratio_with_ci95(h, d)
     return {"ratio": r, "ci95": hw, "lower": r - hw, "upper": r + hw, "horovod_img_per_s": h[0],
             "ddp_img_per_s": d[0]}
+
+
+def pooled_ratio(pairs: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    """Horovod / DDP total img/s pooled over run pairs: the geometric mean of the pairs' ratios
+    and its 95 % interval from their spread (Student's t on the logs, n - 1 degrees of freedom).
+
+    Unlike :func:`backend_ratio`'s interval (the iterations inside one run), this one includes
+    what moves from run to run: placement, the other tenants of a shared machine, drift.
+
+    Raises:
+        ValueError: fewer than two pairs (no spread to measure).
+    """
+    from scipy import stats
+
+    if len(pairs) < 2:
+        raise ValueError(f"pooled_ratio needs at least 2 Horovod/DDP run pairs, got {len(pairs)}")
+    ratios = [backend_ratio(p["horovod"], p["ddp"])["ratio"] for p in pairs]
+    logs = np.log(ratios)
+    half = float(stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs)))
+    mid = float(logs.mean())
+    return {"ratio": math.exp(mid), "lower": math.exp(mid - half), "upper": math.exp(mid + half),
+            "pairs": len(ratios), "pair_ratios": ratios}
 
 
 def interp_time_s(times: Mapping[int | float, float], size_bytes: float) -> float:
@@ -200,9 +224,10 @@ def describe_setting(run: Mapping[str, Any]) -> str:
     cfg = run["config"]
     mb = cfg.get("bucket_mb")
     if run.get("backend", cfg.get("backend")) == "horovod":
-        cyc = cfg.get("cycle_time_ms")
+        cyc, poll = cfg.get("cycle_time_ms"), cfg.get("hvd_poll_ms")
         return (f"Horovod fusion threshold {'its default' if mb is None else f'{mb:g} MiB'}, "
-                f"cycle {'its default 1 ms' if not cyc else f'{cyc:g} ms'}")
+                f"cycle {'its default 1 ms' if not cyc else f'{cyc:g} ms'}"
+                f"{'' if poll is None else f', waits sleeping {poll:g} ms between polls'}")
     return f"DDP bucket_cap_mb {'its default 25' if mb is None else f'{mb:g}'}"
 
 
@@ -350,6 +375,9 @@ def summary(out: Mapping[str, Any], grad_bytes: float) -> dict[str, Any]:
     res: dict[str, Any] = {}
     if out.get("bakeoff"):
         res["ratios"] = {k: backend_ratio(v["horovod"], v["ddp"]) for k, v in out["bakeoff"].items()}
+        pooled = {k: pooled_ratio(v["pairs"]) for k, v in out["bakeoff"].items() if len(v.get("pairs", ())) >= 2}
+        if pooled:
+            res["pooled"] = pooled
     if out.get("sweep"):
         sw = out["sweep"]
         pts = sweep_points(sw["one"], sw["runs"], sw["rates_bps"], int(sw["world_size"]))
