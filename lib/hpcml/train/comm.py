@@ -25,8 +25,8 @@ Horovod 0.28.1's ``operations.cc`` and ``horovodrun --help``; DDP 25 MiB).
 Horovod 0.28.1's ``synchronize`` (``WaitAndClear`` in ``torch/mpi_ops_v2.cc``) waits in a loop of
 ``std::this_thread::yield()``: the rank's main thread stays runnable while Horovod's background
 thread and Gloo's loops do the allreduce, on the same core when a rank has one (perf shows
-``sched_yield`` in the main thread). Horovod's master branch (after 0.28.1) sleeps 1 ms between
-polls instead. ``poll_ms`` (None by default: Horovod's own wait) makes :meth:`HorovodComm.wait`
+``sched_yield`` in the main thread). Up to 0.19 it slept 1 ms between polls; Horovod PR #2101
+(2020) replaced the sleep with the yield, which master still has. ``poll_ms`` (None by default: Horovod's own wait) makes :meth:`HorovodComm.wait`
 and :meth:`HorovodComm.synchronize` sleep that long between ``hvd.poll`` calls until every handle
 is done, so Horovod's wait then returns at once: ``python -m hpcml.train.sweep --hvd-poll-ms 1``
 measures it against the spin. On these nodes it did not pay: a yield hands the core to the
