@@ -26,9 +26,9 @@ Horovod 0.28.1's ``synchronize`` (``WaitAndClear`` in ``torch/mpi_ops_v2.cc``) w
 ``std::this_thread::yield()``: the rank's main thread stays runnable while Horovod's background
 thread and Gloo's loops do the allreduce, on the same core when a rank has one (perf shows
 ``sched_yield`` in the main thread). Up to 0.19 it slept 1 ms between polls; Horovod PR #2101
-(2020) replaced the sleep with the yield, which master still has. ``poll_ms`` (None by default: Horovod's own wait) makes :meth:`HorovodComm.wait`
-and :meth:`HorovodComm.synchronize` sleep that long between ``hvd.poll`` calls until every handle
-is done, so Horovod's wait then returns at once: ``python -m hpcml.train.sweep --hvd-poll-ms 1``
+(2020) replaced the sleep with the yield, which master still has. ``poll_ms`` (None by default:
+Horovod's own wait) makes :meth:`HorovodComm.wait` and :meth:`HorovodComm.synchronize` sleep that
+long between ``hvd.poll`` calls until every handle is done, so Horovod's wait then returns at once: ``python -m hpcml.train.sweep --hvd-poll-ms 1``
 measures it against the spin. On these nodes it did not pay: a yield hands the core to the
 runnable thread it waits for, so the spin costs little.
 
@@ -62,22 +62,21 @@ def _check_op(op: str) -> None:
         raise ValueError(f"allreduce op must be one of {OPS}, got {op!r}")
 
 
+def _optional_positive(name: str, value: float | None, none_means: str, unit: str) -> float | None:
+    """``value`` if it is None or a positive number, else a ValueError naming ``name``."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise ValueError(f"{name} must be None ({none_means}) or a positive number of {unit}, got {value!r}")
+    return value
+
+
 def check_poll_ms(poll_ms: float | None) -> float | None:
     """``poll_ms`` if it is None or a positive number, else a ValueError naming it."""
-    if poll_ms is not None and (isinstance(poll_ms, bool) or not isinstance(poll_ms, (int, float))
-                                or not poll_ms > 0):
-        raise ValueError(f"poll_ms must be None (Horovod's own spinning wait) or a positive number of "
-                         f"milliseconds, got {poll_ms!r}")
-    return poll_ms
+    return _optional_positive("poll_ms", poll_ms, "Horovod's own spinning wait", "milliseconds")
 
 
 def check_bucket_mb(bucket_mb: float | None) -> float | None:
     """``bucket_mb`` if it is None or a positive number, else a ValueError naming it."""
-    if bucket_mb is not None and (isinstance(bucket_mb, bool) or not isinstance(bucket_mb, (int, float))
-                                  or not bucket_mb > 0):
-        raise ValueError(f"bucket_mb must be None (each tool's default) or a positive number of MiB, "
-                         f"got {bucket_mb!r}")
-    return bucket_mb
+    return _optional_positive("bucket_mb", bucket_mb, "each tool's default", "MiB")
 
 
 class Comm:
