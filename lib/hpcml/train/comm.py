@@ -28,9 +28,10 @@ thread and Gloo's loops do the allreduce, on the same core when a rank has one (
 ``sched_yield`` in the main thread). Up to 0.19 it slept 1 ms between polls; Horovod PR #2101
 (2020) replaced the sleep with the yield, which master still has. ``poll_ms`` (None by default:
 Horovod's own wait) makes :meth:`HorovodComm.wait` and :meth:`HorovodComm.synchronize` sleep that
-long between ``hvd.poll`` calls until every handle is done, so Horovod's wait then returns at once: ``python -m hpcml.train.sweep --hvd-poll-ms 1``
-measures it against the spin. On these nodes it did not pay: a yield hands the core to the
-runnable thread it waits for, so the spin costs little.
+long between ``hvd.poll`` calls until every handle is done, so Horovod's wait then returns at
+once: ``python -m hpcml.train.sweep --hvd-poll-ms 1`` measures it against the spin. On these nodes
+it did not pay: a yield hands the core to the runnable thread it waits for, so the spin costs
+little.
 
 Every rendezvous and collective times out after ``timeout_s`` (60 s by default): Horovod's
 ``HOROVOD_GLOO_TIMEOUT_SECONDS``, ``torch.distributed``'s process-group ``timeout``. A DDP
