@@ -17,6 +17,7 @@ from hpcml import paths
 from hpcml.serve import export, loadgen, protocol
 from hpcml.serve.process import ServerProcess
 from hpcml.serve.spec import METRIC_BATCH_SIZE, METRIC_MODEL_SECONDS
+from hpcml.train.stats import ci95_half_width
 
 INFER = "/v2/models/mnist/infer"
 
@@ -329,16 +330,6 @@ def batching_at_saturation(model_file: Path, bodies: list, concurrency: int, n_r
                            for b, a in zip(runs["batched"], runs["size1"])]
     out["ratio_ci95"] = ci95_half_width(out["ratio_rounds"])
     return out
-
-
-def ci95_half_width(values: list[float]) -> float:
-    """Half-width of the 95 % Student-t interval of the mean of ``values`` (NaN below two values)."""
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2 or not np.all(np.isfinite(v)):
-        return float("nan")
-    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def _batch_totals(srv: ServerProcess) -> tuple[float, float, float]:

@@ -1,4 +1,4 @@
-"""Benchmark statistics: Horovod's mean ± 1.96σ, scaling efficiency and model FLOPs utilisation.
+"""Benchmark statistics: Horovod's mean ± 1.96σ, a Student-t 95 % half-width, scaling efficiency and MFU.
 
 Pure maths over measured numbers (the paired A/B of a per-step cost is :mod:`hpcml.train.abtest`).
 """
@@ -13,6 +13,16 @@ def ci95(values: list[float]) -> tuple[float, float]:
     if not values:
         raise ValueError("ci95: no values")
     return float(np.mean(values)), float(1.96 * np.std(values))
+
+
+def ci95_half_width(values: list[float]) -> float:
+    """Half-width of the 95 % Student-t interval of the mean of ``values`` (NaN below two values)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2 or not np.all(np.isfinite(v)):
+        return float("nan")
+    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
 
 
 def scaling_efficiency(total_n: float, single: float, n: int) -> float:

@@ -25,6 +25,7 @@ import numpy as np
 from hpcml.cost import interconnect as ic
 from hpcml.report import Metric
 from hpcml.train.scaling import efficiency_with_ci95, ratio_with_ci95, total_with_ci95
+from hpcml.train.stats import ci95_half_width
 
 MIB = 1024 * 1024
 #: The relative error the fitted model may have at any profile (issue 25's target).
@@ -59,13 +60,11 @@ def pooled_ratio(pairs: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, 
     Raises:
         ValueError: fewer than two pairs (no spread to measure).
     """
-    from scipy import stats
-
     if len(pairs) < 2:
         raise ValueError(f"pooled_ratio needs at least 2 Horovod/DDP run pairs, got {len(pairs)}")
     ratios = [backend_ratio(p["horovod"], p["ddp"])["ratio"] for p in pairs]
     logs = np.log(ratios)
-    half = float(stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / math.sqrt(len(logs)))
+    half = ci95_half_width(list(logs))
     mid = float(logs.mean())
     return {"ratio": math.exp(mid), "lower": math.exp(mid - half), "upper": math.exp(mid + half),
             "pairs": len(ratios), "pair_ratios": ratios}
