@@ -310,3 +310,55 @@ def test_pooled_ratio_is_the_geometric_mean_with_a_t_interval():
         ss.pooled_ratio(pairs[:1])
     s = ss.summary({"bakeoff": {"matched": {**pairs[0], "pairs": pairs}}}, G)
     assert s["pooled"]["matched"]["ratio"] == pytest.approx(p["ratio"]) and s["ratios"]["matched"]["ratio"] == 0.9
+
+
+@pytest.mark.unit
+def test_ceiling_rounds_reverse_the_order_every_other_round(monkeypatch):
+    from types import SimpleNamespace
+
+    calls = []
+    cl = SimpleNamespace(mode="nodes", plan=SimpleNamespace(nodes=[SimpleNamespace(name="n1"), SimpleNamespace(name="n2")]),
+                         shape=lambda prof: calls.append(("shape", prof)))
+    monkeypatch.setattr(bench, "on_nodes", lambda c: c is cl)
+    monkeypatch.setattr(bench, "run_bench", lambda ws, modes, timeout_s, tag, backend, cluster, hosts=None, **kw:
+                        calls.append((tag, ws, hosts)) or {"n": len(calls)})
+    monkeypatch.setattr(bench, "ceiling", lambda n, timeout_s, cluster, **kw: calls.append(("ceiling", n, None))
+                        or {"n": len(calls)})
+    out = sweep.ceiling_rounds(cl, 2, iters=2)
+    assert calls == [("shape", "unshaped"), ("ceiling-one", 1, ["n1"]), ("ceiling-nodes", 2, None),
+                     ("ceiling", 2, None), ("ceiling", 2, None), ("ceiling-nodes", 2, None), ("ceiling-one", 1, ["n1"])]
+    assert [(r["one"]["n"], r["nodes"]["n"], r["ceiling"]["n"]) for r in out] == [(2, 3, 4), (7, 6, 5)]
+    for bad in (0, 2.0, True):
+        with pytest.raises(ValueError, match="rounds must be a whole number >= 1"):
+            sweep.ceiling_rounds(cl, bad)
+    with pytest.raises(ValueError, match="needs the multi-node cluster; got none"):
+        sweep.ceiling_rounds(None, 2)
+
+
+@pytest.mark.unit
+def test_pooled_vs_ceiling_pools_each_rounds_efficiency_over_its_own_ceiling():
+    # rounds' efficiencies 0.9, 0.95, 1.0 against ceilings 1.0, 0.95, 0.9: ratios 0.9, 1.0, 1/0.9
+    rounds = [{"one": _run("ddp", [10.0]), "nodes": _run("ddp", [10.0 * e, 10.0 * e]), "ceiling": {"efficiency": c}}
+              for e, c in ((0.9, 1.0), (0.95, 0.95), (1.0, 0.9))]
+    p = ss.pooled_vs_ceiling(rounds, 2)
+    assert p["round_ratios"] == pytest.approx([0.9, 1.0, 1 / 0.9]) and p["rounds"] == 3
+    assert p["round_efficiencies"] == pytest.approx([0.9, 0.95, 1.0]) and p["round_ceilings"] == [1.0, 0.95, 0.9]
+    assert p["ratio"] == pytest.approx(1.0)  # the geometric mean of 0.9, 1 and 1/0.9
+    assert p["lower"] < 0.9 < 1 / 0.9 < p["upper"]  # t(2) over three points is wider than their range
+    with pytest.raises(ValueError, match="at least 2 rounds, got 1"):
+        ss.pooled_vs_ceiling(rounds[:1], 2)
+    one, runs, rates = _sweep_runs()
+    s = ss.summary({"sweep": {"one": one, "runs": {"unshaped": runs["unshaped"]}, "rates_bps": rates, "world_size": 2},
+                    "ceiling": {"efficiency": 0.9}, "ceiling_rounds": rounds}, G)
+    assert s["pooled_vs_ceiling"]["ratio"] == pytest.approx(1.0) and "unshaped_vs_ceiling" in s
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv,msg", [
+    (["--ceiling-rounds", "0"], "--ceiling-rounds must be >= 1, got 0"),
+    (["--ceiling-rounds", "3", "--profiles", "1gbit"], "needs 'unshaped' in --profiles"),
+])
+def test_sweep_cli_refuses_bad_ceiling_rounds(argv, msg, capsys):
+    with pytest.raises(SystemExit):
+        sweep.main(argv)
+    assert msg in capsys.readouterr().err

@@ -147,6 +147,43 @@ def link_sweep(cluster: LocalCluster, profiles: tuple[str, ...] | list[str] = PR
     return {"one": one, "runs": runs, "rates_bps": rates, "backend": backend, "world_size": world_size}
 
 
+def ceiling_rounds(cluster: LocalCluster, rounds: int, backend: str = "ddp", world_size: int = 2,
+                   timeout_s: float = 600, **cfg: Any) -> list[dict[str, Any]]:
+    """``rounds`` repeats of the three runs behind the efficiency-vs-ceiling target, on unshaped links.
+
+    Each round makes ``backend``'s 1-node run, its ``world_size``-node run and the
+    no-communication ceiling (:func:`hpcml.train.bench.ceiling`). The order reverses every
+    other round (one, nodes, ceiling; then ceiling, nodes, one), so slow drift on a shared
+    machine does not favour either side of the ratio.
+    :func:`hpcml.train.sweep_summary.pooled_vs_ceiling` pools the rounds; its interval
+    includes what moves from run to run, which one round's iteration spread does not.
+
+    Returns:
+        one ``{"one", "nodes", "ceiling"}`` per round, in order.
+
+    Raises:
+        ValueError: ``rounds`` is not a whole number >= 1, or the cluster is not a running
+            multi-node one.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be a whole number >= 1 (one, nodes and ceiling runs each), got {rounds!r}")
+    if not bench.on_nodes(cluster):
+        raise ValueError("ceiling_rounds needs the multi-node cluster; got "
+                         + ("none" if cluster is None else f"the {cluster.mode}-node fallback"))
+    names = [n.name for n in cluster.plan.nodes]
+    cluster.shape("unshaped")
+    make = {"one": lambda: bench.run_bench(1, ["synthetic"], timeout_s, tag="ceiling-one", backend=backend,
+                                           cluster=cluster, hosts=names[:1], **cfg),
+            "nodes": lambda: bench.run_bench(world_size, ["synthetic"], timeout_s, tag="ceiling-nodes",
+                                             backend=backend, cluster=cluster, **cfg),
+            "ceiling": lambda: bench.ceiling(world_size, timeout_s, cluster=cluster, **cfg)}
+    out = []
+    for k in range(rounds):
+        order = ("one", "nodes", "ceiling") if k % 2 == 0 else ("ceiling", "nodes", "one")
+        out.append({name: make[name]() for name in order})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m hpcml.train.sweep``: the bake-off and the link sweep on a cluster of its own; one JSON."""
     from hpcml.cluster import local
@@ -169,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
                     ">= 2 adds the pooled ratio whose interval includes run-to-run spread")
     ap.add_argument("--hvd-poll-ms", default="spin", help="the matched Horovod wait: ms slept between polls, or "
                     "'spin' (default) for Horovod 0.28.1's own synchronize")
+    ap.add_argument("--ceiling-rounds", type=int, default=1, help="rounds of (1-node run, unshaped nodes run, "
+                    "ceiling); >= 2 adds the pooled efficiency/ceiling whose interval includes run-to-run spread")
     ap.add_argument("--out", type=Path, default=None, help="the JSON (default build/sweep/<cluster>.json)")
     ap.add_argument("--summary-of", type=Path, default=None, help="print the summary of an earlier run's JSON, run nothing")
     a = ap.parse_args(argv)
@@ -179,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         poll = None if a.hvd_poll_ms == "spin" else comm.check_poll_ms(float(a.hvd_poll_ms))
     except ValueError:
         ap.error(f"--hvd-poll-ms must be a positive number of ms or 'spin', got {a.hvd_poll_ms!r}")
+    if a.ceiling_rounds < 1:
+        ap.error(f"--ceiling-rounds must be >= 1, got {a.ceiling_rounds}")
+    if a.ceiling_rounds > 1 and "unshaped" not in a.profiles.split(","):
+        ap.error("--ceiling-rounds > 1 needs 'unshaped' in --profiles (the ceiling is held against the unshaped run)")
     if a.cluster == fabric.PREFIX:
         ap.error(f"--cluster {a.cluster!r} is the pipeline's cluster; name one of your own")
     cfg = dict(arch=a.arch, image_size=a.image_size, batch_size=a.batch_size, iters=a.iters,
@@ -193,7 +236,14 @@ def main(argv: list[str] | None = None) -> int:
             out["bakeoff"] = bakeoff(cl, settings, cycle_time_ms=a.cycle_time_ms, pairs=a.pairs,
                                      hvd_poll_ms=poll, **cfg)
         profiles = [p for p in a.profiles.split(",") if p]
-        if profiles:
+        if profiles and a.ceiling_rounds > 1 and "unshaped" in profiles:
+            # the first round is also the sweep's 1-node run, its unshaped point and its ceiling
+            rounds = ceiling_rounds(cl, a.ceiling_rounds, backend=a.backend, **cfg)
+            out["ceiling_rounds"] = rounds
+            out["sweep"] = link_sweep(cl, profiles, backend=a.backend, one=rounds[0]["one"],
+                                      reuse={"unshaped": rounds[0]["nodes"]}, **cfg)
+            out["ceiling"] = rounds[0]["ceiling"]
+        elif profiles:
             out["sweep"] = link_sweep(cl, profiles, backend=a.backend, **cfg)
             out["ceiling"] = bench.ceiling(2, cluster=cl, **cfg)
     finally:

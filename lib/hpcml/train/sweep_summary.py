@@ -6,7 +6,8 @@ this module turns them into what notebook 02 shows and records:
 * :func:`backend_ratio`: Horovod/DDP total throughput with its 95 % half-width (the ranks'
   1.96σ over timed iterations, propagated: :func:`hpcml.train.scaling.ratio_with_ci95`);
 * :func:`pooled_ratio`: the same over several run pairs (ABBA), with an interval from their
-  spread, which includes run-to-run variation;
+  spread, which includes run-to-run variation; :func:`pooled_vs_ceiling` pools scaling
+  efficiency / ceiling over rounds the same way;
 * :func:`allreduce_gap_s` / :func:`gap_explained`: how much of a step-time gap the allreduce
   micro-benchmark's per-size time difference accounts for (gradients cut into buckets);
 * :func:`sweep_points` / :func:`fit_sweep`: scaling efficiency per link profile and the
@@ -63,11 +64,38 @@ def pooled_ratio(pairs: Sequence[Mapping[str, Mapping[str, Any]]]) -> dict[str, 
     if len(pairs) < 2:
         raise ValueError(f"pooled_ratio needs at least 2 Horovod/DDP run pairs, got {len(pairs)}")
     ratios = [backend_ratio(p["horovod"], p["ddp"])["ratio"] for p in pairs]
+    return {**geometric_mean_ci95(ratios), "pairs": len(ratios), "pair_ratios": ratios}
+
+
+def geometric_mean_ci95(ratios: Sequence[float]) -> dict[str, float]:
+    """``{"ratio", "lower", "upper"}``: the geometric mean of positive ratios and its 95 % interval
+    (Student's t on the logs, n - 1 degrees of freedom)."""
     logs = np.log(ratios)
     half = ci95_half_width(list(logs))
     mid = float(logs.mean())
-    return {"ratio": math.exp(mid), "lower": math.exp(mid - half), "upper": math.exp(mid + half),
-            "pairs": len(ratios), "pair_ratios": ratios}
+    return {"ratio": math.exp(mid), "lower": math.exp(mid - half), "upper": math.exp(mid + half)}
+
+
+def pooled_vs_ceiling(rounds: Sequence[Mapping[str, Mapping[str, Any]]], n: int) -> dict[str, Any]:
+    """Scaling efficiency / the no-communication ceiling, pooled over rounds of
+    (:func:`hpcml.train.sweep.ceiling_rounds`): the geometric mean of the rounds' ratios and its
+    95 % interval from their spread, which includes run-to-run drift (one round's interval holds
+    only the spread of its iterations).
+
+    Args:
+        rounds: ``{"one", "nodes", "ceiling"}`` per round.
+        n: nodes of the ``nodes`` runs.
+
+    Raises:
+        ValueError: fewer than two rounds (no spread to measure).
+    """
+    if len(rounds) < 2:
+        raise ValueError(f"pooled_vs_ceiling needs at least 2 rounds, got {len(rounds)}")
+    effs = [efficiency_with_ci95(r["nodes"], r["one"], n)[0] for r in rounds]
+    ceils = [float(r["ceiling"]["efficiency"]) for r in rounds]
+    ratios = [e / c for e, c in zip(effs, ceils)]
+    return {**geometric_mean_ci95(ratios), "rounds": len(ratios), "round_ratios": ratios,
+            "round_efficiencies": effs, "round_ceilings": ceils}
 
 
 def interp_time_s(times: Mapping[int | float, float], size_bytes: float) -> float:
@@ -394,4 +422,6 @@ def summary(out: Mapping[str, Any], grad_bytes: float) -> dict[str, Any]:
         unshaped = [p for p in res.get("points", []) if p["profile"] == "unshaped"]
         if unshaped:
             res["unshaped_vs_ceiling"] = unshaped[0]["efficiency"] / res["ceiling"]
+    if len(out.get("ceiling_rounds", ())) >= 2:
+        res["pooled_vs_ceiling"] = pooled_vs_ceiling(out["ceiling_rounds"], int(out["sweep"]["world_size"]))
     return res
