@@ -47,17 +47,17 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _setup(cfg: dict) -> tuple[Any, list[int]]:
+def _setup(cfg: dict) -> tuple[Any, list[int], bool]:
     """Join the group of ``cfg["backend"]`` (Horovod's fusion threshold set from ``bucket_mb``),
     keep freed memory when ``keep_heap`` (:func:`hpcml.train.heap.keep`) and pin this rank to
-    its own core(s) of the node it runs on."""
+    its own core(s) of the node it runs on: (group, cores, whether the heap is kept)."""
     from hpcml.train.worker import pin_cpus
 
-    cfg["heap_applied"] = heap.keep() if cfg["keep_heap"] else False
+    kept = heap.keep() if cfg["keep_heap"] else False
     c = comm.init(cfg["backend"], bucket_mb=cfg["bucket_mb"], poll_ms=cfg["hvd_poll_ms"])
     torch.set_num_threads(int(cfg["threads"]))
     cores = pin_cpus(c.local_rank(), int(cfg["threads"])) if cfg["pin"] else sorted(os.sched_getaffinity(0))
-    return c, cores
+    return c, cores, kept
 
 
 def _wrap(c: Any, model: torch.nn.Module, lr: float, cfg: dict) -> tuple[torch.nn.Module, Any]:
@@ -118,7 +118,7 @@ def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
                        "wall_s": wall, "ctx_switches_per_s": (ctx.voluntary + ctx.involuntary
                                                           - start["ctx"].voluntary - start["ctx"].involuntary) / wall,
                        "main_thread_s": th[0] - start["threads"][0], "other_threads_s": th[1] - start["threads"][1],
-                       "minflt": heap.usage()["minflt"] - start["faults"], "heap_kept": bool(cfg.get("heap_applied"))}
+                       "minflt": heap.usage()["minflt"] - start["faults"]}
     ranks = c.allgather_object(mine)
     return {"per_rank": ranks, "total_img_per_s": sum(r["img_per_s"] for r in ranks),
             "per_worker_img_per_s": float(np.mean([r["img_per_s"] for r in ranks])), "backend": c.name,
@@ -273,9 +273,10 @@ def worker_main(cfg_path: str) -> int:
     """One rank (``horovodrun`` or ``torchrun``): run the config's ``modes``; rank 0 writes the result
     to ``cfg["out"]`` (on the cluster's nodes too: they share this machine's file system)."""
     cfg = {**DEFAULTS, **json.loads(Path(cfg_path).read_text())}
-    c, cores = _setup(cfg)
+    c, cores, kept = _setup(cfg)
     out: dict[str, Any] = {"world_size": c.size(), "config": cfg, "backend": c.name,
-                           "horovod_cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME")}
+                           "horovod_cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME"),
+                           "heap_kept": c.allgather_object(kept)}  # per rank: whether glibc took the setting
     for mode in cfg["modes"]:
         out[mode] = MODES[mode](c, cfg)
     cores_all = c.allgather_object(cores)
