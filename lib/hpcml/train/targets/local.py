@@ -7,7 +7,9 @@ hpcml.train.worker --spec …`` (``"ddp"``; the venv's launchers, next to ``sys.
 in its own process group, streams rank 0's progress lines, enforces a timeout and returns
 the parsed final metrics;
 :func:`start_local` starts the same job in the background (:class:`LocalJob`: wait for an
-event, kill a worker, kill the job). :func:`launch_local` is the registry's launcher.
+event, kill a worker, kill the job). :func:`launch_local` is the registry's launcher. A job
+whose ranks checkpointed and stopped on SIGTERM raises :class:`TrainJobPreempted` under either
+launcher (both exit 1, not the ranks' 143).
 
 Elastic DDP runs under ``torchrun --max-restarts K`` (``spec.extra["max_restarts"]``, default
 3): after a failure the agent restarts every worker, which resumes from the latest checkpoint.
@@ -47,6 +49,25 @@ class TrainJobError(RuntimeError):
         super().__init__(message)
         self.events = events or []
         self.returncode = returncode
+
+
+class TrainJobPreempted(TrainJobError):
+    """Every rank checkpointed and stopped on a signal (a Spot notice, a pod deletion, ``scancel``):
+    nothing is wrong with the job; run the same spec again and it resumes from ``checkpoint``.
+
+    Raised whichever launcher ran the ranks, from rank 0's ``preempted`` event, because the
+    launchers hide it: each rank exits with :data:`hpcml.train.worker.EXIT_PREEMPTED` (143), but
+    ``horovodrun`` and ``torchrun``'s agent both exit 1 for any failed rank and name the 143 only
+    in their logs. ``returncode`` is the launcher's own; ``step`` and ``checkpoint`` are where it
+    stopped.
+    """
+
+    def __init__(self, event: dict, returncode: int | None, log_path: Path):
+        super().__init__(f"preempted: every rank stopped on {event.get('signal', 'a signal')} after step "
+                         f"{event.get('step')} with the checkpoint {event.get('checkpoint')} written; run the "
+                         f"same spec again to resume (launcher exit {returncode}; log: {log_path})",
+                         [event], returncode)
+        self.step, self.checkpoint = event.get("step"), event.get("checkpoint")
 
 
 def horovodrun_path() -> Path:
@@ -196,7 +217,8 @@ class LocalJob:
             self._reader.join(timeout=5)
 
     def wait(self, timeout_s: float) -> dict[str, Any]:
-        """Wait for the end; returns the metrics JSON or raises TrainJobError/TimeoutError."""
+        """Wait for the end; returns the metrics JSON or raises TrainJobPreempted (the ranks
+        checkpointed and stopped on a signal), TrainJobError or TimeoutError."""
         try:
             self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -205,6 +227,9 @@ class LocalJob:
                                f"log: {self.log_path}") from None
         if self._reader:
             self._reader.join(timeout=10)
+        preempted = [e for e in self.events if e.get("event") == "preempted"]
+        if preempted and self.proc.returncode != 0:
+            raise TrainJobPreempted(preempted[-1], self.proc.returncode, self.log_path)
         if self.errors:
             e = self.errors[0]
             where = f" (rank {e.get('rank', '?')} on node {e['host']})" if "host" in e else ""
