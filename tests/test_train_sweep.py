@@ -357,8 +357,40 @@ def test_pooled_vs_ceiling_pools_each_rounds_efficiency_over_its_own_ceiling():
 @pytest.mark.parametrize("argv,msg", [
     (["--ceiling-rounds", "0"], "--ceiling-rounds must be >= 1, got 0"),
     (["--ceiling-rounds", "3", "--profiles", "1gbit"], "needs 'unshaped' in --profiles"),
+    (["--paired-ceiling", "--iters", "1"], "--paired-ceiling needs --iters >= 2"),
 ])
 def test_sweep_cli_refuses_bad_ceiling_rounds(argv, msg, capsys):
     with pytest.raises(SystemExit):
         sweep.main(argv)
     assert msg in capsys.readouterr().err
+
+
+@pytest.mark.unit
+def test_paired_vs_ceiling_pools_synced_over_local_per_pair():
+    def rank(r, synced, local):
+        return {"rank": r, "pairs": [{"synced": s, "local": l} for s, l in zip(synced, local)]}
+
+    # pair ratios (4+5)/(5+5) = 0.9, (5+5)/(5+5) = 1, (5.5+5.5)/(5+5) = 1.1
+    run = {"paired": {"per_rank": [rank(0, [4, 5, 5.5], [5, 5, 5]), rank(1, [5, 5, 5.5], [5, 5, 5])]}}
+    p = ss.paired_vs_ceiling(run)
+    assert p["pair_ratios"] == pytest.approx([0.9, 1.0, 1.1]) and (p["pairs"], p["ranks"]) == (3, 2)
+    assert p["ratio"] == pytest.approx(ss.pooled_ratio([{"horovod": _run("horovod", [h]), "ddp": _run("ddp", [10.0])}
+                                                        for h in (9.0, 10.0, 11.0)])["ratio"])
+    assert p["lower"] < p["ratio"] < p["upper"]
+    with pytest.raises(ValueError, match="needs a run with the 'paired' benchmark mode"):
+        ss.paired_vs_ceiling({"synthetic": {}})
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        ss.paired_vs_ceiling({"paired": {"per_rank": [rank(0, [4], [5])]}})
+    assert ss.summary({"paired": run}, G)["paired_vs_ceiling"]["pairs"] == 3
+
+
+@pytest.mark.integration
+def test_paired_benchmark_runs_ddp_with_and_without_its_allreduces():
+    cfg = dict(arch="resnet18", image_size=32, batch_size=2, iters=2, batches_per_iter=1, warmup_batches=1)
+    r = bench.run_bench(2, ["paired"], timeout_s=120, tag="paired-tiny", backend="ddp", **cfg)
+    ranks = r["paired"]["per_rank"]
+    assert [x["rank"] for x in ranks] == [0, 1] and all(len(x["pairs"]) == 2 for x in ranks)
+    assert all(p["synced"] > 0 and p["local"] > 0 for x in ranks for p in x["pairs"])
+    assert ss.paired_vs_ceiling(r)["pairs"] == 2
+    with pytest.raises(RuntimeError, match="needs backend 'ddp'"):
+        bench.run_bench(1, ["paired"], timeout_s=120, tag="paired-tiny", backend="horovod", **cfg)

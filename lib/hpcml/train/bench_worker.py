@@ -12,6 +12,9 @@
   plain PyTorch step on the same batches, in alternating ABBA blocks in one process.
 * ``profile`` — ``torch.profiler`` over a few steps of the backend: top ops table and the split
   data / compute / allreduce wait / optimizer.
+* ``paired`` — DDP only: its step with the gradient allreduces and under ``no_sync()`` (none),
+  interleaved in ABBA pairs in the same job: the scaling efficiency over the no-communication
+  ceiling with the host's drift paired out (:func:`hpcml.train.sweep_summary.paired_vs_ceiling`).
 * :func:`independent_worker` — one plain-PyTorch copy of the synthetic step, timed alone and
   together with the others (the hardware's scaling ceiling).
 
@@ -266,7 +269,52 @@ def profile(c: Any, cfg: dict) -> dict[str, Any]:
             "steps": cfg["profile_steps"]}
 
 
-MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile}
+def paired(c: Any, cfg: dict) -> dict[str, Any]:
+    """DDP's synthetic step with and without its gradient allreduces, interleaved in one job.
+
+    The no-communication phase runs the same step under ``DistributedDataParallel.no_sync()``
+    (gradients stay local, no loss allreduce): the ranks still run together, on the same cores,
+    with the same model, memory and threads, so it is the no-communication ceiling measured in
+    the same processes. Each of ``iters`` pairs times ``batches_per_iter`` steps of each phase,
+    the order reversed every other pair (ABBA), a barrier before each phase. The weights drift
+    apart between ranks in the local phase; the step's cost does not depend on their values.
+
+    Raises:
+        ValueError: a backend other than DDP (Horovod has no switch for its hooks' allreduces).
+    """
+    from hpcml.train.worker import Timers, dist_step
+
+    if c.name != "ddp":
+        raise ValueError(f"the paired benchmark needs backend 'ddp' (no_sync), got {c.name!r}")
+    model, x, y = synthetic_model(cfg)
+    net, opt = _wrap(c, model, 0.01, cfg)
+    timers = Timers()
+
+    def local() -> None:
+        opt.zero_grad()
+        with net.no_sync():
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    phases = {"synced": lambda: dist_step(c, net, opt, x, y, timers), "local": local}
+    for _ in range(cfg["warmup_batches"]):
+        phases["synced"]()
+        phases["local"]()
+    pairs = []
+    for k in range(cfg["iters"]):
+        row = {}
+        for name in (("synced", "local") if k % 2 == 0 else ("local", "synced")):
+            c.barrier()
+            t0 = time.perf_counter()
+            for _ in range(cfg["batches_per_iter"]):
+                phases[name]()
+            row[name] = cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0)
+        pairs.append(row)
+    ranks = c.allgather_object({"rank": c.rank(), "host": socket.gethostname(), "pairs": pairs})
+    return {"per_rank": ranks, "backend": c.name, "bucket_mb": cfg["bucket_mb"]}
+
+
+MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile, "paired": paired}
 
 
 def worker_main(cfg_path: str) -> int:

@@ -7,7 +7,8 @@ this module turns them into what notebook 02 shows and records:
   1.96σ over timed iterations, propagated: :func:`hpcml.train.scaling.ratio_with_ci95`);
 * :func:`pooled_ratio`: the same over several run pairs (ABBA), with an interval from their
   spread, which includes run-to-run variation; :func:`pooled_vs_ceiling` pools scaling
-  efficiency / ceiling over rounds the same way;
+  efficiency / ceiling over rounds the same way, and :func:`paired_vs_ceiling` measures it
+  inside one DDP job (steps with and without the allreduces, interleaved);
 * :func:`allreduce_gap_s` / :func:`gap_explained`: how much of a step-time gap the allreduce
   micro-benchmark's per-size time difference accounts for (gradients cut into buckets);
 * :func:`sweep_points` / :func:`fit_sweep`: scaling efficiency per link profile and the
@@ -74,6 +75,31 @@ def geometric_mean_ci95(ratios: Sequence[float]) -> dict[str, float]:
     half = ci95_half_width(list(logs))
     mid = float(logs.mean())
     return {"ratio": math.exp(mid), "lower": math.exp(mid - half), "upper": math.exp(mid + half)}
+
+
+def paired_vs_ceiling(run: Mapping[str, Any]) -> dict[str, Any]:
+    """DDP's throughput with its gradient allreduces / without them, from one ``paired`` run
+    (:func:`hpcml.train.bench_worker.paired`): per pair, the ranks' summed img/s synced over
+    their summed img/s under ``no_sync``; the geometric mean of the pairs and its Student-t 95 %
+    interval.
+
+    Both phases run in the same processes, interleaved, so this is the scaling efficiency over
+    the no-communication ceiling (efficiency / ceiling = (synced / n·alone) / (local / n·alone))
+    with the host's drift paired out; separate 1-node, 2-node and ceiling runs
+    (:func:`pooled_vs_ceiling`) carry it.
+
+    Raises:
+        ValueError: no ``paired`` result, or fewer than two pairs.
+    """
+    ranks = (run.get("paired") or {}).get("per_rank")
+    if not ranks:
+        raise ValueError("paired_vs_ceiling needs a run with the 'paired' benchmark mode")
+    n_pairs = min(len(r["pairs"]) for r in ranks)
+    if n_pairs < 2:
+        raise ValueError(f"paired_vs_ceiling needs at least 2 pairs (iters), got {n_pairs}")
+    ratios = [sum(r["pairs"][k]["synced"] for r in ranks) / sum(r["pairs"][k]["local"] for r in ranks)
+              for k in range(n_pairs)]
+    return {**geometric_mean_ci95(ratios), "pairs": n_pairs, "pair_ratios": ratios, "ranks": len(ranks)}
 
 
 def pooled_vs_ceiling(rounds: Sequence[Mapping[str, Mapping[str, Any]]], n: int) -> dict[str, Any]:
@@ -422,6 +448,8 @@ def summary(out: Mapping[str, Any], grad_bytes: float) -> dict[str, Any]:
         unshaped = [p for p in res.get("points", []) if p["profile"] == "unshaped"]
         if unshaped:
             res["unshaped_vs_ceiling"] = unshaped[0]["efficiency"] / res["ceiling"]
+    if out.get("paired"):
+        res["paired_vs_ceiling"] = paired_vs_ceiling(out["paired"])
     if len(out.get("ceiling_rounds", ())) >= 2:
         res["pooled_vs_ceiling"] = pooled_vs_ceiling(out["ceiling_rounds"], int(out["sweep"]["world_size"]))
     return res
