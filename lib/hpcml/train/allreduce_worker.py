@@ -137,4 +137,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hpcml.train.comm import exit_process
+
+    exit_process(main())  # os._exit under torchrun: Gloo's teardown can abort a finished rank

@@ -372,19 +372,6 @@ def selftest(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, An
     return out
 
 
-if __name__ == "__main__":
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(description="Smoke-test a process group's collectives")
-    ap.add_argument("--backend", choices=BACKENDS, required=True)
-    ap.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
-    a = ap.parse_args()
-    res = selftest(a.backend, a.timeout_s)
-    if res["rank"] == 0:
-        print("HPCML-COMM " + json.dumps(res), flush=True)
-
-
 def exit_process(code: int) -> None:
     """End this rank's process with ``code``: ``sys.exit``, except under torchrun, where it is
     ``os._exit`` after flushing stdio and logging.
@@ -405,3 +392,16 @@ def exit_process(code: int) -> None:
     sys.stderr.flush()
     os._exit(code)
 
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Smoke-test a process group's collectives")
+    ap.add_argument("--backend", choices=BACKENDS, required=True)
+    ap.add_argument("--timeout-s", type=float, default=DEFAULT_TIMEOUT_S)
+    a = ap.parse_args()
+    res = selftest(a.backend, a.timeout_s)
+    if res["rank"] == 0:
+        print("HPCML-COMM " + json.dumps(res), flush=True)
+    exit_process(0)  # os._exit under torchrun: Gloo's teardown can abort a finished rank (see its docstring)
