@@ -83,10 +83,11 @@ def paired_vs_ceiling(run: Mapping[str, Any]) -> dict[str, Any]:
     their summed img/s under ``no_sync``; the geometric mean of the pairs and its Student-t 95 %
     interval.
 
-    Both phases run in the same processes, interleaved, so this is the scaling efficiency over
-    the no-communication ceiling (efficiency / ceiling = (synced / n·alone) / (local / n·alone))
-    with the host's drift paired out; separate 1-node, 2-node and ceiling runs
-    (:func:`pooled_vs_ceiling`) carry it.
+    This is the scaling efficiency over the no-communication ceiling: efficiency = synced /
+    (n × one process's throughput) and ceiling = together-without-communication / (n × the same),
+    so their ratio is synced / local. Both phases run in the same processes, interleaved, so the
+    host's drift pairs out; separate 1-node, 2-node and ceiling runs (:func:`pooled_vs_ceiling`)
+    carry it.
 
     Raises:
         ValueError: no ``paired`` result, or fewer than two pairs.
