@@ -39,6 +39,20 @@ PROFILES_FULL = ("unshaped", "10gbit", "1gbit", "150mbit")
 PROFILES_CI = ("unshaped", "150mbit")
 
 
+def _whole_count(name: str, value: Any, what: str) -> int:
+    """``value`` if it is a whole number >= 1, else a ValueError naming ``name`` and ``what`` it counts."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1 ({what}), got {value!r}")
+    return value
+
+
+def _need_nodes(cluster: LocalCluster | None, who: str, why: str = "") -> None:
+    """A ValueError naming ``who`` (and ``why``) unless ``cluster`` is the running multi-node cluster."""
+    if not bench.on_nodes(cluster):
+        raise ValueError(f"{who} needs the multi-node cluster{f' ({why})' if why else ''}; got "
+                         + ("none" if cluster is None else f"the {cluster.mode}-node fallback"))
+
+
 def setting_options(setting: str, matched_mb: float = MATCHED_MB) -> dict[str, Any]:
     """The benchmark options of a setting: ``{"bucket_mb": ...}`` (None: each tool's default)."""
     if setting not in SETTINGS:
@@ -63,8 +77,7 @@ def bakeoff(cluster: LocalCluster | None, settings: tuple[str, ...] = ("matched"
         :func:`hpcml.train.bench.run_bench`'s JSON), plus ``"pairs"``: every pair in order when
         ``pairs`` > 1 (:func:`hpcml.train.sweep_summary.pooled_ratio` pools them).
     """
-    if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
-        raise ValueError(f"pairs must be a whole number >= 1 (Horovod/DDP runs per setting), got {pairs!r}")
+    _whole_count("pairs", pairs, "Horovod/DDP runs per setting")
     out: dict[str, dict[str, Any]] = {}
     k = 0
     for setting in settings:
@@ -121,9 +134,7 @@ def link_sweep(cluster: LocalCluster, profiles: tuple[str, ...] | list[str] = PR
     Raises:
         ValueError: the cluster is not a running multi-node one.
     """
-    if not bench.on_nodes(cluster):
-        raise ValueError("link_sweep needs the multi-node cluster (it shapes the links between nodes); got "
-                         + ("none" if cluster is None else f"the {cluster.mode}-node fallback"))
+    _need_nodes(cluster, "link_sweep", "it shapes the links between nodes")
     names = [n.name for n in cluster.plan.nodes]
     cluster.shape("unshaped")
     rates = link_rates(cluster, profiles)
@@ -165,11 +176,8 @@ def ceiling_rounds(cluster: LocalCluster, rounds: int, backend: str = "ddp", wor
         ValueError: ``rounds`` is not a whole number >= 1, or the cluster is not a running
             multi-node one.
     """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be a whole number >= 1 (one, nodes and ceiling runs each), got {rounds!r}")
-    if not bench.on_nodes(cluster):
-        raise ValueError("ceiling_rounds needs the multi-node cluster; got "
-                         + ("none" if cluster is None else f"the {cluster.mode}-node fallback"))
+    _whole_count("rounds", rounds, "one, nodes and ceiling runs each")
+    _need_nodes(cluster, "ceiling_rounds")
     names = [n.name for n in cluster.plan.nodes]
     cluster.shape("unshaped")
     make = {"one": lambda: bench.run_bench(1, ["synthetic"], timeout_s, tag="ceiling-one", backend=backend,
