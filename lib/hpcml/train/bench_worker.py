@@ -75,18 +75,21 @@ def synthetic_model(cfg: dict) -> tuple[torch.nn.Module, torch.Tensor, torch.Ten
                                 cfg["channels_last"])
 
 
+def _timed_block(step: Any, cfg: dict) -> float:
+    """img/s of ``batches_per_iter`` calls of ``step`` (one timed iteration)."""
+    t0 = time.perf_counter()
+    for _ in range(cfg["batches_per_iter"]):
+        step()
+    return cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0)
+
+
 def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, Any]:
     """Warm-up batches, then ``iters`` timed iterations of ``batches_per_iter`` steps."""
     for _ in range(cfg["warmup_batches"]):
         step()
     if on_timed_start:
         on_timed_start()
-    img_secs = []
-    for _ in range(cfg["iters"]):
-        t0 = time.perf_counter()
-        for _ in range(cfg["batches_per_iter"]):
-            step()
-        img_secs.append(cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0))
+    img_secs = [_timed_block(step, cfg) for _ in range(cfg["iters"])]
     mean, conf = ci95(img_secs)
     return {"img_per_s": mean, "conf95": conf, "iters": img_secs}
 
@@ -291,10 +294,8 @@ def paired(c: Any, cfg: dict) -> dict[str, Any]:
     timers = Timers()
 
     def local() -> None:
-        opt.zero_grad()
         with net.no_sync():
-            torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
+            loop.train_step(net, opt, x, y)
 
     phases = {"synced": lambda: dist_step(c, net, opt, x, y, timers), "local": local}
     for _ in range(cfg["warmup_batches"]):
@@ -305,10 +306,7 @@ def paired(c: Any, cfg: dict) -> dict[str, Any]:
         row = {}
         for name in (("synced", "local") if k % 2 == 0 else ("local", "synced")):
             c.barrier()
-            t0 = time.perf_counter()
-            for _ in range(cfg["batches_per_iter"]):
-                phases[name]()
-            row[name] = cfg["batch_size"] * cfg["batches_per_iter"] / (time.perf_counter() - t0)
+            row[name] = _timed_block(phases[name], cfg)
         pairs.append(row)
     ranks = c.allgather_object({"rank": c.rank(), "host": socket.gethostname(), "pairs": pairs})
     return {"per_rank": ranks, "backend": c.name, "bucket_mb": cfg["bucket_mb"]}
