@@ -125,6 +125,18 @@ def test_ddp_without_torchrun_env_names_what_is_missing(monkeypatch):
         comm.init("ddp")
 
 
+@pytest.mark.unit
+def test_ddp_beside_refuses_a_ddp_comm_and_names_an_interface_without_ipv4():
+    class Fake(comm.Comm):
+        name = "ddp"
+
+    with pytest.raises(ValueError, match="joins a DDP group inside a Horovod job, got a 'ddp' comm"):
+        comm.ddp_beside(Fake())
+    with pytest.raises(ValueError, match="interface 'hpcml-none0' .* has no IPv4 address"):
+        comm._iface_address("hpcml-none0")
+    assert comm._iface_address("lo") == "127.0.0.1"
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(120)
 def test_elastic_ddp_restarts_resume_reshard_and_a_dead_rank_names_its_node(tmp_path, contract_dataset):

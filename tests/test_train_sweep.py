@@ -358,6 +358,7 @@ def test_pooled_vs_ceiling_pools_each_rounds_efficiency_over_its_own_ceiling():
     (["--ceiling-rounds", "0"], "--ceiling-rounds must be >= 1, got 0"),
     (["--ceiling-rounds", "3", "--profiles", "1gbit"], "needs 'unshaped' in --profiles"),
     (["--paired-ceiling", "--iters", "1"], "--paired-ceiling needs --iters >= 2"),
+    (["--paired-bakeoff", "--iters", "1"], "--paired-bakeoff needs --iters >= 2"),
 ])
 def test_sweep_cli_refuses_bad_ceiling_rounds(argv, msg, capsys):
     with pytest.raises(SystemExit):
@@ -394,3 +395,53 @@ def test_paired_benchmark_runs_ddp_with_and_without_its_allreduces():
     assert ss.paired_vs_ceiling(r)["pairs"] == 2
     with pytest.raises(RuntimeError, match="needs backend 'ddp'"):
         bench.run_bench(1, ["paired"], timeout_s=120, tag="paired-tiny", backend="horovod", **cfg)
+
+
+def _versus_rank(r, hvd, ddp, hvd_torch_s=0.0, ddp_unnamed_s=0.0, wall_s=4.0):
+    """One rank of a ``versus`` run: per pair Horovod's and DDP's img/s, and the phases' CPU."""
+    def cpu(torch_s, unnamed_s):
+        return {"main_s": 3.6, "other_s": torch_s + unnamed_s, "torch_threads_s": torch_s,
+                "unnamed_threads_s": unnamed_s, "wall_s": wall_s}
+    return {"rank": r, "pairs": [{"horovod": h, "ddp": d, "cpu": {"horovod": cpu(hvd_torch_s, 0.3),
+                                                                  "ddp": cpu(0.2, ddp_unnamed_s)}}
+                                 for h, d in zip(hvd, ddp)]}
+
+
+@pytest.mark.unit
+def test_paired_bakeoff_pools_horovod_over_ddp_per_pair_and_charges_the_idle_threads():
+    # pair ratios (9+9)/(10+10) = 0.9, 1.0, 1.1; Horovod's idle cycle took 0.4 s of each 4 s DDP phase
+    # (a 10 % share) and DDP's threads 0.2 s of each Horovod phase (5 %): charged = ratio * 0.9 / 0.95
+    ranks = [_versus_rank(r, [9, 10, 11], [10, 10, 10], hvd_torch_s=0.2, ddp_unnamed_s=0.4) for r in (0, 1)]
+    run = {"versus": {"per_rank": ranks, "steps_per_phase": 2}}
+    p = ss.paired_bakeoff(run)
+    assert p["pair_ratios"] == pytest.approx([0.9, 1.0, 1.1]) and (p["pairs"], p["ranks"]) == (3, 2)
+    assert p["lower"] < p["ratio"] < p["upper"]
+    assert p["charged"]["pair_ratios"] == pytest.approx([q * 0.9 / 0.95 for q in (0.9, 1.0, 1.1)])
+    assert p["charged"]["ratio"] == pytest.approx(p["ratio"] * 0.9 / 0.95)
+    assert p["cpu"]["ddp"]["unnamed_threads_s_per_step"] == pytest.approx(0.2)  # 0.4 s over 2 steps
+    assert p["cpu"]["horovod"]["wall_s_per_step"] == pytest.approx(2.0)
+    # no idle threads: charging changes nothing
+    free = ss.paired_bakeoff({"versus": {"per_rank": [_versus_rank(0, [9, 10], [10, 10])], "steps_per_phase": 1}})
+    assert free["charged"]["ratio"] == pytest.approx(free["ratio"])
+    with pytest.raises(ValueError, match="needs a run with the 'versus' benchmark mode"):
+        ss.paired_bakeoff({"paired": {}})
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        ss.paired_bakeoff({"versus": {"per_rank": [_versus_rank(0, [9], [10])], "steps_per_phase": 1}})
+    assert ss.summary({"versus": run}, G)["paired_bakeoff"]["pairs"] == 3
+
+
+@pytest.mark.integration
+def test_versus_interleaves_horovod_and_ddp_in_one_horovodrun_job():
+    cfg = dict(arch="resnet18", image_size=32, batch_size=2, iters=2, batches_per_iter=1, warmup_batches=1,
+               bucket_mb=25)
+    r = bench.run_bench(2, ["versus"], timeout_s=120, tag="versus-tiny", backend="horovod", **cfg)
+    ranks = r["versus"]["per_rank"]
+    assert [x["rank"] for x in ranks] == [0, 1] and all(len(x["pairs"]) == 2 for x in ranks)
+    phases = [p for x in ranks for p in x["pairs"]]
+    assert all(p["horovod"] > 0 and p["ddp"] > 0 and p["cpu"]["ddp"]["wall_s"] > 0 for p in phases)
+    # torch.distributed's Gloo threads (named) do the DDP phase's allreduces, Horovod's (unnamed) its own
+    assert sum(p["cpu"]["ddp"]["torch_threads_s"] for p in phases) > 0
+    assert sum(p["cpu"]["horovod"]["unnamed_threads_s"] for p in phases) > 0
+    assert ss.paired_bakeoff(r)["pairs"] == 2
+    with pytest.raises(RuntimeError, match="runs under horovodrun"):
+        bench.run_bench(2, ["versus"], timeout_s=120, tag="versus-tiny", backend="ddp", **cfg)

@@ -15,6 +15,9 @@
 * ``paired`` — DDP only: its step with the gradient allreduces and under ``no_sync()`` (none),
   interleaved in ABBA pairs in the same job: the scaling efficiency over the no-communication
   ceiling with the host's drift paired out (:func:`hpcml.train.sweep_summary.paired_vs_ceiling`).
+* ``versus`` — Horovod's step and DDP's, interleaved in ABBA pairs in the same ``horovodrun``
+  job: the Horovod/DDP ratio with the host's drift paired out
+  (:func:`hpcml.train.sweep_summary.paired_bakeoff`).
 * :func:`independent_worker` — one plain-PyTorch copy of the synthetic step, timed alone and
   together with the others (the hardware's scaling ceiling).
 
@@ -94,6 +97,27 @@ def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, 
     return {"img_per_s": mean, "conf95": conf, "iters": img_secs}
 
 
+def _thread_cpu(proc: Any) -> tuple[float, float]:
+    """CPU seconds so far of (this process's main thread, all its other threads) (``proc``: psutil)."""
+    ts = {t.id: t.user_time + t.system_time for t in proc.threads()}
+    return ts.get(os.getpid(), 0.0), sum(v for k, v in ts.items() if k != os.getpid())
+
+
+def _other_threads_by_owner(proc: Any) -> dict[str, float]:
+    """CPU seconds so far of this process's other threads: ``torch`` (the threads torch.distributed
+    names, ``pt_*`` and ``gloo_*``) and ``unnamed`` (the rest: Horovod 0.28.1 names none of its own)."""
+    out = {"torch": 0.0, "unnamed": 0.0}
+    for t in proc.threads():
+        if t.id == os.getpid():
+            continue
+        try:
+            name = Path(f"/proc/{os.getpid()}/task/{t.id}/comm").read_text().strip()
+        except OSError:  # the thread ended
+            continue
+        out["torch" if name.startswith(("pt_", "gloo_")) else "unnamed"] += t.user_time + t.system_time
+    return out
+
+
 def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
     """Synthetic ResNet benchmark on this rank, either backend; every rank's img/s gathered to all."""
     from hpcml.train.worker import TIME_SPLIT_NOTES, Timers, dist_step
@@ -104,9 +128,8 @@ def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
 
     proc, timers, start = psutil.Process(), Timers(), {}
 
-    def thread_cpu() -> tuple[float, float]:  # (this main thread, every other thread) CPU seconds
-        ts = {t.id: t.user_time + t.system_time for t in proc.threads()}
-        return ts.get(os.getpid(), 0.0), sum(v for k, v in ts.items() if k != os.getpid())
+    def thread_cpu() -> tuple[float, float]:
+        return _thread_cpu(proc)
 
     def timed_start() -> None:
         timers.update(Timers())
@@ -312,7 +335,66 @@ def paired(c: Any, cfg: dict) -> dict[str, Any]:
     return {"per_rank": ranks, "backend": c.name, "bucket_mb": cfg["bucket_mb"]}
 
 
-MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile, "paired": paired}
+def versus(c: Any, cfg: dict) -> dict[str, Any]:
+    """Horovod's synthetic step vs DDP's, interleaved in ABBA pairs in one ``horovodrun`` job.
+
+    Separate Horovod and DDP runs minutes apart carry the host's drift between them, which on
+    a shared machine is as large as the gap being measured. Here the same processes hold both:
+    a Horovod-wrapped model (``hvd.DistributedOptimizer``, fusion threshold ``bucket_mb``) and
+    a DDP-wrapped copy with the same initial weights (``bucket_cap_mb`` ``bucket_mb``) in a Gloo
+    group of the same ranks (:func:`hpcml.train.comm.ddp_beside`). Each of ``iters`` pairs times
+    ``batches_per_iter`` steps of each (the same :func:`hpcml.train.worker.dist_step`), the order
+    reversed every other pair, a barrier before each phase. Each phase also records its wall
+    time and the CPU seconds of the main thread and of the other threads, split into the
+    threads torch.distributed names (``torch_threads_s``) and the unnamed ones, Horovod's
+    (``unnamed_threads_s``).
+
+    What each phase carries that a separate run would not: the other tool's idle threads.
+    DDP's Gloo threads sleep while Horovod steps; Horovod's background thread keeps its
+    negotiation cycle (every ``cycle_time_ms``) while DDP steps, which the DDP phase's
+    ``unnamed_threads_s`` measures (:func:`hpcml.train.sweep_summary.paired_bakeoff` bounds the
+    ratio with and without charging it).
+
+    Raises:
+        ValueError: a backend other than Horovod (the job must be started by ``horovodrun``).
+    """
+    import psutil
+
+    from hpcml.train.worker import Timers, dist_step
+
+    if c.name != "horovod":
+        raise ValueError(f"the versus benchmark runs under horovodrun (backend 'horovod'), got {c.name!r}")
+    d = comm.ddp_beside(c)
+    model_h, x, y = synthetic_model(cfg)
+    model_d = synthetic_model(cfg)[0]  # seed 0 again: the same initial weights
+    net_h, opt_h = _wrap(c, model_h, 0.01, cfg)
+    net_d, opt_d = _wrap(d, model_d, 0.01, cfg)
+    timers, proc = Timers(), psutil.Process()
+    phases = {"horovod": (c, lambda: dist_step(c, net_h, opt_h, x, y, timers)),
+              "ddp": (d, lambda: dist_step(d, net_d, opt_d, x, y, timers))}
+    for _ in range(cfg["warmup_batches"]):
+        for _g, step in phases.values():
+            step()
+    pairs = []
+    for k in range(cfg["iters"]):
+        row: dict[str, Any] = {"cpu": {}}
+        for name in (("horovod", "ddp") if k % 2 == 0 else ("ddp", "horovod")):
+            group, step = phases[name]
+            group.barrier()
+            cpu0, own0, t0 = _thread_cpu(proc), _other_threads_by_owner(proc), time.perf_counter()
+            row[name] = _timed_block(step, cfg)
+            cpu1, own1, t1 = _thread_cpu(proc), _other_threads_by_owner(proc), time.perf_counter()
+            row["cpu"][name] = {"main_s": cpu1[0] - cpu0[0], "other_s": cpu1[1] - cpu0[1], "wall_s": t1 - t0,
+                                **{f"{k}_threads_s": own1[k] - own0[k] for k in own0}}
+        pairs.append(row)
+    ranks = c.allgather_object({"rank": c.rank(), "host": socket.gethostname(), "pairs": pairs})
+    d.shutdown()
+    return {"per_rank": ranks, "bucket_mb": cfg["bucket_mb"], "steps_per_phase": cfg["batches_per_iter"],
+            "horovod_cycle_time_ms": os.environ.get("HOROVOD_CYCLE_TIME")}
+
+
+MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile, "paired": paired, "versus": versus}
+
 
 
 def worker_main(cfg_path: str) -> int:

@@ -327,6 +327,54 @@ def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | 
     return DDPComm(dist)
 
 
+#: Set once :func:`ddp_beside` has joined a Gloo process group inside a Horovod job (see :func:`exit_process`).
+_beside: list[bool] = []
+
+
+def _iface_address(iface: str) -> str:
+    """The IPv4 address of network interface ``iface`` on this node."""
+    import socket
+
+    import psutil
+
+    addrs = [a.address for a in psutil.net_if_addrs().get(iface, []) if a.family == socket.AF_INET]
+    if not addrs:
+        raise ValueError(f"interface {iface!r} (HOROVOD_GLOO_IFACE) has no IPv4 address on this node; "
+                         f"interfaces: {sorted(psutil.net_if_addrs())}")
+    return addrs[0]
+
+
+def ddp_beside(hvd_comm: Comm, timeout_s: float = DEFAULT_TIMEOUT_S) -> DDPComm:
+    """A ``torch.distributed`` Gloo group of the same ranks, joined inside a ``horovodrun`` job.
+
+    For :func:`hpcml.train.bench_worker.versus`, which interleaves Horovod's step and DDP's in
+    the same processes. Rank 0 opens a ``TCPStore`` on the address of the interface horovodrun
+    chose (``HOROVOD_GLOO_IFACE``; loopback without one) and broadcasts it over Horovod; the
+    group's Gloo pairs use the same interface (``GLOO_SOCKET_IFNAME``).
+
+    Raises:
+        ValueError: ``hvd_comm`` is not a Horovod comm, or the interface has no IPv4 address.
+    """
+    import torch.distributed as dist
+
+    if hvd_comm.name != "horovod":
+        raise ValueError(f"ddp_beside joins a DDP group inside a Horovod job, got a {hvd_comm.name!r} comm")
+    iface = os.environ.get("HOROVOD_GLOO_IFACE", "lo")
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", iface)
+    td = datetime.timedelta(seconds=timeout_s)
+    rank, size = hvd_comm.rank(), hvd_comm.size()
+    if rank == 0:
+        addr = _iface_address(iface)
+        store = dist.TCPStore(addr, 0, size, is_master=True, timeout=td, wait_for_workers=False)
+        hvd_comm.broadcast_object((addr, store.port), name="ddp_beside.store")
+    else:
+        addr, port = hvd_comm.broadcast_object(None, name="ddp_beside.store")
+        store = dist.TCPStore(addr, port, size, is_master=False, timeout=td)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=td)
+    _beside.append(True)
+    return DDPComm(dist)
+
+
 @contextlib.contextmanager
 def group(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | None = None,
           poll_ms: float | None = None) -> Iterator[Comm]:
@@ -373,8 +421,8 @@ def selftest(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> dict[str, An
 
 
 def exit_process(code: int) -> None:
-    """End this rank's process with ``code``: ``sys.exit``, except under torchrun, where it is
-    ``os._exit`` after flushing stdio and logging.
+    """End this rank's process with ``code``: ``sys.exit``, except under torchrun or after
+    :func:`ddp_beside`, where it is ``os._exit`` after flushing stdio and logging.
 
     A Gloo process group that has been destroyed can still abort the interpreter's teardown
     ("terminate called without an active exception", SIGABRT): its C++ threads are destructed
@@ -385,7 +433,7 @@ def exit_process(code: int) -> None:
     import logging
     import sys
 
-    if not os.environ.get("TORCHELASTIC_RUN_ID"):
+    if not (os.environ.get("TORCHELASTIC_RUN_ID") or _beside):
         sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()

@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
                     "ceiling); >= 2 adds the pooled efficiency/ceiling whose interval includes run-to-run spread")
     ap.add_argument("--paired-ceiling", action="store_true", help="run DDP's paired benchmark on the unshaped nodes: "
                     "steps with and without the gradient allreduces interleaved in one job (--iters pairs)")
+    ap.add_argument("--paired-bakeoff", action="store_true", help="run Horovod's step and DDP's interleaved in "
+                    "one horovodrun job on the unshaped nodes, matched buckets (--iters pairs)")
     ap.add_argument("--out", type=Path, default=None, help="the JSON (default build/sweep/<cluster>.json)")
     ap.add_argument("--summary-of", type=Path, default=None, help="print the summary of an earlier run's JSON, run nothing")
     a = ap.parse_args(argv)
@@ -228,8 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         poll = None if a.hvd_poll_ms == "spin" else comm.check_poll_ms(float(a.hvd_poll_ms))
     except ValueError:
         ap.error(f"--hvd-poll-ms must be a positive number of ms or 'spin', got {a.hvd_poll_ms!r}")
-    if a.paired_ceiling and a.iters < 2:
-        ap.error(f"--paired-ceiling needs --iters >= 2 (pairs of phases), got {a.iters}")
+    for flag, on in (("--paired-ceiling", a.paired_ceiling), ("--paired-bakeoff", a.paired_bakeoff)):
+        if on and a.iters < 2:
+            ap.error(f"{flag} needs --iters >= 2 (pairs of phases), got {a.iters}")
     if a.ceiling_rounds < 1:
         ap.error(f"--ceiling-rounds must be >= 1, got {a.ceiling_rounds}")
     if a.ceiling_rounds > 1 and "unshaped" not in a.profiles.split(","):
@@ -250,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
         if a.paired_ceiling:
             cl.shape("unshaped")
             out["paired"] = bench.run_bench(2, ["paired"], tag="paired", backend="ddp", cluster=cl, **cfg)
+        if a.paired_bakeoff:
+            cl.shape("unshaped")
+            out["versus"] = bench.run_bench(2, ["versus"], tag="versus", backend="horovod", cluster=cl,
+                                            cycle_time_ms=a.cycle_time_ms, hvd_poll_ms=poll,
+                                            **setting_options("matched"), **cfg)
         profiles = [p for p in a.profiles.split(",") if p]
         if profiles and a.ceiling_rounds > 1 and "unshaped" in profiles:
             # the first round is also the sweep's 1-node run, its unshaped point and its ceiling

@@ -92,15 +92,58 @@ def paired_vs_ceiling(run: Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         ValueError: no ``paired`` result, or fewer than two pairs.
     """
-    ranks = (run.get("paired") or {}).get("per_rank")
+    return _pair_ratios(run, "paired", "synced", "local", "paired_vs_ceiling")
+
+
+def _pair_ratios(run: Mapping[str, Any], mode: str, num: str, den: str, who: str) -> dict[str, Any]:
+    """Per pair of an interleaved ``mode`` run, the ranks' summed img/s in phase ``num`` over their
+    summed img/s in phase ``den``; the geometric mean of the pairs with its Student-t 95 % interval."""
+    ranks = (run.get(mode) or {}).get("per_rank")
     if not ranks:
-        raise ValueError("paired_vs_ceiling needs a run with the 'paired' benchmark mode")
+        raise ValueError(f"{who} needs a run with the {mode!r} benchmark mode")
     n_pairs = min(len(r["pairs"]) for r in ranks)
     if n_pairs < 2:
-        raise ValueError(f"paired_vs_ceiling needs at least 2 pairs (iters), got {n_pairs}")
-    ratios = [sum(r["pairs"][k]["synced"] for r in ranks) / sum(r["pairs"][k]["local"] for r in ranks)
+        raise ValueError(f"{who} needs at least 2 pairs (iters), got {n_pairs}")
+    ratios = [sum(r["pairs"][k][num] for r in ranks) / sum(r["pairs"][k][den] for r in ranks)
               for k in range(n_pairs)]
     return {**geometric_mean_ci95(ratios), "pairs": n_pairs, "pair_ratios": ratios, "ranks": len(ranks)}
+
+
+def paired_bakeoff(run: Mapping[str, Any]) -> dict[str, Any]:
+    """Horovod / DDP total img/s from one ``versus`` run (:func:`hpcml.train.bench_worker.versus`):
+    per pair, the ranks' summed img/s in the Horovod phase over the DDP phase; the geometric mean
+    of the pairs and its Student-t 95 % interval. Both tools run in the same processes,
+    interleaved, so the host's drift pairs out; separate run pairs (:func:`pooled_ratio`) carry it.
+
+    Also, per tool, the CPU seconds per step of the ranks' main threads, of their other
+    threads (Horovod's background thread, the Gloo loops) and of those split by owner, and the
+    wall seconds per step, averaged over pairs and ranks: on a rank with one core, the other
+    threads' CPU is taken from the step.
+
+    Each phase also carries the other tool's idle threads: Horovod's negotiation cycle keeps
+    running in the DDP phase (its ``unnamed_threads_s``), DDP's Gloo threads sleep in the
+    Horovod phase (its ``torch_threads_s``). ``charged`` is the same pooling with each pair's
+    ratio multiplied by (1 − the Horovod-thread share of the DDP phase's wall time) / (1 − the
+    torch-thread share of the Horovod phase's): as if every such CPU second had cost the
+    phase one wall second. The measured ratio takes them to cost nothing; the truth lies
+    between, so a target is met only when ``charged``'s lower bound clears it.
+
+    Raises:
+        ValueError: no ``versus`` result, or fewer than two pairs.
+    """
+    res = _pair_ratios(run, "versus", "horovod", "ddp", "paired_bakeoff")
+    ranks, steps, n = run["versus"]["per_rank"], float(run["versus"]["steps_per_phase"]), res["pairs"]
+    keys = ("main_s", "other_s", "torch_threads_s", "unnamed_threads_s", "wall_s")
+    cpu = {tool: {f"{k}_per_step": float(np.mean([p["cpu"][tool][k] for r in ranks for p in r["pairs"][:n]])) / steps
+                  for k in keys} for tool in ("horovod", "ddp")}
+
+    def share(k: int, tool: str, owner: str) -> float:  # the ranks' mean share of the phase's wall time
+        return float(np.mean([r["pairs"][k]["cpu"][tool][f"{owner}_threads_s"] / r["pairs"][k]["cpu"][tool]["wall_s"]
+                              for r in ranks]))
+
+    charged = [q * (1 - share(k, "ddp", "unnamed")) / (1 - share(k, "horovod", "torch"))
+               for k, q in enumerate(res["pair_ratios"])]
+    return {**res, "cpu": cpu, "charged": {**geometric_mean_ci95(charged), "pair_ratios": charged}}
 
 
 def pooled_vs_ceiling(rounds: Sequence[Mapping[str, Mapping[str, Any]]], n: int) -> dict[str, Any]:
@@ -451,6 +494,8 @@ def summary(out: Mapping[str, Any], grad_bytes: float) -> dict[str, Any]:
             res["unshaped_vs_ceiling"] = unshaped[0]["efficiency"] / res["ceiling"]
     if out.get("paired"):
         res["paired_vs_ceiling"] = paired_vs_ceiling(out["paired"])
+    if out.get("versus"):
+        res["paired_bakeoff"] = paired_bakeoff(out["versus"])
     if len(out.get("ceiling_rounds", ())) >= 2:
         res["pooled_vs_ceiling"] = pooled_vs_ceiling(out["ceiling_rounds"], int(out["sweep"]["world_size"]))
     return res
