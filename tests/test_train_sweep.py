@@ -428,6 +428,9 @@ def test_paired_bakeoff_pools_horovod_over_ddp_per_pair_and_charges_the_idle_thr
     with pytest.raises(ValueError, match="at least 2 pairs"):
         ss.paired_bakeoff({"versus": {"per_rank": [_versus_rank(0, [9], [10])], "steps_per_phase": 1}})
     assert ss.summary({"versus": run}, G)["paired_bakeoff"]["pairs"] == 3
+    m = {x.name: x.value for x in ss.paired_bakeoff_metrics(p, "resnet50")}
+    assert m["resnet50_horovod_ddp_paired_charged_lower"] == p["charged"]["lower"]
+    assert m["resnet50_versus_hvd_idle_s_per_step"] == pytest.approx(0.2) and m["resnet50_horovod_ddp_paired_pairs"] == 3
 
 
 @pytest.mark.integration

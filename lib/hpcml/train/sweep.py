@@ -8,6 +8,10 @@
 * :func:`link_sweep`: one backend's scaling efficiency (N nodes x 1 rank vs 1) at each link
   profile of the cluster (:meth:`hpcml.cluster.local.LocalCluster.shape`), restored to
   ``unshaped`` afterwards even when a run fails.
+* ``--paired-bakeoff``: the matched setting measured in one ``horovodrun`` job whose ranks
+  interleave Horovod's step and DDP's (:func:`hpcml.train.bench_worker.versus`), so the host's
+  drift between separate runs pairs out; ``--paired-ceiling`` does the same for DDP's
+  efficiency over the no-communication ceiling.
 
 The numbers are made in :mod:`hpcml.train.sweep_summary` (pure). ``python -m hpcml.train.sweep``
 runs both on a cluster of its own name (up if needed, down after if it brought it up) and

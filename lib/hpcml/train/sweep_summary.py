@@ -374,6 +374,30 @@ def gap_metrics(pair: Mapping[str, Mapping[str, Any]], times: Mapping[str, Mappi
                    description="allreduce gap / step gap (NaN: Horovod was not slower)")]
 
 
+def paired_bakeoff_metrics(pb: Mapping[str, Any], arch: str) -> list[Metric]:
+    """Notebook 02's metrics of :func:`paired_bakeoff`'s result ``pb``, in order."""
+    ms = [Metric(f"{arch}_horovod_ddp_paired_pairs", pb["pairs"], description="Horovod/DDP phase pairs, interleaved")]
+    for key, what in (("", "measured: the other tool's idle threads cost nothing"),
+                      ("_charged", "charged: their CPU billed as wall time")):
+        r = pb["charged"] if key else pb
+        ms += [Metric(f"{arch}_horovod_ddp_paired{key}_ratio", r["ratio"], headline=not key,
+                      description=f"Horovod / DDP img/s in the same processes, geometric mean of the pairs ({what})"),
+               Metric(f"{arch}_horovod_ddp_paired{key}_lower", r["lower"], description="its 95 % lower bound"),
+               Metric(f"{arch}_horovod_ddp_paired{key}_upper", r["upper"], description="its 95 % upper bound")]
+    cpu = pb["cpu"]
+    return ms + [
+        Metric(f"{arch}_versus_hvd_threads_s_per_step", cpu["horovod"]["unnamed_threads_s_per_step"], unit="s",
+               description="CPU of Horovod's threads per Horovod step (background cycle, its Gloo loop)"),
+        Metric(f"{arch}_versus_torch_threads_s_per_step", cpu["ddp"]["torch_threads_s_per_step"], unit="s",
+               description="CPU of torch.distributed's Gloo threads per DDP step"),
+        Metric(f"{arch}_versus_hvd_idle_s_per_step", cpu["ddp"]["unnamed_threads_s_per_step"], unit="s",
+               description="CPU of Horovod's idle negotiation cycle per DDP step (what 'charged' bills)"),
+        Metric(f"{arch}_versus_main_s_per_step", {t: cpu[t]["main_s_per_step"] for t in cpu}, unit="s",
+               description="main-thread CPU per step, per tool"),
+        Metric(f"{arch}_versus_wall_s_per_step", {t: cpu[t]["wall_s_per_step"] for t in cpu}, unit="s",
+               description="wall time per step, per tool")]
+
+
 def critical_rank(run: Mapping[str, Any]) -> dict[str, Any]:
     """The rank the others waited for: the one that spent least time waiting on the allreduce."""
     return min(run["synthetic"]["per_rank"], key=lambda r: r["time_split"]["allreduce"])
