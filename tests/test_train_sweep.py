@@ -412,7 +412,7 @@ def test_paired_bakeoff_pools_horovod_over_ddp_per_pair_and_charges_the_idle_thr
     # pair ratios (9+9)/(10+10) = 0.9, 1.0, 1.1; Horovod's idle cycle took 0.4 s of each 4 s DDP phase
     # (a 10 % share) and DDP's threads 0.2 s of each Horovod phase (5 %): charged = ratio * 0.9 / 0.95
     ranks = [_versus_rank(r, [9, 10, 11], [10, 10, 10], hvd_torch_s=0.2, ddp_unnamed_s=0.4) for r in (0, 1)]
-    run = {"versus": {"per_rank": ranks, "steps_per_phase": 2}}
+    run = {"versus": {"per_rank": ranks, "steps_per_phase": 2, "bucket_mb": 25, "horovod_cycle_time_ms": "50"}}
     p = ss.paired_bakeoff(run)
     assert p["pair_ratios"] == pytest.approx([0.9, 1.0, 1.1]) and (p["pairs"], p["ranks"]) == (3, 2)
     assert p["lower"] < p["ratio"] < p["upper"]
@@ -420,6 +420,7 @@ def test_paired_bakeoff_pools_horovod_over_ddp_per_pair_and_charges_the_idle_thr
     assert p["charged"]["ratio"] == pytest.approx(p["ratio"] * 0.9 / 0.95)
     assert p["cpu"]["ddp"]["unnamed_threads_s_per_step"] == pytest.approx(0.2)  # 0.4 s over 2 steps
     assert p["cpu"]["horovod"]["wall_s_per_step"] == pytest.approx(2.0)
+    assert (p["bucket_mb"], p["horovod_cycle_time_ms"]) == (25, "50")  # the setting, in the printed summary
     # no idle threads: charging changes nothing
     free = ss.paired_bakeoff({"versus": {"per_rank": [_versus_rank(0, [9, 10], [10, 10])], "steps_per_phase": 1}})
     assert free["charged"]["ratio"] == pytest.approx(free["ratio"])

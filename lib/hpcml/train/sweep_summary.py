@@ -143,7 +143,8 @@ def paired_bakeoff(run: Mapping[str, Any]) -> dict[str, Any]:
 
     charged = [q * (1 - share(k, "ddp", "unnamed")) / (1 - share(k, "horovod", "torch"))
                for k, q in enumerate(res["pair_ratios"])]
-    return {**res, "cpu": cpu, "charged": {**geometric_mean_ci95(charged), "pair_ratios": charged}}
+    return {**res, "cpu": cpu, "charged": {**geometric_mean_ci95(charged), "pair_ratios": charged},
+            "bucket_mb": run["versus"].get("bucket_mb"), "horovod_cycle_time_ms": run["versus"].get("horovod_cycle_time_ms")}
 
 
 def pooled_vs_ceiling(rounds: Sequence[Mapping[str, Mapping[str, Any]]], n: int) -> dict[str, Any]:
