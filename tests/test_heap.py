@@ -45,10 +45,12 @@ def test_compare_rejects_bad_sizes():
 def test_compare_keeps_the_pages_a_real_step_would_fault_in_again():
     # ResNet-18 at 224 px, batch 16: the first activations (51 MB) are above glibc's 32 MiB
     # mmap-threshold ceiling, so with its defaults every step maps and faults them in anew
-    res = heap.compare(arch="resnet18", image_size=224, batch_size=16, steps=1, rounds=1)
+    res = heap.compare(arch="resnet18", image_size=224, batch_size=16, steps=2, rounds=1)
     (r,) = res["rounds"]
     assert (r["default"]["core"], r["kept"]["core"]) == heap.arm_cores(sorted(os.sched_getaffinity(0)), 0)
     s = res["summary"]
     assert s["applied"] is True and not r["default"]["applied"]
-    assert s["fault_ratio"] > 3, s  # 6.3 measured
+    # without keep() the ratio is about 1. Measured: 4.6-6.1 over 2 steps (5 runs). One step gave
+    # 4.3-8.9 here but 2.45 once in a loaded CI run, so this checks the 2-step mean against 2.
+    assert s["fault_ratio"] > 2, s
     assert s["kept"]["system_s_per_step"] < s["default"]["system_s_per_step"], s
