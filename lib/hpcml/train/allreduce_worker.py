@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import socket
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable

@@ -97,18 +97,14 @@ def _timed_iters(step: Any, cfg: dict, on_timed_start: Any = None) -> dict[str, 
     return {"img_per_s": mean, "conf95": conf, "iters": img_secs}
 
 
-def _thread_cpu(proc: Any) -> tuple[float, float]:
-    """CPU seconds so far of (this process's main thread, all its other threads) (``proc``: psutil)."""
-    ts = {t.id: t.user_time + t.system_time for t in proc.threads()}
-    return ts.get(os.getpid(), 0.0), sum(v for k, v in ts.items() if k != os.getpid())
-
-
-def _other_threads_by_owner(proc: Any) -> dict[str, float]:
-    """CPU seconds so far of this process's other threads: ``torch`` (the threads torch.distributed
-    names, ``pt_*`` and ``gloo_*``) and ``unnamed`` (the rest: Horovod 0.28.1 names none of its own)."""
-    out = {"torch": 0.0, "unnamed": 0.0}
+def _thread_cpu_by_owner(proc: Any) -> dict[str, float]:
+    """CPU seconds so far of this process's threads (``proc``: psutil), in one pass: ``main``,
+    ``torch`` (the threads torch.distributed names, ``pt_*`` and ``gloo_*``) and ``unnamed``
+    (the other threads: Horovod 0.28.1 names none of its own)."""
+    out = {"main": 0.0, "torch": 0.0, "unnamed": 0.0}
     for t in proc.threads():
         if t.id == os.getpid():
+            out["main"] += t.user_time + t.system_time
             continue
         try:
             name = Path(f"/proc/{os.getpid()}/task/{t.id}/comm").read_text().strip()
@@ -116,6 +112,37 @@ def _other_threads_by_owner(proc: Any) -> dict[str, float]:
             continue
         out["torch" if name.startswith(("pt_", "gloo_")) else "unnamed"] += t.user_time + t.system_time
     return out
+
+
+def _thread_cpu(proc: Any) -> tuple[float, float]:
+    """CPU seconds so far of (this process's main thread, all its other threads) (``proc``: psutil)."""
+    own = _thread_cpu_by_owner(proc)
+    return own["main"], own["torch"] + own["unnamed"]
+
+
+def _interleaved_pairs(phases: dict[str, tuple[Any, Any]], cfg: dict, probe: Any = None) -> list[dict[str, Any]]:
+    """``warmup_batches`` steps of every phase, then ``iters`` pairs of timed blocks (img/s).
+
+    ``phases``: name -> (the group whose barrier starts the phase, its step), two of them; the
+    order of the first pair is theirs, reversed every other pair (ABBA). ``probe`` (optional) is
+    called before each block and returns a function called after it, whose dict goes to the
+    pair's ``"cpu"`` under the phase's name.
+    """
+    for _ in range(cfg["warmup_batches"]):
+        for _group, step in phases.values():
+            step()
+    names, pairs = list(phases), []
+    for k in range(cfg["iters"]):
+        row: dict[str, Any] = {"cpu": {}} if probe else {}
+        for name in (names if k % 2 == 0 else names[::-1]):
+            group, step = phases[name]
+            group.barrier()
+            done = probe() if probe else None
+            row[name] = _timed_block(step, cfg)
+            if done:
+                row["cpu"][name] = done()
+        pairs.append(row)
+    return pairs
 
 
 def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
@@ -128,17 +155,14 @@ def synthetic(c: Any, cfg: dict) -> dict[str, Any]:
 
     proc, timers, start = psutil.Process(), Timers(), {}
 
-    def thread_cpu() -> tuple[float, float]:
-        return _thread_cpu(proc)
-
     def timed_start() -> None:
         timers.update(Timers())
-        start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches(), threads=thread_cpu(),
+        start.update(t=time.perf_counter(), cpu=proc.cpu_times(), ctx=proc.num_ctx_switches(), threads=_thread_cpu(proc),
                      faults=heap.usage()["minflt"])
 
     mine = {"rank": c.rank(), "host": socket.gethostname(),
             **_timed_iters(lambda: dist_step(c, net, opt, x, y, timers), cfg, on_timed_start=timed_start)}
-    wall, cpu, ctx, th = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches(), thread_cpu()
+    wall, cpu, ctx, th = time.perf_counter() - start["t"], proc.cpu_times(), proc.num_ctx_switches(), _thread_cpu(proc)
     mine["time_split"] = dict(timers)
     # what the process spent besides the step's own maths: kernel time, page faults, thread
     # wake-ups, and the CPU its other threads (Horovod's background cycle, Gloo's loops) took
@@ -320,17 +344,8 @@ def paired(c: Any, cfg: dict) -> dict[str, Any]:
         with net.no_sync():
             loop.train_step(net, opt, x, y)
 
-    phases = {"synced": lambda: dist_step(c, net, opt, x, y, timers), "local": local}
-    for _ in range(cfg["warmup_batches"]):
-        phases["synced"]()
-        phases["local"]()
-    pairs = []
-    for k in range(cfg["iters"]):
-        row = {}
-        for name in (("synced", "local") if k % 2 == 0 else ("local", "synced")):
-            c.barrier()
-            row[name] = _timed_block(phases[name], cfg)
-        pairs.append(row)
+    pairs = _interleaved_pairs({"synced": (c, lambda: dist_step(c, net, opt, x, y, timers)), "local": (c, local)},
+                               cfg)
     ranks = c.allgather_object({"rank": c.rank(), "host": socket.gethostname(), "pairs": pairs})
     return {"per_rank": ranks, "backend": c.name, "bucket_mb": cfg["bucket_mb"]}
 
@@ -370,23 +385,19 @@ def versus(c: Any, cfg: dict) -> dict[str, Any]:
     net_h, opt_h = _wrap(c, model_h, 0.01, cfg)
     net_d, opt_d = _wrap(d, model_d, 0.01, cfg)
     timers, proc = Timers(), psutil.Process()
-    phases = {"horovod": (c, lambda: dist_step(c, net_h, opt_h, x, y, timers)),
-              "ddp": (d, lambda: dist_step(d, net_d, opt_d, x, y, timers))}
-    for _ in range(cfg["warmup_batches"]):
-        for _g, step in phases.values():
-            step()
-    pairs = []
-    for k in range(cfg["iters"]):
-        row: dict[str, Any] = {"cpu": {}}
-        for name in (("horovod", "ddp") if k % 2 == 0 else ("ddp", "horovod")):
-            group, step = phases[name]
-            group.barrier()
-            cpu0, own0, t0 = _thread_cpu(proc), _other_threads_by_owner(proc), time.perf_counter()
-            row[name] = _timed_block(step, cfg)
-            cpu1, own1, t1 = _thread_cpu(proc), _other_threads_by_owner(proc), time.perf_counter()
-            row["cpu"][name] = {"main_s": cpu1[0] - cpu0[0], "other_s": cpu1[1] - cpu0[1], "wall_s": t1 - t0,
-                                **{f"{k}_threads_s": own1[k] - own0[k] for k in own0}}
-        pairs.append(row)
+
+    def probe() -> Any:  # the phase's wall time and its CPU by thread owner
+        own0, t0 = _thread_cpu_by_owner(proc), time.perf_counter()
+
+        def done() -> dict[str, float]:
+            own1, t1 = _thread_cpu_by_owner(proc), time.perf_counter()
+            used = {k: own1[k] - own0[k] for k in own0}
+            return {"main_s": used["main"], "other_s": used["torch"] + used["unnamed"], "wall_s": t1 - t0,
+                    "torch_threads_s": used["torch"], "unnamed_threads_s": used["unnamed"]}
+        return done
+
+    pairs = _interleaved_pairs({"horovod": (c, lambda: dist_step(c, net_h, opt_h, x, y, timers)),
+                                "ddp": (d, lambda: dist_step(d, net_d, opt_d, x, y, timers))}, cfg, probe)
     ranks = c.allgather_object({"rank": c.rank(), "host": socket.gethostname(), "pairs": pairs})
     d.shutdown()
     return {"per_rank": ranks, "bucket_mb": cfg["bucket_mb"], "steps_per_phase": cfg["batches_per_iter"],
@@ -394,7 +405,6 @@ def versus(c: Any, cfg: dict) -> dict[str, Any]:
 
 
 MODES = {"synthetic": synthetic, "overhead": overhead, "profile": profile, "paired": paired, "versus": versus}
-
 
 
 def worker_main(cfg_path: str) -> int:

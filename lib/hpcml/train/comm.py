@@ -328,7 +328,7 @@ def init(backend: str, timeout_s: float = DEFAULT_TIMEOUT_S, bucket_mb: float | 
 
 
 #: Set once :func:`ddp_beside` has joined a Gloo process group inside a Horovod job (see :func:`exit_process`).
-_beside: list[bool] = []
+_beside = False
 
 
 def _iface_address(iface: str) -> str:
@@ -371,7 +371,8 @@ def ddp_beside(hvd_comm: Comm, timeout_s: float = DEFAULT_TIMEOUT_S) -> DDPComm:
         addr, port = hvd_comm.broadcast_object(None, name="ddp_beside.store")
         store = dist.TCPStore(addr, port, size, is_master=False, timeout=td)
     dist.init_process_group("gloo", store=store, rank=rank, world_size=size, timeout=td)
-    _beside.append(True)
+    global _beside
+    _beside = True
     return DDPComm(dist)
 
 

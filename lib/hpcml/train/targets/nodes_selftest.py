@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import socket
-import sys
 import time
 from typing import Any
 
