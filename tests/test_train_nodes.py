@@ -94,3 +94,25 @@ def test_a_killed_rank_is_named_with_its_node_and_log_tail(mcluster, tmp_path, b
         job.kill()
     assert e.value.node == h[1] and "last lines" in str(e.value) and len(str(e.value).splitlines()) > 3
     assert not any(nodes.tagged_pids(mcluster, n, job.job_id) for n in h)
+
+
+def _report(host: str, rank: int, code: str, why: str) -> list[str]:
+    """torchrun's ChildFailedError report, as an agent prints it."""
+    return [f"  host      : {host}\n", f"  rank      : {rank} (local_rank: 0)\n",
+            f"  exitcode  : {code} (pid: 1)  ({why})\n", f"  traceback : Signal {code[1:]} ({why}) received by PID 1\n"]
+
+
+@pytest.mark.parametrize("first", ["n1", "n2"])
+def test_the_killed_node_is_named_when_its_peer_aborts_too(first):
+    # CI saw the survivor's worker abort (SIGABRT) after Gloo lost its peer: both agents then report a
+    # signal, and the cause is the one that did not see its peer go first, whichever agent ended first
+    job = nodes.NodesJob(cl=None, backend="ddp", hosts=["n1", "n2"], slots=1, job_id="j", procs={}, logs={})
+    job.procs = {"n1": None, "n2": None}
+    job.lines = {"n1": ["RuntimeError: [pair.cc:553] Connection closed by peer [10.250.0.12]:20618.\n",
+                        *_report("n1", 0, "-6", "SIGABRT")],
+                 "n2": _report("n2", 1, "-9", "SIGKILL")}
+    job.exited_at = {"n1": 2.0, "n2": 1.0} if first == "n2" else {"n1": 1.0, "n2": 2.0}
+    err = job._torchrun_failure({"n1": 1, "n2": 1})
+    assert err.node == "n2" and "a rank on n2 failed" in str(err) and "SIGKILL" in str(err)
+    job.lines["n1"] = job.lines["n1"][1:]  # no word of the peer: the agent that ended first is named
+    assert job._torchrun_failure({"n1": 1, "n2": 1}).node == ("n2" if first == "n2" else "n1")

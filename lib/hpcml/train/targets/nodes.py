@@ -62,6 +62,8 @@ LAST_CALL_S = 2
 KEEP_ALIVE_S = 1
 #: What a torchrun agent logs once it reached the rendezvous store and waits for the others.
 JOINING = "Rendezvous'ing worker group"
+#: What a Gloo worker prints when its peer went away first (a consequence of that peer's failure, not a cause)
+PEER_LOST = re.compile(r"(closed|reset) by peer|remote worker (crash|hang)", re.I)
 
 
 class NodesJobError(TrainJobError):
@@ -383,10 +385,13 @@ class NodesJob:
                 + "".join(f"; {n}: " + ("its agent never started" if n in self.skipped else
                                          "last lines:\n" + _tail(self.lines.get(n, []), 6)) for n in never),
                 never[0] if never else None, self.errors, rcs.get(where))
-        # the node whose worker died by a signal (the cause); else the first agent that failed
-        signalled = [n for n, t in texts.items() if re.search(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG", t)]
-        failed = sorted((n for n, rc in rcs.items() if rc not in (0, None) and rc != -signal.SIGKILL),
-                        key=lambda n: self.exited_at.get(n, float("inf")))
+        # the node whose worker died by a signal (the cause); else the first agent that failed. A worker that
+        # saw its peer vanish (Gloo's "closed by peer") can abort by a signal too: it is named only after the
+        # others, and agents that ended first come first
+        first = {n: (bool(PEER_LOST.search(t)), self.exited_at.get(n, float("inf"))) for n, t in texts.items()}
+        signalled = sorted((n for n, t in texts.items() if re.search(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG", t)),
+                           key=first.get)
+        failed = sorted((n for n, rc in rcs.items() if rc not in (0, None) and rc != -signal.SIGKILL), key=first.get)
         named = [e["host"] for e in self.errors if e.get("host") in self.procs]
         node = (named or signalled or failed or [self.hosts[0]])[0]
         worker = "; ".join(e.get("message", str(e)) for e in self.errors[:1])
