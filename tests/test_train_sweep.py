@@ -359,6 +359,8 @@ def test_pooled_vs_ceiling_pools_each_rounds_efficiency_over_its_own_ceiling():
     (["--ceiling-rounds", "3", "--profiles", "1gbit"], "needs 'unshaped' in --profiles"),
     (["--paired-ceiling", "--iters", "1"], "--paired-ceiling needs --iters >= 2"),
     (["--paired-bakeoff", "--iters", "1"], "--paired-bakeoff needs --iters >= 2"),
+    (["--paired-bakeoff", "--bakeoff-runs", "0"], "--bakeoff-runs must be >= 1"),
+    (["--bakeoff-runs", "3"], "got 3 without --paired-bakeoff"),
 ])
 def test_sweep_cli_refuses_bad_ceiling_rounds(argv, msg, capsys):
     with pytest.raises(SystemExit):
@@ -432,6 +434,30 @@ def test_paired_bakeoff_pools_horovod_over_ddp_per_pair_and_charges_the_idle_thr
     m = {x.name: x.value for x in ss.paired_bakeoff_metrics(p, "resnet50")}
     assert m["resnet50_horovod_ddp_paired_charged_lower"] == p["charged"]["lower"]
     assert m["resnet50_versus_hvd_idle_s_per_step"] == pytest.approx(0.2) and m["resnet50_horovod_ddp_paired_pairs"] == 3
+
+
+@pytest.mark.unit
+def test_pooled_bakeoff_takes_its_interval_over_the_jobs_not_their_pairs():
+    # two jobs whose pairs agree within each job (0.9, 0.9 and 1.0, 1.0): each job's own interval is
+    # a point, the pooled one spans both jobs' ratios
+    def job(ratio, idle_s=0.0):
+        return {"versus": {"per_rank": [_versus_rank(0, [ratio * 10] * 2, [10, 10], ddp_unnamed_s=idle_s)],
+                           "steps_per_phase": 2, "bucket_mb": 25, "horovod_cycle_time_ms": "50"}}
+    runs = [job(0.9), job(1.0, idle_s=0.4)]
+    p = ss.pooled_bakeoff(runs)
+    assert (p["runs"], p["pairs"]) == (2, 4) and p["run_ratios"] == pytest.approx([0.9, 1.0])
+    assert p["pair_ratios"] == pytest.approx([0.9, 0.9, 1.0, 1.0])
+    assert [r["lower"] for r in p["per_run"]] == pytest.approx([0.9, 1.0])
+    assert p["ratio"] == pytest.approx(math.sqrt(0.9)) and p["lower"] < 0.9 and p["upper"] > 1.0
+    assert p["charged"]["run_ratios"] == pytest.approx([0.9, 1.0 * 0.9])  # the 2nd job's idle cycle: 10 % of 4 s
+    assert p["cpu"]["ddp"]["unnamed_threads_s_per_step"] == pytest.approx(0.1)  # mean of 0 and 0.2 s
+    assert set(p) >= set(ss.paired_bakeoff(runs[0])), "the notebook reads either one with the same keys"
+    with pytest.raises(ValueError, match="at least 2 versus jobs, got 1"):
+        ss.pooled_bakeoff(runs[:1])
+    m = {x.name: x.value for x in ss.paired_bakeoff_metrics(p, "resnet50")}
+    assert (m["resnet50_horovod_ddp_paired_runs"], m["resnet50_horovod_ddp_paired_pairs"]) == (2, 4)
+    s = ss.summary({"versus": runs[0], "versus_runs": runs}, G)
+    assert s["pooled_bakeoff"]["runs"] == 2 and s["paired_bakeoff"]["pairs"] == 2
 
 
 @pytest.mark.integration

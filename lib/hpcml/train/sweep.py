@@ -10,8 +10,9 @@
   ``unshaped`` afterwards even when a run fails.
 * ``--paired-bakeoff``: the matched setting measured in one ``horovodrun`` job whose ranks
   interleave Horovod's step and DDP's (:func:`hpcml.train.bench_worker.versus`), so the host's
-  drift between separate runs pairs out; ``--paired-ceiling`` does the same for DDP's
-  efficiency over the no-communication ceiling.
+  drift between separate runs pairs out (``--bakeoff-runs N`` repeats the job and pools the
+  jobs, with an interval over them); ``--paired-ceiling`` does the same for DDP's efficiency
+  over the no-communication ceiling.
 
 The numbers are made in :mod:`hpcml.train.sweep_summary` (pure). ``python -m hpcml.train.sweep``
 runs both on a cluster of its own name (up if needed, down after if it brought it up) and
@@ -224,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
                     "steps with and without the gradient allreduces interleaved in one job (--iters pairs)")
     ap.add_argument("--paired-bakeoff", action="store_true", help="run Horovod's step and DDP's interleaved in "
                     "one horovodrun job on the unshaped nodes, matched buckets (--iters pairs)")
+    ap.add_argument("--bakeoff-runs", type=int, default=1, help="separate --paired-bakeoff jobs; >= 2 adds the "
+                    "pooled ratio whose interval is over the jobs, so it includes what moves from job to job")
     ap.add_argument("--out", type=Path, default=None, help="the JSON (default build/sweep/<cluster>.json)")
     ap.add_argument("--summary-of", type=Path, default=None, help="print the summary of an earlier run's JSON, run nothing")
     a = ap.parse_args(argv)
@@ -237,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     for flag, on in (("--paired-ceiling", a.paired_ceiling), ("--paired-bakeoff", a.paired_bakeoff)):
         if on and a.iters < 2:
             ap.error(f"{flag} needs --iters >= 2 (pairs of phases), got {a.iters}")
+    if a.bakeoff_runs < 1 or (a.bakeoff_runs > 1 and not a.paired_bakeoff):
+        ap.error(f"--bakeoff-runs must be >= 1, and > 1 only with --paired-bakeoff; got {a.bakeoff_runs}"
+                 + ("" if a.paired_bakeoff else " without --paired-bakeoff"))
     if a.ceiling_rounds < 1:
         ap.error(f"--ceiling-rounds must be >= 1, got {a.ceiling_rounds}")
     if a.ceiling_rounds > 1 and "unshaped" not in a.profiles.split(","):
@@ -259,9 +265,12 @@ def main(argv: list[str] | None = None) -> int:
             out["paired"] = bench.run_bench(2, ["paired"], tag="paired", backend="ddp", cluster=cl, **cfg)
         if a.paired_bakeoff:
             cl.shape("unshaped")
-            out["versus"] = bench.run_bench(2, ["versus"], tag="versus", backend="horovod", cluster=cl,
-                                            cycle_time_ms=a.cycle_time_ms, hvd_poll_ms=poll,
-                                            **setting_options("matched"), **cfg)
+            runs = [bench.run_bench(2, ["versus"], tag="versus", backend="horovod", cluster=cl,
+                                    cycle_time_ms=a.cycle_time_ms, hvd_poll_ms=poll,
+                                    **setting_options("matched"), **cfg) for _ in range(a.bakeoff_runs)]
+            out["versus"] = runs[0]
+            if len(runs) > 1:
+                out["versus_runs"] = runs
         profiles = [p for p in a.profiles.split(",") if p]
         if profiles and a.ceiling_rounds > 1 and "unshaped" in profiles:
             # the first round is also the sweep's 1-node run, its unshaped point and its ceiling

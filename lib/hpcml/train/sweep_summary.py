@@ -19,7 +19,7 @@ this module turns them into what notebook 02 shows and records:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,41 @@ def paired_bakeoff(run: Mapping[str, Any]) -> dict[str, Any]:
                for k, q in enumerate(res["pair_ratios"])]
     return {**res, "cpu": cpu, "charged": {**geometric_mean_ci95(charged), "pair_ratios": charged},
             "bucket_mb": run["versus"].get("bucket_mb"), "horovod_cycle_time_ms": run["versus"].get("horovod_cycle_time_ms")}
+
+
+def pooled_bakeoff(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """:func:`paired_bakeoff` pooled over separate ``versus`` jobs, for a target that must hold
+    from one job to the next: the geometric mean of the jobs' ratios (measured and charged) and
+    a Student-t 95 % interval over the jobs (jobs - 1 degrees of freedom).
+
+    One job's interval holds only the spread of its pairs. What moves from job to job (where
+    each job's memory and threads land, the host's load that hour) moves all of a job's pairs
+    together: here, three 12-pair jobs of the same command moved apart by more than one job's
+    interval is wide. The interval over jobs includes that.
+
+    Returns:
+        :func:`paired_bakeoff`'s keys, pooled (``pairs``: all of them, ``pair_ratios``: the jobs'
+        in order, ``cpu``: the mean over jobs), plus ``runs``, ``run_ratios`` and ``per_run``
+        (each job's ratio and interval, measured and charged).
+
+    Raises:
+        ValueError: fewer than two jobs (no spread to measure), or a job :func:`paired_bakeoff` refuses.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"pooled_bakeoff needs at least 2 versus jobs, got {len(runs)}")
+    each = [paired_bakeoff(r) for r in runs]
+    cpu = {t: {k: float(np.mean([e["cpu"][t][k] for e in each])) for k in each[0]["cpu"][t]} for t in each[0]["cpu"]}
+
+    def pooled(get: Callable[[dict], dict]) -> dict[str, Any]:
+        ratios = [get(e)["ratio"] for e in each]
+        return {**geometric_mean_ci95(ratios), "run_ratios": ratios,
+                "pair_ratios": [q for e in each for q in get(e)["pair_ratios"]]}
+
+    bounds = ("ratio", "lower", "upper")
+    return {**pooled(lambda e: e), "charged": pooled(lambda e: e["charged"]), "runs": len(each),
+            "pairs": sum(e["pairs"] for e in each), "ranks": each[0]["ranks"], "cpu": cpu,
+            "per_run": [{**{k: e[k] for k in bounds}, "charged": {k: e["charged"][k] for k in bounds}} for e in each],
+            "bucket_mb": each[0]["bucket_mb"], "horovod_cycle_time_ms": each[0]["horovod_cycle_time_ms"]}
 
 
 def pooled_vs_ceiling(rounds: Sequence[Mapping[str, Mapping[str, Any]]], n: int) -> dict[str, Any]:
@@ -376,8 +411,10 @@ def gap_metrics(pair: Mapping[str, Mapping[str, Any]], times: Mapping[str, Mappi
 
 
 def paired_bakeoff_metrics(pb: Mapping[str, Any], arch: str) -> list[Metric]:
-    """Notebook 02's metrics of :func:`paired_bakeoff`'s result ``pb``, in order."""
-    ms = [Metric(f"{arch}_horovod_ddp_paired_pairs", pb["pairs"], description="Horovod/DDP phase pairs, interleaved")]
+    """Notebook 02's metrics of :func:`paired_bakeoff`'s or :func:`pooled_bakeoff`'s result ``pb``, in order."""
+    ms = [Metric(f"{arch}_horovod_ddp_paired_pairs", pb["pairs"], description="Horovod/DDP phase pairs, interleaved"),
+          Metric(f"{arch}_horovod_ddp_paired_runs", pb.get("runs", 1),
+                 description="separate interleaved jobs (>= 2: the interval is over the jobs)")]
     for key, what in (("", "measured: the other tool's idle threads cost nothing"),
                       ("_charged", "charged: their CPU billed as wall time")):
         r = pb["charged"] if key else pb
@@ -521,6 +558,8 @@ def summary(out: Mapping[str, Any], grad_bytes: float) -> dict[str, Any]:
         res["paired_vs_ceiling"] = paired_vs_ceiling(out["paired"])
     if out.get("versus"):
         res["paired_bakeoff"] = paired_bakeoff(out["versus"])
+    if len(out.get("versus_runs", ())) >= 2:
+        res["pooled_bakeoff"] = pooled_bakeoff(out["versus_runs"])
     if len(out.get("ceiling_rounds", ())) >= 2:
         res["pooled_vs_ceiling"] = pooled_vs_ceiling(out["ceiling_rounds"], int(out["sweep"]["world_size"]))
     return res
