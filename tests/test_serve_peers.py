@@ -5,6 +5,7 @@ that must match ONNX Runtime's logits, stop with nothing left behind."""
 import json
 import os
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,6 +52,7 @@ def test_peer_smoke_start_infer_stop(peer, tiny_cnn, sample_inputs, tmp_path):
     model = export.to_onnx(tiny_cnn(), tmp_path / "model.onnx")
     x = sample_inputs(2)
     want = export.load_runtime("onnx", model)(export.as_images(x))
+    before = set(Path("/tmp").glob("folder*"))  # tritonserver's own copy of a loaded model (mkdtemp, /tmp)
     with launch.PeerProcess.start(peer, model, workers=1, batching=launch.HAS_BATCHER[peer]) as p:
         req = urllib.request.Request(p.url + "/v2/models/mnist/infer", data=protocol.make_infer_body(x, "s1"),
                                      headers={"content-type": "application/json"})
@@ -61,6 +63,7 @@ def test_peer_smoke_start_infer_stop(peer, tiny_cnn, sample_inputs, tmp_path):
     np.testing.assert_allclose(np.asarray(logits["data"]).reshape(2, 10), want, atol=1e-4)
     assert not any(proc.pid_alive(pid) for pid in pids)
     assert not p.log_path.exists(), "the peer's temporary folder (log, PyTriton workspace) is removed"
+    assert not set(Path("/tmp").glob("folder*")) - before, "tritonserver's copy of the model is removed"
 
 
 @pytest.mark.integration

@@ -24,6 +24,10 @@ PEERS = ("triton", "kserve")
 #: What each peer runs: its script here, and whether it has a dynamic batcher.
 SCRIPTS = {"triton": "triton_server.py", "kserve": "kserve_server.py"}
 HAS_BATCHER = {"triton": True, "kserve": False}
+#: Peers whose own process is signalled first, so it shuts its server down itself: PyTriton stops
+#: tritonserver, which unloads the model and removes the ``/tmp/folderXXXXXX`` copy it made of it
+#: (signalled with the rest of the group, it left one behind per start).
+LEADER_STOPS = frozenset({"triton"})
 #: Time allowed to build one peer's environment from nothing (a cached one takes ~0.1 s).
 BUILD_TIMEOUT_S = 900
 
@@ -142,7 +146,7 @@ class PeerProcess:
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
         """SIGTERM to the peer's process group (tritonserver and its stubs too), SIGKILL after ``timeout_s``."""
-        rc = _proc.stop(self.proc, timeout_s, group=True)
+        rc = _proc.stop(self.proc, timeout_s, group=self.peer not in LEADER_STOPS)
         try:
             os.killpg(self.proc.pid, 9)  # anything of the group that outlived its parent
         except ProcessLookupError:

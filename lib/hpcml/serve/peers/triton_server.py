@@ -19,6 +19,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
+import sys
 import sysconfig
 from pathlib import Path
 
@@ -69,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-batching", action="store_true", help="no dynamic batcher: one request per model call")
     a = ap.parse_args(argv)
+    # SIGTERM unwinds the `with Triton` block below, so PyTriton stops tritonserver cleanly (it then
+    # removes its temporary copy of the model) instead of this process dying and leaving it behind
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
     from pytriton.triton import Triton, TritonConfig
 
