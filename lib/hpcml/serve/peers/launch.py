@@ -145,7 +145,8 @@ class PeerProcess:
         return _proc.tail(self.log_path, n, missing="(no log)")
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        """SIGTERM to the peer's process group (tritonserver and its stubs too), SIGKILL after ``timeout_s``."""
+        """SIGTERM to the peer's process group (tritonserver and its stubs too), or to its own process
+        alone for :data:`LEADER_STOPS`; SIGKILL after ``timeout_s``, and to the whole group after that."""
         rc = _proc.stop(self.proc, timeout_s, group=self.peer not in LEADER_STOPS)
         try:
             os.killpg(self.proc.pid, 9)  # anything of the group that outlived its parent
