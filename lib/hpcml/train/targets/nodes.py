@@ -388,10 +388,10 @@ class NodesJob:
         # the node whose worker died by a signal (the cause); else the first agent that failed. A worker that
         # saw its peer vanish (Gloo's "closed by peer") can abort by a signal too: it is named only after the
         # others, and agents that ended first come first
-        first = {n: (bool(PEER_LOST.search(t)), self.exited_at.get(n, float("inf"))) for n, t in texts.items()}
+        blame_order = {n: (bool(PEER_LOST.search(t)), self.exited_at.get(n, float("inf"))) for n, t in texts.items()}
         signalled = sorted((n for n, t in texts.items() if re.search(r"exitcode\s*:\s*-\d+|Signal \d+ \(SIG", t)),
-                           key=first.get)
-        failed = sorted((n for n, rc in rcs.items() if rc not in (0, None) and rc != -signal.SIGKILL), key=first.get)
+                           key=blame_order.get)
+        failed = sorted((n for n, rc in rcs.items() if rc not in (0, None) and rc != -signal.SIGKILL), key=blame_order.get)
         named = [e["host"] for e in self.errors if e.get("host") in self.procs]
         node = (named or signalled or failed or [self.hosts[0]])[0]
         worker = "; ".join(e.get("message", str(e)) for e in self.errors[:1])
